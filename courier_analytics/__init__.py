@@ -1,7 +1,116 @@
-"""courier-analytics: Segment-style analytics calls delivered straight to Courier."""
+"""courier-analytics: Segment-style analytics calls delivered straight to Courier.
+
+Use the module-level functions with module settings, as with Segment's library::
+
+    import courier_analytics as analytics
+
+    analytics.api_key = "..."  # or the COURIER_API_KEY environment variable
+    analytics.identify("user_123", {"email": "carrier.pigeon@example.com"})
+    analytics.track("Login Button Clicked", {"plan": "pro"}, user_id="user_123")
+    analytics.flush()
+
+or a :class:`Client` of your own. Assigning a setting after the first call is
+not ignored: the next call builds a new default client with it.
+"""
 
 from __future__ import annotations
 
+import sys
+
+from courier_analytics._client import Client, Stats
+from courier_analytics._default import (
+    SettingsModule,
+    configure,
+    default_client,
+    flush,
+    proxy,
+    shutdown,
+    stats,
+)
+from courier_analytics._errors import (
+    AuthenticationError,
+    ClientClosedError,
+    ConfigurationError,
+    CourierAnalyticsError,
+    DeliveryError,
+    MessageTooLargeError,
+    NotDeliveredError,
+    QueueFullError,
+    RejectedError,
+    RetriesExhaustedError,
+)
+from courier_analytics._messages import MAX_REQUEST_BYTES, Message
+from courier_analytics._options import REGIONS, ErrorHandler, Options, Region
+from courier_analytics._retry import RetryPolicy
+from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
+from courier_analytics._transport import AnyTransport
 from courier_analytics._version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "DEFAULT_EVENT_PREFIX",
+    "MAX_REQUEST_BYTES",
+    "REGIONS",
+    "AuthenticationError",
+    "Client",
+    "ClientClosedError",
+    "ConfigurationError",
+    "CourierAnalyticsError",
+    "DeliveryError",
+    "ErrorHandler",
+    "Message",
+    "MessageTooLargeError",
+    "NotDeliveredError",
+    "Options",
+    "QueueFullError",
+    "RejectedError",
+    "RetriesExhaustedError",
+    "RetryPolicy",
+    "Stats",
+    "__version__",
+    "alias",
+    "configure",
+    "default_client",
+    "flush",
+    "group",
+    "identify",
+    "page",
+    "screen",
+    "shutdown",
+    "stats",
+    "track",
+]
+
+# Module-level settings, read when the default client is built (same names and
+# defaults as Client's options). Assigning one rebuilds the default client.
+api_key: str | None = None
+region: Region = "us"
+base_url: str | None = None
+route: RouteName = "segment"
+event_prefix: str = DEFAULT_EVENT_PREFIX
+max_queue_size: int = 10_000
+max_in_flight: int = 64
+flush_interval: float = 0.5
+timeout: float = 10.0
+max_retries: int = 10
+max_retry_time: float | None = 120.0
+retry: RetryPolicy | None = None
+on_error: ErrorHandler | None = None
+sync_mode: bool = False
+send: bool = True
+debug: bool = False
+transport: AnyTransport | None = None
+views_as_track: bool = False
+flush_at_exit: bool = True
+exit_timeout: float = 5.0
+flush_timeout: float = 30.0
+max_message_bytes: int = MAX_REQUEST_BYTES
+allow_insecure_http: bool = False
+
+identify = proxy(Client.identify)
+track = proxy(Client.track)
+group = proxy(Client.group)
+page = proxy(Client.page)
+screen = proxy(Client.screen)
+alias = proxy(Client.alias)
+
+sys.modules[__name__].__class__ = SettingsModule

@@ -1,0 +1,596 @@
+"""The client: validates calls, queues messages, and reports what became of them."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import attrs
+
+from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
+from courier_analytics._messages import MAX_REQUEST_BYTES, Message, MessageFactory
+from courier_analytics._options import ErrorHandler, Options, Region
+from courier_analytics._retry import RetryPolicy
+from courier_analytics._routes import (
+    DEFAULT_EVENT_PREFIX,
+    ApiRoute,
+    Route,
+    RouteName,
+    SegmentRoute,
+)
+from courier_analytics._transport import AnyTransport, HttpxSender
+from courier_analytics._worker import Worker
+
+__all__ = ["Client", "Stats"]
+
+logger = logging.getLogger("courier_analytics")
+
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+@attrs.frozen
+class Stats:
+    """Counts of what a client did with the messages made through it.
+
+    At any quiet moment (after :meth:`Client.flush`),
+    ``made == delivered + failed + dropped + skipped + pending``.
+
+    Attributes:
+        made: Calls that produced a valid message.
+        queued: Messages accepted for delivery (made, less skipped and dropped).
+        delivered: Messages Courier accepted.
+        retried: Retry attempts (not messages): a message retried twice counts 2.
+        failed: Messages that will not be delivered: refused by Courier, out of
+            retries, or still pending at shutdown. Each was passed to ``on_error``.
+        dropped: Messages refused because the queue was full or the client closed.
+            Each was passed to ``on_error``.
+        skipped: Messages not sent by design: a type the route does not deliver
+            (page, screen, alias; group on route ``"api"``), or ``send=False``.
+        pending: Messages queued or being delivered right now.
+    """
+
+    made: int
+    queued: int
+    delivered: int
+    retried: int
+    failed: int
+    dropped: int
+    skipped: int
+    pending: int
+
+
+def _make_route(options: Options) -> Route:
+    if options.route == "api":
+        return ApiRoute(event_prefix=options.event_prefix)
+    return SegmentRoute()
+
+
+class Client:
+    """Queues analytics calls and delivers them to Courier from a background thread.
+
+    Every call validates its arguments, snapshots them as JSON, queues the message
+    and returns its ``messageId`` in microseconds; bad arguments raise
+    :class:`TypeError` or :class:`ValueError` there and then. Delivery problems
+    never raise into the caller: they are counted in :attr:`stats`, logged without
+    the payload and passed to ``on_error``.
+
+    Example:
+        >>> from courier_analytics import Client
+        >>> with Client(api_key="pk_test_123", send=False) as client:
+        ...     message_id = client.track("Order Completed", {"total": 42}, user_id="u1")
+
+    Args:
+        api_key: Courier API key (auth token). Defaults to ``COURIER_API_KEY``, then
+            ``COURIER_AUTH_TOKEN``. Never logged or shown in ``repr()``.
+        region: ``"us"`` (``https://api.courier.com``) or ``"eu"``
+            (``https://api.eu.courier.com``).
+        base_url: Courier's URL; wins over ``region``. Defaults to ``COURIER_BASE_URL``.
+            Plain ``http://`` is refused unless the host is this machine or
+            ``allow_insecure_http`` is set.
+        route: ``"segment"`` posts Segment-spec messages to ``/inbound/segment`` as
+            Segment's Courier destination does; ``"api"`` applies the same meaning
+            on Courier's documented API (``/profiles/{id}``, ``/inbound/courier``).
+        event_prefix: Put before track event names on route ``"api"``.
+        max_queue_size: Messages queued or in delivery at most; beyond it new
+            messages are dropped (counted and reported, never raised).
+        max_in_flight: Requests in flight at once (also the connection pool size).
+        flush_interval: Seconds an idle worker waits before looking at the queue on
+            its own; a call normally wakes it at once.
+        timeout: Seconds allowed for each of connect, write, read of one request.
+        max_retries: Retries of a message after its first attempt.
+        max_retry_time: Seconds after the first attempt past which no retry starts.
+        retry: A full :class:`RetryPolicy`; overrides ``max_retries``/``max_retry_time``.
+        on_error: Called as ``on_error(exc, message)`` for every message that is
+            dropped or not delivered; ``exc`` is a :class:`CourierAnalyticsError`.
+            Runs on the worker thread (or the caller's, for drops): keep it quick.
+        sync_mode: Deliver each message before the call returns (scripts, tests).
+        send: ``False`` validates and counts messages (as skipped) but sends nothing.
+        debug: Log at DEBUG level to stderr (type, id and size of messages only).
+        transport: An httpx transport (sync or async), e.g. for a proxy or tests.
+        views_as_track: Send ``page``/``screen`` calls as track events named
+            ``Viewed <name> Page`` / ``Viewed <name> Screen``.
+        flush_at_exit: Deliver what is pending when the interpreter exits.
+        exit_timeout: Seconds that delivery at exit may take.
+        flush_timeout: Default timeout of :meth:`flush` and :meth:`shutdown`.
+        max_message_bytes: Largest encoded message accepted at the call.
+        allow_insecure_http: Allow a plain ``http://`` base URL to another host.
+
+    Raises:
+        ConfigurationError: An option is invalid, or no API key is set while ``send``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        region: Region = "us",
+        base_url: str | None = None,
+        route: RouteName = "segment",
+        event_prefix: str = DEFAULT_EVENT_PREFIX,
+        max_queue_size: int = 10_000,
+        max_in_flight: int = 64,
+        flush_interval: float = 0.5,
+        timeout: float = 10.0,
+        max_retries: int = 10,
+        max_retry_time: float | None = 120.0,
+        retry: RetryPolicy | None = None,
+        on_error: ErrorHandler | None = None,
+        sync_mode: bool = False,
+        send: bool = True,
+        debug: bool = False,
+        transport: AnyTransport | None = None,
+        views_as_track: bool = False,
+        flush_at_exit: bool = True,
+        exit_timeout: float = 5.0,
+        flush_timeout: float = 30.0,
+        max_message_bytes: int = MAX_REQUEST_BYTES,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        options = Options(
+            api_key=api_key,
+            region=region,
+            base_url=base_url,
+            route=route,
+            event_prefix=event_prefix,
+            max_queue_size=max_queue_size,
+            max_in_flight=max_in_flight,
+            flush_interval=flush_interval,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_time=max_retry_time,
+            retry=retry,
+            on_error=on_error,
+            sync_mode=sync_mode,
+            send=send,
+            debug=debug,
+            transport=transport,
+            views_as_track=views_as_track,
+            flush_at_exit=flush_at_exit,
+            exit_timeout=exit_timeout,
+            flush_timeout=flush_timeout,
+            max_message_bytes=max_message_bytes,
+            allow_insecure_http=allow_insecure_http,
+        )
+        self._init(options)
+        if debug:
+            _enable_debug_logging()
+        _CLIENTS.add(self)
+
+    @classmethod
+    def from_options(cls, options: Options) -> Client:
+        """Build a client from an :class:`Options` value."""
+        return cls(**attrs.asdict(options, recurse=False))
+
+    def _init(self, options: Options) -> None:
+        self._options = options
+        self._factory = MessageFactory(
+            max_bytes=options.max_message_bytes, views_as_track=options.views_as_track
+        )
+        self._route = _make_route(options)
+        self._send = options.send
+        self._sync_mode = options.sync_mode
+        self._lock = threading.Lock()
+        self._made = 0
+        self._dropped = 0
+        self._skipped = 0
+        self._dropping = False
+        self._closed = False
+        self._worker = Worker(
+            make_sender=self._make_sender,
+            route=self._route,
+            policy=options.retry_policy(),
+            max_queue_size=options.max_queue_size,
+            max_in_flight=options.max_in_flight,
+            flush_interval=options.flush_interval,
+            report=self._report,
+        )
+
+    def _make_sender(self) -> HttpxSender:
+        options = self._options
+        return HttpxSender(
+            options.resolved_base_url(),
+            options.resolved_api_key() or "",
+            timeout=options.timeout,
+            max_connections=options.max_in_flight,
+            transport=options.transport,
+        )
+
+    def __repr__(self) -> str:
+        o = self._options
+        return f"<Client route={o.route!r} base_url={o.resolved_base_url()!r}>"
+
+    @property
+    def options(self) -> Options:
+        """The options this client was built with (the API key masked in ``repr()``)."""
+        return self._options
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of this client's counters; see :class:`Stats`."""
+        worker = self._worker
+        with self._lock:
+            made, dropped, skipped = self._made, self._dropped, self._skipped
+        return Stats(
+            made=made,
+            queued=made - dropped - skipped,
+            delivered=worker.delivered,
+            retried=worker.retried,
+            failed=worker.failed,
+            dropped=dropped,
+            skipped=skipped,
+            pending=worker.pending,
+        )
+
+    # ------------------------------------------------------------------ the calls
+
+    def identify(
+        self,
+        user_id: str | None = None,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        anonymous_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Merge ``traits`` into the user's Courier profile.
+
+        Args:
+            user_id: Whose profile; required unless ``anonymous_id`` is given.
+            traits: Profile fields, e.g. ``{"email": ..., "phone_number": ...}``.
+                A trait set to ``None`` removes that field from the profile.
+            anonymous_id: Used when there is no ``user_id``.
+            context: Segment ``context``; ``library`` is set on a copy.
+            timestamp: When it happened (a ``datetime``; naive means local time).
+            message_id: A stable id of your own, for idempotent retries; default a UUID4.
+            integrations: Segment ``integrations`` object, passed through.
+
+        Returns:
+            The message's ``messageId``.
+        """
+        return self._dispatch(
+            self._factory.identify(
+                user_id,
+                traits,
+                anonymous_id=anonymous_id,
+                context=context,
+                timestamp=timestamp,
+                message_id=message_id,
+                integrations=integrations,
+            )
+        )
+
+    def track(
+        self,
+        event: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record that the user did ``event``; Courier sees ``Segment-TrackEvent:<event>``.
+
+        If the event is mapped to a notification in Courier, it is sent to the
+        user with the message as its data.
+
+        Args:
+            event: The event name, e.g. ``"Order Completed"``.
+            properties: The event's data.
+            user_id: Who did it; required unless ``anonymous_id`` is given.
+            anonymous_id: Used when there is no ``user_id``.
+            context: Segment ``context``; ``library`` is set on a copy.
+            timestamp: When it happened (a ``datetime``; naive means local time).
+            message_id: A stable id of your own, for idempotent retries; default a UUID4.
+            integrations: Segment ``integrations`` object, passed through.
+
+        Returns:
+            The message's ``messageId``.
+        """
+        return self._dispatch(
+            self._factory.track(
+                event,
+                properties,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                context=context,
+                timestamp=timestamp,
+                message_id=message_id,
+                integrations=integrations,
+            )
+        )
+
+    def group(
+        self,
+        group_id: str,
+        traits: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Associate the user with a group (sent on route ``"segment"``; Courier logs it).
+
+        Returns:
+            The message's ``messageId``.
+        """
+        return self._dispatch(
+            self._factory.group(
+                group_id,
+                traits,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                context=context,
+                timestamp=timestamp,
+                message_id=message_id,
+                integrations=integrations,
+            )
+        )
+
+    def page(
+        self,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        category: str | None = None,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record a page view: validated and skipped, or a track event with ``views_as_track``.
+
+        Returns:
+            The message's ``messageId``.
+        """
+        return self._dispatch(
+            self._factory.view(
+                "page",
+                name,
+                properties,
+                category=category,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                context=context,
+                timestamp=timestamp,
+                message_id=message_id,
+                integrations=integrations,
+            )
+        )
+
+    def screen(
+        self,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        category: str | None = None,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record a screen view: validated and skipped, or a track event with ``views_as_track``.
+
+        Returns:
+            The message's ``messageId``.
+        """
+        return self._dispatch(
+            self._factory.view(
+                "screen",
+                name,
+                properties,
+                category=category,
+                user_id=user_id,
+                anonymous_id=anonymous_id,
+                context=context,
+                timestamp=timestamp,
+                message_id=message_id,
+                integrations=integrations,
+            )
+        )
+
+    def alias(
+        self,
+        previous_id: str,
+        user_id: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        message_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Link ``previous_id`` to ``user_id``: validated and skipped (Courier has no alias).
+
+        Returns:
+            The message's ``messageId``.
+        """
+        return self._dispatch(
+            self._factory.alias(
+                previous_id,
+                user_id,
+                context=context,
+                timestamp=timestamp,
+                message_id=message_id,
+                integrations=integrations,
+            )
+        )
+
+    # ------------------------------------------------------------- queue and life
+
+    def _dispatch(self, message: Message) -> str:
+        if not self._send or not self._route.delivers(message.type):
+            with self._lock:
+                self._made += 1
+                self._skipped += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                why = "send=False" if not self._send else f"route {self._route.name!r}"
+                logger.debug(
+                    "courier-analytics: skipped %s %s (%s does not deliver it)",
+                    message.type,
+                    message.message_id,
+                    why,
+                )
+            return message.message_id
+        error: CourierAnalyticsError | None = None
+        with self._lock:
+            self._made += 1
+            if self._closed:
+                self._dropped += 1
+                error = ClientClosedError(
+                    f"{message.type} {message.message_id} dropped: the client was shut down"
+                )
+            elif self._sync_mode:
+                pass
+            elif self._worker.put(message):
+                self._dropping = False
+                return message.message_id
+            else:
+                self._dropped += 1
+                error = QueueFullError(
+                    f"{message.type} {message.message_id} dropped: the queue is full "
+                    f"({self._options.max_queue_size} messages pending)"
+                )
+            first_drop = error is not None and not self._dropping
+            self._dropping = error is not None
+        if error is None:
+            self._worker.deliver_now(message, self._options.flush_timeout)
+            return message.message_id
+        if first_drop:
+            logger.warning("courier-analytics: %s; dropping new messages until it drains", error)
+        self._report(error, message)
+        return message.message_id
+
+    def _report(self, error: BaseException, message: Message) -> None:
+        handler = self._options.on_error
+        if handler is None:
+            return
+        try:
+            handler(error, message)
+        except Exception as exc:
+            logger.warning(
+                "courier-analytics: on_error raised %s for %s %s; ignored",
+                type(exc).__name__,
+                message.type,
+                message.message_id,
+            )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued message is delivered or has failed.
+
+        Args:
+            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+
+        Returns:
+            ``True`` when nothing is left pending, ``False`` when the timeout passed first.
+        """
+        wait = self._options.flush_timeout if timeout is None else timeout
+        done = self._worker.wait_idle(wait)
+        if not done:
+            logger.info(
+                "courier-analytics: flush gave up after %ss with %d message(s) pending",
+                wait,
+                self._worker.pending,
+            )
+        return done
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush, then stop the worker; later calls are dropped and reported.
+
+        What is still pending when ``timeout`` passes is counted as failed and
+        passed to ``on_error`` as :class:`NotDeliveredError`. Calling it again is harmless.
+
+        Args:
+            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+        """
+        with self._lock:
+            self._closed = True
+        wait = self._options.flush_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        self._worker.wait_idle(wait)
+        self._worker.stop(max(1.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def _after_fork_in_child(self) -> None:
+        """Start over in a forked child: the parent's queue is the parent's to send."""
+        self._init(self._options)
+
+    def _at_exit(self) -> None:
+        # Also for a client whose shutdown() runs in another thread: that thread is a
+        # daemon and dies with the interpreter, so exit waits here instead.
+        options = self._options
+        self.shutdown(options.exit_timeout if options.flush_at_exit else 0.0)
+
+
+def _enable_debug_logging() -> None:
+    logger.setLevel(logging.DEBUG)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._after_fork_in_child()
+
+
+def _flush_all_at_exit() -> None:
+    for client in list(_CLIENTS):
+        try:
+            client._at_exit()
+        except Exception:  # pragma: no cover - never let exit fail because of analytics
+            logger.exception("courier-analytics: flushing at exit failed")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_all_at_exit)

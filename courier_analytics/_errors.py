@@ -1,0 +1,92 @@
+"""Exceptions that courier-analytics raises at a call or reports to ``on_error``.
+
+Bad arguments are programming errors and raise at the call, before anything is
+queued, as plain :class:`TypeError` / :class:`ValueError` (or a subclass below
+that is also one). Everything that goes wrong later, at run time, never raises
+into the application: it is counted in :attr:`Client.stats`, logged without the
+payload, and passed to ``on_error(exc, message)`` as one of these::
+
+    CourierAnalyticsError               base of every exception defined here
+    ├── ConfigurationError (ValueError) bad client options, raised by Client(...)
+    ├── MessageTooLargeError (ValueError)
+    │                                   a message larger than Courier accepts, raised at the call
+    ├── QueueFullError                  reported: the queue was full, the message was dropped
+    ├── ClientClosedError               reported: a call after shutdown(), the message was dropped
+    └── DeliveryError                   reported: a message did not reach Courier
+        ├── RejectedError               Courier answered with a status that retrying cannot fix
+        │   └── AuthenticationError     401 or 403: the API key is wrong or lacks access
+        ├── RetriesExhaustedError       retryable failures outlasted the retry policy
+        └── NotDeliveredError           shutdown or exit came before delivery finished
+
+A :class:`RetriesExhaustedError` caused by a network failure carries the
+underlying ``httpx`` exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "CourierAnalyticsError",
+    "DeliveryError",
+    "MessageTooLargeError",
+    "NotDeliveredError",
+    "QueueFullError",
+    "RejectedError",
+    "RetriesExhaustedError",
+]
+
+
+class CourierAnalyticsError(Exception):
+    """Base class of every exception courier-analytics defines."""
+
+
+class ConfigurationError(CourierAnalyticsError, ValueError):
+    """A client option is missing or invalid; raised when the client is built."""
+
+
+class MessageTooLargeError(CourierAnalyticsError, ValueError):
+    """The message's JSON exceeds what Courier accepts in one request; raised at the call."""
+
+
+class QueueFullError(CourierAnalyticsError):
+    """Reported when a message was dropped because the queue was full."""
+
+
+class ClientClosedError(CourierAnalyticsError):
+    """Reported when a message was made after the client was shut down, and dropped."""
+
+
+class DeliveryError(CourierAnalyticsError):
+    """Reported when a queued message did not reach Courier.
+
+    Attributes:
+        message_id: The ``messageId`` of the message that failed.
+        status: The last HTTP status Courier answered, or ``None`` when no answer came.
+        attempts: How many requests were made for this message.
+    """
+
+    def __init__(
+        self, text: str, *, message_id: str, status: int | None = None, attempts: int = 0
+    ) -> None:
+        super().__init__(text)
+        self.message_id = message_id
+        self.status = status
+        self.attempts = attempts
+
+
+class RejectedError(DeliveryError):
+    """Courier refused the message with a status that retrying cannot fix (e.g. 400, 413)."""
+
+
+class AuthenticationError(RejectedError):
+    """Courier answered 401 or 403: the API key is wrong or lacks access."""
+
+
+class RetriesExhaustedError(DeliveryError):
+    """Every attempt failed with a retryable error until the retry policy gave up."""
+
+
+class NotDeliveredError(DeliveryError):
+    """The client shut down (or the interpreter exited) before this message was delivered."""

@@ -1,0 +1,295 @@
+"""Messages: validation of a call's arguments and the Segment-spec message it makes.
+
+Every call is validated and encoded here, in the caller's thread; what comes out
+is an immutable :class:`Message` holding the Segment-spec JSON bytes. The routes
+(``_routes.py``) later turn a message into the request for Courier.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final, cast
+
+import attrs
+
+from courier_analytics._errors import MessageTooLargeError
+from courier_analytics._json import dumps, loads
+from courier_analytics._version import __version__
+
+__all__ = ["LIBRARY", "MAX_REQUEST_BYTES", "Message", "MessageFactory"]
+
+#: Courier refuses requests larger than 6 MB (answering 413).
+MAX_REQUEST_BYTES: Final = 6 * 1000 * 1000
+
+#: ``context.library`` of every message, as the Segment spec asks.
+LIBRARY: Final = {"name": "courier-analytics", "version": __version__}
+
+_DEFAULT_CONTEXT: Final = {"library": LIBRARY}
+_UTC = _dt.timezone.utc
+
+
+@attrs.frozen(repr=False)
+class Message:
+    """One analytics call, validated and encoded; what is queued, sent and reported.
+
+    Attributes:
+        type: ``"identify"``, ``"track"``, ``"group"``, ``"page"``, ``"screen"`` or ``"alias"``.
+        message_id: The Segment ``messageId``; the same on every delivery attempt, so
+            Courier deduplicates retries.
+        user_id: The ``userId``, or ``None``.
+        anonymous_id: The ``anonymousId``, or ``None``.
+        event: The event name of a ``track`` message, else ``None``.
+        body: The Segment-spec message as compact UTF-8 JSON.
+    """
+
+    type: str
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    event: str | None
+    body: bytes
+
+    @property
+    def recipient(self) -> str:
+        """Whose message this is: ``user_id``, else ``anonymous_id``; the per-user order key."""
+        return self.user_id or self.anonymous_id or ""
+
+    @property
+    def size(self) -> int:
+        """Size of the encoded message in bytes."""
+        return len(self.body)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Decode the Segment-spec message (a fresh dict on every call)."""
+        result: dict[str, Any] = loads(self.body)
+        return result
+
+    def __repr__(self) -> str:
+        # Type, id and size only: never the payload, which may hold personal data.
+        return f"<Message {self.type} {self.message_id} ({len(self.body)} bytes)>"
+
+
+def _id(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value:
+            raise ValueError(f"{name} must be a non-empty string (or None)")
+        return value
+    if isinstance(value, (int, uuid.UUID)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"{name} must be a str (or an int or UUID), not {type(value).__name__}")
+
+
+def _who(user_id: object, anonymous_id: object) -> tuple[str | None, str | None]:
+    uid = _id("user_id", user_id)
+    aid = _id("anonymous_id", anonymous_id)
+    if uid is None and aid is None:
+        raise ValueError(
+            "user_id or anonymous_id is required: Courier needs to know whose profile "
+            "or event this is"
+        )
+    return uid, aid
+
+
+def _mapping(name: str, value: object) -> Mapping[Any, Any] | None:
+    if value is None or isinstance(value, Mapping):
+        return value
+    raise TypeError(
+        f"{name} must be a mapping such as a dict (or None), not {type(value).__name__}"
+    )
+
+
+def _name(name: str, value: object, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def _timestamp(value: object) -> _dt.datetime:
+    if value is None:
+        return _dt.datetime.now(_UTC)
+    if not isinstance(value, _dt.datetime):
+        raise TypeError(
+            f"timestamp must be a datetime.datetime (or None), not {type(value).__name__}"
+        )
+    # A naive datetime is local time, as Python's own astimezone() reads it.
+    return value.astimezone(_UTC)
+
+
+def _message_id(value: object) -> str:
+    if value is None:
+        return str(uuid.uuid4())
+    return cast(str, _id("message_id", value))
+
+
+def _context(value: object) -> Mapping[str, Any]:
+    if value is None:
+        return _DEFAULT_CONTEXT
+    context = _mapping("context", value)
+    # A new dict: the caller's context is never modified.
+    return {**context, "library": LIBRARY} if context else _DEFAULT_CONTEXT
+
+
+@attrs.frozen
+class MessageFactory:
+    """Validates a call's arguments and makes its :class:`Message`.
+
+    Args:
+        max_bytes: Largest encoded message accepted; larger ones raise
+            :class:`MessageTooLargeError` at the call.
+        views_as_track: Turn ``page`` and ``screen`` calls into ``track`` messages
+            named ``Viewed <name> Page`` / ``Viewed <name> Screen``.
+    """
+
+    max_bytes: int = MAX_REQUEST_BYTES
+    views_as_track: bool = False
+
+    def identify(
+        self,
+        user_id: object,
+        traits: object,
+        *,
+        anonymous_id: object,
+        context: object,
+        timestamp: object,
+        message_id: object,
+        integrations: object,
+    ) -> Message:
+        """Make an ``identify`` message."""
+        uid, aid = _who(user_id, anonymous_id)
+        traits = _mapping("traits", traits)
+        fields = {"traits": {} if traits is None else traits}
+        return self._make("identify", uid, aid, None, fields, context, timestamp, message_id,
+                          integrations)  # fmt: skip
+
+    def track(
+        self,
+        event: object,
+        properties: object,
+        *,
+        user_id: object,
+        anonymous_id: object,
+        context: object,
+        timestamp: object,
+        message_id: object,
+        integrations: object,
+    ) -> Message:
+        """Make a ``track`` message."""
+        name = _name("event", event)
+        uid, aid = _who(user_id, anonymous_id)
+        properties = _mapping("properties", properties)
+        fields = {"event": name, "properties": {} if properties is None else properties}
+        return self._make("track", uid, aid, name, fields, context, timestamp, message_id,
+                          integrations)  # fmt: skip
+
+    def group(
+        self,
+        group_id: object,
+        traits: object,
+        *,
+        user_id: object,
+        anonymous_id: object,
+        context: object,
+        timestamp: object,
+        message_id: object,
+        integrations: object,
+    ) -> Message:
+        """Make a ``group`` message."""
+        gid = _id("group_id", group_id)
+        if gid is None:
+            raise ValueError("group_id is required")
+        uid, aid = _who(user_id, anonymous_id)
+        traits = _mapping("traits", traits)
+        fields = {"groupId": gid, "traits": {} if traits is None else traits}
+        return self._make("group", uid, aid, None, fields, context, timestamp, message_id,
+                          integrations)  # fmt: skip
+
+    def view(
+        self,
+        kind: str,
+        name: object,
+        properties: object,
+        *,
+        category: object,
+        user_id: object,
+        anonymous_id: object,
+        context: object,
+        timestamp: object,
+        message_id: object,
+        integrations: object,
+    ) -> Message:
+        """Make a ``page`` or ``screen`` message (``kind``), or its ``track`` equivalent."""
+        view_name = _name("name", name, optional=True)
+        view_category = _name("category", category, optional=True)
+        uid, aid = _who(user_id, anonymous_id)
+        props = _mapping("properties", properties)
+        props = {} if props is None else props
+        if self.views_as_track:
+            label = kind.capitalize()
+            event = f"Viewed {view_name} {label}" if view_name else f"Loaded a {label}"
+            extra = {"name": view_name, "category": view_category}
+            props = {**{k: v for k, v in extra.items() if v is not None}, **props}
+            fields: dict[str, Any] = {"event": event, "properties": props}
+            return self._make("track", uid, aid, event, fields, context, timestamp, message_id,
+                              integrations)  # fmt: skip
+        fields = {"name": view_name, "properties": props}
+        if view_category is not None:
+            fields["category"] = view_category
+        return self._make(kind, uid, aid, None, fields, context, timestamp, message_id,
+                          integrations)  # fmt: skip
+
+    def alias(
+        self,
+        previous_id: object,
+        user_id: object,
+        *,
+        context: object,
+        timestamp: object,
+        message_id: object,
+        integrations: object,
+    ) -> Message:
+        """Make an ``alias`` message."""
+        previous = _id("previous_id", previous_id)
+        uid = _id("user_id", user_id)
+        if previous is None or uid is None:
+            raise ValueError("alias needs both previous_id and user_id")
+        fields = {"previousId": previous}
+        return self._make("alias", uid, None, None, fields, context, timestamp, message_id,
+                          integrations)  # fmt: skip
+
+    def _make(
+        self,
+        kind: str,
+        user_id: str | None,
+        anonymous_id: str | None,
+        event: str | None,
+        fields: Mapping[str, Any],
+        context: object,
+        timestamp: object,
+        message_id: object,
+        integrations: object,
+    ) -> Message:
+        mid = _message_id(message_id)
+        data: dict[str, Any] = {"type": kind, "messageId": mid, "timestamp": _timestamp(timestamp)}
+        if user_id is not None:
+            data["userId"] = user_id
+        if anonymous_id is not None:
+            data["anonymousId"] = anonymous_id
+        data.update(fields)
+        data["context"] = _context(context)
+        if integrations is not None:
+            data["integrations"] = _mapping("integrations", integrations)
+        body = dumps(data)
+        if len(body) > self.max_bytes:
+            raise MessageTooLargeError(
+                f"the {kind} message is {len(body):,} bytes of JSON; Courier accepts at most "
+                f"{self.max_bytes:,} bytes per request, so send less data in one call"
+            )
+        return Message(kind, mid, user_id, anonymous_id, event, body)

@@ -1,0 +1,115 @@
+"""Routes: how a message becomes a request to Courier.
+
+``SegmentRoute`` posts the Segment-spec message unchanged to ``/inbound/segment``,
+as Segment's Courier destination does; Courier then applies its own mapping.
+``ApiRoute`` applies that mapping in the client, on Courier's documented API:
+identify merges traits into ``/profiles/{id}``, track posts to ``/inbound/courier``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+from urllib.parse import quote
+
+import attrs
+import orjson
+
+from courier_analytics._messages import Message
+
+__all__ = ["DEFAULT_EVENT_PREFIX", "ApiRoute", "Request", "Route", "RouteName", "SegmentRoute"]
+
+RouteName = Literal["segment", "api"]
+
+#: What Courier's Segment integration prefixes to a track event's name.
+DEFAULT_EVENT_PREFIX = "Segment-TrackEvent:"
+
+
+@attrs.frozen(slots=True)
+class Request:
+    """The request a route makes for one message.
+
+    Attributes:
+        path: Path below the base URL, already percent-encoded.
+        body: JSON body.
+        idempotency_key: Value of the ``Idempotency-Key`` header, if one is sent.
+    """
+
+    path: str
+    body: bytes
+    idempotency_key: str | None = None
+
+
+class Route(Protocol):
+    """Turns messages into requests and says which answers mean accepted."""
+
+    @property
+    def name(self) -> RouteName:
+        """``"segment"`` or ``"api"``."""
+
+    def delivers(self, kind: str) -> bool:
+        """Whether messages of this type are sent at all (others are skipped)."""
+
+    def request(self, message: Message) -> Request:
+        """The POST request that delivers ``message``."""
+
+    def accepted(self, status: int) -> bool:
+        """Whether an answer with this status means Courier has the message."""
+
+
+@attrs.frozen
+class SegmentRoute:
+    """Route ``"segment"``: Segment-spec messages to ``POST /inbound/segment``."""
+
+    name: RouteName = attrs.field(default="segment", init=False)
+
+    def delivers(self, kind: str) -> bool:
+        """identify, track and group; Courier answers 501 to page, screen and alias."""
+        return kind in ("identify", "track", "group")
+
+    def request(self, message: Message) -> Request:
+        """The message's own JSON, one message per request; its messageId deduplicates."""
+        return Request("/inbound/segment", message.body)
+
+    def accepted(self, status: int) -> bool:
+        """2xx; a repeated messageId is answered with the first answer, so no 409."""
+        return 200 <= status < 300
+
+
+@attrs.frozen
+class ApiRoute:
+    """Route ``"api"``: the destination's meaning applied on Courier's documented API.
+
+    Args:
+        event_prefix: Put before a track event's name, so that events sent this way
+            are named as the Segment integration names them.
+    """
+
+    event_prefix: str = DEFAULT_EVENT_PREFIX
+    name: RouteName = attrs.field(default="api", init=False)
+
+    def delivers(self, kind: str) -> bool:
+        """identify and track; Courier's API has nothing that group, page, screen, alias mean."""
+        return kind in ("identify", "track")
+
+    def request(self, message: Message) -> Request:
+        """identify -> ``POST /profiles/{id}`` (merge); track -> ``POST /inbound/courier``."""
+        data = orjson.loads(message.body)
+        if message.type == "identify":
+            path = "/profiles/" + quote(message.recipient, safe="")
+            body = orjson.dumps({"profile": data.get("traits", {})})
+        else:
+            path = "/inbound/courier"
+            body = orjson.dumps(
+                {
+                    "event": self.event_prefix + data["event"],
+                    "messageId": message.message_id,
+                    "type": "track",
+                    "properties": data.get("properties", {}),
+                    "userId": message.recipient,
+                }
+            )
+        return Request(path, body, idempotency_key=message.message_id)
+
+    def accepted(self, status: int) -> bool:
+        """2xx, or 409: ``/inbound/courier`` already has this messageId."""
+        return 200 <= status < 300 or status == 409
