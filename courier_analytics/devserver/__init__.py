@@ -1,0 +1,34 @@
+"""A local stand-in for the parts of Courier that courier-analytics talks to.
+
+It answers ``POST /inbound/segment``, ``POST /inbound/courier`` and
+``/profiles/{user_id}`` the way Courier does (see ``docs/devserver.md``), keeps what
+it received for inspection (``/__dev/*``, a Data Logs page at ``/``) and can inject
+faults. Needs the ``dev`` extra: ``pip install 'courier-analytics[dev]'``.
+
+    from courier_analytics.devserver import DevServer, Faults
+
+    with DevServer(mappings={"Order Completed": "tmpl_order"}) as server:
+        ...  # point the client at server.base_url with server.api_key
+"""
+
+from __future__ import annotations
+
+from courier_analytics.devserver._app import DevApp, create_app
+from courier_analytics.devserver._cli import add_arguments, faults_from_args, load_mappings, run
+from courier_analytics.devserver._faults import FaultAction, Faults
+from courier_analytics.devserver._server import DevServer, serve
+from courier_analytics.devserver._state import DevState
+
+__all__ = [
+    "DevApp",
+    "DevServer",
+    "DevState",
+    "FaultAction",
+    "Faults",
+    "add_arguments",
+    "create_app",
+    "faults_from_args",
+    "load_mappings",
+    "run",
+    "serve",
+]
