@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message, MessageFactory
 from courier_analytics._options import ErrorHandler, Options, Region
@@ -53,7 +54,8 @@ class Stats:
         dropped: Messages refused because the queue was full or the client closed.
             Each was passed to ``on_error``.
         skipped: Messages not sent by design: a type the route does not deliver
-            (page, screen, alias; group on route ``"api"``), or ``send=False``.
+            (page, screen, alias; group on route ``"api"``), ``send=False``, or
+            captured by :func:`courier_analytics.testing.capture`.
         pending: Messages queued or being delivered right now.
     """
 
@@ -457,6 +459,8 @@ class Client:
     # ------------------------------------------------------------- queue and life
 
     def _dispatch(self, message: Message) -> str:
+        if _capture.recorders:
+            return self._capture(message)
         if not self._send or not self._route.delivers(message.type):
             with self._lock:
                 self._made += 1
@@ -497,6 +501,15 @@ class Client:
         if first_drop:
             logger.warning("courier-analytics: %s; dropping new messages until it drains", error)
         self._report(error, message)
+        return message.message_id
+
+    def _capture(self, message: Message) -> str:
+        """Hand the message to the test recorders instead of sending it (counted as skipped)."""
+        for recorder in _capture.recorders:
+            recorder(message)
+        with self._lock:
+            self._made += 1
+            self._skipped += 1
         return message.message_id
 
     def _report(self, error: BaseException, message: Message) -> None:

@@ -1,0 +1,35 @@
+"""Process-wide capture hook used by :mod:`courier_analytics.testing`.
+
+While at least one recorder is registered, every client (the default one and the
+Segment shim's included) hands each message it makes to the recorders and sends
+nothing. The check on the call path is one list truth test.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from courier_analytics._messages import Message
+
+__all__ = ["Recorder", "add_recorder", "recorders", "remove_recorder"]
+
+Recorder = Callable[[Message], None]
+
+#: The registered recorders; read without a lock on the call path, replaced whole.
+recorders: tuple[Recorder, ...] = ()
+_lock = threading.Lock()
+
+
+def add_recorder(recorder: Recorder) -> None:
+    """Start handing every message made by any client to ``recorder``."""
+    global recorders
+    with _lock:
+        recorders = (*recorders, recorder)
+
+
+def remove_recorder(recorder: Recorder) -> None:
+    """Stop handing messages to ``recorder`` (no error if it was not registered)."""
+    global recorders
+    with _lock:
+        recorders = tuple(r for r in recorders if r is not recorder)
