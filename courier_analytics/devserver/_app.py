@@ -263,10 +263,10 @@ class DevApp:
             *answer.headers,
         ]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        with self.state.lock:
-            pause = self.state.injector.faults.slow_body_ms / 1000 / SLOW_BODY_CHUNKS
         size = -(-len(answer.body) // SLOW_BODY_CHUNKS) or 1
-        chunks = [answer.body[i : i + size] for i in range(0, len(answer.body), size)]
+        chunks = [answer.body[i : i + size] for i in range(0, len(answer.body), size)] or [b""]
+        with self.state.lock:
+            pause = self.state.injector.faults.slow_body_ms / 1000 / len(chunks)
         for chunk in chunks:
             await asyncio.sleep(pause)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -208,6 +208,14 @@ class DevServer:
         """The faults injected now."""
         return self.state.faults()
 
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Block until `predicate()` is true, re-checked after every request; no polling.
+
+        For example ``server.wait_for(lambda: len(server.events()) == 3)``. Returns
+        whether the predicate became true within `timeout` seconds.
+        """
+        return self.state.wait_for(predicate, timeout)
+
     def set_faults(self, faults: Faults) -> None:
         """Inject `faults` from the next request on (``Faults()`` turns them off)."""
         self.state.set_faults(faults)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
 
@@ -65,7 +65,8 @@ class DevState:
     ) -> None:
         if not api_key and not accept_any_key:
             raise ValueError("api_key must be non-empty (or pass accept_any_key=True).")
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
         self.api_key = api_key
         self.accept_any_key = accept_any_key
         self.mappings: dict[str, str] = dict(mappings or {})
@@ -96,6 +97,7 @@ class DevState:
         if by_outcome is None:
             by_outcome = self.requests[route] = {}
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        self.changed.notify_all()
 
     def count_fault(self, action: FaultAction) -> None:
         """Count one injected fault."""
@@ -166,6 +168,15 @@ class DevState:
         """The faults currently injected."""
         with self.lock:
             return self.injector.faults
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Wait until `predicate()` is true, re-checking after every request.
+
+        `predicate` runs with the state lock held (re-entrant, so it may call the
+        snapshot methods). Returns whether it became true before `timeout` seconds.
+        """
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
 
     # -- control --------------------------------------------------------------
 
