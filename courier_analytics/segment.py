@@ -1,0 +1,821 @@
+"""Drop-in replacement for Segment's ``segment-analytics-python`` 2.x, delivering to Courier.
+
+Change one import line and set your Courier API key; the rest of the code stays::
+
+    import courier_analytics.segment as analytics  # was: import segment.analytics as analytics
+
+    analytics.write_key = "..."  # your Courier API key (or the COURIER_API_KEY variable)
+    analytics.identify("user_123", {"email": "carrier.pigeon@example.com"})
+    analytics.track("user_123", "Order Completed", {"total": 42})
+    analytics.flush()
+
+The module-level settings (``write_key``, ``host``, ``on_error``, ``debug``, ``send``,
+``sync_mode``, ``max_queue_size``, ``gzip``, ``timeout``, ``max_retries``,
+``log_handler``, the ``oauth_*`` ones, ...), the functions with Segment's positional
+signatures, their ``(success, message)`` return values and the :class:`Client`
+constructor are Segment's. Underneath runs a :class:`courier_analytics.Client`.
+Options that mean nothing for Courier (``gzip``, ``oauth_*``, ``thread``,
+``upload_size``, ``max_rate_limit_duration``) are accepted and ignored. See
+``docs/migrating.md`` for the full table.
+
+Bad arguments raise :class:`InvalidArgumentError`, which is an :class:`AssertionError`
+(what Segment's ``require()`` raises) as well as a :class:`TypeError` and a
+:class:`ValueError` (what courier-analytics raises), so ``except`` clauses written
+for either keep working.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import numbers
+import sys
+import threading
+import types
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import httpx
+
+from courier_analytics import _errors
+from courier_analytics._client import Client as CourierClient
+from courier_analytics._client import Stats
+from courier_analytics._messages import Message, MessageFactory
+from courier_analytics._options import Options
+from courier_analytics._version import __version__
+
+__all__ = [
+    "SETTINGS",
+    "Client",
+    "InvalidArgumentError",
+    "MessageTooLargeError",
+    "SegmentErrorHandler",
+    "__version__",
+    "alias",
+    "debug",
+    "default_client",
+    "flush",
+    "group",
+    "gzip",
+    "host",
+    "identify",
+    "join",
+    "log_handler",
+    "max_queue_size",
+    "max_retries",
+    "oauth_auth_server",
+    "oauth_client_id",
+    "oauth_client_key",
+    "oauth_key_id",
+    "oauth_scope",
+    "on_error",
+    "page",
+    "screen",
+    "send",
+    "shutdown",
+    "sync_mode",
+    "timeout",
+    "track",
+    "write_key",
+]
+
+logger = logging.getLogger("courier_analytics")
+
+#: Segment's error callback: ``on_error(exception, batch)`` with ``batch`` a list of
+#: Segment message dicts (here always a list of one).
+SegmentErrorHandler = Callable[[BaseException, list[dict[str, Any]]], Any]
+
+_UTC: Final = _dt.timezone.utc
+#: Segment's own hosts: a ``host`` left pointing at Segment selects Courier's region.
+_SEGMENT_HOSTS: Final = {"api.segment.io": "us", "events.eu1.segmentapis.com": "eu"}
+
+#: Keys of Segment's message dict per type (Segment returns them even when ``None``).
+_SEGMENT_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "identify": ("anonymousId", "userId", "traits"),
+    "track": ("anonymousId", "userId", "event", "properties"),
+    "alias": ("userId", "previousId"),
+    "group": ("anonymousId", "userId", "groupId", "traits"),
+    "page": ("anonymousId", "userId", "category", "name", "properties"),
+    "screen": ("anonymousId", "userId", "category", "name", "properties"),
+}
+
+
+class InvalidArgumentError(AssertionError, TypeError, ValueError):
+    """A call or the client got a bad argument; raised at once, nothing is queued.
+
+    It is an :class:`AssertionError` (what Segment's library raises for bad
+    arguments), a :class:`TypeError` and a :class:`ValueError` (what
+    courier-analytics raises), so existing ``except`` clauses keep working. The
+    original courier-analytics error, if any, is its ``__cause__``.
+    """
+
+
+class MessageTooLargeError(_errors.MessageTooLargeError, RuntimeError):
+    """The message is larger than Courier accepts (6 MB); a :class:`RuntimeError` as in Segment."""
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _id(value: object) -> object:
+    """Segment's id rules: empty means absent, numbers and UUIDs become strings."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (numbers.Number, uuid.UUID)) and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _timestamp(value: object) -> object:
+    """Segment's reading of a naive datetime: local if within 5 s of now, else UTC."""
+    if isinstance(value, _dt.datetime) and value.utcoffset() is None:
+        if (_dt.datetime.now() - value).total_seconds() < 5:
+            return value.astimezone()
+        return value.replace(tzinfo=_UTC)
+    return value
+
+
+def _message_id(value: object) -> object:
+    return None if value is None else str(value)
+
+
+def _or_none(value: object) -> object:
+    """Segment treats every falsy value (``{}``, ``""``, ``None``) as absent."""
+    return value or None
+
+
+def _segment_dict(message: Message) -> dict[str, Any]:
+    """The message as Segment's library returns it: its keys present even when empty."""
+    data = message.to_dict()
+    for key in _SEGMENT_KEYS.get(message.type, ()):
+        data.setdefault(key, None)
+    data.setdefault("integrations", {})
+    return data
+
+
+def _proxy_transport(proxies: object, base_url: str) -> httpx.AsyncHTTPTransport | None:
+    """Turn requests-style ``proxies`` (a dict by scheme, or one URL) into an httpx transport."""
+    if not proxies:
+        return None
+    if isinstance(proxies, str):
+        url: object = proxies
+    elif isinstance(proxies, Mapping):
+        scheme = urlsplit(base_url).scheme
+        url = proxies.get(scheme) or proxies.get(f"{scheme}://") or proxies.get("all")
+    else:
+        raise InvalidArgumentError(
+            f"proxies must be a dict such as {{'https': 'http://proxy:3128'}} or a URL, "
+            f"not {type(proxies).__name__}"
+        )
+    if not url:
+        return None
+    return httpx.AsyncHTTPTransport(proxy=str(url))
+
+
+def _host(host: str | None) -> dict[str, Any]:
+    """Core options for Segment's ``host``: Courier's URL, or a region for a Segment host."""
+    if not host:
+        return {}
+    hostname = urlsplit(host if "://" in host else f"https://{host}").hostname or ""
+    if hostname in _SEGMENT_HOSTS or hostname.endswith((".segment.io", ".segmentapis.com")):
+        logger.info("courier-analytics: host %s is Segment's; using Courier's API host", hostname)
+        return {"region": _SEGMENT_HOSTS.get(hostname, "us")}
+    return {"base_url": (host if "://" in host else f"https://{host}").rstrip("/")}
+
+
+# ---------------------------------------------------------------------- client
+
+
+class _QueueView:
+    """What Segment code reads of ``client.queue``: ``qsize()``, ``empty()``, ``full()``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @property
+    def maxsize(self) -> int:
+        """The queue's capacity (``max_queue_size``)."""
+        return self._client.max_queue_size
+
+    def qsize(self) -> int:
+        """Messages queued or being delivered now."""
+        return self._client.stats.pending
+
+    def empty(self) -> bool:
+        """Whether nothing is pending."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Whether new messages would be dropped."""
+        return self.qsize() >= self.maxsize
+
+
+class Client:
+    """Segment's ``Client``, same constructor and methods, delivering to Courier.
+
+    Every method returns ``(success, message)`` like Segment's: ``success`` is
+    ``False`` when the message was dropped (queue full) or, in ``sync_mode``, not
+    delivered; ``message`` is the Segment-spec dict. Nothing is raised for
+    run-time problems; bad arguments raise :class:`InvalidArgumentError`.
+
+    Example:
+        >>> from courier_analytics.segment import Client
+        >>> client = Client("pk_test_123", send=False)
+        >>> ok, msg = client.track("u1", "Order Completed", {"total": 42})
+        >>> ok, msg["event"]
+        (True, 'Order Completed')
+
+    Args:
+        write_key: Your Courier API key. Defaults to ``COURIER_API_KEY``.
+        host: Courier's URL (the client's ``base_url``). Segment's own hosts are
+            recognised and select Courier's US or EU host.
+        debug: Log at DEBUG level (type, id and size of messages, never payloads).
+        max_queue_size: Messages pending at most; beyond it calls return ``(False, msg)``.
+        send: ``False`` validates and returns messages but sends nothing.
+        on_error: Called as ``on_error(exception, [message_dict])`` for every
+            message that was dropped or not delivered.
+        gzip: Accepted and ignored: each Courier request carries one small message.
+        max_retries: Retries of a message after its first attempt.
+        sync_mode: Deliver each message before the call returns.
+        timeout: Seconds allowed for each of connect, write and read of a request.
+        proxies: A requests-style dict (``{"https": "http://proxy:3128"}``) or a
+            proxy URL; requests go through it.
+        thread: Accepted and ignored: one worker keeps up to 64 requests in flight.
+        upload_size: Accepted and ignored: Courier has no batch endpoint.
+        upload_interval: Seconds an idle worker waits before looking at the queue
+            on its own (``flush_interval``); calls wake it at once anyway.
+        log_handler: A :class:`logging.Handler` added to the ``courier_analytics`` logger.
+        oauth_client_id: Accepted and ignored: Courier authenticates with the API key.
+        oauth_client_key: Accepted and ignored.
+        oauth_key_id: Accepted and ignored.
+        oauth_auth_server: Accepted and ignored.
+        oauth_scope: Accepted and ignored.
+        max_total_backoff_duration: Seconds after the first attempt past which no
+            retry starts (``max_retry_time``).
+        max_rate_limit_duration: Accepted and ignored: a 429 is retried under the
+            same limits as other retryable answers, honouring ``Retry-After``.
+        courier_options: Further :class:`courier_analytics.Client` options (e.g.
+            ``region``, ``route``, ``transport``); they win over the ones above.
+
+    Raises:
+        InvalidArgumentError: An option is invalid, or no API key is set while ``send``.
+    """
+
+    def __init__(
+        self,
+        write_key: str | None = None,
+        host: str | None = None,
+        debug: bool = False,
+        max_queue_size: int = 10000,
+        send: bool = True,
+        on_error: SegmentErrorHandler | None = None,
+        gzip: bool = False,
+        max_retries: int = 10,
+        sync_mode: bool = False,
+        timeout: float = 15,
+        proxies: Mapping[str, str] | str | None = None,
+        thread: int = 1,
+        upload_size: int = 100,
+        upload_interval: float = 0.5,
+        log_handler: logging.Handler | None = None,
+        oauth_client_id: str | None = None,
+        oauth_client_key: str | None = None,
+        oauth_key_id: str | None = None,
+        oauth_auth_server: str = "https://oauth2.segment.io",
+        oauth_scope: str = "tracking_api:write",
+        max_total_backoff_duration: float = 43200,
+        max_rate_limit_duration: float = 1800,
+        *,
+        courier_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if write_key is not None and not isinstance(write_key, str):
+            raise InvalidArgumentError(f"write_key must be a str, not {type(write_key).__name__}")
+        for name, value in (
+            ("max_total_backoff_duration", max_total_backoff_duration),
+            ("max_rate_limit_duration", max_rate_limit_duration),
+        ):
+            if value is None or value < 0:
+                raise InvalidArgumentError(f"{name} must be a non-negative number")
+        self.write_key = write_key
+        self.host = host
+        self.debug = debug
+        self.max_queue_size = max_queue_size
+        self.send = send
+        self.on_error = on_error
+        self.gzip = gzip
+        self.max_retries = max_retries
+        self.sync_mode = sync_mode
+        self.timeout = timeout
+        self.proxies = proxies
+        self.thread = thread
+        self.upload_size = upload_size
+        self.upload_interval = upload_interval
+        self.oauth_client_id = oauth_client_id
+        self.oauth_client_key = oauth_client_key
+        self.oauth_key_id = oauth_key_id
+        self.oauth_auth_server = oauth_auth_server
+        self.oauth_scope = oauth_scope
+        self.max_total_backoff_duration = max_total_backoff_duration
+        self.max_rate_limit_duration = max_rate_limit_duration
+        self.queue = _QueueView(self)
+        self.log = logger
+        if log_handler is not None and log_handler not in logger.handlers:
+            logger.addHandler(log_handler)
+        options: dict[str, Any] = {
+            "api_key": write_key or None,
+            "debug": debug,
+            "max_queue_size": max_queue_size,
+            "send": send,
+            "on_error": self._report,
+            "max_retries": max_retries,
+            "sync_mode": sync_mode,
+            "timeout": timeout,
+            "max_retry_time": max_total_backoff_duration,
+            **_host(host),
+        }
+        if upload_interval and upload_interval > 0:
+            options["flush_interval"] = upload_interval
+        options.update(courier_options or {})
+        self._options = options
+        self._lock = threading.Lock()
+        self._failed: set[str] = set()
+        self._engine: CourierClient | None = None
+        self._engine = self._build()  # validates the options now, as Segment does
+
+    def _build(self) -> CourierClient:
+        options = dict(self._options)
+        try:
+            if "transport" not in options and self.proxies:
+                url = Options(**{**options, "send": False}).resolved_base_url()
+                options["transport"] = _proxy_transport(self.proxies, url)
+            return CourierClient(**options)
+        except _errors.ConfigurationError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
+
+    @property
+    def courier_client(self) -> CourierClient:
+        """The :class:`courier_analytics.Client` doing the work (rebuilt after :meth:`join`)."""
+        engine = self._engine
+        if engine is not None:
+            return engine
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._build()
+            return self._engine
+
+    @property
+    def stats(self) -> Stats:
+        """Counts of what this client did; see :class:`courier_analytics.Stats`."""
+        return self.courier_client.stats
+
+    def _report(self, error: BaseException, message: Message) -> None:
+        """The engine's ``on_error``: note failures seen during a call, then tell the user."""
+        if self.sync_mode or isinstance(error, (_errors.QueueFullError, _errors.ClientClosedError)):
+            self._failed.add(message.message_id)
+        handler = self.on_error
+        if handler is not None:
+            handler(error, [_segment_dict(message)])
+
+    def _enqueue(self, make: Callable[[MessageFactory], Message]) -> tuple[bool, dict[str, Any]]:
+        engine = self.courier_client
+        try:
+            message = make(engine._factory)
+        except _errors.MessageTooLargeError as exc:
+            raise MessageTooLargeError(str(exc)) from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(str(exc)) from exc
+        engine._dispatch(message)
+        ok = True
+        if self._failed and message.message_id in self._failed:
+            self._failed.discard(message.message_id)
+            ok = False
+        return ok, _segment_dict(message)
+
+    # ------------------------------------------------------------- the calls
+
+    def identify(
+        self,
+        user_id: object = None,
+        traits: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: _dt.datetime | None = None,
+        anonymous_id: object = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: object = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Merge ``traits`` into the user's Courier profile.
+
+        Args:
+            user_id: Whose profile (str or number); required unless ``anonymous_id``.
+            traits: Profile fields, e.g. ``{"email": ...}``.
+            context: Segment ``context``; ``library`` is set on a copy.
+            timestamp: A ``datetime``; a naive one is read as Segment reads it.
+            anonymous_id: Used when there is no ``user_id``.
+            integrations: Segment ``integrations`` object, passed through.
+            message_id: Your own id for the message; default a UUID4.
+
+        Returns:
+            ``(success, message)``: see :class:`Client`.
+        """
+        return self._enqueue(
+            lambda f: f.identify(
+                _id(user_id),
+                _or_none(traits),
+                anonymous_id=_id(anonymous_id),
+                context=_or_none(context),
+                timestamp=_timestamp(timestamp),
+                message_id=_message_id(message_id),
+                integrations=_or_none(integrations),
+            )
+        )
+
+    def track(
+        self,
+        user_id: object = None,
+        event: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: _dt.datetime | None = None,
+        anonymous_id: object = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: object = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Record that the user did ``event``; Courier sees ``Segment-TrackEvent:<event>``.
+
+        Args:
+            user_id: Who did it (str or number); required unless ``anonymous_id``.
+            event: The event name, e.g. ``"Order Completed"``.
+            properties: The event's data.
+            context: Segment ``context``; ``library`` is set on a copy.
+            timestamp: A ``datetime``; a naive one is read as Segment reads it.
+            anonymous_id: Used when there is no ``user_id``.
+            integrations: Segment ``integrations`` object, passed through.
+            message_id: Your own id for the message; default a UUID4.
+
+        Returns:
+            ``(success, message)``: see :class:`Client`.
+        """
+        return self._enqueue(
+            lambda f: f.track(
+                event,
+                _or_none(properties),
+                user_id=_id(user_id),
+                anonymous_id=_id(anonymous_id),
+                context=_or_none(context),
+                timestamp=_timestamp(timestamp),
+                message_id=_message_id(message_id),
+                integrations=_or_none(integrations),
+            )
+        )
+
+    def alias(
+        self,
+        previous_id: object = None,
+        user_id: object = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: _dt.datetime | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: object = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Link ``previous_id`` to ``user_id``: validated, not delivered (Courier has no alias).
+
+        Returns:
+            ``(success, message)``: see :class:`Client`.
+        """
+        return self._enqueue(
+            lambda f: f.alias(
+                _id(previous_id),
+                _id(user_id),
+                context=_or_none(context),
+                timestamp=_timestamp(timestamp),
+                message_id=_message_id(message_id),
+                integrations=_or_none(integrations),
+            )
+        )
+
+    def group(
+        self,
+        user_id: object = None,
+        group_id: object = None,
+        traits: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: _dt.datetime | None = None,
+        anonymous_id: object = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: object = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Associate the user with a group (Courier logs it, with no further effect today).
+
+        Returns:
+            ``(success, message)``: see :class:`Client`.
+        """
+        return self._enqueue(
+            lambda f: f.group(
+                _id(group_id),
+                _or_none(traits),
+                user_id=_id(user_id),
+                anonymous_id=_id(anonymous_id),
+                context=_or_none(context),
+                timestamp=_timestamp(timestamp),
+                message_id=_message_id(message_id),
+                integrations=_or_none(integrations),
+            )
+        )
+
+    def page(
+        self,
+        user_id: object = None,
+        category: str | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: _dt.datetime | None = None,
+        anonymous_id: object = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: object = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Record a page view: validated, not delivered (Courier does not take page calls).
+
+        Returns:
+            ``(success, message)``: see :class:`Client`.
+        """
+        return self._view("page", user_id, category, name, properties, context, timestamp,
+                          anonymous_id, integrations, message_id)  # fmt: skip
+
+    def screen(
+        self,
+        user_id: object = None,
+        category: str | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: _dt.datetime | None = None,
+        anonymous_id: object = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: object = None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Record a screen view: validated, not delivered (Courier does not take screen calls).
+
+        Returns:
+            ``(success, message)``: see :class:`Client`.
+        """
+        return self._view("screen", user_id, category, name, properties, context, timestamp,
+                          anonymous_id, integrations, message_id)  # fmt: skip
+
+    def _view(
+        self,
+        kind: str,
+        user_id: object,
+        category: object,
+        name: object,
+        properties: object,
+        context: object,
+        timestamp: object,
+        anonymous_id: object,
+        integrations: object,
+        message_id: object,
+    ) -> tuple[bool, dict[str, Any]]:
+        return self._enqueue(
+            lambda f: f.view(
+                kind,
+                _or_none(name),
+                _or_none(properties),
+                category=_or_none(category),
+                user_id=_id(user_id),
+                anonymous_id=_id(anonymous_id),
+                context=_or_none(context),
+                timestamp=_timestamp(timestamp),
+                message_id=_message_id(message_id),
+                integrations=_or_none(integrations),
+            )
+        )
+
+    # ------------------------------------------------------------- lifecycle
+
+    def flush(self) -> bool:
+        """Wait until every queued message is delivered or has failed.
+
+        Returns:
+            ``True`` when nothing is left pending (Segment returned ``None``).
+        """
+        engine = self._engine
+        return True if engine is None else engine.flush()
+
+    def join(self) -> None:
+        """Deliver what is pending, then stop the worker; works in ``sync_mode`` too.
+
+        A later call starts a fresh worker, so nothing made after ``join()`` is lost.
+        """
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+
+    def shutdown(self) -> None:
+        """Flush all messages and stop the worker (a later call starts a new one)."""
+        self.flush()
+        self.join()
+
+
+# ------------------------------------------------------------ module settings
+
+#: Names of the module-level settings: assigning one rebuilds the default client.
+SETTINGS: Final = frozenset(
+    {
+        "write_key",
+        "host",
+        "on_error",
+        "debug",
+        "log_handler",
+        "send",
+        "sync_mode",
+        "max_queue_size",
+        "gzip",
+        "timeout",
+        "max_retries",
+        "proxies",
+        "thread",
+        "upload_size",
+        "upload_interval",
+        "max_total_backoff_duration",
+        "max_rate_limit_duration",
+        "oauth_client_id",
+        "oauth_client_key",
+        "oauth_key_id",
+        "oauth_auth_server",
+        "oauth_scope",
+        "courier_options",
+    }
+)
+
+write_key: str | None = None
+host: str | None = None
+on_error: SegmentErrorHandler | None = None
+debug: bool = False
+log_handler: logging.Handler | None = None
+send: bool = True
+sync_mode: bool = False
+max_queue_size: int = 10000
+gzip: bool = False
+timeout: float = 15
+max_retries: int = 10
+proxies: Mapping[str, str] | str | None = None
+thread: int = 1
+upload_size: int = 100
+upload_interval: float = 0.5
+max_total_backoff_duration: float = 43200
+max_rate_limit_duration: float = 1800
+oauth_client_id: str | None = None
+oauth_client_key: str | None = None
+oauth_key_id: str | None = None
+oauth_auth_server: str = "https://oauth2.segment.io"
+oauth_scope: str = "tracking_api:write"
+courier_options: Mapping[str, Any] | None = None
+
+#: The client behind the module-level functions, built on the first call from the
+#: settings above (``None`` until then; assigning ``None`` makes the next call rebuild).
+default_client: Client | None = None
+
+_lock = threading.Lock()
+_stale = [False]
+
+
+class _SettingsModule(types.ModuleType):
+    """Module type of ``courier_analytics.segment``: a changed setting rebuilds the client."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in SETTINGS:
+            _stale[0] = True
+
+
+def _client() -> Client:
+    global default_client
+    client = default_client
+    if client is not None and not _stale[0]:
+        return client
+    with _lock:
+        if default_client is None or _stale[0]:
+            settings = globals()
+            fresh = Client(**{name: settings[name] for name in SETTINGS})
+            old, default_client, _stale[0] = default_client, fresh, False
+            if old is not None:
+                logger.info("courier-analytics: segment settings changed; client rebuilt")
+                threading.Thread(
+                    target=old.shutdown, name="courier-analytics-retire", daemon=True
+                ).start()
+        return default_client
+
+
+def track(
+    user_id: object = None,
+    event: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: _dt.datetime | None = None,
+    anonymous_id: object = None,
+    integrations: Mapping[str, Any] | None = None,
+    message_id: object = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Send a track call on the default client; see :meth:`Client.track`."""
+    return _client().track(user_id, event, properties, context, timestamp, anonymous_id,
+                           integrations, message_id)  # fmt: skip
+
+
+def identify(
+    user_id: object = None,
+    traits: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: _dt.datetime | None = None,
+    anonymous_id: object = None,
+    integrations: Mapping[str, Any] | None = None,
+    message_id: object = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Send an identify call on the default client; see :meth:`Client.identify`."""
+    return _client().identify(user_id, traits, context, timestamp, anonymous_id, integrations,
+                              message_id)  # fmt: skip
+
+
+def group(
+    user_id: object = None,
+    group_id: object = None,
+    traits: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: _dt.datetime | None = None,
+    anonymous_id: object = None,
+    integrations: Mapping[str, Any] | None = None,
+    message_id: object = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Send a group call on the default client; see :meth:`Client.group`."""
+    return _client().group(user_id, group_id, traits, context, timestamp, anonymous_id,
+                           integrations, message_id)  # fmt: skip
+
+
+def alias(
+    previous_id: object = None,
+    user_id: object = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: _dt.datetime | None = None,
+    integrations: Mapping[str, Any] | None = None,
+    message_id: object = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Send an alias call on the default client; see :meth:`Client.alias`."""
+    return _client().alias(previous_id, user_id, context, timestamp, integrations, message_id)
+
+
+def page(
+    user_id: object = None,
+    category: str | None = None,
+    name: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: _dt.datetime | None = None,
+    anonymous_id: object = None,
+    integrations: Mapping[str, Any] | None = None,
+    message_id: object = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Send a page call on the default client; see :meth:`Client.page`."""
+    return _client().page(user_id, category, name, properties, context, timestamp,
+                          anonymous_id, integrations, message_id)  # fmt: skip
+
+
+def screen(
+    user_id: object = None,
+    category: str | None = None,
+    name: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: _dt.datetime | None = None,
+    anonymous_id: object = None,
+    integrations: Mapping[str, Any] | None = None,
+    message_id: object = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Send a screen call on the default client; see :meth:`Client.screen`."""
+    return _client().screen(user_id, category, name, properties, context, timestamp,
+                            anonymous_id, integrations, message_id)  # fmt: skip
+
+
+def flush() -> None:
+    """Wait until the default client has delivered what is pending (no-op before any call)."""
+    client = default_client
+    if client is not None:
+        client.flush()
+
+
+def join() -> None:
+    """Deliver what is pending and stop the default client's worker (works in sync mode)."""
+    client = default_client
+    if client is not None:
+        client.join()
+
+
+def shutdown() -> None:
+    """Flush and stop the default client's worker; a later call starts a new one."""
+    client = default_client
+    if client is not None:
+        client.shutdown()
+
+
+sys.modules[__name__].__class__ = _SettingsModule
