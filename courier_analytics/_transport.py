@@ -10,7 +10,9 @@ tests (``httpx.MockTransport``, respx) plug in.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 import httpx
@@ -34,15 +36,73 @@ class Response(NamedTuple):
 
 
 def _send_sync(
-    transport: httpx.BaseTransport | None, request: httpx.Request
-) -> tuple[httpx.Response, bytes]:
-    if transport is None:  # pragma: no cover - the sender only calls this with one
-        raise RuntimeError("no synchronous transport")
+    transport: httpx.BaseTransport, request: httpx.Request
+) -> tuple[int, str | None, bytes]:
     response = transport.handle_request(request)
     try:
-        return response, response.read()
+        return response.status_code, response.headers.get("retry-after"), response.read()
     finally:
         response.close()
+
+
+_Job = tuple[
+    Callable[[], tuple[int, str | None, bytes]],
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[tuple[int, str | None, bytes]]",
+]
+
+
+class _SyncRunner:
+    """Daemon threads that run blocking sends for the event loop.
+
+    Not a ``ThreadPoolExecutor``: that one refuses new work once the interpreter
+    starts shutting down (before ``atexit`` hooks run) and joins its threads at
+    exit, which would stop delivery at exit and hang on a stuck request.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name="courier-analytics-http", daemon=True)
+            for _ in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(
+        self, job: Callable[[], tuple[int, str | None, bytes]]
+    ) -> asyncio.Future[tuple[int, str | None, bytes]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, str | None, bytes]] = loop.create_future()
+        self._jobs.put((job, loop, future))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, loop, future = item
+            try:
+                result = job()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _settle(
+    future: asyncio.Future[tuple[int, str | None, bytes]],
+    result: tuple[int, str | None, bytes] | None,
+    error: BaseException | None,
+) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    elif result is not None:
+        future.set_result(result)
 
 
 class HttpxSender:
@@ -76,7 +136,7 @@ class HttpxSender:
         ]
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._owns_transport = transport is None
-        self._executor: ThreadPoolExecutor | None = None
+        self._runner: _SyncRunner | None = None
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
         if transport is None:
@@ -88,9 +148,7 @@ class HttpxSender:
             self._async = transport
         elif isinstance(transport, httpx.BaseTransport):
             self._sync = transport
-            self._executor = ThreadPoolExecutor(
-                max_workers=max_connections, thread_name_prefix="courier-analytics-http"
-            )
+            self._runner = _SyncRunner(max_connections)
         else:
             raise TypeError(
                 "transport must be an httpx.AsyncBaseTransport or httpx.BaseTransport, "
@@ -125,16 +183,15 @@ class HttpxSender:
                 body = await response.aread()
             finally:
                 await response.aclose()
-        else:
-            loop = asyncio.get_running_loop()
-            response, body = await loop.run_in_executor(
-                self._executor, _send_sync, self._sync, built
-            )
-        return Response(response.status_code, response.headers.get("retry-after"), body)
+            return Response(response.status_code, response.headers.get("retry-after"), body)
+        transport, runner = self._sync, self._runner
+        if transport is None or runner is None:  # pragma: no cover - one of the two is set
+            raise RuntimeError("the sender has no transport")
+        return Response(*await runner.submit(lambda: _send_sync(transport, built)))
 
     async def aclose(self) -> None:
         """Close the connection pool (only when this sender made it)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._runner is not None:
+            self._runner.close()
         if self._owns_transport and self._async is not None:
             await self._async.aclose()

@@ -242,8 +242,10 @@ class Worker:
         if ready is None:
             return
         while queue and self.held < self._max_queue_size:
-            message = queue.popleft()
+            # held first: callers read len(queue) + held without a lock, and must
+            # never see a message in neither place.
             self.held += 1
+            message = queue.popleft()
             key = message.recipient
             lane = lanes.get(key)
             if lane is None:

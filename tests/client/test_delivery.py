@@ -1,0 +1,393 @@
+"""Delivery: retries, ordering, failures, overflow, flush and shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import httpx
+import pytest
+
+from courier_analytics import (
+    AuthenticationError,
+    ClientClosedError,
+    DeliveryError,
+    NotDeliveredError,
+    QueueFullError,
+    RejectedError,
+    RetriesExhaustedError,
+    RetryPolicy,
+)
+
+from .fakes import FakeCourier, Reports, accept, balanced, make_client, message_id_of
+
+
+def status(code: int, **headers: str) -> httpx.Response:
+    """A Courier answer with this status and an error body."""
+    return httpx.Response(code, json={"message": f"status {code}"}, headers=headers)
+
+
+def test_flush_delivers_every_queued_message() -> None:
+    """flush() returns True once every queued message has been delivered."""
+    courier = FakeCourier()
+    with make_client(courier) as client:
+        ids = [client.track("E", {"n": n}, user_id=f"u{n % 7}") for n in range(200)]
+        assert client.flush(10)
+        assert client.stats.delivered == 200
+        assert balanced(client)
+    assert sorted(b["messageId"] for b in courier.bodies) == sorted(ids)
+
+
+def test_shutdown_delivers_pending_messages_first() -> None:
+    """shutdown() delivers what is queued before stopping the worker."""
+    courier = FakeCourier()
+    client = make_client(courier)
+    for n in range(50):
+        client.track("E", user_id=f"u{n}")
+    client.shutdown(10)
+    assert len(courier.requests) == 50
+    assert client.stats.pending == 0
+
+
+def test_per_user_order_is_kept_with_many_requests_in_flight() -> None:
+    """Each user's messages arrive in the order made, though requests run concurrently."""
+    courier = FakeCourier(shuffle=True)
+    with make_client(courier, max_in_flight=16) as client:
+        for n in range(40):
+            for user in range(10):
+                client.track("Step", {"n": n}, user_id=f"user-{user}")
+        assert client.flush(20)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for body in courier.bodies:
+        seen[body["userId"]].append(body["properties"]["n"])
+    assert courier.peak_in_flight > 1
+    assert all(steps == list(range(40)) for steps in seen.values())
+    assert len(seen) == 10
+
+
+def test_identify_lands_before_the_track_that_follows_it() -> None:
+    """An identify and a track for one user are never reordered."""
+    courier = FakeCourier(shuffle=True)
+    with make_client(courier, max_in_flight=8) as client:
+        for user in range(30):
+            client.identify(f"u{user}", {"email": f"{user}@example.com"})
+            client.track("Welcome", user_id=f"u{user}")
+        client.flush(10)
+    first_type: dict[str, str] = {}
+    for body in courier.bodies:
+        first_type.setdefault(body["userId"], body["type"])
+    assert set(first_type.values()) == {"identify"}
+
+
+def test_retries_resend_the_same_message_id_and_body() -> None:
+    """A 503 is retried with the same messageId and body until it is accepted."""
+
+    def flaky(request: httpx.Request, body: dict[str, Any], attempt: int) -> httpx.Response:
+        return status(503) if attempt < 3 else accept(request, body, attempt)
+
+    courier = FakeCourier(flaky)
+    with make_client(courier) as client:
+        client.track("E", {"a": 1}, user_id="u1")
+        client.flush(5)
+        stats = client.stats
+    assert len({r.content for r in courier.requests}) == 1
+    assert len(courier.requests) == 3
+    assert (stats.delivered, stats.retried, stats.failed) == (1, 2, 0)
+
+
+@pytest.mark.parametrize("code", [408, 429, 500, 502, 503, 504])
+def test_retryable_statuses_are_retried(code: int) -> None:
+    """408, 429 and 5xx are retried."""
+
+    def once(request: httpx.Request, body: dict[str, Any], attempt: int) -> httpx.Response:
+        return status(code) if attempt == 1 else accept(request, body, attempt)
+
+    courier = FakeCourier(once)
+    with make_client(courier) as client:
+        client.track("E", user_id="u1")
+        client.flush(5)
+        assert client.stats.delivered == 1
+    assert len(courier.requests) == 2
+
+
+def test_network_errors_are_retried() -> None:
+    """A dropped connection is retried like a 5xx."""
+
+    def drops(request: httpx.Request, body: dict[str, Any], attempt: int) -> Any:
+        if attempt == 1:
+            return httpx.RemoteProtocolError("server disconnected", request=request)
+        return accept(request, body, attempt)
+
+    courier = FakeCourier(drops)
+    with make_client(courier) as client:
+        client.track("E", user_id="u1")
+        client.flush(5)
+        assert client.stats.delivered == 1
+
+
+def test_exhausted_retries_are_reported_with_the_cause() -> None:
+    """When retries run out, on_error gets RetriesExhaustedError chained to the network error."""
+    reports = Reports()
+
+    def refused(request: httpx.Request, body: dict[str, Any], attempt: int) -> Any:
+        return httpx.ConnectError("connection refused", request=request)
+
+    courier = FakeCourier(refused)
+    with make_client(courier, on_error=reports) as client:
+        mid = client.track("E", user_id="u1")
+        client.flush(5)
+        assert (client.stats.failed, client.stats.retried) == (1, 3)
+        assert balanced(client)
+    (error, message), = reports.calls  # fmt: skip
+    assert isinstance(error, RetriesExhaustedError)
+    assert isinstance(error.__cause__, httpx.ConnectError)
+    assert (error.message_id, error.attempts, message.message_id) == (mid, 4, mid)
+
+
+def test_a_rejected_message_fails_alone_without_retry() -> None:
+    """A 400 for one message goes to on_error once; the others are delivered."""
+    reports = Reports()
+
+    def picky(request: httpx.Request, body: dict[str, Any], attempt: int) -> httpx.Response:
+        return status(400) if body["properties"].get("bad") else accept(request, body, attempt)
+
+    courier = FakeCourier(picky)
+    with make_client(courier, on_error=reports) as client:
+        for n in range(10):
+            client.track("E", {"bad": n == 4}, user_id="u1")
+        client.flush(5)
+        assert (client.stats.delivered, client.stats.failed) == (9, 1)
+    assert len(courier.requests) == 10
+    (error,) = reports.errors
+    assert isinstance(error, RejectedError)
+    assert error.status == 400
+    assert "status 400" in str(error)  # Courier's own message is kept
+
+
+def test_unauthorized_is_logged_once_and_every_message_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 401 is not retried, is logged as an error once, and each message reaches on_error."""
+    reports = Reports()
+    courier = FakeCourier(lambda request, body, attempt: status(401))
+    client = make_client(courier, on_error=reports)
+    with caplog.at_level(logging.WARNING, "courier_analytics"), client:
+        for n in range(20):
+            client.track("E", user_id=f"u{n}")
+        client.flush(5)
+    assert len(courier.requests) == 20
+    assert len(reports.errors) == 20
+    assert all(isinstance(e, AuthenticationError) for e in reports.errors)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "API key" in errors[0].getMessage()
+
+
+def test_conflict_on_api_route_counts_as_delivered() -> None:
+    """On route api a 409 means Courier already has the messageId: delivered, not failed."""
+    reports = Reports()
+    courier = FakeCourier(lambda request, body, attempt: status(409))
+    with make_client(courier, route="api", on_error=reports) as client:
+        client.track("E", user_id="u1")
+        client.flush(5)
+        assert (client.stats.delivered, client.stats.failed) == (1, 0)
+    assert reports.calls == []
+
+
+def test_conflict_after_a_lost_answer_is_delivered_once() -> None:
+    """A timeout whose request was applied, then 409 on the retry: one delivery, no error."""
+
+    def applied_then_lost(request: httpx.Request, body: dict[str, Any], attempt: int) -> Any:
+        if attempt == 1:
+            return httpx.ReadTimeout("no answer", request=request)
+        return status(409)
+
+    courier = FakeCourier(applied_then_lost)
+    with make_client(courier, route="api") as client:
+        client.track("E", user_id="u1")
+        client.flush(5)
+        assert (client.stats.delivered, client.stats.retried) == (1, 1)
+
+
+def test_conflict_on_segment_route_is_a_failure() -> None:
+    """On route segment a 409 is not an answer Courier gives for success: reported."""
+    reports = Reports()
+    courier = FakeCourier(lambda request, body, attempt: status(409))
+    with make_client(courier, on_error=reports) as client:
+        client.track("E", user_id="u1")
+        client.flush(5)
+    assert isinstance(reports.errors[0], RejectedError)
+
+
+def test_full_queue_drops_new_messages_and_reports_them(caplog: pytest.LogCaptureFixture) -> None:
+    """Past max_queue_size new messages are dropped, counted, logged once and reported."""
+    reports = Reports()
+    courier = FakeCourier()
+    courier.gate.clear()
+    with caplog.at_level(logging.WARNING, "courier_analytics"):
+        client = make_client(courier, max_queue_size=2, max_in_flight=1, on_error=reports)
+        kept = [client.track("E", {"n": n}, user_id="u1") for n in range(2)]
+        dropped = [client.track("E", {"n": n}, user_id="u1") for n in range(2, 5)]
+    assert client.stats.dropped == 3
+    assert [m.message_id for m in (m for _, m in reports.calls)] == dropped
+    assert all(isinstance(e, QueueFullError) for e in reports.errors)
+    assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == 1
+    courier.gate.set()
+    assert client.flush(5)
+    assert [b["messageId"] for b in courier.bodies] == kept
+    assert balanced(client)
+    client.shutdown()
+
+
+def test_queue_accepts_messages_again_once_drained() -> None:
+    """After a burst of drops, the client queues again when there is room."""
+    courier = FakeCourier()
+    courier.gate.clear()
+    with make_client(courier, max_queue_size=1, max_in_flight=1) as client:
+        client.track("E", user_id="u1")
+        client.track("E", user_id="u1")
+        courier.gate.set()
+        client.flush(5)
+        client.track("E", user_id="u1")
+        client.flush(5)
+        assert (client.stats.delivered, client.stats.dropped) == (2, 1)
+
+
+def test_flush_returns_false_by_its_deadline_when_the_server_hangs() -> None:
+    """flush(timeout) gives up on time while a request hangs, reporting pending work."""
+    courier = FakeCourier()
+    courier.gate.clear()
+    client = make_client(courier)
+    client.track("E", user_id="u1")
+    assert client.flush(0.05) is False
+    assert client.stats.pending == 1
+    courier.gate.set()
+    client.shutdown(5)
+
+
+def test_shutdown_reports_what_it_could_not_deliver() -> None:
+    """shutdown(timeout) with a hung server fails the pending messages as NotDeliveredError."""
+    reports = Reports()
+    courier = FakeCourier()
+    courier.gate.clear()
+    client = make_client(courier, on_error=reports, max_in_flight=2)
+    for n in range(5):
+        client.track("E", user_id=f"u{n}")
+    client.shutdown(0.05)
+    courier.gate.set()
+    assert client.stats.failed == 5
+    assert balanced(client)
+    assert all(isinstance(e, NotDeliveredError) for e in reports.errors)
+
+
+def test_calls_after_shutdown_are_dropped_and_reported() -> None:
+    """A call on a shut-down client does not raise: it is dropped and reported."""
+    reports = Reports()
+    client = make_client(FakeCourier(), on_error=reports)
+    client.shutdown()
+    client.track("E", user_id="u1")
+    assert client.stats.dropped == 1
+    assert isinstance(reports.errors[0], ClientClosedError)
+
+
+def test_worker_survives_a_transport_bug() -> None:
+    """An unexpected exception for one message fails only that message."""
+    reports = Reports()
+
+    def buggy(request: httpx.Request, body: dict[str, Any], attempt: int) -> Any:
+        if body["properties"]["n"] == 0:
+            return RuntimeError("bug in a custom transport")
+        return accept(request, body, attempt)
+
+    with make_client(FakeCourier(buggy), on_error=reports) as client:
+        for n in range(3):
+            client.track("E", {"n": n}, user_id="u1")
+        client.flush(5)
+        assert (client.stats.delivered, client.stats.failed) == (2, 1)
+    assert type(reports.errors[0]) is DeliveryError
+    assert isinstance(reports.errors[0].__cause__, RuntimeError)
+
+
+def test_a_failing_on_error_handler_is_contained(caplog: pytest.LogCaptureFixture) -> None:
+    """An exception in on_error is logged and the worker goes on."""
+
+    def broken(error: BaseException, message: Any) -> None:
+        raise ValueError("handler bug")
+
+    courier = FakeCourier(lambda request, body, attempt: status(400))
+    with make_client(courier, on_error=broken) as client:
+        client.track("E", user_id="u1")
+        client.track("E", user_id="u2")
+        client.flush(5)
+        assert client.stats.failed == 2
+    assert any("on_error raised ValueError" in r.getMessage() for r in caplog.records)
+
+
+def test_sync_mode_delivers_before_the_call_returns() -> None:
+    """With sync_mode the request is made before track() returns."""
+    courier = FakeCourier()
+    with make_client(courier, sync_mode=True) as client:
+        mid = client.track("E", user_id="u1")
+        assert [
+            message_id_of(r, b) for r, b in zip(courier.requests, courier.bodies, strict=True)
+        ] == [mid]
+        assert client.stats.delivered == 1
+
+
+def test_send_false_validates_and_counts_but_sends_nothing() -> None:
+    """send=False makes and counts messages as skipped without a request."""
+    courier = FakeCourier()
+    with make_client(courier, send=False) as client:
+        client.identify("u1", {"a": 1})
+        client.track("E", user_id="u1")
+        assert client.stats.skipped == 2
+    assert courier.requests == []
+
+
+def test_skipped_types_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """A skipped page is counted and leaves a debug log line."""
+    client = make_client(FakeCourier())
+    with caplog.at_level(logging.DEBUG, "courier_analytics"), client:
+        mid = client.page("Home", user_id="u1")
+        assert client.stats.skipped == 1
+    assert any("skipped page " + mid in r.getMessage() for r in caplog.records)
+
+
+def test_many_threads_lose_nothing_and_keep_order() -> None:
+    """32 producer threads x 200 calls on one client: all delivered, each user in order."""
+    courier = FakeCourier(shuffle=True)
+    client = make_client(courier, max_queue_size=100_000)
+
+    def produce(thread: int) -> None:
+        for n in range(200):
+            client.track("E", {"n": n}, user_id=f"t{thread}")
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert client.flush(30)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for body in courier.bodies:
+        seen[body["userId"]].append(body["properties"]["n"])
+    assert client.stats.delivered == 6400
+    assert all(v == list(range(200)) for v in seen.values())
+    client.shutdown()
+
+
+def test_retry_after_is_a_floor_on_the_wait() -> None:
+    """The wait before a retry is at least the server's Retry-After, capped by max_wait."""
+    policy = RetryPolicy(initial_wait=0.1, max_wait=30, jitter=0)
+    assert policy.wait_for(0, None, 0.5) == pytest.approx(0.1)
+    assert policy.wait_for(0, 7.0, 0.5) == 7.0
+    assert policy.wait_for(0, 90.0, 0.5) == 30
+
+
+def test_waits_grow_exponentially_with_jitter_and_a_cap() -> None:
+    """Waits double each retry, lose at most the jitter fraction, and stop at max_wait."""
+    policy = RetryPolicy(initial_wait=1, multiplier=2, max_wait=5, jitter=0.5)
+    assert [policy.wait_for(n, None, 0.0) for n in range(4)] == [1, 2, 4, 5]
+    assert policy.wait_for(1, None, 0.999) == pytest.approx(1.001)

@@ -1,0 +1,297 @@
+"""What a call turns into: validation at the call and the Segment-spec JSON it makes."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import math
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import pytest
+
+from courier_analytics import Client, Message, MessageTooLargeError
+from courier_analytics._messages import LIBRARY, MessageFactory
+
+CALL = {"context": None, "timestamp": None, "message_id": None, "integrations": None}
+
+
+def track(properties: Any = None, **call: Any) -> dict[str, Any]:
+    """The Segment-spec dict a track call makes."""
+    args = {**CALL, "user_id": "u1", "anonymous_id": None, **call}
+    return MessageFactory().track("Clicked", properties, **args).to_dict()
+
+
+def test_track_message_has_the_segment_spec_shape() -> None:
+    """A track message carries type, messageId, timestamp, userId, event, properties, context."""
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    data = track({"plan": "pro"}, timestamp=when, message_id="m-1")
+    assert data == {
+        "type": "track",
+        "messageId": "m-1",
+        "timestamp": "2026-01-02T03:04:05Z",
+        "userId": "u1",
+        "event": "Clicked",
+        "properties": {"plan": "pro"},
+        "context": {"library": LIBRARY},
+    }
+
+
+def test_identify_message_carries_traits_and_anonymous_id() -> None:
+    """identify puts traits and anonymousId in the message, with no userId when absent."""
+    args = {**CALL, "anonymous_id": "anon-1"}
+    data = MessageFactory().identify(None, {"email": "a@example.com"}, **args).to_dict()
+    assert data["traits"] == {"email": "a@example.com"}
+    assert data["anonymousId"] == "anon-1"
+    assert "userId" not in data
+
+
+def test_group_message_carries_group_id() -> None:
+    """group puts groupId and traits in the message."""
+    args = {**CALL, "user_id": "u1", "anonymous_id": None}
+    data = MessageFactory().group("g1", {"name": "Acme"}, **args).to_dict()
+    assert (data["groupId"], data["traits"]) == ("g1", {"name": "Acme"})
+
+
+def test_page_message_keeps_name_and_category() -> None:
+    """page makes a page message with name, category and properties."""
+    args = {**CALL, "user_id": "u1", "anonymous_id": None, "category": "Docs"}
+    data = MessageFactory().view("page", "Home", {"url": "/"}, **args).to_dict()
+    assert (data["type"], data["name"], data["category"]) == ("page", "Home", "Docs")
+
+
+def test_views_as_track_turns_a_page_into_a_viewed_event() -> None:
+    """With views_as_track a named page becomes the track event 'Viewed <name> Page'."""
+    args = {**CALL, "user_id": "u1", "anonymous_id": None, "category": None}
+    message = MessageFactory(views_as_track=True).view("page", "Home", {"url": "/"}, **args)
+    assert (message.type, message.event) == ("track", "Viewed Home Page")
+    assert message.to_dict()["properties"] == {"name": "Home", "url": "/"}
+
+
+def test_views_as_track_names_an_unnamed_screen_loaded() -> None:
+    """An unnamed screen becomes 'Loaded a Screen'."""
+    args = {**CALL, "user_id": "u1", "anonymous_id": None, "category": None}
+    message = MessageFactory(views_as_track=True).view("screen", None, None, **args)
+    assert message.event == "Loaded a Screen"
+
+
+def test_alias_message_carries_previous_id() -> None:
+    """alias carries previousId and userId."""
+    data = MessageFactory().alias("old", "new", **CALL).to_dict()
+    assert (data["previousId"], data["userId"]) == ("old", "new")
+
+
+def test_context_library_is_set_on_a_copy() -> None:
+    """context.library is set without changing the caller's dict."""
+    context = {"ip": "1.2.3.4", "library": {"name": "mine"}}
+    data = track(context=context)
+    assert data["context"] == {"ip": "1.2.3.4", "library": LIBRARY}
+    assert context["library"] == {"name": "mine"}
+
+
+def test_integrations_are_passed_through() -> None:
+    """integrations appear in the message as given."""
+    assert track(integrations={"All": False})["integrations"] == {"All": False}
+
+
+def test_default_message_ids_are_unique_uuids() -> None:
+    """Without message_id each message gets a fresh UUID4 string."""
+    ids = {track()["messageId"] for _ in range(100)}
+    assert len(ids) == 100
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_naive_timestamp_is_read_as_local_time() -> None:
+    """A naive datetime is local time and is sent converted to UTC."""
+    naive = dt.datetime(2026, 5, 1, 12, 0, 0)
+    expected = naive.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert track(timestamp=naive)["timestamp"] == expected
+
+
+def test_aware_timestamp_is_converted_to_utc() -> None:
+    """An aware datetime in another zone is sent as the same instant in UTC."""
+    paris = dt.timezone(dt.timedelta(hours=2))
+    when = dt.datetime(2026, 5, 1, 14, 0, tzinfo=paris)
+    assert track(timestamp=when)["timestamp"] == "2026-05-01T12:00:00Z"
+
+
+def test_numeric_user_id_is_stringified() -> None:
+    """An int user id is sent as a string."""
+    assert track(user_id=42)["userId"] == "42"
+
+
+def test_properties_are_snapshotted_at_the_call() -> None:
+    """Mutating the caller's dict after the call changes nothing sent."""
+    properties: dict[str, Any] = {"items": [1, 2]}
+    message = MessageFactory().track(
+        "Clicked", properties, **{**CALL, "user_id": "u1", "anonymous_id": None}
+    )
+    properties["items"].append(3)
+    properties["new"] = True
+    assert message.to_dict()["properties"] == {"items": [1, 2]}
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+@attrs.define
+class Item:
+    sku: str
+    qty: int
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "2026-01-02T03:04:05Z"),
+        (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05"),
+        (dt.date(2026, 1, 2), "2026-01-02"),
+        (Decimal("9.99"), 9.99),
+        (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+        (Color.RED, "red"),
+        ((1, 2), [1, 2]),
+        ({3}, [3]),
+        (frozenset({"a"}), ["a"]),
+        (Point(1, 2), {"x": 1, "y": 2}),
+        (Item("A1", 2), {"sku": "A1", "qty": 2}),
+        (b"caf\xc3\xa9", "café"),
+        ({"nested": {"deep": [1, {"x": None}]}}, {"nested": {"deep": [1, {"x": None}]}}),
+        (math.nan, None),
+        (math.inf, None),
+        (Decimal("NaN"), None),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_non_json_values_become_json_as_documented(value: Any, expected: Any) -> None:
+    """Each non-JSON-native value becomes the JSON the module docs promise."""
+    assert track({"v": value})["properties"]["v"] == expected
+
+
+def test_non_str_keys_become_strings() -> None:
+    """int, float, bool and None keys become strings as json.dumps writes them."""
+    assert track({1: "a", 2.5: "b", False: "c", None: "d"})["properties"] == {
+        "1": "a",
+        "2.5": "b",
+        "false": "c",
+        "null": "d",
+    }
+
+
+def _gen() -> Iterator[int]:
+    yield 1
+
+
+class Opaque:
+    pass
+
+
+def _cycle() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("properties", "error", "words"),
+    [
+        ({"cart": {"items": [1, Opaque()]}}, TypeError, "properties['cart']['items'][1]"),
+        ({"g": _gen()}, TypeError, "pass a list"),
+        ({"c": _cycle()}, ValueError, "reference cycle"),
+        ({"deep": _deep(300)}, ValueError, "deeper than"),
+        ({"s": "\ud800"}, ValueError, "lone surrogate"),
+        ({"n": 2**70}, ValueError, "64 bits"),
+        ({"b": b"\xff\xfe"}, TypeError, "base64"),
+        ({(1, 2): "tuple key"}, TypeError, "JSON key"),
+    ],
+    ids=["object", "generator", "cycle", "deep", "surrogate", "bigint", "bytes", "key"],
+)
+def test_values_that_cannot_become_json_raise_naming_the_path(
+    properties: dict[Any, Any], error: type[Exception], words: str
+) -> None:
+    """A value that cannot become JSON raises TypeError/ValueError naming where it is."""
+    with pytest.raises(error, match="properties") as info:
+        track(properties)
+    assert words in str(info.value)
+
+
+def test_oversized_message_is_refused_at_the_call() -> None:
+    """A message larger than max_bytes raises MessageTooLargeError, a ValueError."""
+    factory = MessageFactory(max_bytes=1000)
+    with pytest.raises(MessageTooLargeError, match="at most 1,000 bytes"):
+        factory.track("E", {"x": "y" * 2000}, **{**CALL, "user_id": "u", "anonymous_id": None})
+
+
+def test_message_repr_shows_no_payload() -> None:
+    """repr(Message) names type, id and size, never the payload."""
+    message = Message("track", "m1", "u1", None, "E", b'{"secret":"pw"}')
+    assert "secret" not in repr(message)
+    assert "m1" in repr(message)
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    """A client that validates and sends nothing."""
+    with Client(send=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "argument"),
+    [
+        (lambda c: c.track("E", {}), ValueError, "user_id or anonymous_id"),
+        (lambda c: c.track("", user_id="u"), ValueError, "event"),
+        (lambda c: c.track(None, user_id="u"), TypeError, "event"),
+        (lambda c: c.track("E", ["not", "a", "dict"], user_id="u"), TypeError, "properties"),
+        (lambda c: c.identify("u", "traits"), TypeError, "traits"),
+        (lambda c: c.identify("", {}), ValueError, "user_id"),
+        (lambda c: c.identify(3.5, {}), TypeError, "user_id"),
+        (lambda c: c.track("E", user_id="u", timestamp="2026-01-01"), TypeError, "timestamp"),
+        (lambda c: c.track("E", user_id="u", context=[1]), TypeError, "context"),
+        (lambda c: c.track("E", user_id="u", integrations=1), TypeError, "integrations"),
+        (lambda c: c.track("E", user_id="u", message_id=""), ValueError, "message_id"),
+        (lambda c: c.group(None, user_id="u"), ValueError, "group_id"),
+        (lambda c: c.alias(None, "u"), ValueError, "previous_id"),
+        (lambda c: c.page(5, user_id="u"), TypeError, "name"),
+    ],
+    ids=[
+        "no-user",
+        "empty-event",
+        "event-type",
+        "properties",
+        "traits",
+        "empty-user",
+        "user-type",
+        "timestamp",
+        "context",
+        "integrations",
+        "message-id",
+        "group-id",
+        "alias",
+        "page-name",
+    ],
+)
+def test_bad_arguments_raise_at_the_call_naming_the_argument(
+    client: Client, call: Any, error: type[Exception], argument: str
+) -> None:
+    """Each kind of bad argument raises TypeError/ValueError naming that argument."""
+    with pytest.raises(error, match=argument):
+        call(client)
+    assert client.stats.made == 0

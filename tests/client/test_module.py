@@ -1,0 +1,107 @@
+"""The module-level API: settings, the lazily built default client, and its rebuilds."""
+
+from __future__ import annotations
+
+import attrs
+import httpx
+import pytest
+
+import courier_analytics as analytics
+from courier_analytics import Client, ConfigurationError, Options, _default
+
+from .fakes import NO_WAIT, FakeCourier
+
+PUBLIC = {
+    "AuthenticationError", "Client", "ClientClosedError", "ConfigurationError",
+    "CourierAnalyticsError", "DEFAULT_EVENT_PREFIX", "DeliveryError", "ErrorHandler",
+    "MAX_REQUEST_BYTES", "Message", "MessageTooLargeError", "NotDeliveredError", "Options",
+    "QueueFullError", "REGIONS", "RejectedError", "RetriesExhaustedError", "RetryPolicy",
+    "Stats", "__version__", "alias", "configure", "default_client", "flush", "group",
+    "identify", "page", "screen", "shutdown", "stats", "track",
+}  # fmt: skip
+
+
+def test_exported_names_are_the_intended_public_surface() -> None:
+    """__all__ lists exactly the public names, sorted, and each exists."""
+    assert set(analytics.__all__) == PUBLIC
+    assert analytics.__all__ == sorted(analytics.__all__, key=lambda n: (not n.isupper(), n))
+    assert all(hasattr(analytics, name) for name in analytics.__all__)
+
+
+def test_module_settings_mirror_the_client_options_and_defaults() -> None:
+    """Every Options field is a module setting with the same default."""
+    for field in attrs.fields(Options):
+        assert getattr(analytics, field.name) == field.default, field.name
+    assert {f.name for f in attrs.fields(Options)} == _default.SETTINGS
+
+
+def test_module_functions_use_the_settings() -> None:
+    """analytics.track sends with analytics.api_key through the default client."""
+    courier = FakeCourier()
+    analytics.api_key = "module-key"
+    analytics.transport = courier
+    analytics.track("E", {"a": 1}, user_id="u1")
+    assert analytics.flush(5)
+    assert courier.requests[0].headers["authorization"] == "Bearer module-key"
+
+
+def test_changing_a_setting_rebuilds_the_default_client() -> None:
+    """A setting assigned after the first call applies to the next call."""
+    courier = FakeCourier()
+    analytics.configure(api_key="first", transport=courier, retry=NO_WAIT)
+    analytics.identify("u1", {"a": 1})
+    first = analytics.default_client()
+    analytics.api_key = "second"
+    analytics.identify("u1", {"a": 2})
+    assert analytics.default_client() is not first
+    analytics.flush(5)
+    first.flush(5)
+    keys = [r.headers["authorization"] for r in courier.requests]
+    assert sorted(keys) == ["Bearer first", "Bearer second"]
+
+
+def test_configure_rejects_unknown_settings() -> None:
+    """configure() with a misspelt name raises TypeError listing the settings."""
+    with pytest.raises(TypeError, match="api_keyy"):
+        analytics.configure(api_keyy="x")
+
+
+def test_a_call_without_any_key_raises_configuration_error() -> None:
+    """The first call with no key set anywhere raises ConfigurationError at the call."""
+    with pytest.raises(ConfigurationError, match="api_key is required"):
+        analytics.track("E", user_id="u1")
+
+
+def test_flush_and_stats_before_any_call_need_no_client() -> None:
+    """flush() is True and stats() None before the default client exists."""
+    assert analytics.flush() is True
+    assert analytics.stats() is None
+
+
+def test_module_functions_keep_the_client_signatures() -> None:
+    """analytics.track has Client.track's signature and docs."""
+    assert analytics.track.__doc__ == Client.track.__doc__
+    assert analytics.track.__wrapped__ is Client.track  # type: ignore[attr-defined]
+
+
+def test_shutdown_then_call_builds_a_new_default_client() -> None:
+    """After analytics.shutdown(), the next call starts a fresh client."""
+    analytics.configure(api_key="k", send=False)
+    analytics.track("E", user_id="u1")
+    first = analytics.default_client()
+    analytics.shutdown()
+    analytics.track("E", user_id="u1")
+    assert analytics.default_client() is not first
+
+
+def test_sync_mode_setting_sends_inline() -> None:
+    """analytics.sync_mode = True delivers before the call returns."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(202, json={})
+
+    analytics.configure(api_key="k", sync_mode=True, transport=httpx.MockTransport(handler))
+    analytics.track("E", user_id="u1")
+    assert seen == ["/inbound/segment"]

@@ -1,0 +1,108 @@
+"""Process life: fork() and interpreter exit, each in a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# A transport that appends "<pid> <messageId>" per request to a log file, so the
+# test can see which process sent what, after the processes are gone.
+PRELUDE = textwrap.dedent(
+    """
+    import os, sys, httpx, orjson
+    import courier_analytics as analytics
+    LOG = sys.argv[1]
+    def record(request):
+        message_id = orjson.loads(request.content)["messageId"]
+        with open(LOG, "a") as log:
+            log.write(f"{os.getpid()} {message_id}\\n")
+        return httpx.Response(202, json={})
+    client = analytics.Client(api_key="k", transport=httpx.MockTransport(record))
+    """
+)
+
+
+def run(script: str, log: Path) -> list[tuple[int, str]]:
+    """Run PRELUDE + script in a fresh interpreter and return the (pid, id) lines logged."""
+    code = PRELUDE + textwrap.dedent(script)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().split() if log.exists() else []
+    return [(int(pid), mid) for pid, mid in zip(lines[::2], lines[1::2], strict=True)]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_fork_child_sends_only_its_own_messages(tmp_path: Path) -> None:
+    """After fork with a non-empty queue, each process sends its own messages, once."""
+    sent = run(
+        """
+        import threading
+        gate = threading.Event()
+        client.track("warm-up", user_id="p")     # starts the parent's worker
+        client.flush(10)
+        before = [client.track("E", {"n": n}, user_id="parent") for n in range(50)]
+        pid = os.fork()
+        if pid == 0:
+            mine = [client.track("E", {"n": n}, user_id="child") for n in range(20)]
+            ok = client.flush(10)
+            print(*mine, file=open(LOG + ".child", "w"))
+            os._exit(0 if ok and client.stats.delivered == 20 else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert client.flush(10)
+        print(*before, file=open(LOG + ".parent", "w"))
+        """,
+        tmp_path / "log",
+    )
+    parent_ids = (tmp_path / "log.parent").read_text().split()
+    child_ids = (tmp_path / "log.child").read_text().split()
+    ids = [mid for _, mid in sent]
+    assert len(ids) == len(set(ids)) == 1 + 50 + 20
+    pids = {mid: pid for pid, mid in sent}
+    assert len({pids[mid] for mid in parent_ids}) == 1
+    assert len({pids[mid] for mid in child_ids}) == 1
+    assert {pids[mid] for mid in parent_ids} != {pids[mid] for mid in child_ids}
+
+
+def test_pending_messages_are_delivered_at_exit(tmp_path: Path) -> None:
+    """Messages still queued when the interpreter exits are delivered by the atexit hook."""
+    sent = run(
+        """
+        for n in range(300):
+            client.track("E", {"n": n}, user_id=f"u{n % 5}")
+        """,
+        tmp_path / "log",
+    )
+    assert len(sent) == 300
+
+
+def test_exit_reports_what_it_cannot_deliver_in_time(tmp_path: Path) -> None:
+    """With a hung server, exit waits exit_timeout, then reports each message as not delivered."""
+    log = tmp_path / "log"
+    code = textwrap.dedent(
+        """
+        import sys, threading, httpx
+        import courier_analytics as analytics
+        class Hang(httpx.BaseTransport):
+            def handle_request(self, request):
+                threading.Event().wait()
+        def report(error, message):
+            with open(sys.argv[1], "a") as log:
+                log.write(f"{type(error).__name__}\\n")
+        client = analytics.Client(api_key="k", transport=Hang(), exit_timeout=0.2,
+                                  on_error=report)
+        for n in range(7):
+            client.track("E", user_id=f"u{n}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["NotDeliveredError"] * 7

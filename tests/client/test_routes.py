@@ -1,0 +1,188 @@
+"""The exact requests each route makes, seen at the HTTP layer with respx."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+
+from courier_analytics import Client
+from courier_analytics._messages import LIBRARY
+from courier_analytics._transport import USER_AGENT
+
+BASE = "https://api.courier.com"
+WHEN = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def courier() -> Iterator[respx.MockRouter]:
+    """Courier faked at the transport: every POST is accepted."""
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        router.post("/inbound/segment").respond(202, json={"messageId": "x"})
+        router.post("/inbound/courier").respond(202, json={"messageId": "x"})
+        router.post(path__regex=r"^/profiles/.+").respond(200, json={"status": "SUCCESS"})
+        yield router
+
+
+def sent(courier: respx.MockRouter) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
+    """(raw path, headers, JSON body) of each request made."""
+    return [
+        (c.request.url.raw_path.decode(), dict(c.request.headers), orjson.loads(c.request.content))
+        for c in courier.calls
+    ]
+
+
+def deliver(route: str, call: str, *args: Any, **kwargs: Any) -> None:
+    """Make one call on a fresh client with ``route`` and deliver it."""
+    with Client(api_key="sk_live_abc", route=route) as client:  # type: ignore[arg-type]
+        getattr(client, call)(*args, timestamp=WHEN, message_id="m-1", **kwargs)
+        assert client.flush(5)
+
+
+def test_requests_carry_auth_json_and_user_agent_headers(courier: respx.MockRouter) -> None:
+    """Every request has the bearer key, JSON content type and the library's user agent."""
+    deliver("segment", "track", "Signed Up", user_id="u1")
+    ((_, headers, _),) = sent(courier)
+    assert headers["authorization"] == "Bearer sk_live_abc"
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == USER_AGENT
+
+
+def test_segment_route_posts_identify_unchanged(courier: respx.MockRouter) -> None:
+    """Route segment posts the identify message as is to /inbound/segment."""
+    deliver("segment", "identify", "u1", {"email": "a@example.com"})
+    ((path, _, body),) = sent(courier)
+    assert path == "/inbound/segment"
+    assert body == {
+        "type": "identify",
+        "messageId": "m-1",
+        "timestamp": "2026-03-04T05:06:07Z",
+        "userId": "u1",
+        "traits": {"email": "a@example.com"},
+        "context": {"library": LIBRARY},
+    }
+
+
+def test_segment_route_posts_track_unchanged(courier: respx.MockRouter) -> None:
+    """Route segment posts the track message as is; Courier adds the event prefix."""
+    deliver("segment", "track", "Order Completed", {"total": 10}, user_id="u1")
+    ((path, _, body),) = sent(courier)
+    assert path == "/inbound/segment"
+    assert body == {
+        "type": "track",
+        "messageId": "m-1",
+        "timestamp": "2026-03-04T05:06:07Z",
+        "userId": "u1",
+        "event": "Order Completed",
+        "properties": {"total": 10},
+        "context": {"library": LIBRARY},
+    }
+
+
+def test_segment_route_posts_group(courier: respx.MockRouter) -> None:
+    """Route segment posts group messages (Courier logs them)."""
+    deliver("segment", "group", "g1", {"name": "Acme"}, user_id="u1")
+    ((path, _, body),) = sent(courier)
+    assert (path, body["type"], body["groupId"], body["traits"]) == (
+        "/inbound/segment",
+        "group",
+        "g1",
+        {"name": "Acme"},
+    )
+
+
+@pytest.mark.parametrize("route", ["segment", "api"])
+def test_page_is_not_sent_on_either_route(courier: respx.MockRouter, route: str) -> None:
+    """page is validated and skipped: Courier answers 501 to it."""
+    deliver(route, "page", "Home", user_id="u1")
+    assert sent(courier) == []
+
+
+def test_api_route_merges_identify_into_the_profile(courier: respx.MockRouter) -> None:
+    """Route api posts {"profile": traits} to /profiles/{id} with an Idempotency-Key."""
+    deliver("api", "identify", "user/1 é", {"email": "a@example.com", "phone_number": None})
+    ((path, headers, body),) = sent(courier)
+    assert path == "/profiles/user%2F1%20%C3%A9"
+    assert body == {"profile": {"email": "a@example.com", "phone_number": None}}
+    assert headers["idempotency-key"] == "m-1"
+
+
+def test_api_route_posts_track_as_prefixed_inbound_event(courier: respx.MockRouter) -> None:
+    """Route api posts track to /inbound/courier with the Segment event prefix."""
+    deliver("api", "track", "Order Completed", {"total": 10}, user_id="u1")
+    ((path, _, body),) = sent(courier)
+    assert path == "/inbound/courier"
+    assert body == {
+        "event": "Segment-TrackEvent:Order Completed",
+        "messageId": "m-1",
+        "type": "track",
+        "properties": {"total": 10},
+        "userId": "u1",
+    }
+
+
+def test_api_route_sends_anonymous_track_to_the_anonymous_id(courier: respx.MockRouter) -> None:
+    """Without a user id, route api uses the anonymous id as userId."""
+    deliver("api", "track", "Viewed", anonymous_id="anon-7")
+    assert sent(courier)[0][2]["userId"] == "anon-7"
+
+
+def test_api_route_uses_the_configured_event_prefix(courier: respx.MockRouter) -> None:
+    """event_prefix replaces the default prefix on route api."""
+    with Client(api_key="k", route="api", event_prefix="") as client:
+        client.track("Raw Name", user_id="u1")
+        client.flush(5)
+    assert sent(courier)[0][2]["event"] == "Raw Name"
+
+
+def test_api_route_skips_group(courier: respx.MockRouter) -> None:
+    """group has no meaning on Courier's public API: skipped on route api."""
+    with Client(api_key="k", route="api") as client:
+        client.group("g1", user_id="u1")
+        client.flush(5)
+        assert client.stats.skipped == 1
+    assert sent(courier) == []
+
+
+def test_eu_region_sends_to_the_eu_host() -> None:
+    """region='eu' sends to api.eu.courier.com."""
+    with respx.mock(base_url="https://api.eu.courier.com") as router:
+        route = router.post("/inbound/segment").respond(202, json={})
+        with Client(api_key="k", region="eu") as client:
+            client.track("E", user_id="u")
+            client.flush(5)
+        assert route.call_count == 1
+
+
+def test_base_url_env_wins_over_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    """COURIER_BASE_URL replaces the region's host, path prefix included."""
+    monkeypatch.setenv("COURIER_BASE_URL", "https://proxy.example.com/courier/")
+    with respx.mock(base_url="https://proxy.example.com") as router:
+        route = router.post("/courier/inbound/segment").respond(202, json={})
+        with Client(api_key="k", region="eu") as client:
+            client.track("E", user_id="u")
+            client.flush(5)
+        assert route.call_count == 1
+
+
+def test_sync_transport_is_supported() -> None:
+    """A synchronous httpx transport (e.g. one with a proxy) works too."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(202, json={})
+
+    class SyncOnly(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return handler(request)
+
+    with Client(api_key="k", transport=SyncOnly()) as client:
+        client.track("E", user_id="u")
+        assert client.flush(5)
+    assert seen == ["/inbound/segment"]
