@@ -1,0 +1,138 @@
+"""The ``courier-analytics`` command: the local stand-in, one-off calls, and the demo.
+
+Exit codes: 0 success; 1 a message was not delivered; 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from courier_analytics._client import Client
+from courier_analytics._messages import Message
+from courier_analytics._version import __version__
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_NOT_DELIVERED, EXIT_USAGE = 0, 1, 2
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"plan": "pro"}\'')
+    return value
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-key", help="Courier API key (default: $COURIER_API_KEY)")
+    parser.add_argument(
+        "--base-url", help="Courier URL, e.g. a local stand-in (default: $COURIER_BASE_URL)"
+    )
+    parser.add_argument("--region", choices=["us", "eu"], default="us")
+    parser.add_argument("--route", choices=["segment", "api"], default="segment")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to deliver")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="courier-analytics",
+        description="Send Segment-style analytics calls to Courier, or run a local stand-in.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run a demo against a local Courier stand-in")
+    demo.add_argument("--route", choices=["segment", "api"], default="segment")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="keep the stand-in up to browse its page"
+    )
+
+    dev = commands.add_parser("dev", help="run the local Courier stand-in")
+    try:
+        from courier_analytics.devserver import add_arguments
+    except ImportError:  # the [dev] extra is not installed; 'dev' will say so
+        dev.add_argument("rest", nargs=argparse.REMAINDER)
+    else:
+        add_arguments(dev)
+
+    identify = commands.add_parser("identify", help="merge traits into a user's profile")
+    identify.add_argument("user", metavar="USER_ID", help="whose profile")
+    identify.add_argument("--traits", type=_json_object, default={}, help="JSON object")
+    _add_connection_arguments(identify)
+
+    track = commands.add_parser("track", help="send one track event")
+    track.add_argument("event", metavar="EVENT", help="event name, e.g. 'Order Completed'")
+    track.add_argument("--properties", type=_json_object, default={}, help="JSON object")
+    track.add_argument("--user-id", help="who did it")
+    track.add_argument("--anonymous-id", help="an anonymous id, when there is no user id")
+    _add_connection_arguments(track)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    out = out or sys.stdout
+    args = _parser().parse_args(argv)
+    if args.command == "dev":
+        return _dev(args)
+    if args.command == "demo":
+        from courier_analytics._demo import run_demo
+
+        return run_demo(route=args.route, out=out, keep_running=args.keep_running)
+    return _send_one(args, out)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    try:
+        from courier_analytics.devserver import run
+    except ImportError as exc:
+        print(
+            f"the local stand-in needs the [dev] extra ({exc.name} is missing): "
+            "pip install 'courier-analytics[dev]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return run(args)
+
+
+def _send_one(args: argparse.Namespace, out: TextIO) -> int:
+    failures: list[BaseException] = []
+
+    def on_error(error: BaseException, message: Message) -> None:
+        failures.append(error)
+
+    try:
+        client = Client(
+            api_key=args.api_key,
+            base_url=args.base_url,
+            region=args.region,
+            route=args.route,
+            on_error=on_error,
+            flush_at_exit=False,
+        )
+        call: Callable[[], str]
+        if args.command == "identify":
+            call = lambda: client.identify(args.user, args.traits)  # noqa: E731
+        else:
+            call = lambda: client.track(  # noqa: E731
+                args.event, args.properties, user_id=args.user_id, anonymous_id=args.anonymous_id
+            )
+        message_id = call()
+    except (TypeError, ValueError) as exc:
+        print(f"courier-analytics: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    client.shutdown(args.timeout)
+    if failures or client.stats.delivered != 1:
+        reason = failures[0] if failures else "not delivered in time"
+        print(f"courier-analytics: {args.command} {message_id} failed: {reason}", file=sys.stderr)
+        return EXIT_NOT_DELIVERED
+    print(f"delivered {args.command} {message_id}", file=out)
+    return EXIT_OK
