@@ -18,7 +18,8 @@ in a ``conftest.py``.
     :class:`~courier_analytics.devserver.DevServer`: flush your client, then look at
     ``server.profiles()``, ``server.events()`` (``status`` ``Mapped``/``Unmapped``) and
     ``server.sends()``. Event-to-template mappings come from the
-    ``courier_dev_server_mappings`` fixture, which you may override.
+    ``courier_dev_server_mappings`` fixture, which you may override. The server
+    itself is the session-scoped ``courier_dev_server_session``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "courier_analytics_events",
     "courier_dev_server",
     "courier_dev_server_mappings",
+    "courier_dev_server_session",
 ]
 
 #: The key set during ``courier_analytics_events`` when none is configured.
@@ -74,7 +76,8 @@ def courier_dev_server_mappings() -> Mapping[str, str]:
 
 
 @pytest.fixture(scope="session")
-def _courier_dev_server_session() -> Iterator[DevServer]:
+def courier_dev_server_session() -> Iterator[DevServer]:
+    """The stand-in shared by the session (use ``courier_dev_server`` in tests)."""
     from courier_analytics.devserver import DevServer
 
     with DevServer() as server:
@@ -83,12 +86,12 @@ def _courier_dev_server_session() -> Iterator[DevServer]:
 
 @pytest.fixture
 def courier_dev_server(
-    _courier_dev_server_session: DevServer,
+    courier_dev_server_session: DevServer,
     courier_dev_server_mappings: Mapping[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[DevServer]:
     """A local Courier stand-in that every client of this test delivers to."""
-    server = _courier_dev_server_session
+    server = courier_dev_server_session
     server.reset()
     server.state.mappings = dict(courier_dev_server_mappings)
     monkeypatch.setenv("COURIER_BASE_URL", server.base_url)
