@@ -108,9 +108,9 @@ def _describe(index: int, message: Mapping[str, Any]) -> str:
     return " ".join(part for part in parts if part)
 
 
-def _expected(type_: str, criteria: Mapping[str, Any]) -> str:
+def _expected(type_: str, criteria: Mapping[str, Any], article: str = "a ") -> str:
     shown = ", ".join(f"{key}={value!r}" for key, value in criteria.items() if key != "type")
-    return f"a {type_} message" + (f" with {shown}" if shown else "")
+    return f"{article}{type_} message" + (f" with {shown}" if shown else "")
 
 
 class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
@@ -125,6 +125,8 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
         self._depth = 0
+        # One bound method, registered and removed by identity.
+        self._recorder = self._record
 
     # ----------------------------------------------------------- recording
 
@@ -138,7 +140,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             self._depth += 1
             first = self._depth == 1
         if first:
-            _capture.add_recorder(self._record)
+            _capture.add_recorder(self._recorder)
         return self
 
     def __exit__(
@@ -151,7 +153,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             self._depth -= 1
             last = self._depth == 0
         if last:
-            _capture.remove_recorder(self._record)
+            _capture.remove_recorder(self._recorder)
 
     @property
     def active(self) -> bool:
@@ -367,7 +369,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         given = {key: value for key, value in match.items() if value is not None}
         found = self.find(type_, **given)
         if found:
-            what = _expected(type_, _criteria(type_, given))
+            what = _expected(type_, _criteria(type_, given), article="")
             lines = [_describe(i, m) for i, m in enumerate(found, 1)]
             raise AssertionError(f"Expected no {what}, found {len(found)}:\n" + "\n".join(lines))
 
