@@ -242,7 +242,12 @@ class DevApp:
         self, action: FaultAction, answer: Answer | None, receive: Receive, send: Send
     ) -> Any:
         if action.kind == "error":
-            await _send_answer(send, error(action.status, "Internal Server Error", "api_error"))
+            status = action.status or 500
+            if status < 500:  # an injected rejection, worded as Courier words a bad request
+                answer_ = error(status, "Injected fault: request rejected", "invalid_request_error")
+            else:
+                answer_ = error(status, "Internal Server Error", "api_error")
+            await _send_answer(send, answer_)
         elif action.kind == "rate_limit":
             headers = ((b"retry-after", action.retry_after.encode()),) if action.retry_after else ()
             body = error(429, "Too Many Requests", "rate_limit_error").body

@@ -43,10 +43,10 @@ def _check_statuses(_instance: object, _attribute: object, value: tuple[int, ...
 def _check_fail_with(_instance: object, _attribute: object, value: int | str) -> None:
     if isinstance(value, str) and value in FAIL_WITH_WORDS:
         return
-    if isinstance(value, int) and (value == 429 or 500 <= value <= 599):
+    if isinstance(value, int) and 400 <= value <= 599:
         return
     raise ValueError(
-        f"Faults.fail_with must be 429, a 5xx status or one of {FAIL_WITH_WORDS}, got {value!r}."
+        f"Faults.fail_with must be a 4xx or 5xx status or one of {FAIL_WITH_WORDS}, got {value!r}."
     )
 
 
@@ -102,7 +102,8 @@ class Faults:
             ``Idempotency-Key``) matches this regular expression (``re.search``).
         fail_message_ids_times: Fail each matching messageId only this many times
             (``None``: always), so retries can be seen to succeed.
-        fail_with: What deterministic faults do: 429, a 5xx status, ``"drop"``,
+        fail_with: What deterministic faults do: a 4xx or 5xx status (429 with
+            ``Retry-After``; 400 to reject one message as invalid), ``"drop"``,
             ``"hang"`` or ``"slow_body"``.
         apply_first: Apply a faulted request, then fail its answer.
         seed: Seed for the random faults (``None``: unpredictable).

@@ -228,7 +228,7 @@ def test_faults_changed_over_http(
 
 @pytest.mark.parametrize(
     "body",
-    [{"error_rate": 2}, {"nope": 1}, {"fail_with": 404}, {"fail_message_ids": "("}, [1]],
+    [{"error_rate": 2}, {"nope": 1}, {"fail_with": 302}, {"fail_message_ids": "("}, [1]],
 )
 def test_invalid_faults_over_http_are_400(anonymous: httpx.Client, body: object) -> None:
     """Invalid fault settings are refused with 400 and a reason."""
@@ -243,3 +243,18 @@ def test_faults_at_start() -> None:
         url = server.base_url + "/inbound/segment"
         response = httpx.post(url, json=IDENTIFY, headers={"Authorization": "Bearer k"})
     assert response.status_code == 502
+
+
+def test_fail_with_a_4xx_rejects_only_the_matching_message(
+    client: httpx.Client, anonymous: httpx.Client
+) -> None:
+    """fail_with=400 with fail_message_ids answers Courier's 400 error body to that message only."""
+    anonymous.post("/__dev/faults", json={"fail_message_ids": "^bad$", "fail_with": 400})
+    bad = client.post(
+        "/inbound/segment", json={"type": "track", "messageId": "bad", "event": "E", "userId": "u"}
+    )
+    good = client.post(
+        "/inbound/segment", json={"type": "track", "messageId": "good", "event": "E", "userId": "u"}
+    )
+    assert (bad.status_code, bad.json()["type"]) == (400, "invalid_request_error")
+    assert good.status_code == 202

@@ -14,7 +14,7 @@ KEY = "e2e-key-41f0"
 MAPPINGS = {"Segment-TrackEvent:Order Completed": "tmpl_order"}
 
 #: Instant retries: fault tests stay fast without sleeping.
-INSTANT = RetryPolicy(max_retries=8, initial_wait=0, max_wait=0, max_time=None)
+INSTANT = RetryPolicy(max_retries=100, initial_wait=0, max_wait=0, max_time=None)
 
 MakeClient = Callable[..., Client]
 
