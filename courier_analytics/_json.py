@@ -112,8 +112,8 @@ def dumps(obj: Any) -> bytes:
         return orjson.dumps(obj, default=_default, option=_OPTIONS_NON_STR_KEYS)
     except orjson.JSONEncodeError as exc:
         problem = _find_problem(obj, "", set(), 0)
-        if problem is None:  # pragma: no cover - orjson refused something we cannot name
-            raise TypeError(f"the message cannot become JSON: {exc}") from None
+        if problem is None:  # orjson refused something the walk does not know of
+            raise TypeError(f"the message cannot become JSON: {exc}") from exc
         path, error = problem
         where = path or "the message"
         raise type(error)(f"{where}: {error}") from None
@@ -163,6 +163,8 @@ def _find_in_container(
                 )
             if isinstance(key, str) and (bad := _check_str(key, key_path)):
                 return bad
+            if isinstance(key, int) and not -(2**63) <= key < 2**64:
+                return key_path, ValueError("an integer key beyond 64 bits cannot become JSON")
             if found := _find_problem(item, key_path, ancestors, depth + 1):
                 return found
         return None

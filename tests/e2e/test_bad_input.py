@@ -1,0 +1,114 @@
+"""Property-based: any nested input becomes JSON Courier accepts, or raises at the call."""
+
+from __future__ import annotations
+
+import decimal
+import json
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from courier_analytics import Client
+from courier_analytics.devserver import DevServer
+
+from .conftest import INSTANT, KEY
+
+
+class Opaque:
+    """An object with no JSON meaning."""
+
+
+def _generator() -> Any:
+    return (n for n in range(3))
+
+
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(st.characters(codec=None), max_size=30),  # includes lone surrogates
+    st.text(max_size=20_000).filter(lambda s: len(s) > 10_000) | st.just("x" * 50_000),
+    st.binary(max_size=20),
+    st.decimals(allow_nan=True),
+    st.datetimes(),
+    st.uuids(),
+    st.builds(Opaque),
+    st.builds(_generator),
+)
+keys = st.one_of(st.text(st.characters(codec=None), max_size=10), st.integers(), st.none(),
+                 st.floats(allow_nan=False), st.tuples(st.integers()))  # fmt: skip
+values = st.recursive(
+    leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.tuples(children, children),
+        st.dictionaries(keys, children, max_size=5),
+        st.frozensets(st.integers(), max_size=3),
+    ),
+    max_leaves=25,
+)
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"d": value}
+    return value
+
+
+Reports = list[BaseException]
+
+
+@pytest.fixture(scope="module", params=["segment", "api"])
+def fuzz_client(
+    server: DevServer, request: pytest.FixtureRequest
+) -> Iterator[tuple[Client, Reports]]:
+    """One client per route for all examples, with what it reported."""
+    errors: Reports = []
+    client = Client(api_key=KEY, base_url=server.base_url, route=request.param, retry=INSTANT,
+                    on_error=lambda e, m: errors.append(e))  # fmt: skip
+    yield client, errors
+    client.shutdown(5)
+
+
+def _refusal(client: Client, properties: Any) -> Exception | None:
+    try:
+        client.track("Fuzz", properties, user_id="fuzz")
+    except (TypeError, ValueError) as exc:
+        return exc
+    return None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    properties=st.dictionaries(keys, values, max_size=6) | st.builds(_deep, st.integers(240, 400))
+)
+def test_any_input_is_sent_as_valid_json_or_refused_at_the_call(
+    fuzz_client: tuple[Client, Reports], properties: dict[Any, Any]
+) -> None:
+    """Each call gives JSON the stand-in accepts, or TypeError/ValueError naming properties."""
+    client, errors = fuzz_client
+    before = client.stats.delivered
+    refusal = _refusal(client, properties)
+    if refusal is not None:
+        assert "properties" in str(refusal)
+    client.track("After", {"ok": True}, user_id="fuzz")  # the worker is still alive
+    assert client.flush(10)
+    assert errors == []
+    assert client.stats.delivered == before + (1 if refusal else 2)
+
+
+def test_nan_and_infinities_become_null(server: DevServer) -> None:
+    """NaN, inf and -inf (float or Decimal) arrive as null: JSON has no such numbers."""
+    with Client(api_key=KEY, base_url=server.base_url) as client:
+        client.track("Ratios", {"a": math.nan, "b": math.inf, "c": -math.inf,
+                                "d": decimal.Decimal("NaN")}, user_id="u1")  # fmt: skip
+        client.flush(10)
+    (event,) = server.events()
+    assert event["data"]["properties"] == {"a": None, "b": None, "c": None, "d": None}
+    json.dumps(event["data"], allow_nan=False)  # strictly valid JSON
