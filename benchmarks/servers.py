@@ -1,0 +1,227 @@
+"""The benchmark's server process: the Courier stand-in or a Segment ``/v1/batch`` sink.
+
+Run as ``python -m benchmarks.servers --kind courier|segment``. It binds 127.0.0.1 on
+a free port, serves with uvicorn (httptools, uvloop: the same stack for both kinds)
+in a thread, prints ``{"url": ...}`` and then obeys JSON-line commands on stdin:
+
+- ``{"cmd": "reset", "latency_ms": 20, "hang": false, "target": 20100}``: forget
+  counts, set the added latency (or hang every request), and the event count to time;
+- ``{"cmd": "wait", "timeout": 5}``: wait until ``target`` events were received and
+  answer ``{"count", "reached_at", "cpu_s", "requests"}``;
+- ``{"cmd": "stop"}``.
+
+Events are counted on the server side when their request is answered with 2xx:
+one per request for Courier, ``len(batch)`` per request for Segment. ``reached_at``
+is ``time.monotonic()`` (system-wide on Linux, so comparable with the client's
+clock) when the count reached ``target``. The process exits when stdin closes, on
+``stop``, or after ``--max-lifetime`` seconds, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+import uvicorn
+
+from benchmarks._common import API_KEY, cpu_seconds, send_line
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[Any]]
+
+#: Longest a hanging request is held (the stalled-server scenario), seconds.
+HANG_LIMIT_S = 300.0
+COURIER_PATHS = frozenset({"/inbound/segment", "/inbound/courier"})
+
+
+class Counter:
+    """Events received, and when the count reached its target (thread-safe enough:
+    only the server's event loop writes; the control thread reads)."""
+
+    def __init__(self) -> None:
+        self.reset(0)
+
+    def reset(self, target: int) -> None:
+        self.count = 0
+        self.requests = 0
+        self.target = target
+        self.reached_at: float | None = None
+        self.reached = threading.Event()
+
+    def add(self, events: int) -> None:
+        self.requests += 1
+        self.count += events
+        if self.reached_at is None and self.count >= self.target > 0:
+            self.reached_at = time.monotonic()
+            self.reached.set()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _hang(receive: Receive) -> None:
+    """Hold the request until the client goes away (bounded)."""
+
+    async def until_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(until_disconnect(), HANG_LIMIT_S)
+
+
+class SegmentSink:
+    """Answers ``POST /v1/batch`` like Segment's API (200 ``{"success": true}``)."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.latency_s = 0.0
+        self.hang = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        if self.hang:
+            await _hang(receive)
+            return
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        ok = scope["path"] == "/v1/batch" and scope["method"] == "POST"
+        events = len(orjson.loads(body).get("batch", ())) if ok else 0
+        answer = b'{"success":true}' if ok else b'{"message":"not found"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+        await send(
+            {"type": "http.response.start", "status": 200 if ok else 404, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": answer})
+        if ok:
+            self.counter.add(events)
+
+
+class CourierStandIn:
+    """The package's Courier stand-in, wrapped to count the events it accepts."""
+
+    def __init__(self, counter: Counter) -> None:
+        from courier_analytics.devserver import DevState, create_app
+
+        self.counter = counter
+        self.state = DevState(api_key=API_KEY)
+        self.app = create_app(self.state)
+
+    def configure(self, latency_ms: float, hang: bool) -> None:
+        from courier_analytics.devserver import Faults
+
+        self.state.reset()
+        self.state.set_faults(Faults(hang_rate=1.0) if hang else Faults(latency_ms=latency_ms))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        if scope["type"] != "http" or scope["path"] not in COURIER_PATHS:
+            return await self.app(scope, receive, send)
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        result = await self.app(scope, receive, watch)
+        if 200 <= status < 300:
+            self.counter.add(1)
+        return result
+
+
+def _config(app: App) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        log_level="warning",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("courier", "segment"), required=True)
+    parser.add_argument("--max-lifetime", type=float, default=1800.0)
+    args = parser.parse_args(argv)
+
+    watchdog = threading.Timer(args.max_lifetime, os._exit, (3,))
+    watchdog.daemon = True
+    watchdog.start()
+
+    counter = Counter()
+    courier = CourierStandIn(counter) if args.kind == "courier" else None
+    sink = SegmentSink(counter) if args.kind == "segment" else None
+    app: App = courier if courier is not None else sink  # type: ignore[assignment]
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    server = uvicorn.Server(_config(app))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not server.started:
+        send_line(sys.stdout, {"error": "server did not start"})
+        os._exit(2)
+    send_line(sys.stdout, {"url": f"http://127.0.0.1:{sock.getsockname()[1]}"})
+
+    cpu_at_reset = cpu_seconds()
+    for line in sys.stdin:  # EOF (the harness went away) ends the process
+        command = orjson.loads(line)
+        cmd = command["cmd"]
+        if cmd == "reset":
+            latency_ms, hang = float(command.get("latency_ms", 0)), bool(command.get("hang"))
+            if courier is not None:
+                courier.configure(latency_ms, hang)
+            if sink is not None:
+                sink.latency_s, sink.hang = latency_ms / 1000, hang
+            counter.reset(int(command.get("target", 0)))
+            cpu_at_reset = cpu_seconds()
+            send_line(sys.stdout, {"ok": True})
+        elif cmd == "wait":
+            counter.reached.wait(float(command.get("timeout", 5)))
+            send_line(
+                sys.stdout,
+                {
+                    "count": counter.count,
+                    "requests": counter.requests,
+                    "reached_at": counter.reached_at,
+                    "cpu_s": cpu_seconds() - cpu_at_reset,
+                },
+            )
+        elif cmd == "stop":
+            break
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
