@@ -12,7 +12,9 @@ How it works:
   are written like real code (``analytics.api_key = "pk_prod_..."``, ``region="eu"``) and
   nothing leaves the machine. An explicit ``base_url=`` in an example would win over the
   environment; examples should not pass one.
-- After each page, the default clients (``courier_analytics`` and its Segment drop-in) are shut
+- An example passes when it raises nothing and Courier (the stand-in) answered no request
+  with an error: a call that Courier would refuse fails the example too.
+- After each example, the default clients (``courier_analytics`` and its Segment drop-in) are shut
   down and their module settings restored (tests/conftest.py does it for ``courier_analytics``).
 """
 
@@ -26,6 +28,7 @@ from typing import Any
 import attrs
 import pytest
 
+import courier_analytics
 from courier_analytics import segment
 from courier_analytics.devserver import DevServer, Faults
 
@@ -126,3 +129,8 @@ def test_example_runs(earlier: list[Block], block: Block, courier: DevServer) ->
     for previous in earlier:
         run(previous, namespace, "an earlier example of this page")
     run(block, namespace, "the example")
+    courier_analytics.flush(10)
+    answers = courier.stats()["requests"]
+    errors = {f"{route} -> {status}": count for route, statuses in answers.items()
+              for status, count in statuses.items() if not status.startswith("2")}  # fmt: skip
+    assert not errors, f"Courier refused requests of the example at {block.path}:{block.line}"
