@@ -27,7 +27,7 @@ from courier_analytics._routes import (
     RouteName,
     SegmentRoute,
 )
-from courier_analytics._transport import AnyTransport, HttpxSender
+from courier_analytics._transport import AnyTransport, Sender, make_sender
 from courier_analytics._worker import Worker
 
 __all__ = ["Client", "Stats"]
@@ -215,9 +215,9 @@ class Client:
             report=self._report,
         )
 
-    def _make_sender(self) -> HttpxSender:
+    def _make_sender(self) -> Sender:
         options = self._options
-        return HttpxSender(
+        return make_sender(
             options.resolved_base_url(),
             options.resolved_api_key() or "",
             timeout=options.timeout,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any, Literal, get_args
@@ -14,7 +13,7 @@ from courier_analytics._errors import ConfigurationError
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
-from courier_analytics._transport import AnyTransport
+from courier_analytics._transport import AnyTransport, is_loopback
 
 __all__ = ["REGIONS", "ErrorHandler", "Options", "Region"]
 
@@ -45,15 +44,6 @@ def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: 
             f"{attribute.name} must be a callable (exc, message) or None, "
             f"not {type(value).__name__}"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _mask(key: str | None) -> str:
@@ -105,7 +95,7 @@ class Options:
         url = urlsplit(self.resolved_base_url())
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigurationError("base_url must be an http:// or https:// URL with a host")
-        insecure = url.scheme == "http" and not _is_loopback(url.hostname)
+        insecure = url.scheme == "http" and not is_loopback(url.hostname)
         if insecure and not self.allow_insecure_http:
             raise ConfigurationError(
                 "base_url uses plain http:// to a host that is not this machine, which "

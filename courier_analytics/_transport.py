@@ -1,26 +1,42 @@
-"""Transport: sends one request's bytes to Courier over httpx and reads the answer.
+"""Senders: send one request to Courier and read the answer, for the worker's loop.
 
-The worker talks to Courier through :class:`HttpxSender`, which works at the level
-of an httpx transport (no redirects, cookies or per-request client machinery to
-pay for). Any httpx transport can be given, asynchronous (used directly) or
-synchronous (run in a small thread pool), which is how proxies, custom TLS and
-tests (``httpx.MockTransport``, respx) plug in.
+By default the worker uses :class:`NativeSender`, a lean keep-alive HTTP/1.1
+client (``_http11.py``) that costs a fraction of an httpx transport per request.
+:class:`HttpxSender` works with any httpx transport instead, asynchronous (used
+directly) or synchronous (run on a few daemon threads): it is used when the
+``transport`` option is given (proxies, custom TLS, tests with
+``httpx.MockTransport`` or respx) and when a proxy is configured in the
+environment (``HTTPS_PROXY`` and friends), which httpx then honours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import queue
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
+from courier_analytics._http11 import Http11Pool
 from courier_analytics._routes import Request
 from courier_analytics._version import __version__
 
-__all__ = ["USER_AGENT", "AnyTransport", "HttpxSender", "Response"]
+__all__ = [
+    "USER_AGENT",
+    "AnyTransport",
+    "HttpxSender",
+    "NativeSender",
+    "Response",
+    "Sender",
+    "environment_proxy",
+    "is_loopback",
+    "make_sender",
+]
 
 USER_AGENT = f"courier-analytics/{__version__} (python; httpx/{httpx.__version__})"
 
@@ -105,6 +121,94 @@ def _settle(
         future.set_result(result)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _headers(api_key: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"Authorization", b"Bearer " + api_key.encode("ascii")),
+        (b"Content-Type", b"application/json"),
+        (b"Accept", b"application/json"),
+        (b"User-Agent", USER_AGENT.encode("ascii")),
+    ]
+
+
+class Sender(Protocol):
+    """What the worker needs from a transport."""
+
+    async def send(self, request: Request) -> Response:
+        """Send one request and read the whole answer (raises ``httpx.TransportError``)."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+class NativeSender:
+    """Sends requests over the lean keep-alive HTTP/1.1 client of ``_http11.py``."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float, max_connections: int):
+        self._pool = Http11Pool(
+            base_url, _headers(api_key), timeout=timeout, max_idle=max_connections
+        )
+
+    def __repr__(self) -> str:
+        return "<NativeSender>"
+
+    async def send(self, request: Request) -> Response:
+        """Send one request and read the whole answer."""
+        extra = b""
+        if request.idempotency_key is not None:
+            extra = b"Idempotency-Key: " + request.idempotency_key.encode() + b"\r\n"
+        raw = await self._pool.send(self._pool.build(request.path, request.body, extra))
+        return Response(raw.status, raw.retry_after, raw.body)
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self._pool.aclose()
+
+
+def environment_proxy(base_url: str) -> str | None:
+    """The proxy the environment (``HTTPS_PROXY``, ``NO_PROXY``...) sets for ``base_url``."""
+    url = urlsplit(base_url)
+    host = url.hostname or ""
+    if is_loopback(host):
+        return None
+    proxies = getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(host):
+        return None
+    return proxy
+
+
+def make_sender(
+    base_url: str,
+    api_key: str,
+    *,
+    timeout: float,
+    max_connections: int,
+    transport: AnyTransport | None = None,
+) -> Sender:
+    """The sender for these options: httpx when a transport or proxy is set, else native."""
+    if transport is None and (proxy := environment_proxy(base_url)):
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        transport = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits, retries=0)
+        return HttpxSender(base_url, api_key, timeout=timeout, transport=transport, owned=True)
+    if transport is None:
+        return NativeSender(base_url, api_key, timeout=timeout, max_connections=max_connections)
+    return HttpxSender(
+        base_url, api_key, timeout=timeout, transport=transport, threads=max_connections
+    )
+
+
 class HttpxSender:
     """Sends requests to one Courier base URL with a fixed set of headers.
 
@@ -113,9 +217,10 @@ class HttpxSender:
         api_key: Sent as ``Authorization: Bearer <api_key>``; never logged.
         timeout: Seconds allowed for connecting, writing, reading and waiting for a
             pooled connection, each.
-        max_connections: Size of the keep-alive connection pool.
-        transport: An httpx transport to use instead of the default one. It is not
-            closed by :meth:`aclose`: whoever made it owns it.
+        transport: The httpx transport to send with.
+        threads: Threads that run a synchronous transport's requests.
+        owned: Close the transport in :meth:`aclose` (only when this library made it;
+            a transport you pass is yours to close).
     """
 
     def __init__(
@@ -124,31 +229,22 @@ class HttpxSender:
         api_key: str,
         *,
         timeout: float,
-        max_connections: int,
-        transport: AnyTransport | None = None,
+        transport: AnyTransport,
+        threads: int = 8,
+        owned: bool = False,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._headers = [
-            (b"Authorization", b"Bearer " + api_key.encode("ascii")),
-            (b"Content-Type", b"application/json"),
-            (b"Accept", b"application/json"),
-            (b"User-Agent", USER_AGENT.encode("ascii")),
-        ]
+        self._headers = _headers(api_key)
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        self._owns_transport = transport is None
+        self._owns_transport = owned
         self._runner: _SyncRunner | None = None
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
-        if transport is None:
-            limits = httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
-            self._async = httpx.AsyncHTTPTransport(limits=limits, retries=0)
-        elif isinstance(transport, httpx.AsyncBaseTransport):
+        if isinstance(transport, httpx.AsyncBaseTransport):
             self._async = transport
         elif isinstance(transport, httpx.BaseTransport):
             self._sync = transport
-            self._runner = _SyncRunner(max_connections)
+            self._runner = _SyncRunner(threads)
         else:
             raise TypeError(
                 "transport must be an httpx.AsyncBaseTransport or httpx.BaseTransport, "

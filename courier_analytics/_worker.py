@@ -37,7 +37,7 @@ from courier_analytics._errors import (
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome, RetryPolicy, is_retryable_status, parse_retry_after
 from courier_analytics._routes import Request, Route
-from courier_analytics._transport import HttpxSender
+from courier_analytics._transport import Sender
 
 __all__ = ["Worker"]
 
@@ -66,7 +66,7 @@ class Worker:
     def __init__(
         self,
         *,
-        make_sender: Callable[[], HttpxSender],
+        make_sender: Callable[[], Sender],
         route: Route,
         policy: RetryPolicy,
         max_queue_size: int,
@@ -95,7 +95,7 @@ class Worker:
         self._idle_lock = threading.Lock()
         self._lanes: dict[str, deque[Message]] = {}
         self._ready: asyncio.Queue[str] | None = None
-        self._sender: HttpxSender | None = None
+        self._sender: Sender | None = None
         self._auth_error_logged = False
 
     # ----------------------------------------------------------------- producer side

@@ -1,4 +1,9 @@
-"""The exact requests each route makes, seen at the HTTP layer with respx."""
+"""The exact requests each route makes, seen at the HTTP layer with respx.
+
+respx fakes httpx's transports, so these clients are given ``HTTPX``, an httpx
+transport, instead of the default native sender; the native sender's bytes are
+pinned in test_http11.py and end to end against the stand-in.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,11 @@ from courier_analytics._transport import USER_AGENT
 
 BASE = "https://api.courier.com"
 WHEN = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
+
+
+def httpx_client(**options: Any) -> Client:
+    """A client sending through an httpx transport, which respx can fake."""
+    return Client(transport=httpx.AsyncHTTPTransport(), **options)
 
 
 @pytest.fixture
@@ -39,7 +49,7 @@ def sent(courier: respx.MockRouter) -> list[tuple[str, dict[str, str], dict[str,
 
 def deliver(route: str, call: str, *args: Any, **kwargs: Any) -> None:
     """Make one call on a fresh client with ``route`` and deliver it."""
-    with Client(api_key="sk_live_abc", route=route) as client:  # type: ignore[arg-type]
+    with httpx_client(api_key="sk_live_abc", route=route) as client:
         getattr(client, call)(*args, timestamp=WHEN, message_id="m-1", **kwargs)
         assert client.flush(5)
 
@@ -134,7 +144,7 @@ def test_api_route_sends_anonymous_track_to_the_anonymous_id(courier: respx.Mock
 
 def test_api_route_uses_the_configured_event_prefix(courier: respx.MockRouter) -> None:
     """event_prefix replaces the default prefix on route api."""
-    with Client(api_key="k", route="api", event_prefix="") as client:
+    with httpx_client(api_key="k", route="api", event_prefix="") as client:
         client.track("Raw Name", user_id="u1")
         client.flush(5)
     assert sent(courier)[0][2]["event"] == "Raw Name"
@@ -142,7 +152,7 @@ def test_api_route_uses_the_configured_event_prefix(courier: respx.MockRouter) -
 
 def test_api_route_skips_group(courier: respx.MockRouter) -> None:
     """group has no meaning on Courier's public API: skipped on route api."""
-    with Client(api_key="k", route="api") as client:
+    with httpx_client(api_key="k", route="api") as client:
         client.group("g1", user_id="u1")
         client.flush(5)
         assert client.stats.skipped == 1
@@ -153,7 +163,7 @@ def test_eu_region_sends_to_the_eu_host() -> None:
     """region='eu' sends to api.eu.courier.com."""
     with respx.mock(base_url="https://api.eu.courier.com") as router:
         route = router.post("/inbound/segment").respond(202, json={})
-        with Client(api_key="k", region="eu") as client:
+        with httpx_client(api_key="k", region="eu") as client:
             client.track("E", user_id="u")
             client.flush(5)
         assert route.call_count == 1
@@ -164,7 +174,7 @@ def test_base_url_env_wins_over_region(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COURIER_BASE_URL", "https://proxy.example.com/courier/")
     with respx.mock(base_url="https://proxy.example.com") as router:
         route = router.post("/courier/inbound/segment").respond(202, json={})
-        with Client(api_key="k", region="eu") as client:
+        with httpx_client(api_key="k", region="eu") as client:
             client.track("E", user_id="u")
             client.flush(5)
         assert route.call_count == 1

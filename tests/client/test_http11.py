@@ -1,0 +1,233 @@
+"""The native HTTP/1.1 client: exact request bytes and every way an answer can come back."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from courier_analytics._http11 import Http11Pool
+from courier_analytics._routes import Request
+from courier_analytics._transport import (
+    USER_AGENT,
+    HttpxSender,
+    NativeSender,
+    environment_proxy,
+    make_sender,
+)
+
+Script = Callable[[int, bytes], bytes | None]  # (request number, raw request) -> raw answer
+
+OK = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class RawServer:
+    """A loopback server that records raw requests and answers from a script.
+
+    The script returns the bytes to write, or None to close without answering;
+    ``close_after`` closes the connection after answering.
+    """
+
+    def __init__(self, script: Script, *, close_after: bool = False) -> None:
+        self.script = script
+        self.close_after = close_after
+        self.requests: list[bytes] = []
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(
+                    line.split(b":")[1] for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ))  # fmt: skip
+                raw = head + await reader.readexactly(length)
+                self.requests.append(raw)
+                answer = self.script(len(self.requests), raw)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def run(server: RawServer, scenario: Callable[[str], Awaitable[Any]]) -> Any:
+    """Start ``server`` on 127.0.0.1 and run ``scenario(base_url)`` in one event loop."""
+
+    async def main() -> Any:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            return await scenario(f"http://127.0.0.1:{port}")
+        finally:
+            listener.close()
+            await listener.wait_closed()
+
+    return asyncio.run(main())
+
+
+def pool(base_url: str, timeout: float = 5.0) -> Http11Pool:
+    """A pool with one fixed header, as the client's headers are fixed."""
+    return Http11Pool(base_url, [(b"X-Key", b"v")], timeout=timeout, max_idle=4)
+
+
+async def post_many(base_url: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+    """POST ``count`` requests one after another and return the answers."""
+    p = pool(base_url, timeout)
+    try:
+        return [await p.send(p.build("/inbound/segment", b'{"n":1}')) for _ in range(count)]
+    finally:
+        await p.aclose()
+
+
+def test_native_sender_writes_the_exact_request() -> None:
+    """Request line, headers (key, JSON, user agent, idempotency key) and body, byte for byte."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(base_url: str) -> None:
+        sender = NativeSender(base_url + "/prefix/", "sk_1", timeout=5, max_connections=2)
+        await sender.send(Request("/profiles/u%201", b'{"profile":{}}', idempotency_key="m-1"))
+        await sender.aclose()
+
+    run(server, scenario)
+    port = server.requests[0].split(b"Host: 127.0.0.1:")[1].split(b"\r\n")[0].decode()
+    assert server.requests == [
+        b"POST /prefix/profiles/u%201 HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:" + port.encode() + b"\r\n"
+        b"Authorization: Bearer sk_1\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Accept: application/json\r\n"
+        b"User-Agent: " + USER_AGENT.encode() + b"\r\n"
+        b"Idempotency-Key: m-1\r\n"
+        b"Content-Length: 14\r\n\r\n"
+        b'{"profile":{}}'
+    ]
+
+
+def test_keep_alive_reuses_one_connection() -> None:
+    """Consecutive requests share one connection."""
+    server = RawServer(lambda n, raw: OK)
+    answers = run(server, lambda url: post_many(url, 5))
+    assert [a.status for a in answers] == [202] * 5
+    assert server.connections == 1
+
+
+def test_chunked_answers_are_read_whole() -> None:
+    """A chunked body with a trailer is joined and the connection stays usable."""
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\nX-Trailer: t\r\n\r\n")  # fmt: skip
+    server = RawServer(lambda n, raw: chunked)
+    answers = run(server, lambda url: post_many(url, 2))
+    assert [a.body for a in answers] == [b'{"a":1}'] * 2
+    assert server.connections == 1
+
+
+def test_an_answer_delimited_by_close_is_read_until_close() -> None:
+    """An HTTP/1.0 answer without Content-Length ends when the server closes."""
+    server = RawServer(lambda n, raw: b"HTTP/1.0 200 OK\r\n\r\nall of it", close_after=True)
+    (answer,) = run(server, lambda url: post_many(url))
+    assert (answer.status, answer.body, answer.keep_alive) == (200, b"all of it", False)
+
+
+def test_interim_answers_are_skipped() -> None:
+    """A 100 Continue before the real answer is skipped."""
+    server = RawServer(lambda n, raw: b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+    (answer,) = run(server, lambda url: post_many(url))
+    assert answer.status == 202
+
+
+def test_retry_after_header_is_returned() -> None:
+    """Retry-After is passed up as text."""
+    answer_429 = b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n"
+    (answer,) = run(RawServer(lambda n, raw: answer_429), lambda url: post_many(url))
+    assert (answer.status, answer.retry_after) == (429, "7")
+
+
+def test_connection_close_opens_a_new_connection_next_time() -> None:
+    """After 'Connection: close' the next request uses a new connection."""
+    closing = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    server = RawServer(lambda n, raw: closing, close_after=True)
+    run(server, lambda url: post_many(url, 3))
+    assert server.connections == 3
+
+
+def test_a_keep_alive_connection_closed_while_idle_is_replaced_silently() -> None:
+    """If the server closed an idle connection, the request goes out on a new one."""
+    server = RawServer(lambda n, raw: OK, close_after=True)  # closes despite keep-alive
+    answers = run(server, lambda url: post_many(url, 3))
+    assert [a.status for a in answers] == [202] * 3
+    assert server.connections == 3
+
+
+def test_no_answer_within_the_timeout_raises_read_timeout() -> None:
+    """A server that never answers gives httpx.ReadTimeout after the timeout."""
+    server = RawServer(lambda n, raw: b"")
+    with pytest.raises(httpx.ReadTimeout):
+        run(server, lambda url: post_many(url, timeout=0.05))
+
+
+def test_a_close_mid_answer_raises_remote_protocol_error() -> None:
+    """A connection closed before the whole body came is a protocol error."""
+    partial = b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n{"
+    server = RawServer(lambda n, raw: partial, close_after=True)
+    with pytest.raises(httpx.RemoteProtocolError):
+        run(server, lambda url: post_many(url))
+
+
+def test_a_malformed_status_line_raises_remote_protocol_error() -> None:
+    """Garbage instead of an HTTP status line is a protocol error."""
+    server = RawServer(lambda n, raw: b"SMTP ready\r\n\r\n")
+    with pytest.raises(httpx.RemoteProtocolError, match="status line"):
+        run(server, lambda url: post_many(url))
+
+
+def test_a_refused_connection_raises_connect_error() -> None:
+    """Nothing listening gives httpx.ConnectError."""
+
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(post_many(f"http://127.0.0.1:{port}"))
+
+
+def test_https_verifies_certificates_and_hostnames() -> None:
+    """An https pool verifies the server's certificate and name by default."""
+    context: ssl.SSLContext = Http11Pool("https://api.courier.com", [], timeout=1, max_idle=1)._ssl  # type: ignore[assignment]
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+
+
+def test_the_native_sender_is_the_default() -> None:
+    """Without a transport or a proxy, the client sends with the native HTTP/1.1 client."""
+    sender = make_sender("https://api.courier.com", "k", timeout=1, max_connections=1)
+    assert isinstance(sender, NativeSender)
+
+
+def test_an_environment_proxy_switches_to_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTPS_PROXY set, requests go through httpx and that proxy."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert environment_proxy("https://api.courier.com") == "http://proxy.internal:3128"
+    sender = make_sender("https://api.courier.com", "k", timeout=1, max_connections=1)
+    assert isinstance(sender, HttpxSender)
+
+
+def test_no_proxy_and_loopback_bypass_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_PROXY hosts and this machine are reached directly."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "api.eu.courier.com")
+    assert environment_proxy("https://api.eu.courier.com") is None
+    assert environment_proxy("http://127.0.0.1:8787") is None
