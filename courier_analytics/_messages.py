@@ -8,6 +8,8 @@ is an immutable :class:`Message` holding the Segment-spec JSON bytes. The routes
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
+import os
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final, cast
@@ -123,10 +125,40 @@ def _timestamp(value: object) -> _dt.datetime:
     return value.astimezone(_UTC)
 
 
+class _MessageIds:
+    """UUID4-shaped message ids: a random prefix per process and a counter.
+
+    ``str(uuid.uuid4())`` costs ~2.5 us, a third of a call; this costs ~0.3 us.
+    The prefix keeps 80 random bits (version and variant bits as UUID4 draws
+    them), the last 48 bits count from a random start; a forked child draws a new
+    prefix, so no two processes share ids.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Draw a new random prefix and counter start."""
+        bits = uuid.uuid4().hex
+        self._prefix = f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-"
+        self._counter = itertools.count(int(bits[20:], 16))
+
+    def __call__(self) -> str:
+        return self._prefix + format(next(self._counter) & 0xFFFF_FFFF_FFFF, "012x")
+
+
+new_message_id = _MessageIds()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=new_message_id.reset)
+
+
 def _message_id(value: object) -> str:
     if value is None:
-        return str(uuid.uuid4())
-    return cast(str, _id("message_id", value))
+        return new_message_id()
+    text = cast(str, _id("message_id", value))
+    if not text.isprintable():
+        raise ValueError("message_id must not contain control characters (it is sent in a header)")
+    return text
 
 
 def _context(value: object) -> Mapping[str, Any]:

@@ -39,7 +39,10 @@ def run(script: str, log: Path) -> list[tuple[int, str]]:
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_fork_child_sends_only_its_own_messages(tmp_path: Path) -> None:
-    """After fork with a non-empty queue, each process sends its own messages, once."""
+    """After fork with a non-empty queue, each process sends its own messages, once.
+
+    Both processes also make messages after the fork: their ids must not collide.
+    """
     sent = run(
         """
         import threading
@@ -53,17 +56,18 @@ def test_fork_child_sends_only_its_own_messages(tmp_path: Path) -> None:
             ok = client.flush(10)
             print(*mine, file=open(LOG + ".child", "w"))
             os._exit(0 if ok and client.stats.delivered == 20 else 3)
+        after = [client.track("E", {"n": n}, user_id="parent") for n in range(20)]
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
         assert client.flush(10)
-        print(*before, file=open(LOG + ".parent", "w"))
+        print(*before, *after, file=open(LOG + ".parent", "w"))
         """,
         tmp_path / "log",
     )
     parent_ids = (tmp_path / "log.parent").read_text().split()
     child_ids = (tmp_path / "log.child").read_text().split()
     ids = [mid for _, mid in sent]
-    assert len(ids) == len(set(ids)) == 1 + 50 + 20
+    assert len(ids) == len(set(ids)) == 1 + 50 + 20 + 20
     pids = {mid: pid for pid, mid in sent}
     assert len({pids[mid] for mid in parent_ids}) == 1
     assert len({pids[mid] for mid in child_ids}) == 1
