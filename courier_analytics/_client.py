@@ -36,6 +36,9 @@ logger = logging.getLogger("courier_analytics")
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 
+#: Seconds between two warnings about dropped messages (each drop is still reported).
+DROP_LOG_INTERVAL = 10.0
+
 
 @attrs.frozen
 class Stats:
@@ -103,7 +106,8 @@ class Client:
         event_prefix: Put before track event names on route ``"api"``.
         max_queue_size: Messages queued or in delivery at most; beyond it new
             messages are dropped (counted and reported, never raised).
-        max_in_flight: Requests in flight at once (also the connection pool size).
+        max_in_flight: Requests in flight at once, each on its own keep-alive
+            connection; connections open only as the load needs them.
         flush_interval: Seconds an idle worker waits before looking at the queue on
             its own; a call normally wakes it at once.
         timeout: Seconds allowed for each of connect, write, read of one request.
@@ -138,7 +142,7 @@ class Client:
         route: RouteName = "segment",
         event_prefix: str = DEFAULT_EVENT_PREFIX,
         max_queue_size: int = 10_000,
-        max_in_flight: int = 64,
+        max_in_flight: int = 128,
         flush_interval: float = 0.5,
         timeout: float = 10.0,
         max_retries: int = 10,
@@ -203,7 +207,8 @@ class Client:
         self._made = 0
         self._dropped = 0
         self._skipped = 0
-        self._dropping = False
+        self._drops_unlogged = 0
+        self._drop_logged_at = -DROP_LOG_INTERVAL
         self._closed = False
         self._worker = Worker(
             make_sender=self._make_sender,
@@ -475,6 +480,7 @@ class Client:
                 )
             return message.message_id
         error: CourierAnalyticsError | None = None
+        drops = 0
         with self._lock:
             self._made += 1
             if self._closed:
@@ -485,7 +491,6 @@ class Client:
             elif self._sync_mode:
                 pass
             elif self._worker.put(message):
-                self._dropping = False
                 return message.message_id
             else:
                 self._dropped += 1
@@ -493,15 +498,29 @@ class Client:
                     f"{message.type} {message.message_id} dropped: the queue is full "
                     f"({self._options.max_queue_size} messages pending)"
                 )
-            first_drop = error is not None and not self._dropping
-            self._dropping = error is not None
+            if error is not None:
+                drops = self._count_drop()
         if error is None:
             self._worker.deliver_now(message, self._options.flush_timeout)
             return message.message_id
-        if first_drop:
-            logger.warning("courier-analytics: %s; dropping new messages until it drains", error)
+        if drops:
+            logger.warning(
+                "courier-analytics: %s (%d message(s) dropped since the last such warning; "
+                "each was passed to on_error)",
+                error,
+                drops,
+            )
         self._report(error, message)
         return message.message_id
+
+    def _count_drop(self) -> int:
+        """Count a drop; return how many to log now (0 inside the quiet interval). Locked."""
+        self._drops_unlogged += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at < DROP_LOG_INTERVAL:
+            return 0
+        drops, self._drops_unlogged, self._drop_logged_at = self._drops_unlogged, 0, now
+        return drops
 
     def _capture(self, message: Message) -> str:
         """Hand the message to the test recorders instead of sending it (counted as skipped)."""

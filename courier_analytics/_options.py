@@ -64,7 +64,7 @@ class Options:
     route: RouteName = attrs.field(default="segment", validator=_one_of(*get_args(RouteName)))
     event_prefix: str = DEFAULT_EVENT_PREFIX
     max_queue_size: int = attrs.field(default=10_000, validator=_positive)
-    max_in_flight: int = attrs.field(default=64, validator=_positive)
+    max_in_flight: int = attrs.field(default=128, validator=_positive)
     flush_interval: float = attrs.field(default=0.5, validator=_positive)
     timeout: float = attrs.field(default=10.0, validator=_positive)
     max_retries: int = 10
