@@ -71,6 +71,16 @@ class Stats:
     skipped: int
     pending: int
 
+    @property
+    def unaccounted(self) -> int:
+        """``made - (delivered + failed + dropped + skipped + pending)``: 0 when quiet.
+
+        Nonzero only for an instant while a message moves between two counters;
+        after :meth:`Client.flush` it is always 0. Anything else is a bug.
+        """
+        settled = self.delivered + self.failed + self.dropped + self.skipped + self.pending
+        return self.made - settled
+
 
 def _make_route(options: Options) -> Route:
     if options.route == "api":

@@ -356,12 +356,12 @@ def test_skipped_types_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_many_threads_lose_nothing_and_keep_order() -> None:
-    """32 producer threads x 200 calls on one client: all delivered, each user in order."""
+    """32 producer threads x 2,000 calls on one client: all delivered, each user in order."""
     courier = FakeCourier(shuffle=True)
     client = make_client(courier, max_queue_size=100_000)
 
     def produce(thread: int) -> None:
-        for n in range(200):
+        for n in range(2000):
             client.track("E", {"n": n}, user_id=f"t{thread}")
 
     threads = [threading.Thread(target=produce, args=(t,)) for t in range(32)]
@@ -373,8 +373,8 @@ def test_many_threads_lose_nothing_and_keep_order() -> None:
     seen: dict[str, list[int]] = defaultdict(list)
     for body in courier.bodies:
         seen[body["userId"]].append(body["properties"]["n"])
-    assert client.stats.delivered == 6400
-    assert all(v == list(range(200)) for v in seen.values())
+    assert client.stats.delivered == 64_000
+    assert all(v == list(range(2000)) for v in seen.values())
     client.shutdown()
 
 
