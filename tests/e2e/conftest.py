@@ -22,7 +22,7 @@ MakeClient = Callable[..., Client]
 @pytest.fixture(scope="session")
 def server() -> Iterator[DevServer]:
     """One stand-in for the session."""
-    with DevServer(api_key=KEY, mappings=MAPPINGS) as running:
+    with DevServer(api_key=KEY, mappings=MAPPINGS, max_events=100_000) as running:
         yield running
 
 
