@@ -385,40 +385,15 @@ def size_for(name: str, args: argparse.Namespace) -> int:
     return int(args.n)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.monotonic()
-    missing = [d for d in ("segment-analytics-python", "trycourier", "uvicorn") if not _version(d)]
-    if missing:
-        log(f"missing benchmark dependencies: {', '.join(missing)}; "
-            "run: pip install -r benchmarks/requirements.txt")  # fmt: skip
-        return 2
-    lifetime = args.timeout * 4 + 3600
-    servers = {kind: Server(kind, lifetime) for kind in LIBS}
-    rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
-    try:
-        for index in range(args.rounds):
-            order = LIBS if index % 2 == 0 else LIBS[::-1]
-            this_round: dict[str, dict[str, dict[str, Any]]] = {}
-            rounds.append(this_round)
-            for name in args.scenarios:
-                scenario = SCENARIOS.get(name) or REFERENCE[name]
-                libs = ("trycourier",) if name in REFERENCE else order
-                for lib in libs:
-                    server = servers["segment" if lib == "segment" else "courier"]
-                    n = size_for(name, args)
-                    record = measure(lib, scenario, server, args, n)
-                    this_round.setdefault(name, {})[lib] = record
-                    shown = ", ".join(
-                        f"{key}={_fmt(record.get(key))}"
-                        for key in ("caller_us", "time_s", "cpu_us_per_event", "rss_peak_mb")
-                        if record.get(key) is not None
-                    )
-                    log(f"[round {index + 1}/{args.rounds}] {name:<12} {lib:<10} n={n}: {shown}")
-    finally:
-        for server in servers.values():
-            server.close()
-
+def write_result(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    rounds: list[dict[str, dict[str, dict[str, Any]]]],
+    started: float,
+    *,
+    complete: bool,
+) -> dict[str, Any]:
+    """Summarise the rounds so far and write the JSON result (also after each round)."""
     summary = summarise(rounds)
     result = {
         "meta": {
@@ -426,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(
                 ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
             ),
+            "complete": complete,
             "quick": args.quick,
-            "rounds": args.rounds,
+            "rounds": len(rounds),
+            "rounds_asked": args.rounds,
             "n": args.n,
             "stall_n": args.stall_n,
             "inline_n": args.inline_n,
@@ -460,7 +437,47 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(summary))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    missing = [d for d in ("segment-analytics-python", "trycourier", "uvicorn") if not _version(d)]
+    if missing:
+        log(f"missing benchmark dependencies: {', '.join(missing)}; "
+            "run: pip install -r benchmarks/requirements.txt")  # fmt: skip
+        return 2
+    lifetime = args.timeout * 4 + 3600
+    servers = {kind: Server(kind, lifetime) for kind in LIBS}
+    rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
+    try:
+        for index in range(args.rounds):
+            order = LIBS if index % 2 == 0 else LIBS[::-1]
+            this_round: dict[str, dict[str, dict[str, Any]]] = {}
+            rounds.append(this_round)
+            for name in args.scenarios:
+                scenario = SCENARIOS.get(name) or REFERENCE[name]
+                libs = ("trycourier",) if name in REFERENCE else order
+                for lib in libs:
+                    server = servers["segment" if lib == "segment" else "courier"]
+                    n = size_for(name, args)
+                    record = measure(lib, scenario, server, args, n)
+                    this_round.setdefault(name, {})[lib] = record
+                    shown = ", ".join(
+                        f"{key}={_fmt(record.get(key))}"
+                        for key in ("caller_us", "time_s", "cpu_us_per_event", "rss_peak_mb")
+                        if record.get(key) is not None
+                    )
+                    log(f"[round {index + 1}/{args.rounds}] {name:<12} {lib:<10} n={n}: {shown}")
+            if index + 1 < args.rounds:  # a partial result survives an interrupted run
+                write_result(args, argv, rounds, started, complete=False)
+    finally:
+        for server in servers.values():
+            server.close()
+
+    result = write_result(args, argv, rounds, started, complete=True)
+    print(table(result))
     print(f"\n{args.rounds} round(s), N={args.n}, {result['meta']['seconds']} s; wrote {args.out}")
     if not args.no_plot:
         from benchmarks.plot import plot
