@@ -499,7 +499,7 @@ class Client:
                     f"{message.type} {message.message_id} dropped: the client was shut down"
                 )
             elif self._sync_mode:
-                pass
+                self._worker.ensure_started()
             elif self._worker.put(message):
                 return message.message_id
             else:

@@ -116,10 +116,16 @@ class Worker:
             self._wake()
         return True
 
-    def deliver_now(self, message: Message, timeout: float | None) -> None:
-        """Deliver one message before returning (sync mode); outcome goes to the counters."""
+    def ensure_started(self) -> None:
+        """Start the thread if it is not running. Caller holds the client lock."""
         if self._thread is None:
             self._start()
+
+    def deliver_now(self, message: Message, timeout: float | None) -> None:
+        """Deliver one message before returning (sync mode); outcome goes to the counters.
+
+        The caller has called :meth:`ensure_started` under the client lock.
+        """
         if threading.current_thread() is self._thread:
             # Called from on_error inside the worker: waiting here would deadlock.
             self.queue.append(message)
@@ -144,6 +150,8 @@ class Worker:
         event = threading.Event()
         with self._idle_lock:
             self._idle_events.append(event)
+        if self._thread is None:  # it ended meanwhile, after releasing the waiters
+            return not self.queue and not self.held
         self._call_soon(self._drain)
         return event.wait(timeout)
 

@@ -391,3 +391,28 @@ def test_waits_grow_exponentially_with_jitter_and_a_cap() -> None:
     policy = RetryPolicy(initial_wait=1, multiplier=2, max_wait=5, jitter=0.5)
     assert [policy.wait_for(n, None, 0.0) for n in range(4)] == [1, 2, 4, 5]
     assert policy.wait_for(1, None, 0.999) == pytest.approx(1.001)
+
+
+def test_concurrent_first_calls_in_sync_mode_start_one_worker() -> None:
+    """Threads racing to make a sync-mode client's first call start a single worker."""
+    courier = FakeCourier()
+    client = make_client(courier, sync_mode=True)
+    start = threading.Barrier(8)
+
+    def workers() -> int:
+        return sum(t.name == "courier-analytics-worker" for t in threading.enumerate())
+
+    before = workers()
+
+    def call(n: int) -> None:
+        start.wait()
+        client.track("E", user_id=f"u{n}")
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert workers() - before == 1
+    assert client.stats.delivered == 8
+    client.shutdown()
