@@ -109,8 +109,11 @@ def run_demo(*, route: str = "segment", out: TextIO, keep_running: bool = False)
             f"skipped {stats.skipped}, failed {stats.failed}, dropped {stats.dropped}",
             file=out,
         )
-        print(f"Data Logs page: {server.base_url}/", file=out)
+        if not keep_running:
+            print("Run `courier-analytics demo --keep-running` to browse the Data Logs page.",
+                  file=out)  # fmt: skip
         if keep_running:
+            print(f"Data Logs page: {server.base_url}/", file=out)
             print("Stand-in running; press Ctrl-C to stop.", file=out)
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
