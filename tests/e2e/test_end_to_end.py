@@ -90,13 +90,22 @@ def test_random_5xx_are_survived_with_nothing_lost_or_doubled(
     assert balanced(stats)
 
 
-@pytest.mark.parametrize("retry_after_format", ["seconds", "http-date"])
+@pytest.mark.parametrize(
+    ("retry_after", "retry_after_format"),
+    [(0, "seconds"), (0, "http-date"), (None, "seconds")],
+    ids=["seconds", "http-date", "absent"],
+)
 def test_rate_limits_with_retry_after_are_survived(
-    server: DevServer, make_client: MakeClient, retry_after_format: str
+    server: DevServer, make_client: MakeClient, retry_after: float | None, retry_after_format: str
 ) -> None:
-    """429s with Retry-After (seconds or HTTP date) are retried until accepted."""
+    """429s with Retry-After in seconds, as an HTTP date, or absent are retried until accepted."""
     server.set_faults(
-        Faults(fail_next=5, fail_with=429, retry_after=0, retry_after_format=retry_after_format)
+        Faults(
+            fail_next=5,
+            fail_with=429,
+            retry_after=retry_after,
+            retry_after_format=retry_after_format,
+        )
     )
     client = make_client()
     for n in range(5):
@@ -125,6 +134,19 @@ def test_an_applied_request_whose_answer_was_lost_is_not_doubled(
     client.track("Order Completed", user_id="u1")
     assert client.flush(10)
     assert (client.stats.delivered, client.stats.failed) == (1, 0)
+    assert server.stats()["message_ids_applied"] == 1
+    assert len(server.sends()) == 1
+
+
+def test_an_applied_request_that_timed_out_is_not_doubled(
+    server: DevServer, make_client: MakeClient
+) -> None:
+    """Applied, then no answer before the timeout: the retry is deduplicated (409 on api)."""
+    server.set_faults(Faults(fail_next=1, fail_with="hang", apply_first=True))
+    client = make_client(timeout=0.2)
+    client.track("Order Completed", user_id="u1")
+    assert client.flush(10)
+    assert (client.stats.delivered, client.stats.failed, client.stats.retried) == (1, 0, 1)
     assert server.stats()["message_ids_applied"] == 1
     assert len(server.sends()) == 1
 
