@@ -28,7 +28,7 @@ from courier_analytics._routes import (
     SegmentRoute,
 )
 from courier_analytics._transport import AnyTransport, Sender, make_sender
-from courier_analytics._worker import Worker
+from courier_analytics._worker import Worker, WorkerUnavailable
 
 __all__ = ["Client", "Stats"]
 
@@ -493,22 +493,27 @@ class Client:
         drops = 0
         with self._lock:
             self._made += 1
-            if self._closed:
-                self._dropped += 1
+            try:
+                if self._closed:
+                    error = ClientClosedError(
+                        f"{message.type} {message.message_id} dropped: the client was shut down"
+                    )
+                elif self._sync_mode:
+                    self._worker.ensure_started()
+                elif self._worker.put(message):
+                    return message.message_id
+                else:
+                    error = QueueFullError(
+                        f"{message.type} {message.message_id} dropped: the queue is full "
+                        f"({self._options.max_queue_size} messages pending)"
+                    )
+            except WorkerUnavailable as exc:
                 error = ClientClosedError(
-                    f"{message.type} {message.message_id} dropped: the client was shut down"
-                )
-            elif self._sync_mode:
-                self._worker.ensure_started()
-            elif self._worker.put(message):
-                return message.message_id
-            else:
-                self._dropped += 1
-                error = QueueFullError(
-                    f"{message.type} {message.message_id} dropped: the queue is full "
-                    f"({self._options.max_queue_size} messages pending)"
+                    f"{message.type} {message.message_id} dropped: no worker thread could "
+                    f"start ({exc})"
                 )
             if error is not None:
+                self._dropped += 1
                 drops = self._count_drop()
         if error is None:
             self._worker.deliver_now(message, self._options.flush_timeout)

@@ -39,7 +39,7 @@ from courier_analytics._retry import Outcome, RetryPolicy, is_retryable_status, 
 from courier_analytics._routes import Request, Route
 from courier_analytics._transport import Sender
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "WorkerUnavailable"]
 
 logger = logging.getLogger("courier_analytics")
 
@@ -54,6 +54,10 @@ def _error_detail(body: bytes) -> str:
         return ""
     message = data.get("message") if isinstance(data, dict) else None
     return message[:200] if isinstance(message, str) else ""
+
+
+class WorkerUnavailable(Exception):
+    """No worker thread can be started (e.g. the interpreter is shutting down)."""
 
 
 class Worker:
@@ -106,12 +110,20 @@ class Worker:
         return len(self.queue) + self.held
 
     def put(self, message: Message) -> bool:
-        """Queue a message; ``False`` when the queue is full. Caller holds the client lock."""
+        """Queue a message; ``False`` when the queue is full. Caller holds the client lock.
+
+        Raises:
+            WorkerUnavailable: the worker thread could not be started.
+        """
         if len(self.queue) + self.held >= self._max_queue_size:
             return False
         self.queue.append(message)
         if self._thread is None:
-            self._start()
+            try:
+                self._start()
+            except WorkerUnavailable:
+                self.queue.pop()  # ours: no worker runs to have taken it
+                raise
         elif self._sleeping:
             self._wake()
         return True
@@ -172,7 +184,12 @@ class Worker:
             target=self._thread_main, args=(loop,), name="courier-analytics-worker", daemon=True
         )
         self._thread = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # 3.12+: "can't create new thread at interpreter shutdown"
+            self._thread = self._loop = None
+            loop.close()
+            raise WorkerUnavailable(str(exc)) from exc
 
     def _wake(self) -> None:
         self._sleeping = False

@@ -416,3 +416,25 @@ def test_concurrent_first_calls_in_sync_mode_start_one_worker() -> None:
     assert workers() - before == 1
     assert client.stats.delivered == 8
     client.shutdown()
+
+
+def test_a_worker_that_cannot_start_drops_and_reports_without_raising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If no thread can start (as at interpreter shutdown on 3.12+), the call reports a drop."""
+    reports = Reports()
+    client = make_client(FakeCourier(), on_error=reports)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    client.track("E", user_id="u1")
+    monkeypatch.undo()
+    assert (client.stats.dropped, client.stats.pending) == (1, 0)
+    assert isinstance(reports.errors[0], ClientClosedError)
+    assert "no worker thread could start" in str(reports.errors[0])
+    client.track("E", user_id="u1")  # threads can start again: delivery resumes
+    assert client.flush(5)
+    assert client.stats.delivered == 1
+    client.shutdown()
