@@ -15,17 +15,23 @@ this client and any httpx transport alike.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
 
+from courier_analytics._threads import BlockingRunner
+
 __all__ = ["Http11Pool", "RawResponse"]
 
 _MAX_HEAD = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_DNS_TTL = 60.0  # seconds a host name's addresses are reused for new connections
 
 
 class RawResponse(NamedTuple):
@@ -108,6 +114,8 @@ class _Connection(asyncio.Protocol):
         self._buffer += data
         waiter = self._waiter
         if waiter is None or waiter.done():
+            # Bytes nobody asked for: the connection is out of step; never reuse it.
+            self.close()
             return
         try:
             response = self._parse()
@@ -187,7 +195,11 @@ class _Connection(asyncio.Protocol):
             return None
         body = bytes(buffer[: head.length])
         del buffer[: head.length]
-        return RawResponse(head.status, head.retry_after, body, head.keep_alive)
+        return RawResponse(head.status, head.retry_after, body, self._reusable(head))
+
+    def _reusable(self, head: _Head) -> bool:
+        """Keep-alive, and nothing beyond the answer: stray bytes would be misread later."""
+        return head.keep_alive and not self._buffer
 
     def _parse_chunks(self, head: _Head) -> RawResponse | None:
         buffer = self._buffer
@@ -205,7 +217,7 @@ class _Connection(asyncio.Protocol):
                     return None
                 del buffer[: trailer_end + 4]
                 body = b"".join(self._chunks)
-                return RawResponse(head.status, head.retry_after, body, head.keep_alive)
+                return RawResponse(head.status, head.retry_after, body, self._reusable(head))
             start = line_end + 2
             if len(buffer) < start + size + 2:
                 return None
@@ -251,6 +263,9 @@ class Http11Pool:
         self._max_idle = max_idle
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
+        self._resolver: BlockingRunner | None = None
+        self._resolved: list[str] = []
+        self._resolved_at = 0.0
 
     def build(self, path: str, body: bytes, extra_headers: bytes = b"") -> bytes:
         """The whole request: request line, headers and body, as one byte string."""
@@ -290,25 +305,58 @@ class Http11Pool:
             if not connection.closed:
                 return connection, True
             self._open.discard(connection)
-        loop = asyncio.get_running_loop()
         connection = _Connection()
         try:
-            await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: connection,
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl else None,
-                ),
-                self._timeout,
-            )
+            await asyncio.wait_for(self._connect(connection), self._timeout)
         except asyncio.TimeoutError as exc:
             raise httpx.ConnectTimeout(f"no connection within {self._timeout}s") from exc
-        except OSError as exc:  # refused, unreachable, DNS, TLS verification
+        except (OSError, RuntimeError) as exc:  # refused, unreachable, DNS, TLS verification
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from exc
         self._open.add(connection)
         return connection, False
+
+    async def _connect(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        error: OSError | None = None
+        for address in await self._addresses():
+            try:
+                await loop.create_connection(
+                    lambda: connection,
+                    address,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                )
+            except OSError as exc:
+                error = exc
+                continue
+            return
+        raise error or OSError(f"no address for {self._host}")
+
+    async def _addresses(self) -> list[str]:
+        """The host's IP addresses, resolved on our own threads and kept for a minute.
+
+        asyncio would resolve on the loop's default executor, which refuses work
+        once interpreter shutdown begins, so delivery at exit could not connect.
+        """
+        try:
+            ipaddress.ip_address(self._host)
+        except ValueError:
+            pass
+        else:
+            return [self._host]
+        now = time.monotonic()
+        if self._resolved and now - self._resolved_at < _DNS_TTL:
+            return self._resolved
+        if self._resolver is None:
+            self._resolver = BlockingRunner(1, "courier-analytics-dns")
+        host, port = self._host, self._port
+        infos = await self._resolver.run(
+            lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        )
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        self._resolved, self._resolved_at = addresses, now
+        return addresses
 
     def _discard(self, connection: _Connection) -> None:
         connection.close()
@@ -320,4 +368,6 @@ class Http11Pool:
             connection.close()
         self._open.clear()
         self._idle.clear()
+        if self._resolver is not None:
+            self._resolver.close()
         await asyncio.sleep(0)  # let the transports run their close callbacks

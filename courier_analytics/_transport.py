@@ -11,11 +11,7 @@ environment (``HTTPS_PROXY`` and friends), which httpx then honours.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import queue
-import threading
-from collections.abc import Callable
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -24,6 +20,7 @@ import httpx
 
 from courier_analytics._http11 import Http11Pool
 from courier_analytics._routes import Request
+from courier_analytics._threads import BlockingRunner
 from courier_analytics._version import __version__
 
 __all__ = [
@@ -59,66 +56,6 @@ def _send_sync(
         return response.status_code, response.headers.get("retry-after"), response.read()
     finally:
         response.close()
-
-
-_Job = tuple[
-    Callable[[], tuple[int, str | None, bytes]],
-    asyncio.AbstractEventLoop,
-    "asyncio.Future[tuple[int, str | None, bytes]]",
-]
-
-
-class _SyncRunner:
-    """Daemon threads that run blocking sends for the event loop.
-
-    Not a ``ThreadPoolExecutor``: that one refuses new work once the interpreter
-    starts shutting down (before ``atexit`` hooks run) and joins its threads at
-    exit, which would stop delivery at exit and hang on a stuck request.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name="courier-analytics-http", daemon=True)
-            for _ in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(
-        self, job: Callable[[], tuple[int, str | None, bytes]]
-    ) -> asyncio.Future[tuple[int, str | None, bytes]]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, str | None, bytes]] = loop.create_future()
-        self._jobs.put((job, loop, future))
-        return future
-
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            job, loop, future = item
-            try:
-                result = job()
-            except BaseException as exc:  # handed to the awaiting coroutine
-                loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-
-
-def _settle(
-    future: asyncio.Future[tuple[int, str | None, bytes]],
-    result: tuple[int, str | None, bytes] | None,
-    error: BaseException | None,
-) -> None:
-    if future.done():  # cancelled meanwhile
-        return
-    if error is not None:
-        future.set_exception(error)
-    elif result is not None:
-        future.set_result(result)
 
 
 def is_loopback(host: str) -> bool:
@@ -237,14 +174,14 @@ class HttpxSender:
         self._headers = _headers(api_key)
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._owns_transport = owned
-        self._runner: _SyncRunner | None = None
+        self._runner: BlockingRunner | None = None
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
         if isinstance(transport, httpx.AsyncBaseTransport):
             self._async = transport
         elif isinstance(transport, httpx.BaseTransport):
             self._sync = transport
-            self._runner = _SyncRunner(threads)
+            self._runner = BlockingRunner(threads, "courier-analytics-http")
         else:
             raise TypeError(
                 "transport must be an httpx.AsyncBaseTransport or httpx.BaseTransport, "
@@ -283,7 +220,7 @@ class HttpxSender:
         transport, runner = self._sync, self._runner
         if transport is None or runner is None:  # pragma: no cover - one of the two is set
             raise RuntimeError("the sender has no transport")
-        return Response(*await runner.submit(lambda: _send_sync(transport, built)))
+        return Response(*await runner.run(lambda: _send_sync(transport, built)))
 
     async def aclose(self) -> None:
         """Close the connection pool (only when this sender made it)."""

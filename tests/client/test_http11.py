@@ -231,3 +231,19 @@ def test_no_proxy_and_loopback_bypass_the_proxy(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("NO_PROXY", "api.eu.courier.com")
     assert environment_proxy("https://api.eu.courier.com") is None
     assert environment_proxy("http://127.0.0.1:8787") is None
+
+
+def test_stray_bytes_after_an_answer_are_never_read_as_the_next_answer() -> None:
+    """Extra bytes after a complete answer retire the connection; the next request gets its own."""
+    extra = b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+    server = RawServer(lambda n, raw: OK + extra)
+    answers = run(server, lambda url: post_many(url, 3))
+    assert [a.status for a in answers] == [202, 202, 202]
+    assert server.connections == 3
+
+
+def test_host_names_are_resolved_off_the_loop() -> None:
+    """A base URL with a host name (localhost) connects through the pool's own resolver."""
+    server = RawServer(lambda n, raw: OK)
+    answers = run(server, lambda url: post_many(url.replace("127.0.0.1", "localhost"), 2))
+    assert [a.status for a in answers] == [202, 202]

@@ -110,3 +110,38 @@ def test_exit_reports_what_it_cannot_deliver_in_time(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert log.read_text().split() == ["NotDeliveredError"] * 7
+
+
+def test_exit_delivery_resolves_host_names(tmp_path: Path) -> None:
+    """At exit, connections to a host name (not an IP) still open: DNS avoids the executor."""
+    log = tmp_path / "log"
+    code = textwrap.dedent(
+        """
+        import sys, threading, http.server
+        import courier_analytics as analytics
+
+        class Courier(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with open(sys.argv[1], "a") as log:
+                    log.write("got\\n")
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Courier)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://localhost:{server.server_address[1]}"
+        client = analytics.Client(api_key="k", base_url=url)
+        for n in range(20):
+            client.track("E", user_id=f"u{n}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["got"] * 20
