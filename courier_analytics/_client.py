@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -491,6 +492,7 @@ class Client:
             return message.message_id
         error: CourierAnalyticsError | None = None
         drops = 0
+        done: Future[None] | None = Future() if self._sync_mode else None
         with self._lock:
             self._made += 1
             try:
@@ -498,10 +500,9 @@ class Client:
                     error = ClientClosedError(
                         f"{message.type} {message.message_id} dropped: the client was shut down"
                     )
-                elif self._sync_mode:
-                    self._worker.ensure_started()
-                elif self._worker.put(message):
-                    return message.message_id
+                elif self._worker.put(message, done):
+                    if done is None:
+                        return message.message_id
                 else:
                     error = QueueFullError(
                         f"{message.type} {message.message_id} dropped: the queue is full "
@@ -515,8 +516,9 @@ class Client:
             if error is not None:
                 self._dropped += 1
                 drops = self._count_drop()
-        if error is None:
-            self._worker.deliver_now(message, self._options.flush_timeout)
+        if error is None:  # sync mode: wait for this message's outcome
+            if done is not None:
+                self._worker.wait_done(message, done, self._options.flush_timeout)
             return message.message_id
         if drops:
             logger.warning(
@@ -593,7 +595,9 @@ class Client:
         wait = self._options.flush_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         self._worker.wait_idle(wait)
-        self._worker.stop(max(1.0, deadline - time.monotonic()))
+        # Cancelling what is in flight takes milliseconds; a short floor lets the
+        # reports of what was not delivered land before this returns.
+        self._worker.stop(max(0.2, deadline - time.monotonic()))
 
     def __enter__(self) -> Client:
         return self
@@ -608,7 +612,9 @@ class Client:
 
     def _after_fork_in_child(self) -> None:
         """Start over in a forked child: the parent's queue is the parent's to send."""
+        closed = self._closed
         self._init(self._options)
+        self._closed = closed
 
     def _at_exit(self) -> None:
         # Also for a client whose shutdown() runs in another thread: that thread is a

@@ -29,6 +29,7 @@ __all__ = [
     "default_client",
     "flush",
     "proxy",
+    "retire",
     "shutdown",
     "stats",
 ]
@@ -47,6 +48,7 @@ class _State:
         self.lock = threading.Lock()
         self.client: Client | None = None
         self.stale = False
+        self.generation = 0  # bumped by every assignment of a setting
 
 
 _state = _State()
@@ -62,6 +64,7 @@ class SettingsModule(types.ModuleType):
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if name in SETTINGS:
+            _state.generation += 1
             _state.stale = True
 
 
@@ -97,14 +100,29 @@ def default_client() -> Client:
     with _state.lock:
         if _state.client is None or _state.stale:
             module = _package()
+            generation = _state.generation
             fresh = Client(**{name: getattr(module, name) for name in SETTINGS})
-            old, _state.client, _state.stale = _state.client, fresh, False
+            old, _state.client = _state.client, fresh
+            # A setting assigned while the client was being built makes it stale again.
+            _state.stale = _state.generation != generation
             if old is not None:
                 logger.info("courier-analytics: settings changed; the default client was rebuilt")
-                threading.Thread(
-                    target=old.shutdown, name="courier-analytics-retire", daemon=True
-                ).start()
+                retire(old)
         return _state.client
+
+
+def retire(client: Client | Any) -> None:
+    """Shut an old client down without blocking the caller (which goes on with a new one).
+
+    Its queue is delivered in the background, and at exit at the latest; when no thread
+    can start (interpreter shutdown on Python 3.12+) it is shut down right here.
+    """
+    try:
+        threading.Thread(
+            target=client.shutdown, name="courier-analytics-retire", daemon=True
+        ).start()
+    except RuntimeError:
+        client.shutdown()
 
 
 def proxy(method: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:

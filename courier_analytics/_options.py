@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import attrs
+import httpx
 
 from courier_analytics._errors import ConfigurationError
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
@@ -38,6 +39,23 @@ def _one_of(*allowed: str) -> Callable[[object, attrs.Attribute[Any], Any], None
     return check
 
 
+def _whole(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be a positive int, not {value!r}")
+
+
+def _instance_or_none(*types: type) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    names = " or ".join(t.__name__ for t in types)
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not isinstance(value, types):
+            raise ConfigurationError(
+                f"{attribute.name} must be a {names} or None, not {type(value).__name__}"
+            )
+
+    return check
+
+
 def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not callable(value):
         raise ConfigurationError(
@@ -63,23 +81,26 @@ class Options:
     base_url: str | None = None
     route: RouteName = attrs.field(default="segment", validator=_one_of(*get_args(RouteName)))
     event_prefix: str = DEFAULT_EVENT_PREFIX
-    max_queue_size: int = attrs.field(default=10_000, validator=_positive)
-    max_in_flight: int = attrs.field(default=128, validator=_positive)
+    max_queue_size: int = attrs.field(default=10_000, validator=_whole)
+    max_in_flight: int = attrs.field(default=128, validator=_whole)
     flush_interval: float = attrs.field(default=0.5, validator=_positive)
     timeout: float = attrs.field(default=10.0, validator=_positive)
     max_retries: int = 10
     max_retry_time: float | None = 120.0
-    retry: RetryPolicy | None = None
+    retry: RetryPolicy | None = attrs.field(default=None, validator=_instance_or_none(RetryPolicy))
     on_error: ErrorHandler | None = attrs.field(default=None, validator=_callable_or_none)
     sync_mode: bool = False
     send: bool = True
     debug: bool = False
-    transport: AnyTransport | None = None
+    transport: AnyTransport | None = attrs.field(
+        default=None,
+        validator=_instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport),
+    )
     views_as_track: bool = False
     flush_at_exit: bool = True
     exit_timeout: float = attrs.field(default=5.0, validator=_positive)
     flush_timeout: float = attrs.field(default=30.0, validator=_positive)
-    max_message_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, validator=_positive)
+    max_message_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, validator=_whole)
     allow_insecure_http: bool = False
 
     def __attrs_post_init__(self) -> None:

@@ -21,6 +21,8 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
 
 import backoff
@@ -101,6 +103,7 @@ class Worker:
         self._ready: asyncio.Queue[str] | None = None
         self._sender: Sender | None = None
         self._auth_error_logged = False
+        self._done: dict[int, Future[None]] = {}  # id(message) -> sync-mode waiter
 
     # ----------------------------------------------------------------- producer side
 
@@ -109,44 +112,39 @@ class Worker:
         """Messages queued or being delivered."""
         return len(self.queue) + self.held
 
-    def put(self, message: Message) -> bool:
+    def put(self, message: Message, done: Future[None] | None = None) -> bool:
         """Queue a message; ``False`` when the queue is full. Caller holds the client lock.
+
+        Args:
+            message: The message.
+            done: Resolved once the message is delivered or has failed (sync mode).
 
         Raises:
             WorkerUnavailable: the worker thread could not be started.
         """
         if len(self.queue) + self.held >= self._max_queue_size:
             return False
+        if done is not None:
+            self._done[id(message)] = done
         self.queue.append(message)
         if self._thread is None:
             try:
                 self._start()
             except WorkerUnavailable:
                 self.queue.pop()  # ours: no worker runs to have taken it
+                self._done.pop(id(message), None)
                 raise
         elif self._sleeping:
             self._wake()
         return True
 
-    def ensure_started(self) -> None:
-        """Start the thread if it is not running. Caller holds the client lock."""
-        if self._thread is None:
-            self._start()
-
-    def deliver_now(self, message: Message, timeout: float | None) -> None:
-        """Deliver one message before returning (sync mode); outcome goes to the counters.
-
-        The caller has called :meth:`ensure_started` under the client lock.
-        """
+    def wait_done(self, message: Message, done: Future[None], timeout: float | None) -> None:
+        """Wait until a message queued with ``done`` is delivered or failed (sync mode)."""
         if threading.current_thread() is self._thread:
-            # Called from on_error inside the worker: waiting here would deadlock.
-            self.queue.append(message)
-            return
-        assert self._loop is not None  # set by _start()
-        future = asyncio.run_coroutine_threadsafe(self._deliver_inline(message), self._loop)
+            return  # from on_error on the worker itself: waiting would deadlock it
         try:
-            future.result(timeout)
-        except TimeoutError:
+            done.result(timeout)
+        except (TimeoutError, FutureTimeoutError):  # two classes before Python 3.11
             logger.warning(
                 "courier-analytics: %s %s still being delivered after %ss (sync_mode); "
                 "it goes on in the background",
@@ -157,7 +155,14 @@ class Worker:
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until nothing is queued or in flight, or ``timeout`` passes."""
-        if self._thread is None or not self._thread.is_alive():
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return not self.queue and not self.held
+        if threading.current_thread() is thread:
+            logger.warning(
+                "courier-analytics: flush() called on the worker thread (from on_error?) "
+                "returns at once: waiting there would stop delivery"
+            )
             return not self.queue and not self.held
         event = threading.Event()
         with self._idle_lock:
@@ -165,7 +170,10 @@ class Worker:
         if self._thread is None:  # it ended meanwhile, after releasing the waiters
             return not self.queue and not self.held
         self._call_soon(self._drain)
-        return event.wait(timeout)
+        done = event.wait(timeout)
+        if self._thread is None:  # released because the worker ended, not because idle
+            return not self.queue and not self.held
+        return done
 
     def stop(self, timeout: float | None) -> None:
         """Stop the thread; what is still pending is reported as not delivered."""
@@ -174,7 +182,8 @@ class Worker:
             return
         self._stopping = True
         self._call_soon(self._resolve_waiter)
-        thread.join(timeout)
+        if threading.current_thread() is not thread:  # never join ourselves
+            thread.join(timeout)
 
     def _start(self) -> None:
         self._stopping = False
@@ -208,37 +217,43 @@ class Worker:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main())
-        except BaseException:  # pragma: no cover - a bug; logged, and the next call restarts
+        except BaseException:  # a bug or a broken environment; the next call restarts it
             logger.exception("courier-analytics: the worker stopped unexpectedly")
         finally:
+            self._abandon_all("the worker failed")  # reported, never silently lost
             loop.close()
             self._thread = None
             self._release_idle_waiters()
 
     async def _main(self) -> None:
-        self._sender = self._make_sender()
-        self._ready = asyncio.Queue()
-        deliver = backoff.on_predicate(
-            self._policy.waits,
-            lambda outcome: outcome.retry,
-            max_tries=self._policy.max_tries,
-            max_time=self._policy.max_time,
-            jitter=None,
-            on_backoff=self._on_backoff,
-            logger=None,
-        )(self._attempt)
-        self._deliver_with_retries = deliver
-        slots = [asyncio.create_task(self._slot()) for _ in range(self._max_in_flight)]
+        slots: list[asyncio.Task[None]] = []
+        reason = "the client shut down first"
         try:
+            self._sender = self._make_sender()
+            self._ready = asyncio.Queue()
+            self._deliver_with_retries = backoff.on_predicate(
+                self._policy.waits,
+                lambda outcome: outcome.retry,
+                max_tries=self._policy.max_tries,
+                max_time=self._policy.max_time,
+                jitter=None,
+                on_backoff=self._on_backoff,
+                logger=None,
+            )(self._attempt)
+            slots = [asyncio.create_task(self._slot()) for _ in range(self._max_in_flight)]
             while not self._stopping:
                 self._drain()
                 await self._sleep()
+        except BaseException as exc:  # e.g. no TLS context: SSL_CERT_FILE names no file
+            reason = f"the worker failed ({type(exc).__name__}: {exc})"
+            raise
         finally:
             for slot in slots:
                 slot.cancel()
             await asyncio.gather(*slots, return_exceptions=True)
-            self._abandon_all()
-            await self._sender.aclose()
+            self._abandon_all(reason)
+            if self._sender is not None:
+                await self._sender.aclose()
 
     async def _sleep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -293,24 +308,24 @@ class Worker:
         while True:
             key = await ready.get()
             lane = self._lanes[key]
+            message = lane[0]
             try:
-                await self._deliver(lane[0])
+                await self._deliver(message)
             finally:
                 lane.popleft()
                 self.held -= 1
+                if self._done:
+                    self._signal_done(message)
                 if lane:
                     ready.put_nowait(key)
                 else:
                     del self._lanes[key]
             self._drain()
 
-    async def _deliver_inline(self, message: Message) -> None:
-        self.held += 1
-        try:
-            await self._deliver(message)
-        finally:
-            self.held -= 1
-            self._drain()
+    def _signal_done(self, message: Message) -> None:
+        done = self._done.pop(id(message), None)
+        if done is not None and not done.done():
+            done.set_result(None)
 
     async def _deliver(self, message: Message) -> None:
         tries = [0]
@@ -440,8 +455,8 @@ class Worker:
             )
         self._report(error, message)
 
-    def _abandon_all(self) -> None:
-        """Report every message still queued or in a lane as not delivered."""
+    def _abandon_all(self, reason: str) -> None:
+        """Report every message still queued or in a lane as not delivered, and why."""
         leftovers: list[Message] = []
         for lane in self._lanes.values():
             leftovers.extend(lane)
@@ -450,11 +465,11 @@ class Worker:
         while self.queue:
             leftovers.append(self.queue.popleft())
         for message in leftovers:
+            self._signal_done(message)
             self._fail(
                 message,
                 NotDeliveredError(
-                    f"{message.type} {message.message_id} was not delivered: the client shut "
-                    "down first",
+                    f"{message.type} {message.message_id} was not delivered: {reason}",
                     message_id=message.message_id,
                 ),
             )

@@ -42,6 +42,7 @@ import httpx
 from courier_analytics import _errors
 from courier_analytics._client import Client as CourierClient
 from courier_analytics._client import Stats
+from courier_analytics._default import retire
 from courier_analytics._messages import Message, MessageFactory
 from courier_analytics._options import Options
 from courier_analytics._version import __version__
@@ -703,9 +704,7 @@ def _client() -> Client:
             old, default_client, _stale[0] = default_client, fresh, False
             if old is not None:
                 logger.info("courier-analytics: segment settings changed; client rebuilt")
-                threading.Thread(
-                    target=old.shutdown, name="courier-analytics-retire", daemon=True
-                ).start()
+                retire(old)
         return default_client
 
 

@@ -12,7 +12,9 @@ import pytest
 
 from courier_analytics import (
     AuthenticationError,
+    Client,
     ClientClosedError,
+    ConfigurationError,
     DeliveryError,
     NotDeliveredError,
     QueueFullError,
@@ -438,3 +440,74 @@ def test_a_worker_that_cannot_start_drops_and_reports_without_raising(
     assert client.flush(5)
     assert client.stats.delivered == 1
     client.shutdown()
+
+
+def test_a_worker_that_fails_to_start_reports_every_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broken environment (no CA file) fails the queued messages loudly; none stay pending."""
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    reports = Reports()
+    client = Client(api_key="k", base_url="https://127.0.0.1:9", on_error=reports)
+    for n in range(3):
+        client.track("E", user_id=f"u{n}")
+    assert client.flush(5)
+    assert (client.stats.failed, client.stats.pending, client.stats.unaccounted) == (3, 0, 0)
+    assert all(isinstance(e, NotDeliveredError) for e in reports.errors)
+    assert "the worker failed" in str(reports.errors[0])
+    client.shutdown()
+
+
+def test_sync_mode_message_still_in_flight_at_shutdown_is_reported() -> None:
+    """A sync-mode call that outlives its wait is failed and reported by shutdown, not lost."""
+    reports = Reports()
+    courier = FakeCourier()
+    courier.gate.clear()
+    client = make_client(courier, sync_mode=True, flush_timeout=0.05, on_error=reports)
+    client.track("E", user_id="u1")  # returns after flush_timeout, still in flight
+    client.shutdown(0.05)
+    courier.gate.set()
+    assert (client.stats.failed, client.stats.pending, client.stats.unaccounted) == (1, 0, 0)
+    assert isinstance(reports.errors[0], NotDeliveredError)
+
+
+def test_sync_mode_keeps_per_user_order_after_a_timed_out_call() -> None:
+    """A sync-mode call that timed out still goes before the same user's next message."""
+    courier = FakeCourier()
+    courier.gate.clear()
+    client = make_client(courier, sync_mode=True, flush_timeout=0.05)
+    client.track("E", {"n": 1}, user_id="u1")  # times out waiting, stays queued first
+    courier.gate.set()
+    client.track("E", {"n": 2}, user_id="u1")
+    assert client.flush(5)
+    assert [b["properties"]["n"] for b in courier.bodies] == [1, 2]
+    client.shutdown()
+
+
+def test_flush_from_on_error_does_not_stall_delivery() -> None:
+    """flush() called inside on_error returns at once instead of blocking the worker."""
+    client: Client
+
+    def flushing(error: BaseException, message: Any) -> None:
+        client.flush()
+
+    courier = FakeCourier(lambda request, body, attempt: status(400))
+    client = make_client(courier, on_error=flushing, flush_timeout=30)
+    client.track("E", user_id="u1")
+    client.track("E", user_id="u2")
+    assert client.flush(5)  # would be False if on_error's flush blocked for 30 s
+    assert client.stats.failed == 2
+    client.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_in_flight", 4.0), ("max_queue_size", True), ("retry", {"max_retries": 3}),
+     ("transport", object())],
+)  # fmt: skip
+def test_options_of_the_wrong_type_are_refused_when_the_client_is_made(
+    option: str, value: object
+) -> None:
+    """Wrong option types raise ConfigurationError at construction, not in the worker later."""
+    with pytest.raises(ConfigurationError, match=option):
+        Client(api_key="k", **{option: value})  # type: ignore[arg-type]
