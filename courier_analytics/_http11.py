@@ -263,9 +263,13 @@ class Http11Pool:
         self._max_idle = max_idle
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
-        self._resolver: BlockingRunner | None = None
         self._resolved: list[str] = []
         self._resolved_at = 0.0
+        self._resolver: BlockingRunner | None = None
+        try:
+            self._resolved = [str(ipaddress.ip_address(self._host))]
+        except ValueError:  # a host name: resolved on a thread started now, see _addresses
+            self._resolver = BlockingRunner(1, "courier-analytics-dns")
 
     def build(self, path: str, body: bytes, extra_headers: bytes = b"") -> bytes:
         """The whole request: request line, headers and body, as one byte string."""
@@ -334,22 +338,17 @@ class Http11Pool:
         raise error or OSError(f"no address for {self._host}")
 
     async def _addresses(self) -> list[str]:
-        """The host's IP addresses, resolved on our own threads and kept for a minute.
+        """The host's IP addresses, resolved on our own thread and kept for a minute.
 
         asyncio would resolve on the loop's default executor, which refuses work
-        once interpreter shutdown begins, so delivery at exit could not connect.
+        once interpreter shutdown begins, so delivery at exit could not connect. The
+        thread is started with the pool, since 3.12+ refuses new threads at exit.
         """
-        try:
-            ipaddress.ip_address(self._host)
-        except ValueError:
-            pass
-        else:
-            return [self._host]
+        if self._resolver is None:  # an IP address
+            return self._resolved
         now = time.monotonic()
         if self._resolved and now - self._resolved_at < _DNS_TTL:
             return self._resolved
-        if self._resolver is None:
-            self._resolver = BlockingRunner(1, "courier-analytics-dns")
         host, port = self._host, self._port
         infos = await self._resolver.run(
             lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

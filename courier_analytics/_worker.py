@@ -102,6 +102,7 @@ class Worker:
         self._lanes: dict[str, deque[Message]] = {}
         self._ready: asyncio.Queue[str] | None = None
         self._sender: Sender | None = None
+        self._sender_error: Exception | None = None
         self._auth_error_logged = False
         self._done: dict[int, Future[None]] = {}  # id(message) -> sync-mode waiter
 
@@ -187,6 +188,15 @@ class Worker:
 
     def _start(self) -> None:
         self._stopping = False
+        # The sender (and any helper threads it starts: DNS, blocking transports) is
+        # made here, in the caller's thread, before the worker runs: Python 3.12+
+        # refuses new threads once interpreter shutdown begins, and a script that
+        # tracks and exits reaches that point while the worker is still starting.
+        self._sender, self._sender_error = None, None
+        try:
+            self._sender = self._make_sender()
+        except Exception as exc:  # reported for each message by the worker
+            self._sender_error = exc
         loop = asyncio.new_event_loop()
         self._loop = loop
         thread = threading.Thread(
@@ -229,7 +239,8 @@ class Worker:
         slots: list[asyncio.Task[None]] = []
         reason = "the client shut down first"
         try:
-            self._sender = self._make_sender()
+            if self._sender is None:
+                raise self._sender_error or RuntimeError("no sender")
             self._ready = asyncio.Queue()
             self._deliver_with_retries = backoff.on_predicate(
                 self._policy.waits,

@@ -120,8 +120,10 @@ def test_exit_delivery_resolves_host_names(tmp_path: Path) -> None:
         import sys, threading, http.server
         import courier_analytics as analytics
 
+        # One thread serving one connection at a time (HTTP/1.0 closes each): Python
+        # 3.12+ refuses new threads at exit, so a thread-per-request server would fail.
         class Courier(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = "HTTP/1.0"
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 with open(sys.argv[1], "a") as log:
@@ -132,7 +134,10 @@ def test_exit_delivery_resolves_host_names(tmp_path: Path) -> None:
             def log_message(self, *args):
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Courier)
+        class Server(http.server.HTTPServer):
+            request_queue_size = 256  # the client opens many connections at once
+
+        server = Server(("127.0.0.1", 0), Courier)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://localhost:{server.server_address[1]}"
         client = analytics.Client(api_key="k", base_url=url)
