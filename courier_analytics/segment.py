@@ -342,6 +342,7 @@ class Client:
         self._options = options
         self._lock = threading.Lock()
         self._failed: set[str] = set()
+        self._in_call: set[str] = set()  # ids of messages whose call is still running
         self._engine: CourierClient | None = None
         self._engine = self._build()  # validates the options now, as Segment does
 
@@ -373,7 +374,7 @@ class Client:
 
     def _report(self, error: BaseException, message: Message) -> None:
         """The engine's ``on_error``: note failures seen during a call, then tell the user."""
-        if self.sync_mode or isinstance(error, (_errors.QueueFullError, _errors.ClientClosedError)):
+        if message.message_id in self._in_call:  # the call is still waiting: it returns False
             self._failed.add(message.message_id)
         handler = self.on_error
         if handler is not None:
@@ -387,7 +388,11 @@ class Client:
             raise MessageTooLargeError(str(exc)) from exc
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(str(exc)) from exc
-        engine._dispatch(message)
+        self._in_call.add(message.message_id)
+        try:
+            engine._dispatch(message)
+        finally:
+            self._in_call.discard(message.message_id)
         ok = True
         if self._failed and message.message_id in self._failed:
             self._failed.discard(message.message_id)
