@@ -118,10 +118,14 @@ class RetryPolicy:
             wait = max(wait, retry_after)
         return min(wait, self.max_wait)
 
-    def waits(self) -> Generator[float, Outcome | None, None]:
-        """A ``backoff`` wait generator: sent each failed :class:`Outcome`, yields the wait."""
+    def waits(self, start: int = 0) -> Generator[float, Outcome | None, None]:
+        """A ``backoff`` wait generator: sent each failed :class:`Outcome`, yields the wait.
+
+        Args:
+            start: The index of the first retry it will be asked about.
+        """
         outcome = yield 0.0  # primed by backoff with send(None)
-        retry = 0
+        retry = start
         while True:
             retry_after = outcome.retry_after if outcome is not None else None
             outcome = yield self.wait_for(retry, retry_after, random.random())

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -44,6 +47,9 @@ from courier_analytics._transport import Sender
 __all__ = ["Worker", "WorkerUnavailable"]
 
 logger = logging.getLogger("courier_analytics")
+
+#: Seconds left of a message's max_retry_time when its retries start (per retry task).
+_retry_budget: contextvars.ContextVar[float] = contextvars.ContextVar("retry_budget")
 
 Reporter = Callable[[BaseException, Message], None]
 
@@ -105,6 +111,8 @@ class Worker:
         self._sender_error: Exception | None = None
         self._auth_error_logged = False
         self._done: dict[int, Future[None]] = {}  # id(message) -> sync-mode waiter
+        self._capacity: asyncio.Semaphore | None = None
+        self._retrying: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- producer side
 
@@ -242,14 +250,17 @@ class Worker:
             if self._sender is None:
                 raise self._sender_error or RuntimeError("no sender")
             self._ready = asyncio.Queue()
+            self._capacity = asyncio.Semaphore(self._max_in_flight)
+            # Retries after the first attempt (made by a slot, see _first_attempt).
             self._deliver_with_retries = backoff.on_predicate(
                 self._policy.waits,
                 lambda outcome: outcome.retry,
-                max_tries=self._policy.max_tries,
-                max_time=self._policy.max_time,
+                max_tries=self._policy.max_tries - 1,
+                max_time=_retry_budget.get if self._policy.max_time is not None else None,
                 jitter=None,
                 on_backoff=self._on_backoff,
                 logger=None,
+                start=1,
             )(self._attempt)
             slots = [asyncio.create_task(self._slot()) for _ in range(self._max_in_flight)]
             while not self._stopping:
@@ -259,9 +270,10 @@ class Worker:
             reason = f"the worker failed ({type(exc).__name__}: {exc})"
             raise
         finally:
-            for slot in slots:
-                slot.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)
+            tasks = [*slots, *self._retrying]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._abandon_all(reason)
             if self._sender is not None:
                 await self._sender.aclose()
@@ -318,54 +330,108 @@ class Worker:
         assert ready is not None  # set by _main() before the slots start
         while True:
             key = await ready.get()
-            lane = self._lanes[key]
-            message = lane[0]
+            message = self._lanes[key][0]
+            handed_over = False
             try:
-                await self._deliver(message)
+                handed_over = await self._first_attempt(message)
             finally:
-                lane.popleft()
-                self.held -= 1
-                if self._done:
-                    self._signal_done(message)
-                if lane:
-                    ready.put_nowait(key)
-                else:
-                    del self._lanes[key]
+                if not handed_over:
+                    self._finish_lane(key, message)
             self._drain()
+
+    def _finish_lane(self, key: str, message: Message) -> None:
+        """The lane's head is done: release it and let the user's next message go."""
+        lane = self._lanes[key]
+        lane.popleft()
+        self.held -= 1
+        if self._done:
+            self._signal_done(message)
+        if lane:
+            assert self._ready is not None  # set by _main()
+            self._ready.put_nowait(key)
+        else:
+            del self._lanes[key]
 
     def _signal_done(self, message: Message) -> None:
         done = self._done.pop(id(message), None)
         if done is not None and not done.done():
             done.set_result(None)
 
-    async def _deliver(self, message: Message) -> None:
+    def _not_delivered(self, message: Message, attempts: int) -> None:
+        self._fail(message, NotDeliveredError(
+            f"{message.type} {message.message_id} was not delivered: the client shut "
+            "down first", message_id=message.message_id, attempts=attempts))  # fmt: skip
+
+    def _could_not_send(self, message: Message, attempts: int, exc: Exception) -> None:
+        error = DeliveryError(
+            f"{message.type} {message.message_id} could not be sent: {type(exc).__name__}: {exc}",
+            message_id=message.message_id,
+            attempts=attempts,
+        )
+        error.__cause__ = exc
+        self._fail(message, error)
+
+    async def _first_attempt(self, message: Message) -> bool:
+        """Try once; hand a retryable failure to a retry task and return True, else False.
+
+        Retries wait in their own task, so a message backing off keeps no slot: it
+        holds back only its own user's later messages (its lane).
+        """
         tries = [0]
+        started = time.monotonic()
         try:
             request = self._route.request(message)
-            outcome: Outcome = await self._deliver_with_retries(message, request, tries)
+            outcome = await self._attempt(message, request, tries)
         except asyncio.CancelledError:
-            self._fail(message, NotDeliveredError(
-                f"{message.type} {message.message_id} was not delivered: the client shut "
-                "down first", message_id=message.message_id, attempts=tries[0]))  # fmt: skip
+            self._not_delivered(message, tries[0])
             raise
         except Exception as exc:
-            error = DeliveryError(
-                f"{message.type} {message.message_id} could not be sent: "
-                f"{type(exc).__name__}: {exc}",
-                message_id=message.message_id,
-                attempts=tries[0],
-            )
-            error.__cause__ = exc
-            self._fail(message, error)
-            return
+            self._could_not_send(message, tries[0], exc)
+            return False
+        if outcome.retry and self._policy.max_tries > 1:
+            task = asyncio.create_task(self._retry(message, request, tries, outcome, started))
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+            return True
         self._finish(message, outcome, tries[0])
+        return False
+
+    async def _retry(
+        self, message: Message, request: Request, tries: list[int], first: Outcome, started: float
+    ) -> None:
+        """Retry a message whose first attempt failed, then release its lane."""
+        policy = self._policy
+        try:
+            try:
+                wait = policy.wait_for(0, first.retry_after, random.random())
+                outcome = first
+                if policy.max_time is None or wait < policy.max_time - (time.monotonic() - started):
+                    self._log_retry(message, first, wait, tries[0])
+                    await asyncio.sleep(wait)
+                    if policy.max_time is not None:
+                        _retry_budget.set(policy.max_time - (time.monotonic() - started))
+                    outcome = await self._deliver_with_retries(message, request, tries)
+            except asyncio.CancelledError:
+                self._not_delivered(message, tries[0])
+                raise
+            except Exception as exc:
+                self._could_not_send(message, tries[0], exc)
+            else:
+                self._finish(message, outcome, tries[0])
+        finally:
+            self._finish_lane(message.recipient, message)
+            self._drain()
 
     async def _attempt(self, message: Message, request: Request, tries: list[int]) -> Outcome:
         tries[0] += 1
-        sender = self._sender
+        if tries[0] > 1:
+            self.retried += 1
+        sender, capacity = self._sender, self._capacity
         assert sender is not None  # set by _main()
+        assert capacity is not None
         try:
-            response = await sender.send(request)
+            async with capacity:  # slots and retries share max_in_flight
+                response = await sender.send(request)
         except httpx.TransportError as exc:
             return Outcome(None, error=exc, retry=True)
         status = response.status
@@ -380,18 +446,20 @@ class Worker:
         )
 
     def _on_backoff(self, details: Any) -> None:
-        self.retried += 1
         message: Message = details["args"][0]
-        outcome: Outcome = details["value"]
+        tries: list[int] = details["args"][2]
+        self._log_retry(message, details["value"], details["wait"], tries[0])
+
+    def _log_retry(self, message: Message, outcome: Outcome, wait: float, attempts: int) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             reason = outcome.status or type(outcome.error).__name__
             logger.debug(
                 "courier-analytics: retrying %s %s in %.2fs after %s (attempt %d)",
                 message.type,
                 message.message_id,
-                details["wait"],
+                wait,
                 reason,
-                details["tries"],
+                attempts,
             )
 
     def _finish(self, message: Message, outcome: Outcome, attempts: int) -> None:

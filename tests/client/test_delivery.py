@@ -511,3 +511,32 @@ def test_options_of_the_wrong_type_are_refused_when_the_client_is_made(
     """Wrong option types raise ConfigurationError at construction, not in the worker later."""
     with pytest.raises(ConfigurationError, match=option):
         Client(api_key="k", **{option: value})  # type: ignore[arg-type]
+
+
+def test_a_message_in_backoff_holds_back_only_its_own_user() -> None:
+    """While one user's message waits to retry, other users' messages use the free slot."""
+    others_done = threading.Event()
+    delivered_b: list[int] = []
+
+    def rule(request: httpx.Request, body: dict[str, Any], attempt: int) -> httpx.Response:
+        if body["userId"] == "a":
+            return status(503)
+        delivered_b.append(body["properties"]["n"])
+        if len(delivered_b) == 5:
+            others_done.set()
+        return accept(request, body, attempt)
+
+    reports = Reports()
+    slow_retry = RetryPolicy(max_retries=3, initial_wait=30, max_wait=30, jitter=0)
+    client = make_client(FakeCourier(rule), max_in_flight=1, retry=slow_retry, on_error=reports)
+    client.track("E", {"n": 0}, user_id="a")  # fails, then waits 30 s to retry
+    client.track("E", {"n": 1}, user_id="a")  # held back behind it, in order
+    for n in range(5):
+        client.track("E", {"n": n}, user_id="b")
+    assert others_done.wait(5)  # not 30 s: the one slot was free for user b
+    assert delivered_b == [0, 1, 2, 3, 4]
+    assert client.stats.pending == 2
+    client.shutdown(0.1)
+    assert [(type(e), m.user_id) for e, m in reports.calls] == [(NotDeliveredError, "a")] * 2
+    assert client.stats.failed == 2
+    assert client.stats.unaccounted == 0
