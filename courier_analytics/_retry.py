@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import random
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -84,8 +85,9 @@ class RetryPolicy:
 
     Network errors, timeouts, 408, 429 and 5xx (except 501) retry; any other status
     is final. The n-th wait is ``initial_wait * multiplier**n`` with up to ``jitter``
-    of it removed at random, raised to the server's ``Retry-After`` when that is
-    longer, and capped at ``max_wait``.
+    of it removed at random, capped at ``max_wait``, and raised to the server's
+    ``Retry-After`` when that is longer. A retry that could not start before
+    ``max_time`` is not made: the message fails then, rather than retry early.
 
     Attributes:
         max_retries: Retries after the first attempt (0 tries once).
@@ -93,7 +95,7 @@ class RetryPolicy:
             ``None`` for no limit.
         initial_wait: The first wait, in seconds.
         multiplier: Growth of the wait from one retry to the next.
-        max_wait: Cap on any single wait, ``Retry-After`` included.
+        max_wait: Cap on the backoff's own waits (not on the server's ``Retry-After``).
         jitter: Fraction (0 to 1) of each wait that may be removed at random, so that
             clients that failed together do not retry together.
     """
@@ -111,22 +113,36 @@ class RetryPolicy:
         return self.max_retries + 1
 
     def wait_for(self, retry: int, retry_after: float | None, rand: float) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based), given ``rand`` in [0, 1)."""
+        """Seconds to wait before retry number ``retry`` (0-based), given ``rand`` in [0, 1).
+
+        The server's ``Retry-After`` is a floor that ``max_wait`` does not cut: a retry
+        never goes out before the server said it may.
+        """
         wait = self.initial_wait * self.multiplier**retry
         wait *= 1.0 - min(self.jitter, 1.0) * rand
+        wait = min(wait, self.max_wait)
         if retry_after is not None:
             wait = max(wait, retry_after)
-        return min(wait, self.max_wait)
+        return wait
 
-    def waits(self, start: int = 0) -> Generator[float, Outcome | None, None]:
+    def waits(
+        self, start: int = 0, deadline: float | None = None
+    ) -> Generator[float, Outcome | None, None]:
         """A ``backoff`` wait generator: sent each failed :class:`Outcome`, yields the wait.
+
+        It stops (so backoff gives up) when the wait would end past ``deadline``
+        (``time.monotonic()``), rather than retry early.
 
         Args:
             start: The index of the first retry it will be asked about.
+            deadline: When no retry may start any more; ``None`` for never.
         """
         outcome = yield 0.0  # primed by backoff with send(None)
         retry = start
         while True:
             retry_after = outcome.retry_after if outcome is not None else None
-            outcome = yield self.wait_for(retry, retry_after, random.random())
+            wait = self.wait_for(retry, retry_after, random.random())
+            if deadline is not None and time.monotonic() + wait >= deadline:
+                return
+            outcome = yield wait
             retry += 1

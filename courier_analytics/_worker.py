@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import random
 import threading
 import time
@@ -48,8 +49,17 @@ __all__ = ["Worker", "WorkerUnavailable"]
 
 logger = logging.getLogger("courier_analytics")
 
-#: Seconds left of a message's max_retry_time when its retries start (per retry task).
-_retry_budget: contextvars.ContextVar[float] = contextvars.ContextVar("retry_budget")
+#: time.monotonic() after which no retry of the current task's message may start.
+_retry_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "retry_deadline", default=None
+)
+
+
+def _retry_time_left() -> float:
+    """backoff's ``max_time`` for the retries of the current task's message."""
+    deadline = _retry_deadline.get()
+    return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
+
 
 Reporter = Callable[[BaseException, Message], None]
 
@@ -256,11 +266,12 @@ class Worker:
                 self._policy.waits,
                 lambda outcome: outcome.retry,
                 max_tries=self._policy.max_tries - 1,
-                max_time=_retry_budget.get if self._policy.max_time is not None else None,
+                max_time=_retry_time_left,
                 jitter=None,
                 on_backoff=self._on_backoff,
                 logger=None,
                 start=1,
+                deadline=_retry_deadline.get,
             )(self._attempt)
             slots = [asyncio.create_task(self._slot()) for _ in range(self._max_in_flight)]
             while not self._stopping:
@@ -405,11 +416,11 @@ class Worker:
             try:
                 wait = policy.wait_for(0, first.retry_after, random.random())
                 outcome = first
-                if policy.max_time is None or wait < policy.max_time - (time.monotonic() - started):
+                deadline = None if policy.max_time is None else started + policy.max_time
+                if deadline is None or time.monotonic() + wait < deadline:
                     self._log_retry(message, first, wait, tries[0])
                     await asyncio.sleep(wait)
-                    if policy.max_time is not None:
-                        _retry_budget.set(policy.max_time - (time.monotonic() - started))
+                    _retry_deadline.set(deadline)  # this task's own context
                     outcome = await self._deliver_with_retries(message, request, tries)
             except asyncio.CancelledError:
                 self._not_delivered(message, tries[0])

@@ -381,11 +381,12 @@ def test_many_threads_lose_nothing_and_keep_order() -> None:
 
 
 def test_retry_after_is_a_floor_on_the_wait() -> None:
-    """The wait before a retry is at least the server's Retry-After, capped by max_wait."""
+    """The wait before a retry is at least the server's Retry-After, even past max_wait."""
     policy = RetryPolicy(initial_wait=0.1, max_wait=30, jitter=0)
     assert policy.wait_for(0, None, 0.5) == pytest.approx(0.1)
     assert policy.wait_for(0, 7.0, 0.5) == 7.0
-    assert policy.wait_for(0, 90.0, 0.5) == 30
+    assert policy.wait_for(0, 90.0, 0.5) == 90.0
+    assert policy.wait_for(10, None, 0.5) == 30  # max_wait caps the backoff's own waits
 
 
 def test_waits_grow_exponentially_with_jitter_and_a_cap() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -49,3 +50,13 @@ def test_policy_rejects_negative_values() -> None:
     """A negative setting is refused when the policy is made."""
     with pytest.raises(ValueError, match="max_wait"):
         RetryPolicy(max_wait=-1)
+
+
+def test_wait_generator_gives_up_rather_than_retry_before_retry_after() -> None:
+    """A Retry-After that ends past the deadline stops the retries instead of cutting the wait."""
+    deadline = time.monotonic() + 10
+    waits = RetryPolicy(initial_wait=0.5, jitter=0).waits(deadline=deadline)
+    next(waits)
+    assert waits.send(Outcome(429, retry_after=2.0)) == 2.0
+    with pytest.raises(StopIteration):
+        waits.send(Outcome(429, retry_after=60.0))
