@@ -686,6 +686,7 @@ default_client: Client | None = None
 
 _lock = threading.Lock()
 _stale = [False]
+_generation = [0]  # bumped by every assignment of a setting
 
 
 class _SettingsModule(types.ModuleType):
@@ -694,6 +695,7 @@ class _SettingsModule(types.ModuleType):
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if name in SETTINGS:
+            _generation[0] += 1
             _stale[0] = True
 
 
@@ -705,8 +707,11 @@ def _client() -> Client:
     with _lock:
         if default_client is None or _stale[0]:
             settings = globals()
+            generation = _generation[0]
             fresh = Client(**{name: settings[name] for name in SETTINGS})
-            old, default_client, _stale[0] = default_client, fresh, False
+            old, default_client = default_client, fresh
+            # A setting assigned while the client was being built keeps it stale.
+            _stale[0] = _generation[0] != generation
             if old is not None:
                 logger.info("courier-analytics: segment settings changed; client rebuilt")
                 retire(old)
