@@ -368,10 +368,12 @@ class Worker:
         if done is not None and not done.done():
             done.set_result(None)
 
-    def _not_delivered(self, message: Message, attempts: int) -> None:
+    def _not_delivered(
+        self, message: Message, attempts: int = 0, reason: str = "the client shut down first"
+    ) -> None:
         self._fail(message, NotDeliveredError(
-            f"{message.type} {message.message_id} was not delivered: the client shut "
-            "down first", message_id=message.message_id, attempts=attempts))  # fmt: skip
+            f"{message.type} {message.message_id} was not delivered: {reason}",
+            message_id=message.message_id, attempts=attempts))  # fmt: skip
 
     def _could_not_send(self, message: Message, attempts: int, exc: Exception) -> None:
         error = DeliveryError(
@@ -556,10 +558,4 @@ class Worker:
             leftovers.append(self.queue.popleft())
         for message in leftovers:
             self._signal_done(message)
-            self._fail(
-                message,
-                NotDeliveredError(
-                    f"{message.type} {message.message_id} was not delivered: {reason}",
-                    message_id=message.message_id,
-                ),
-            )
+            self._not_delivered(message, reason=reason)
