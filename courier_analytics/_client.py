@@ -220,7 +220,6 @@ class Client:
         self._skipped = 0
         self._drops_unlogged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
-        self._closed = False
         self._worker = Worker(
             make_sender=self._make_sender,
             route=self._route,
@@ -491,35 +490,23 @@ class Client:
                 )
             return message.message_id
         error: CourierAnalyticsError | None = None
-        drops = 0
         done: Future[None] | None = Future() if self._sync_mode else None
         with self._lock:
-            self._made += 1
-            try:
-                if self._closed:
-                    error = ClientClosedError(
-                        f"{message.type} {message.message_id} dropped: the client was shut down"
-                    )
-                elif self._worker.put(message, done):
-                    if done is None:
-                        return message.message_id
-                else:
-                    error = QueueFullError(
-                        f"{message.type} {message.message_id} dropped: the queue is full "
-                        f"({self._options.max_queue_size} messages pending)"
-                    )
-            except WorkerUnavailable as exc:
-                error = ClientClosedError(
-                    f"{message.type} {message.message_id} dropped: no worker thread could "
-                    f"start ({exc})"
-                )
-            if error is not None:
-                self._dropped += 1
-                drops = self._count_drop()
-        if error is None:  # sync mode: wait for this message's outcome
-            if done is not None:
-                self._worker.wait_done(message, done, self._options.flush_timeout)
-            return message.message_id
+            self._made += 1  # before the worker can count it delivered: never negative
+        try:
+            if self._worker.put(message, done):
+                if done is not None:  # sync mode: wait for this message's outcome
+                    self._worker.wait_done(message, done, self._options.flush_timeout)
+                return message.message_id
+            error = QueueFullError(
+                f"{message.type} {message.message_id} dropped: the queue is full "
+                f"({self._options.max_queue_size} messages pending)"
+            )
+        except WorkerUnavailable as exc:
+            error = ClientClosedError(f"{message.type} {message.message_id} dropped: {exc}")
+        with self._lock:
+            self._dropped += 1
+            drops = self._count_drop()
         if drops:
             logger.warning(
                 "courier-analytics: %s (%d message(s) dropped since the last such warning; "
@@ -590,8 +577,7 @@ class Client:
         Args:
             timeout: Seconds to wait at most; default the client's ``flush_timeout``.
         """
-        with self._lock:
-            self._closed = True
+        self._worker.close()
         wait = self._options.flush_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         self._worker.wait_idle(wait)
@@ -612,9 +598,10 @@ class Client:
 
     def _after_fork_in_child(self) -> None:
         """Start over in a forked child: the parent's queue is the parent's to send."""
-        closed = self._closed
+        closed = self._worker.closed
         self._init(self._options)
-        self._closed = closed
+        if closed:
+            self._worker.close()
 
     def _at_exit(self) -> None:
         # Also for a client whose shutdown() runs in another thread: that thread is a

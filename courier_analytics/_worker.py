@@ -31,15 +31,9 @@ from typing import Any
 
 import backoff
 import httpx
-import orjson
 
-from courier_analytics._errors import (
-    AuthenticationError,
-    DeliveryError,
-    NotDeliveredError,
-    RejectedError,
-    RetriesExhaustedError,
-)
+from courier_analytics import _outcomes
+from courier_analytics._errors import DeliveryError
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome, RetryPolicy, is_retryable_status, parse_retry_after
 from courier_analytics._routes import Request, Route
@@ -64,25 +58,16 @@ def _retry_time_left() -> float:
 Reporter = Callable[[BaseException, Message], None]
 
 
-def _error_detail(body: bytes) -> str:
-    """Courier's error message from an error body (``{"message": ...}``), shortened."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    message = data.get("message") if isinstance(data, dict) else None
-    return message[:200] if isinstance(message, str) else ""
-
-
 class WorkerUnavailable(Exception):
-    """No worker thread can be started (e.g. the interpreter is shutting down)."""
+    """The worker takes no message: it was closed, or no thread can start (interpreter exit)."""
 
 
 class Worker:
     """Queue, scheduler and delivery of one client's messages.
 
-    Counters written only by the worker thread: ``delivered``, ``failed``,
-    ``retried``, ``held`` (messages taken from the queue and not yet finished).
+    Counters written only by the worker thread: `delivered`, `failed`, `retried`,
+    `held` (messages taken from the queue and not yet finished). Its own lock makes
+    `put` and `close` safe to call from any thread.
     """
 
     def __init__(
@@ -104,6 +89,8 @@ class Worker:
         self._flush_interval = flush_interval
         self._report = report
         self.queue: deque[Message] = deque()
+        self._lock = threading.Lock()  # producers: the queue's bound, closing, starting
+        self._closed = False
         self.held = 0
         self.delivered = 0
         self.failed = 0
@@ -119,7 +106,7 @@ class Worker:
         self._ready: asyncio.Queue[str] | None = None
         self._sender: Sender | None = None
         self._sender_error: Exception | None = None
-        self._auth_error_logged = False
+        self._alarms: set[str] = set()  # ERRORs already logged, once each
         self._done: dict[int, Future[None]] = {}  # id(message) -> sync-mode waiter
         self._capacity: asyncio.Semaphore | None = None
         self._retrying: set[asyncio.Task[None]] = set()
@@ -131,31 +118,44 @@ class Worker:
         """Messages queued or being delivered."""
         return len(self.queue) + self.held
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called: no message is taken any more."""
+        return self._closed
+
+    def close(self) -> None:
+        """Take no more messages; what is queued is still delivered (see `stop`)."""
+        with self._lock:
+            self._closed = True
+
     def put(self, message: Message, done: Future[None] | None = None) -> bool:
-        """Queue a message; ``False`` when the queue is full. Caller holds the client lock.
+        """Queue a message; `False` when the queue is full. Safe from any thread.
 
         Args:
             message: The message.
             done: Resolved once the message is delivered or has failed (sync mode).
 
         Raises:
-            WorkerUnavailable: the worker thread could not be started.
+            WorkerUnavailable: the worker was closed, or its thread could not start.
         """
-        if len(self.queue) + self.held >= self._max_queue_size:
-            return False
-        if done is not None:
-            self._done[id(message)] = done
-        self.queue.append(message)
-        if self._thread is None:
-            try:
-                self._start()
-            except WorkerUnavailable:
-                self.queue.pop()  # ours: no worker runs to have taken it
-                self._done.pop(id(message), None)
-                raise
-        elif self._sleeping:
-            self._wake()
-        return True
+        with self._lock:
+            if self._closed:
+                raise WorkerUnavailable("the client was shut down")
+            if len(self.queue) + self.held >= self._max_queue_size:
+                return False
+            if done is not None:
+                self._done[id(message)] = done
+            self.queue.append(message)
+            if self._thread is None:
+                try:
+                    self._start()
+                except WorkerUnavailable:
+                    self.queue.pop()  # ours: no worker runs to have taken it
+                    self._done.pop(id(message), None)
+                    raise
+            elif self._sleeping:
+                self._wake()
+            return True
 
     def wait_done(self, message: Message, done: Future[None], timeout: float | None) -> None:
         """Wait until a message queued with ``done`` is delivered or failed (sync mode)."""
@@ -226,7 +226,7 @@ class Worker:
         except RuntimeError as exc:  # 3.12+: "can't create new thread at interpreter shutdown"
             self._thread = self._loop = None
             loop.close()
-            raise WorkerUnavailable(str(exc)) from exc
+            raise WorkerUnavailable(f"no worker thread could start ({exc})") from exc
 
     def _wake(self) -> None:
         self._sleeping = False
@@ -255,7 +255,7 @@ class Worker:
 
     async def _main(self) -> None:
         slots: list[asyncio.Task[None]] = []
-        reason = "the client shut down first"
+        reason = _outcomes.SHUT_DOWN
         try:
             if self._sender is None:
                 raise self._sender_error or RuntimeError("no sender")
@@ -368,22 +368,6 @@ class Worker:
         if done is not None and not done.done():
             done.set_result(None)
 
-    def _not_delivered(
-        self, message: Message, attempts: int = 0, reason: str = "the client shut down first"
-    ) -> None:
-        self._fail(message, NotDeliveredError(
-            f"{message.type} {message.message_id} was not delivered: {reason}",
-            message_id=message.message_id, attempts=attempts))  # fmt: skip
-
-    def _could_not_send(self, message: Message, attempts: int, exc: Exception) -> None:
-        error = DeliveryError(
-            f"{message.type} {message.message_id} could not be sent: {type(exc).__name__}: {exc}",
-            message_id=message.message_id,
-            attempts=attempts,
-        )
-        error.__cause__ = exc
-        self._fail(message, error)
-
     async def _first_attempt(self, message: Message) -> bool:
         """Try once; hand a retryable failure to a retry task and return True, else False.
 
@@ -396,10 +380,10 @@ class Worker:
             request = self._route.request(message)
             outcome = await self._attempt(message, request, tries)
         except asyncio.CancelledError:
-            self._not_delivered(message, tries[0])
+            self._fail(message, _outcomes.not_delivered(message, tries[0]))
             raise
         except Exception as exc:
-            self._could_not_send(message, tries[0], exc)
+            self._fail(message, _outcomes.exception_error(message, tries[0], exc))
             return False
         if outcome.retry and self._policy.max_tries > 1:
             task = asyncio.create_task(self._retry(message, request, tries, outcome, started))
@@ -425,10 +409,10 @@ class Worker:
                     _retry_deadline.set(deadline)  # this task's own context
                     outcome = await self._deliver_with_retries(message, request, tries)
             except asyncio.CancelledError:
-                self._not_delivered(message, tries[0])
+                self._fail(message, _outcomes.not_delivered(message, tries[0]))
                 raise
             except Exception as exc:
-                self._could_not_send(message, tries[0], exc)
+                self._fail(message, _outcomes.exception_error(message, tries[0], exc))
             else:
                 self._finish(message, outcome, tries[0])
         finally:
@@ -455,7 +439,7 @@ class Worker:
             status,
             retry_after=parse_retry_after(response.retry_after) if retry else None,
             retry=retry,
-            detail=_error_detail(response.body),
+            detail=_outcomes.error_detail(response.body),
         )
 
     def _on_backoff(self, details: Any) -> None:
@@ -488,55 +472,13 @@ class Worker:
                     attempts,
                 )
             return
-        self._fail(message, self._error_for(message, outcome, attempts))
-
-    def _error_for(self, message: Message, outcome: Outcome, attempts: int) -> DeliveryError:
-        what = f"{message.type} {message.message_id}"
-        status = outcome.status
-        detail = f": {outcome.detail}" if outcome.detail else ""
-        if status is None:
-            error: DeliveryError = RetriesExhaustedError(
-                f"{what} not delivered after {attempts} attempt(s): "
-                f"{type(outcome.error).__name__}: {outcome.error}",
-                message_id=message.message_id,
-                status=status,
-                attempts=attempts,
-            )
-            error.__cause__ = outcome.error
-            return error
-        if outcome.retry:
-            return RetriesExhaustedError(
-                f"{what} not delivered after {attempts} attempt(s): "
-                f"Courier answered HTTP {status}{detail}",
-                message_id=message.message_id,
-                status=status,
-                attempts=attempts,
-            )
-        if status in (401, 403):
-            if not self._auth_error_logged:
-                self._auth_error_logged = True
-                logger.error(
-                    "courier-analytics: Courier answered HTTP %d: the API key is wrong or lacks "
-                    "access. Check api_key / COURIER_API_KEY. Every message sent with it "
-                    "fails and is passed to on_error.",
-                    status,
-                )
-            return AuthenticationError(
-                f"{what} refused: Courier answered HTTP {status} (check the API key){detail}",
-                message_id=message.message_id,
-                status=status,
-                attempts=attempts,
-            )
-        return RejectedError(
-            f"{what} refused: Courier answered HTTP {status}{detail}",
-            message_id=message.message_id,
-            status=status,
-            attempts=attempts,
-        )
+        self._fail(message, _outcomes.error_for(message, outcome, attempts))
 
     def _fail(self, message: Message, error: DeliveryError) -> None:
+        """The one place a message is counted as failed, logged and reported."""
         self.failed += 1
-        if not isinstance(error, AuthenticationError) or not self._auth_error_logged:
+        alarm = _outcomes.alarm(error)
+        if alarm is None:
             logger.warning(
                 "courier-analytics: %s %s (%d bytes) not delivered: %s (HTTP %s)",
                 message.type,
@@ -545,6 +487,9 @@ class Worker:
                 type(error).__name__,
                 error.status,
             )
+        elif alarm not in self._alarms:
+            self._alarms.add(alarm)
+            logger.error("courier-analytics: %s", alarm)
         self._report(error, message)
 
     def _abandon_all(self, reason: str) -> None:
@@ -558,4 +503,4 @@ class Worker:
             leftovers.append(self.queue.popleft())
         for message in leftovers:
             self._signal_done(message)
-            self._not_delivered(message, reason=reason)
+            self._fail(message, _outcomes.not_delivered(message, reason=reason))

@@ -22,6 +22,8 @@ from courier_analytics import (
     RetriesExhaustedError,
     RetryPolicy,
 )
+from courier_analytics._messages import Message
+from courier_analytics._worker import WorkerUnavailable
 
 from .fakes import FakeCourier, Reports, accept, balanced, make_client, message_id_of
 
@@ -419,6 +421,40 @@ def test_concurrent_first_calls_in_sync_mode_start_one_worker() -> None:
     assert workers() - before == 1
     assert client.stats.delivered == 8
     client.shutdown()
+
+
+def test_worker_put_keeps_its_bound_when_threads_race_without_the_client_lock() -> None:
+    """Worker.put is safe by itself: racing threads never queue more than max_queue_size."""
+    courier = FakeCourier()
+    courier.gate.clear()  # nothing finishes: every accepted message stays pending
+    client = make_client(courier, max_queue_size=50)
+    message = Message("track", "m-1", "u1", None, "E", b"{}")
+    accepted: list[bool] = []
+    start = threading.Barrier(8)
+
+    def put_many() -> None:
+        start.wait()
+        accepted.extend(client._worker.put(message) for _ in range(200))
+
+    threads = [threading.Thread(target=put_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert accepted.count(True) == 50
+    assert client._worker.pending == 50
+    courier.gate.set()
+    assert client.flush(30)
+    client.shutdown(5)
+
+
+def test_a_closed_worker_takes_nothing() -> None:
+    """After close() put refuses, naming the shutdown, and nothing is queued."""
+    client = make_client(FakeCourier())
+    client._worker.close()
+    with pytest.raises(WorkerUnavailable, match="shut down"):
+        client._worker.put(Message("track", "m-1", "u1", None, "E", b"{}"))
+    assert client._worker.pending == 0
 
 
 def test_a_worker_that_cannot_start_drops_and_reports_without_raising(
