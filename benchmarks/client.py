@@ -1,10 +1,14 @@
 """One client in its own process, so CPU and RSS readings are that client's alone.
 
 Run as ``python -m benchmarks.client '<json spec>'``; prints one JSON line of readings.
-Spec fields: ``lib`` (``courier``, ``segment``, ``trycourier``), ``mode`` (``deliver``,
-``stall``, ``inline``), ``url``, ``n``, ``warmup``, ``payload`` (``small``/``kb``),
+Spec fields: ``lib`` (``courier``, ``segment``, ``trycourier``, ``floor``), ``mode``
+(``deliver``, ``stall``, ``inline``), ``url``, ``n``, ``warmup``, ``payload``
+(``small``/``kb``), ``users`` (how many users the tracks are spread over; 1 is one
+busy user), ``timing`` (``each``: also time every call and report percentiles),
 ``max_in_flight`` (courier only; ``None`` keeps the client's default), ``settle_s``,
-``courier_src`` (a directory holding another ``courier_analytics`` to measure).
+``courier_src`` (a directory holding another ``courier_analytics`` to measure),
+``connections`` (floor only). An ``https://`` URL is trusted through the CA the
+harness names in ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE`` (this process only).
 
 - ``deliver``: ``warmup`` tracks and a flush, then ``n`` tracks timed in the calling
   thread while the background worker delivers, then a flush. Reports the caller's
@@ -13,17 +17,28 @@ Spec fields: ``lib`` (``courier``, ``segment``, ``trycourier``), ``mode`` (``del
 - ``stall``: ``n`` tracks against a server that never answers, ``settle_s`` of waiting,
   then RSS (current and peak). The process ends with ``os._exit`` (nothing to flush).
 - ``inline``: ``n`` blocking ``trycourier`` ``inbound.track_event`` calls.
+
+The ``floor`` is not a library: the least work Python can do for this job. Its
+``n`` requests are built before the clock starts (the same body and headers
+courier-analytics sends); the timed part writes them to ``connections``
+keep-alive connections, one request at a time per connection, and reads each
+answer just far enough to know it is complete (``select`` on blocking sockets,
+``ssl`` for https). Its CPU per event is the bar for a client's delivery work.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import selectors
+import socket
+import ssl
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from benchmarks._common import API_KEY, PAYLOADS, USERS, cpu_seconds, proc_status_kb, send_line
 
@@ -31,6 +46,10 @@ QUEUE_SIZE = 1_000_000
 FLUSH_TIMEOUT_S = 600.0
 
 Track = Callable[[int], Any]
+
+
+def _users(spec: dict[str, Any]) -> list[str]:
+    return [f"user-{i}" for i in range(int(spec.get("users") or USERS))]
 
 
 def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
@@ -47,10 +66,11 @@ def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
         **options,
     )
     properties = PAYLOADS[spec["payload"]]
-    users = [f"user-{i}" for i in range(USERS)]
+    users = _users(spec)
+    count = len(users)
 
     def track(i: int) -> Any:
-        return client.track("Order Completed", properties, user_id=users[i % USERS])
+        return client.track("Order Completed", properties, user_id=users[i % count])
 
     def flush() -> None:
         client.flush(FLUSH_TIMEOUT_S)
@@ -63,10 +83,11 @@ def _segment(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
 
     client = Client(write_key=API_KEY, host=spec["url"], max_queue_size=QUEUE_SIZE)
     properties = PAYLOADS[spec["payload"]]
-    users = [f"user-{i}" for i in range(USERS)]
+    users = _users(spec)
+    count = len(users)
 
     def track(i: int) -> Any:
-        return client.track(users[i % USERS], "Order Completed", properties)
+        return client.track(users[i % count], "Order Completed", properties)
 
     def flush() -> None:
         client.flush()  # joins the queue: returns once every batch was answered
@@ -107,7 +128,139 @@ def _timed_calls(track: Track, start: int, n: int) -> tuple[float, float, float]
     return t0, wall, time.thread_time() - cpu0
 
 
+def _each_call(track: Track, start: int, n: int) -> tuple[float, float, float, list[int]]:
+    """Like ``_timed_calls``, and the wall time of every call (ns): for percentiles.
+
+    Costs two ``perf_counter_ns`` calls and an append per call for both clients alike.
+    """
+    durations: list[int] = []
+    record, clock = durations.append, time.perf_counter_ns
+    cpu0 = time.thread_time()
+    t0 = time.monotonic()
+    p0 = time.perf_counter()
+    for i in range(start, start + n):
+        before = clock()
+        track(i)
+        record(clock() - before)
+    wall = time.perf_counter() - p0
+    return t0, wall, time.thread_time() - cpu0, durations
+
+
+def _percentile(sorted_ns: list[int], fraction: float) -> float:
+    """The value below which ``fraction`` of the calls fall, in microseconds."""
+    index = min(len(sorted_ns) - 1, int(fraction * len(sorted_ns)))
+    return sorted_ns[index] / 1000
+
+
+# ------------------------------------------------------------------------ the floor
+
+
+def _floor_requests(spec: dict[str, Any], count: int) -> list[bytes]:
+    """Whole HTTP/1.1 requests as courier-analytics sends them (route ``segment``)."""
+    url = urlsplit(spec["url"])
+    users = _users(spec)
+    properties = PAYLOADS[spec["payload"]]
+    head = (
+        f"POST /inbound/segment HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        "Accept: application/json\r\nUser-Agent: floor\r\n"
+    ).encode()
+    requests = []
+    for i in range(count):
+        body = json.dumps(
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "userId": users[i % len(users)],
+                "properties": properties,
+                "messageId": str(uuid.uuid4()),
+                "timestamp": "2026-11-28T12:00:00.000000+00:00",
+            },
+            separators=(",", ":"),
+        ).encode()
+        requests.append(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return requests
+
+
+def _floor_connect(url: Any, context: ssl.SSLContext | None) -> socket.socket:
+    sock = socket.create_connection((url.hostname, url.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if context is not None:
+        return context.wrap_socket(sock, server_hostname=url.hostname)
+    return sock
+
+
+def _floor_connections(spec: dict[str, Any], count: int) -> list[socket.socket]:
+    url = urlsplit(spec["url"])
+    context = ssl.create_default_context() if url.scheme == "https" else None
+    return [_floor_connect(url, context) for _ in range(count)]
+
+
+def _floor_send(requests: list[bytes], connections: list[socket.socket]) -> None:
+    """Write the requests over keep-alive connections and read every answer."""
+    selector = selectors.DefaultSelector()
+    buffers: dict[socket.socket, bytes] = {}
+    pending = iter(requests)
+    for sock in connections[: len(requests)]:
+        selector.register(sock, selectors.EVENT_READ)
+        buffers[sock] = b""
+        sock.sendall(next(pending))
+    answered = 0
+    while answered < len(requests):
+        for key, _ in selector.select():
+            sock = key.fileobj  # type: ignore[assignment]
+            data = sock.recv(65536)  # type: ignore[attr-defined]
+            if not data:
+                raise RuntimeError("the server closed a connection")
+            buffer = buffers[sock] + data
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                buffers[sock] = buffer
+                continue
+            at = buffer.find(b"content-length:", 0, end)
+            length = int(buffer[at + 15 : buffer.find(b"\r\n", at)])
+            if len(buffer) < end + 4 + length:
+                buffers[sock] = buffer
+                continue
+            if not buffer.startswith(b"HTTP/1.1 2"):
+                raise RuntimeError(f"the server answered {buffer[:40]!r}")
+            buffers[sock] = b""
+            answered += 1
+            request = next(pending, None)
+            if request is not None:
+                sock.sendall(request)  # type: ignore[attr-defined]
+    selector.close()
+
+
+def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
+    """The floor: prebuilt requests on keep-alive connections, nothing else.
+
+    The connections are opened (and warmed up) before the clock starts: the floor
+    is the cost per event of a client that already has them.
+    """
+    n, warmup = int(spec["n"]), int(spec.get("warmup", 0))
+    requests = _floor_requests(spec, warmup + n)
+    connections = _floor_connections(spec, min(n, int(spec.get("connections") or 32)))
+    if warmup:
+        _floor_send(requests[:warmup], connections)
+    cpu0 = cpu_seconds()
+    t0 = time.monotonic()
+    _floor_send(requests[warmup:], connections)
+    result = {
+        "n": n,
+        "t0": t0,
+        "t_flushed": time.monotonic(),
+        "cpu_s": cpu_seconds() - cpu0,
+        "rss_peak_kb": proc_status_kb("VmHWM"),
+    }
+    for sock in connections:
+        sock.close()
+    return result
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
+    if spec["lib"] == "floor":
+        return run_floor(spec)
     track, flush = MAKERS[spec["lib"]](spec)
     n, warmup, mode = int(spec["n"]), int(spec.get("warmup", 0)), spec["mode"]
     rss_base_kb = proc_status_kb("VmRSS")
@@ -116,13 +269,22 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             track(i)
         flush()
     cpu0 = cpu_seconds()
-    t0, wall, thread_cpu = _timed_calls(track, warmup, n)
+    durations: list[int] = []
+    if spec.get("timing") == "each":
+        t0, wall, thread_cpu, durations = _each_call(track, warmup, n)
+    else:
+        t0, wall, thread_cpu = _timed_calls(track, warmup, n)
     result: dict[str, Any] = {
         "n": n,
         "t0": t0,
         "caller_us": wall / n * 1e6,
         "caller_cpu_us": thread_cpu / n * 1e6,
     }
+    if durations:
+        durations.sort()
+        for name, fraction in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
+            result[f"caller_{name}_us"] = _percentile(durations, fraction)
+        result["caller_max_us"] = durations[-1] / 1000
     if mode == "stall":
         time.sleep(float(spec.get("settle_s", 1.0)))
         result.update(

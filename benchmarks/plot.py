@@ -1,4 +1,4 @@
-"""The Performance page's plot: four panels, courier-analytics beside segment-analytics-python."""
+"""The Performance page's plot: six panels, courier-analytics beside segment-analytics-python."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COLORS = {"courier": "#4c6ef5", "segment": "#52b788", "trycourier": "#adb5bd"}
+COLORS = {"courier": "#4c6ef5", "segment": "#52b788", "trycourier": "#adb5bd", "floor": "#ced4da"}
 LABELS = {
     "courier": "courier-analytics",
     "segment": "segment-analytics-python",
     "trycourier": "trycourier inline",
+    "floor": "floor (no library)",
 }
+PEERS = ("courier", "segment")
 
 
 def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], unit: str) -> None:
@@ -43,52 +45,92 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     except ImportError:
         print("matplotlib is not installed: no plot", file=sys.stderr)
         return False
-    figures, reference = result["figures"], result["reference"]
+    figures, reference, medians = result["figures"], result["reference"], result["medians"]
 
-    def pair(name: str) -> dict[str, float | None]:
-        return {lib: figures[name][lib] for lib in ("courier", "segment")}
+    def values(names: list[str], lib: str) -> list[float | None]:
+        return [figures[name].get(lib) for name in names]
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    def reading(scenario: str, lib: str, key: str) -> float | None:
+        value = medians.get(scenario, {}).get(lib, {}).get(key)
+        return value if isinstance(value, (int, float)) else None
+
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    n = result["meta"]["n"]
+
     caller = ["caller_us_small", "caller_us_kb"]
     inline = reference["trycourier_inline_us_0ms"]["trycourier"]
     _bars(
         axes[0][0],
         ["~100 B properties", "~1 KB properties"],
-        {lib: [figures[f][lib] for f in caller] for lib in ("courier", "segment")},
-        "microseconds per call",
+        {lib: values(caller, lib) for lib in PEERS},
+        "microseconds per call (mean)",
     )
     axes[0][0].set_title(
         "Caller cost of track() (lower is better)"
         + (f"\ntrycourier inline call: {inline:,.0f} us" if inline else ""),
         fontsize=9,
     )
-    times = ["time_s_0ms", "time_s_20ms", "time_s_100ms"]
+
+    tail = ["caller_p50_us", "caller_p99_us", "caller_p999_us"]
     _bars(
         axes[0][1],
+        ["p50", "p99", "p99.9"],
+        {lib: [reading("tail_0ms", lib, key) for key in tail] for lib in PEERS},
+        "microseconds per call",
+    )
+    axes[0][1].set_yscale("log")
+    axes[0][1].set_title(
+        "Caller cost per call while the worker delivers flat out\n(log scale)", fontsize=9
+    )
+
+    times = ["time_s_0ms", "time_s_20ms", "time_s_100ms"]
+    _bars(
+        axes[0][2],
         ["0 ms", "20 ms", "100 ms"],
-        {lib: [figures[f][lib] for f in times] for lib in ("courier", "segment")},
+        {lib: values(times, lib) for lib in PEERS},
         "seconds",
     )
-    n = result["meta"]["n"]
-    axes[0][1].set_title(f"Time until the server has {n:,} events, by server latency", fontsize=9)
+    axes[0][2].set_title(
+        f"Time until the server has {n:,} events\n(1,000 users), by server latency", fontsize=9
+    )
+
+    hot = ["time_s_20ms", "time_s_hot_20ms"]
     _bars(
         axes[1][0],
-        ["0 ms", "20 ms"],
-        {
-            lib: [figures[f][lib] for f in ("cpu_us_per_event", "cpu_us_per_event_20ms")]
-            for lib in ("courier", "segment")
-        },
-        "CPU microseconds per event",
+        ["over 1,000 users", "one user"],
+        {lib: values(hot, lib) for lib in PEERS},
+        "seconds",
     )
-    axes[1][0].set_title("Client process CPU per delivered event", fontsize=9)
-    stalled = pair("rss_peak_mb_stalled")
-    _bars(axes[1][1], ["peak RSS"], {lib: [v] for lib, v in stalled.items()}, "MB")
+    axes[1][0].set_title(f"One busy user: {n:,} events at 20 ms", fontsize=9)
+
+    cpu = ["cpu_us_per_event", "cpu_us_per_event_tls"]
+    tls_series: dict[str, list[float | None]] = {lib: values(cpu, lib) for lib in PEERS}
+    tls_series["floor"] = [
+        figures["floor_cpu_http"].get("floor"),
+        figures["floor_cpu_tls"].get("floor"),
+    ]
+    tls_time = figures["time_s_tls_20ms"]
+    _bars(axes[1][1], ["HTTP, 0 ms", "TLS, 0 ms"], tls_series, "CPU microseconds per event")
+    shakes = {lib: reading("tls_20ms", lib, "handshakes") for lib in PEERS}
+    subtitle = "\n".join(
+        f"{LABELS[lib]} {_short(tls_time.get(lib))} s / {_short(shakes[lib])} handshakes"
+        for lib in PEERS
+    )
     axes[1][1].set_title(
-        f"Memory with {result['meta']['stall_n']:,} events queued behind a stalled server",
+        "Client CPU per delivered event, plain and TLS\n"
+        f"{n:,} events over TLS at 20 ms:\n{subtitle}",
+        fontsize=8,
+    )
+
+    stalled = {lib: [figures["rss_peak_mb_stalled"].get(lib)] for lib in PEERS}
+    _bars(axes[1][2], ["peak RSS"], stalled, "MB")
+    axes[1][2].set_title(
+        f"Memory with {result['meta']['stall_n']:,} events queued\nbehind a stalled server",
         fontsize=9,
     )
-    handles, labels = axes[0][1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=9, frameon=False)
+
+    handles, labels = axes[1][1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=9, frameon=False)
     meta = result["meta"]
     fig.text(
         0.5, 0.01,
@@ -98,6 +140,12 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     )  # fmt: skip
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def _short(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"

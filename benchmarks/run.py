@@ -12,6 +12,16 @@ added latency per request. Rounds interleave the clients scenario by scenario (a
 swap who goes first) so both see the same noise; figures are medians over rounds
 and the report is the ratio courier-analytics / segment-analytics-python.
 
+The ``tls_*`` scenarios use a second pair of servers on https: a throwaway CA and
+a certificate for 127.0.0.1 are made at the start of the run (``trustme``) and
+trusted by the client processes only, through ``SSL_CERT_FILE`` (courier-analytics,
+via httpx's SSL context) and ``REQUESTS_CA_BUNDLE`` (Segment's library, via
+requests). The servers report connections and TLS handshakes per scenario.
+
+The ``floor`` is a reference that is not a library (see ``benchmarks/client.py``):
+prebuilt requests on keep-alive connections against the same stand-in; the report
+gives courier-analytics / floor for CPU per event.
+
 Writes ``benchmarks/results/latest.json`` (``--out``) and a plot for the docs,
 ``docs/assets/performance.png`` (``--plot``). See ``docs/performance.md``.
 """
@@ -28,6 +38,7 @@ import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,51 +55,75 @@ DEFAULT_PLOT = ROOT / "docs" / "assets" / "performance.png"
 QUICK_PLOT = ROOT / "benchmarks" / "results" / "quick.png"
 
 LIBS = ("courier", "segment")
+#: The floor's keep-alive connections (enough to keep a 0 ms server busy).
+FLOOR_CONNECTIONS = 32
 #: How long the server waits for a shortfall of events after the client flushed (s).
 SERVER_WAIT_S = 10.0
 LIB_NAMES = {
     "courier": "courier-analytics",
     "segment": "segment-analytics-python",
     "trycourier": "trycourier (inline)",
+    "floor": "floor (prebuilt requests, no library)",
 }
 
 #: name -> what the client does, with which payload, against which server behaviour.
+#: ``floor``: the floor runs too; ``users``: 1 is one busy user; ``timing``: each call.
 SCENARIOS: dict[str, dict[str, Any]] = {
-    "small_0ms": {"mode": "deliver", "payload": "small", "latency_ms": 0},
+    "small_0ms": {"mode": "deliver", "payload": "small", "latency_ms": 0, "floor": True},
     "small_20ms": {"mode": "deliver", "payload": "small", "latency_ms": 20},
     "small_100ms": {"mode": "deliver", "payload": "small", "latency_ms": 100},
+    "hot_20ms": {"mode": "deliver", "payload": "small", "latency_ms": 20, "users": 1},
     "kb_0ms": {"mode": "deliver", "payload": "kb", "latency_ms": 0},
+    "tail_0ms": {"mode": "deliver", "payload": "small", "latency_ms": 0, "timing": "each"},
+    "tls_0ms": {"mode": "deliver", "payload": "small", "latency_ms": 0, "tls": True,
+                "floor": True},
+    "tls_20ms": {"mode": "deliver", "payload": "small", "latency_ms": 20, "tls": True},
     "stalled": {"mode": "stall", "payload": "small", "hang": True},
-}
+}  # fmt: skip
 #: trycourier called inline, blocking per call (item 5, a reference, not a target).
 REFERENCE: dict[str, dict[str, Any]] = {
     "inline_0ms": {"mode": "inline", "payload": "small", "latency_ms": 0},
     "inline_20ms": {"mode": "inline", "payload": "small", "latency_ms": 20},
 }
 
-#: figure -> (scenario, reading, unit, target ratio or None, description)
-FIGURES: dict[str, tuple[str, str, str, float | None, str]] = {
-    "caller_us_small": ("small_0ms", "caller_us", "us", 0.25, "caller cost per track(), ~100 B"),
+#: figure -> (scenario, reading, unit, target ratio or None, description[, peer]).
+#: The ratio is courier-analytics / peer; the peer is Segment's library unless named.
+FIGURES: dict[str, tuple[Any, ...]] = {
+    "caller_us_small": ("small_0ms", "caller_us", "us", 0.15, "caller cost per track(), ~100 B"),
     "caller_us_kb": ("kb_0ms", "caller_us", "us", None, "caller cost per track(), ~1 KB"),
-    "time_s_0ms": ("small_0ms", "time_s", "s", None, "time until server has N, 0 ms"),
-    "time_s_20ms": ("small_20ms", "time_s", "s", 1.0, "time until server has N, 20 ms"),
-    "time_s_100ms": ("small_100ms", "time_s", "s", None, "time until server has N, 100 ms"),
-    "cpu_us_per_event": ("small_0ms", "cpu_us_per_event", "us", 3.0, "process CPU per event, 0 ms"),
+    "caller_p99_us": (
+        "tail_0ms", "caller_p99_us", "us", 0.5,
+        "caller cost p99 while the worker delivers flat out",
+    ),
+    "time_s_0ms": ("small_0ms", "time_s", "s", 1.0, "20k over 1,000 users, 0 ms (wall)"),
+    "time_s_20ms": ("small_20ms", "time_s", "s", 0.4, "20k over 1,000 users, 20 ms"),
+    "time_s_100ms": ("small_100ms", "time_s", "s", None, "20k over 1,000 users, 100 ms"),
+    "time_s_hot_20ms": ("hot_20ms", "time_s", "s", 1.0, "20k for ONE user, 20 ms"),
+    "cpu_us_per_event": ("small_0ms", "cpu_us_per_event", "us", 0.8, "CPU per event, HTTP"),
     "cpu_us_per_event_20ms": (
-        "small_20ms",
-        "cpu_us_per_event",
-        "us",
-        None,
-        "process CPU per event, 20 ms",
+        "small_20ms", "cpu_us_per_event", "us", None, "CPU per event, HTTP, 20 ms",
+    ),
+    "cpu_us_per_event_tls": ("tls_0ms", "cpu_us_per_event", "us", 0.9, "CPU per event, TLS"),
+    "time_s_tls_20ms": ("tls_20ms", "time_s", "s", 0.5, "20k over 1,000 users, TLS, 20 ms"),
+    "handshakes_tls_20ms": (
+        "tls_20ms", "handshakes", "count", None, "TLS handshakes for 20k events, 20 ms",
     ),
     "rss_peak_mb_stalled": (
-        "stalled",
-        "rss_peak_mb",
-        "MB",
-        1.0,
-        "peak RSS, queued behind a stalled server",
+        "stalled", "rss_peak_mb", "MB", 0.4, "peak RSS with 100k queued (stalled server)",
     ),
-}
+    "floor_cpu_http": (
+        "small_0ms", "cpu_us_per_event", "us", 1.5, "CPU per event, HTTP, vs the floor", "floor",
+    ),
+    "floor_cpu_tls": (
+        "tls_0ms", "cpu_us_per_event", "us", None, "CPU per event, TLS, vs the floor", "floor",
+    ),
+}  # fmt: skip
+#: Ratios of two courier-analytics figures: name -> (figure, over figure, target, what).
+SELF_RATIOS: dict[str, tuple[str, str, float, str]] = {
+    "hot_vs_spread_20ms": (
+        "time_s_hot_20ms", "time_s_20ms", 2.0, "one user / 1,000 users, 20 ms (ours)",
+    ),
+}  # fmt: skip
 REFERENCE_FIGURES: dict[str, tuple[str, str, str, str]] = {
     "trycourier_inline_us_0ms": ("inline_0ms", "caller_us", "us", "inline call, 0 ms"),
     "trycourier_inline_us_20ms": ("inline_20ms", "caller_us", "us", "inline call, 20 ms"),
@@ -105,11 +140,12 @@ def log(message: str) -> None:
 class Server:
     """A server process (``benchmarks.servers``) driven over JSON lines."""
 
-    def __init__(self, kind: str, max_lifetime: float) -> None:
+    def __init__(self, kind: str, max_lifetime: float, tls: tuple[Path, Path] | None = None):
         self.kind = kind
+        extra = [] if tls is None else ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.servers", "--kind", kind,
-             "--max-lifetime", str(max_lifetime)],
+             "--max-lifetime", str(max_lifetime), *extra],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )  # fmt: skip
         self.url: str = self._read(30)["url"]
@@ -141,12 +177,42 @@ class Server:
             self.proc.wait(10)
 
 
-def run_client(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+class ThrowawayCA:
+    """A CA and a certificate for 127.0.0.1, in a temporary directory, for one run."""
+
+    def __init__(self) -> None:
+        import trustme
+
+        self._dir = tempfile.TemporaryDirectory(prefix="courier-bench-tls-")
+        folder = Path(self._dir.name)
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = folder / "ca.pem"
+        self.cert_file = folder / "server.pem"
+        self.key_file = folder / "server.key"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        cert.private_key_pem.write_to_path(str(self.key_file))
+        cert.cert_chain_pems[0].write_to_path(str(self.cert_file))
+        for pem in cert.cert_chain_pems[1:]:
+            pem.write_to_path(str(self.cert_file), append=True)
+
+    def client_env(self) -> dict[str, str]:
+        """The environment of a client process that trusts this CA (and only it)."""
+        ca = str(self.ca_file)
+        return {**os.environ, "SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca}
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def run_client(
+    spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run one client subprocess and return its readings."""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.client", json.dumps(spec)],
-            cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=env,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"{spec['lib']} {spec['mode']} took more than {timeout}s") from exc
@@ -160,7 +226,12 @@ def run_client(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def measure(
-    lib: str, scenario: dict[str, Any], server: Server, args: argparse.Namespace, n: int
+    lib: str,
+    scenario: dict[str, Any],
+    server: Server,
+    args: argparse.Namespace,
+    n: int,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One client, one scenario: the client's and the server's readings combined."""
     mode = scenario["mode"]
@@ -178,19 +249,23 @@ def measure(
         "n": n,
         "warmup": warmup,
         "payload": scenario["payload"],
+        "users": scenario.get("users"),
+        "timing": scenario.get("timing"),
+        "connections": FLOOR_CONNECTIONS,
         "max_in_flight": args.max_in_flight if lib == "courier" else None,
         "settle_s": args.settle,
         "courier_src": str(args.courier_src) if args.courier_src else None,
     }
-    client = run_client(spec, args.timeout)
+    client = run_client(spec, args.timeout, env)
     if "courier_file" in client:
         args.courier_file = client["courier_file"]
-    record: dict[str, Any] = {
-        "n": n,
-        "caller_us": client["caller_us"],
-        "caller_cpu_us": client["caller_cpu_us"],
-        "rss_peak_mb": client["rss_peak_kb"] / 1024,
-    }
+    record: dict[str, Any] = {"n": n, "rss_peak_mb": client["rss_peak_kb"] / 1024}
+    for key in (
+        "caller_us", "caller_cpu_us", "caller_p50_us", "caller_p99_us", "caller_p999_us",
+        "caller_max_us",
+    ):  # fmt: skip
+        if key in client:
+            record[key] = client[key]
     if mode == "stall":
         record["rss_mb"] = client["rss_kb"] / 1024
         record["rss_base_mb"] = client["rss_base_kb"] / 1024
@@ -201,6 +276,10 @@ def measure(
     record["server_cpu_us_per_event"] = seen["cpu_s"] / n * 1e6
     record["server_events"] = seen["count"]
     record["server_requests"] = seen["requests"]
+    record["connections"] = seen.get("connections")
+    if seen.get("handshakes") is not None:
+        record["handshakes"] = seen["handshakes"]
+        record["resumed"] = seen["resumed"]
     reached = seen["reached_at"]
     record["time_s"] = None if reached is None else reached - client["t0"]
     if reached is None:
@@ -233,17 +312,31 @@ def summarise(rounds: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, A
         return medians.get(scenario, {}).get(lib, {}).get(reading)
 
     figures: dict[str, Any] = {}
-    for name, (scenario, reading, unit, target, what) in FIGURES.items():
-        ours, peer = pick(scenario, "courier", reading), pick(scenario, "segment", reading)
+    for name, (scenario, reading, unit, target, what, *rest) in FIGURES.items():
+        peer_lib = rest[0] if rest else "segment"
+        ours, peer = pick(scenario, "courier", reading), pick(scenario, peer_lib, reading)
         ratio = ours / peer if ours is not None and peer else None
         figures[name] = {
             "what": what,
             "unit": unit,
             "courier": ours,
-            "segment": peer,
+            "peer": peer_lib,
+            peer_lib: peer,
             "ratio": ratio,
             "target": target,
             "met": None if ratio is None or target is None else ratio <= target,
+        }
+    for name, (figure, over, target, what) in SELF_RATIOS.items():
+        top, bottom = figures[figure]["courier"], figures[over]["courier"]
+        ratio = top / bottom if top is not None and bottom else None
+        figures[name] = {
+            "what": what,
+            "unit": "ratio",
+            "courier": top,
+            "peer": "courier",
+            "ratio": ratio,
+            "target": target,
+            "met": None if ratio is None else ratio <= target,
         }
     reference: dict[str, Any] = {}
     for name, (scenario, reading, unit, what) in REFERENCE_FIGURES.items():
@@ -270,14 +363,16 @@ def _fmt(value: float | None, unit: str = "") -> str:
 def table(summary: dict[str, Any]) -> str:
     """The headline figures as a Markdown table."""
     lines = [
-        "| figure | courier-analytics | segment-analytics-python | ratio | target | met |",
-        "|---|---:|---:|---:|---:|:---:|",
+        "| figure | courier-analytics | peer | peer's | ratio | target | met |",
+        "|---|---:|---|---:|---:|---:|:---:|",
     ]
     for item in summary["figures"].values():
         target = item["target"]
         met = {True: "yes", False: "**no**", None: ""}[item["met"]]
+        peer = item["peer"]
+        shown = "-" if peer == "courier" else _fmt(item.get(peer))
         lines.append(
-            f"| {item['what']} ({item['unit']}) | {_fmt(item['courier'])} | {_fmt(item['segment'])}"
+            f"| {item['what']} ({item['unit']}) | {_fmt(item['courier'])} | {peer} | {shown}"
             f" | {_fmt(item['ratio'], 'ratio')} | {'<= ' + str(target) if target else ''} | {met} |"
         )
     for item in summary["reference"].values():
@@ -428,6 +523,7 @@ def write_result(
                     "httpcore",
                     "requests",
                     "uvicorn",
+                    "trustme",
                 )
             },
             "seconds": round(time.monotonic() - started, 1),
@@ -443,13 +539,19 @@ def write_result(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    missing = [d for d in ("segment-analytics-python", "trycourier", "uvicorn") if not _version(d)]
+    needed = ("segment-analytics-python", "trycourier", "uvicorn", "trustme")
+    missing = [d for d in needed if not _version(d)]
     if missing:
         log(f"missing benchmark dependencies: {', '.join(missing)}; "
             "run: pip install -r benchmarks/requirements.txt")  # fmt: skip
         return 2
     lifetime = args.timeout * 4 + 3600
+    tls = any(SCENARIOS.get(name, {}).get("tls") for name in args.scenarios)
+    ca = ThrowawayCA() if tls else None
     servers = {kind: Server(kind, lifetime) for kind in LIBS}
+    if ca is not None:
+        for kind in LIBS:
+            servers[kind + "_tls"] = Server(kind, lifetime, (ca.cert_file, ca.key_file))
     rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
     try:
         for index in range(args.rounds):
@@ -458,15 +560,28 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(this_round)
             for name in args.scenarios:
                 scenario = SCENARIOS.get(name) or REFERENCE[name]
-                libs = ("trycourier",) if name in REFERENCE else order
+                libs: tuple[str, ...] = ("trycourier",) if name in REFERENCE else order
+                if scenario.get("floor"):
+                    libs = (*libs, "floor")
+                suffix, env = "", None
+                if scenario.get("tls") and ca is not None:
+                    suffix, env = "_tls", ca.client_env()
                 for lib in libs:
-                    server = servers["segment" if lib == "segment" else "courier"]
+                    server = servers[("segment" if lib == "segment" else "courier") + suffix]
                     n = size_for(name, args)
-                    record = measure(lib, scenario, server, args, n)
+                    record = measure(lib, scenario, server, args, n, env)
                     this_round.setdefault(name, {})[lib] = record
                     shown = ", ".join(
                         f"{key}={_fmt(record.get(key))}"
-                        for key in ("caller_us", "time_s", "cpu_us_per_event", "rss_peak_mb")
+                        for key in (
+                            "caller_us",
+                            "caller_p99_us",
+                            "time_s",
+                            "cpu_us_per_event",
+                            "rss_peak_mb",
+                            "connections",
+                            "handshakes",
+                        )
                         if record.get(key) is not None
                     )
                     log(f"[round {index + 1}/{args.rounds}] {name:<12} {lib:<10} n={n}: {shown}")
@@ -475,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.close()
+        if ca is not None:
+            ca.close()
 
     result = write_result(args, argv, rounds, started, complete=True)
     print(table(result))

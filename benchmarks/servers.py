@@ -1,13 +1,17 @@
 """The benchmark's server process: the Courier stand-in or a Segment ``/v1/batch`` sink.
 
-Run as ``python -m benchmarks.servers --kind courier|segment``. It binds 127.0.0.1 on
-a free port, serves with uvicorn (httptools, uvloop: the same stack for both kinds)
-in a thread, prints ``{"url": ...}`` and then obeys JSON-line commands on stdin:
+Run as ``python -m benchmarks.servers --kind courier|segment [--tls-cert F --tls-key F]``.
+It binds 127.0.0.1 on a free port, serves with uvicorn (httptools, uvloop: the same
+stack for both kinds; TLS through uvicorn's ``ssl`` when a certificate is given) in a
+thread, prints ``{"url": ...}`` and then obeys JSON-line commands on stdin:
 
 - ``{"cmd": "reset", "latency_ms": 20, "hang": false, "target": 20100}``: forget
   counts, set the added latency (or hang every request), and the event count to time;
 - ``{"cmd": "wait", "timeout": 5}``: wait until ``target`` events were received and
-  answer ``{"count", "reached_at", "cpu_s", "requests"}``;
+  answer ``{"count", "reached_at", "cpu_s", "requests", "connections", "handshakes",
+  "resumed"}`` (connections: distinct client addresses seen since the reset;
+  handshakes and resumed: TLS handshakes completed since the reset, read from
+  OpenSSL's counters of the server's context, ``None`` without TLS);
 - ``{"cmd": "stop"}``.
 
 Events are counted on the server side when their request is answered with 2xx:
@@ -57,12 +61,14 @@ class Counter:
     def reset(self, target: int) -> None:
         self.count = 0
         self.requests = 0
+        self.clients: set[Any] = set()
         self.target = target
         self.reached_at: float | None = None
         self.reached = threading.Event()
 
-    def add(self, events: int) -> None:
+    def add(self, events: int, client: Any) -> None:
         self.requests += 1
+        self.clients.add(client)
         self.count += events
         if self.reached_at is None and self.count >= self.target > 0:
             self.reached_at = time.monotonic()
@@ -115,7 +121,7 @@ class SegmentSink:
         )
         await send({"type": "http.response.body", "body": answer})
         if ok:
-            self.counter.add(events)
+            self.counter.add(events, scope.get("client"))
 
 
 class CourierStandIn:
@@ -147,13 +153,15 @@ class CourierStandIn:
 
         result = await self.app(scope, receive, watch)
         if 200 <= status < 300:
-            self.counter.add(1)
+            self.counter.add(1, scope.get("client"))
         return result
 
 
-def _config(app: App) -> uvicorn.Config:
+def _config(app: App, cert: str | None, key: str | None) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         lifespan="off",
@@ -168,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=("courier", "segment"), required=True)
     parser.add_argument("--max-lifetime", type=float, default=1800.0)
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve https")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
 
     watchdog = threading.Timer(args.max_lifetime, os._exit, (3,))
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
-    server = uvicorn.Server(_config(app))
+    server = uvicorn.Server(_config(app, args.tls_cert, args.tls_key))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -192,9 +202,18 @@ def main(argv: list[str] | None = None) -> None:
     if not server.started:
         send_line(sys.stdout, {"error": "server did not start"})
         os._exit(2)
-    send_line(sys.stdout, {"url": f"http://127.0.0.1:{sock.getsockname()[1]}"})
+    scheme = "https" if args.tls_cert else "http"
+    send_line(sys.stdout, {"url": f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"})
+
+    def tls_counts() -> tuple[int, int] | None:
+        context = server.config.ssl
+        if context is None:
+            return None
+        stats = context.session_stats()
+        return stats["accept_good"], stats["hits"]
 
     cpu_at_reset = cpu_seconds()
+    tls_at_reset = tls_counts()
     for line in sys.stdin:  # EOF (the harness went away) ends the process
         command = orjson.loads(line)
         cmd = command["cmd"]
@@ -206,9 +225,15 @@ def main(argv: list[str] | None = None) -> None:
                 sink.latency_s, sink.hang = latency_ms / 1000, hang
             counter.reset(int(command.get("target", 0)))
             cpu_at_reset = cpu_seconds()
+            tls_at_reset = tls_counts()
             send_line(sys.stdout, {"ok": True})
         elif cmd == "wait":
             counter.reached.wait(float(command.get("timeout", 5)))
+            tls_now = tls_counts()
+            handshakes = resumed = None
+            if tls_now is not None and tls_at_reset is not None:
+                handshakes = tls_now[0] - tls_at_reset[0]
+                resumed = tls_now[1] - tls_at_reset[1]
             send_line(
                 sys.stdout,
                 {
@@ -216,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
                     "requests": counter.requests,
                     "reached_at": counter.reached_at,
                     "cpu_s": cpu_seconds() - cpu_at_reset,
+                    "connections": len(counter.clients),
+                    "handshakes": handshakes,
+                    "resumed": resumed,
                 },
             )
         elif cmd == "stop":

@@ -17,23 +17,34 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The headline figures: each has a value per client and a ratio ours / peer.
+#: The headline figures: each has a value for courier-analytics, one for its peer
+#: (Segment's library, or the floor) and a ratio ours / peer.
 FIGURES = (
     "caller_us_small",
     "caller_us_kb",
+    "caller_p99_us",
     "time_s_0ms",
     "time_s_20ms",
     "time_s_100ms",
+    "time_s_hot_20ms",
     "cpu_us_per_event",
     "cpu_us_per_event_20ms",
+    "cpu_us_per_event_tls",
+    "time_s_tls_20ms",
+    "handshakes_tls_20ms",
     "rss_peak_mb_stalled",
+    "floor_cpu_http",
+    "floor_cpu_tls",
 )
+#: Ratios of two courier-analytics figures.
+SELF_RATIOS = ("hot_vs_spread_20ms",)
 REFERENCE = ("trycourier_inline_us_0ms", "trycourier_inline_us_20ms")
 NEEDED = {
     "segment": "segment-analytics-python",
     "courier": "trycourier",
     "uvicorn": "uvicorn",
     "httptools": "httptools",
+    "trustme": "trustme",
 }
 
 
@@ -66,8 +77,13 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     incomplete = [
         f"{name}.{key}"
         for name in FIGURES
-        for key in ("courier", "segment", "ratio")
+        for key in ("courier", figures.get(name, {}).get("peer", "peer"), "ratio")
         if not _is_positive_number(figures.get(name, {}).get(key))
+    ]
+    incomplete += [
+        f"{name}.ratio"
+        for name in SELF_RATIOS
+        if not _is_positive_number(figures.get(name, {}).get("ratio"))
     ]
     incomplete += [
         f"{name}.trycourier"
@@ -75,6 +91,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
         if not _is_positive_number(result["reference"].get(name, {}).get("trycourier"))
     ]
     assert incomplete == []
+    assert figures["floor_cpu_tls"]["peer"] == "floor"
     assert result["meta"]["quick"] is True
     assert result["rounds_raw"]
     if importlib.util.find_spec("matplotlib") is not None:
