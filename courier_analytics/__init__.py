@@ -15,11 +15,9 @@ not ignored: the next call builds a new default client with it.
 
 from __future__ import annotations
 
-import sys
-
+from courier_analytics import _default
 from courier_analytics._client import Client, Stats
 from courier_analytics._default import (
-    SettingsModule,
     configure,
     default_client,
     flush,
@@ -113,4 +111,4 @@ page = proxy(Client.page)
 screen = proxy(Client.screen)
 alias = proxy(Client.alias)
 
-sys.modules[__name__].__class__ = SettingsModule
+_default.install(_default.core)

@@ -1,22 +1,25 @@
-"""The default client behind the module-level functions (``courier_analytics.track`` ...).
+"""Settings modules: module-level settings and the default client built from them.
 
-It is built lazily from the module's settings (``courier_analytics.api_key`` and
-the other names of :class:`Options`) on the first call. Assigning a setting, or
-calling :func:`configure`, marks it stale: the next call builds a new client from
-the new settings, and the old one delivers what it had queued in the background
-(and at exit, at the latest).
+``courier_analytics`` and ``courier_analytics.segment`` both work this way: their
+module-level settings (``courier_analytics.api_key``, ``segment.write_key``, ...)
+are read when the default client is built, lazily, on the first call. Assigning a
+setting marks it stale: the next call builds a new client from the new settings,
+and the old one delivers what it had queued in the background (and at exit, at
+the latest). :class:`DefaultClient` is that logic, once, for both modules.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
 
@@ -25,9 +28,13 @@ from courier_analytics._options import Options
 
 __all__ = [
     "SETTINGS",
+    "DefaultClient",
+    "SettingsModule",
     "configure",
+    "core",
     "default_client",
     "flush",
+    "install",
     "proxy",
     "retire",
     "shutdown",
@@ -43,37 +50,131 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _State:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.client: Client | None = None
-        self.stale = False
-        self.generation = 0  # bumped by every assignment of a setting
+class _Closable(Protocol):
+    def shutdown(self) -> None: ...
 
 
-_state = _State()
+C = TypeVar("C", bound=_Closable)
 
 
-def _package() -> types.ModuleType:
-    return sys.modules["courier_analytics"]
+class DefaultClient(Generic[C]):
+    """The lazily built client behind a settings module's functions.
+
+    Args:
+        module: Name of the settings module whose attributes are the settings.
+        settings: Names of the settings, each passed to ``build`` as a keyword.
+        build: Makes a client from the settings (``Client`` itself, usually).
+        published: A module attribute that mirrors the current client (Segment's
+            ``default_client``); assigning it replaces the client, ``None`` rebuilds.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        settings: frozenset[str],
+        build: Callable[..., C],
+        *,
+        published: str | None = None,
+    ) -> None:
+        self.module = module
+        self.settings = settings
+        self.published = published
+        self._build = build
+        self._lock = threading.Lock()  # held while a client is built or replaced
+        self._count_lock = threading.Lock()
+        self._generation = 0  # bumped by every assignment of a setting
+        # The client and the generation of the settings it was built from, as one
+        # value so that a reader without the lock never pairs one with the other's.
+        self._current: tuple[C, int] | None = None
+        _ALL.add(self)
+
+    def changed(self, name: str, value: object) -> None:
+        """Note that the module's attribute ``name`` was just assigned ``value``."""
+        if name in self.settings:
+            with self._count_lock:
+                self._generation += 1
+        elif name == self.published:
+            with self._lock:
+                self._current = None if value is None else (value, self._generation)  # type: ignore[assignment]
+
+    def peek(self) -> C | None:
+        """The current client, or ``None`` before the first call (builds nothing)."""
+        current = self._current
+        return None if current is None else current[0]
+
+    def get(self) -> C:
+        """The current client, built first if there is none or a setting changed since."""
+        current = self._current
+        if current is not None and current[1] == self._generation:
+            return current[0]
+        with self._lock:
+            current = self._current
+            if current is None or current[1] != self._generation:
+                module = sys.modules[self.module]
+                generation = self._generation
+                # A setting assigned while this builds bumps the generation past
+                # ``generation``, so the next call builds again with it.
+                fresh = self._build(**{name: getattr(module, name) for name in self.settings})
+                self._current = (fresh, generation)
+                self._publish(fresh)
+                if current is not None:
+                    logger.info(
+                        "courier-analytics: settings of %s changed; its default client was rebuilt",
+                        self.module,
+                    )
+                    retire(current[0])
+                return fresh
+            return current[0]
+
+    def take(self) -> C | None:
+        """Forget the current client and return it (the next call builds a new one)."""
+        with self._lock:
+            current, self._current = self._current, None
+            self._publish(None)
+        return None if current is None else current[0]
+
+    def _publish(self, client: C | None) -> None:
+        if self.published is not None:
+            # Straight into the module's dict: no SettingsModule.__setattr__ round trip.
+            sys.modules[self.module].__dict__[self.published] = client
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+
+
+_ALL: weakref.WeakSet[DefaultClient[Any]] = weakref.WeakSet()
+
+#: The default client of ``courier_analytics`` itself.
+core: DefaultClient[Client] = DefaultClient("courier_analytics", SETTINGS, Client)
 
 
 class SettingsModule(types.ModuleType):
-    """Module type of ``courier_analytics``: assigning a setting marks the default client stale."""
+    """Module type of a settings module: assigning a setting marks its default client stale."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if name in SETTINGS:
-            _state.generation += 1
-            _state.stale = True
+        defaults = self.__dict__.get("_defaults")
+        if isinstance(defaults, DefaultClient):
+            defaults.changed(name, value)
+
+
+def install(defaults: DefaultClient[Any]) -> None:
+    """Make ``defaults.module`` a settings module served by ``defaults``."""
+    module = sys.modules[defaults.module]
+    module.__dict__["_defaults"] = defaults
+    module.__class__ = SettingsModule
 
 
 def configure(**settings: Any) -> None:
     """Set several module-level settings at once (names as in :class:`Client`).
 
     Example:
-        >>> import courier_analytics as analytics
-        >>> analytics.configure(api_key="pk_test_123", region="eu", send=False)
+        ```python
+        import courier_analytics as analytics
+
+        analytics.configure(api_key="pk_test_123", region="eu", send=False)
+        ```
 
     Raises:
         TypeError: a name that is not a setting.
@@ -83,7 +184,7 @@ def configure(**settings: Any) -> None:
         raise TypeError(
             f"unknown setting(s) {', '.join(unknown)}; settings are: {', '.join(sorted(SETTINGS))}"
         )
-    module = _package()
+    module = sys.modules[core.module]
     for name, value in settings.items():
         setattr(module, name, value)
 
@@ -94,24 +195,10 @@ def default_client() -> Client:
     Raises:
         ConfigurationError: the settings are invalid (e.g. no API key anywhere).
     """
-    client = _state.client
-    if client is not None and not _state.stale:
-        return client
-    with _state.lock:
-        if _state.client is None or _state.stale:
-            module = _package()
-            generation = _state.generation
-            fresh = Client(**{name: getattr(module, name) for name in SETTINGS})
-            old, _state.client = _state.client, fresh
-            # A setting assigned while the client was being built makes it stale again.
-            _state.stale = _state.generation != generation
-            if old is not None:
-                logger.info("courier-analytics: settings changed; the default client was rebuilt")
-                retire(old)
-        return _state.client
+    return core.get()
 
 
-def retire(client: Client | Any) -> None:
+def retire(client: _Closable) -> None:
     """Shut an old client down without blocking the caller (which goes on with a new one).
 
     Its queue is delivered in the background, and at exit at the latest; when no thread
@@ -125,40 +212,48 @@ def retire(client: Client | Any) -> None:
         client.shutdown()
 
 
-def proxy(method: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
-    """A module-level function calling ``method`` on the default client."""
+def proxy(
+    method: Callable[Concatenate[Any, P], R], defaults: DefaultClient[Any] = core
+) -> Callable[P, R]:
+    """A module-level function calling ``method`` on the default client of ``defaults``.
+
+    It has ``method``'s name, docs and signature, less ``self``.
+    """
     name = method.__name__
 
     @functools.wraps(method)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = getattr(default_client(), name)(*args, **kwargs)
+        result: R = getattr(defaults.get(), name)(*args, **kwargs)
         return result
 
+    signature = inspect.signature(method)
+    parameters = list(signature.parameters.values())[1:]
+    call.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     return call
 
 
 def flush(timeout: float | None = None) -> bool:
     """Flush the default client, if one was made; see :meth:`Client.flush`."""
-    client = _state.client
+    client = core.peek()
     return True if client is None else client.flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> None:
     """Shut the default client down, if one was made; the next call builds a new one."""
-    with _state.lock:
-        client, _state.client = _state.client, None
+    client = core.take()
     if client is not None:
         client.shutdown(timeout)
 
 
 def stats() -> Stats | None:
     """The default client's :attr:`Client.stats`, or ``None`` before the first call."""
-    client = _state.client
+    client = core.peek()
     return None if client is None else client.stats
 
 
 def _after_fork_in_child() -> None:
-    _state.lock = threading.Lock()
+    for defaults in list(_ALL):
+        defaults._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

@@ -29,9 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import numbers
-import sys
 import threading
-import types
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -42,7 +40,7 @@ import httpx
 from courier_analytics import _errors
 from courier_analytics._client import Client as CourierClient
 from courier_analytics._client import Stats
-from courier_analytics._default import retire
+from courier_analytics._default import DefaultClient, install, proxy
 from courier_analytics._messages import Message, MessageFactory
 from courier_analytics._options import Options
 from courier_analytics._version import __version__
@@ -349,9 +347,15 @@ class Client:
     def _build(self) -> CourierClient:
         options = dict(self._options)
         try:
+            resolved = Options(**{**options, "send": False})
+            if options["send"] and not resolved.resolved_api_key():
+                raise InvalidArgumentError(
+                    "write_key is required: set analytics.write_key or Client(write_key=...) "
+                    "to your Courier API key, or set the COURIER_API_KEY environment variable "
+                    "(send=False needs no key)"
+                )
             if "transport" not in options and self.proxies:
-                url = Options(**{**options, "send": False}).resolved_base_url()
-                options["transport"] = _proxy_transport(self.proxies, url)
+                options["transport"] = _proxy_transport(self.proxies, resolved.resolved_base_url())
             return CourierClient(**options)
         except _errors.ConfigurationError as exc:
             raise InvalidArgumentError(str(exc)) from exc
@@ -681,150 +685,33 @@ oauth_scope: str = "tracking_api:write"
 courier_options: Mapping[str, Any] | None = None
 
 #: The client behind the module-level functions, built on the first call from the
-#: settings above (``None`` until then; assigning ``None`` makes the next call rebuild).
+#: settings above (``None`` until then; assigning ``None`` makes the next call rebuild,
+#: assigning a :class:`Client` makes the module functions use it).
 default_client: Client | None = None
 
-_lock = threading.Lock()
-_stale = [False]
-_generation = [0]  # bumped by every assignment of a setting
+_defaults: DefaultClient[Client] = DefaultClient(
+    __name__, SETTINGS, Client, published="default_client"
+)
 
+# As in Segment's library, every module function (flush, join and shutdown too)
+# builds the default client from the settings when there is none.
+identify = proxy(Client.identify, _defaults)
+"""Send an identify call on the default client; see `Client.identify`."""
+track = proxy(Client.track, _defaults)
+"""Send a track call on the default client; see `Client.track`."""
+group = proxy(Client.group, _defaults)
+"""Send a group call on the default client; see `Client.group`."""
+alias = proxy(Client.alias, _defaults)
+"""Send an alias call on the default client; see `Client.alias`."""
+page = proxy(Client.page, _defaults)
+"""Send a page call on the default client; see `Client.page`."""
+screen = proxy(Client.screen, _defaults)
+"""Send a screen call on the default client; see `Client.screen`."""
+flush = proxy(Client.flush, _defaults)
+"""Wait until the default client has delivered what is pending; see `Client.flush`."""
+join = proxy(Client.join, _defaults)
+"""Deliver what is pending and stop the default client's worker; see `Client.join`."""
+shutdown = proxy(Client.shutdown, _defaults)
+"""Flush, then stop the default client's worker; see `Client.shutdown`."""
 
-class _SettingsModule(types.ModuleType):
-    """Module type of ``courier_analytics.segment``: a changed setting rebuilds the client."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if name in SETTINGS:
-            _generation[0] += 1
-            _stale[0] = True
-
-
-def _client() -> Client:
-    global default_client
-    client = default_client
-    if client is not None and not _stale[0]:
-        return client
-    with _lock:
-        if default_client is None or _stale[0]:
-            settings = globals()
-            generation = _generation[0]
-            fresh = Client(**{name: settings[name] for name in SETTINGS})
-            old, default_client = default_client, fresh
-            # A setting assigned while the client was being built keeps it stale.
-            _stale[0] = _generation[0] != generation
-            if old is not None:
-                logger.info("courier-analytics: segment settings changed; client rebuilt")
-                retire(old)
-        return default_client
-
-
-def track(
-    user_id: object = None,
-    event: str | None = None,
-    properties: Mapping[str, Any] | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: _dt.datetime | None = None,
-    anonymous_id: object = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: object = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Send a track call on the default client; see :meth:`Client.track`."""
-    return _client().track(user_id, event, properties, context, timestamp, anonymous_id,
-                           integrations, message_id)  # fmt: skip
-
-
-def identify(
-    user_id: object = None,
-    traits: Mapping[str, Any] | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: _dt.datetime | None = None,
-    anonymous_id: object = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: object = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Send an identify call on the default client; see :meth:`Client.identify`."""
-    return _client().identify(user_id, traits, context, timestamp, anonymous_id, integrations,
-                              message_id)  # fmt: skip
-
-
-def group(
-    user_id: object = None,
-    group_id: object = None,
-    traits: Mapping[str, Any] | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: _dt.datetime | None = None,
-    anonymous_id: object = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: object = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Send a group call on the default client; see :meth:`Client.group`."""
-    return _client().group(user_id, group_id, traits, context, timestamp, anonymous_id,
-                           integrations, message_id)  # fmt: skip
-
-
-def alias(
-    previous_id: object = None,
-    user_id: object = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: _dt.datetime | None = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: object = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Send an alias call on the default client; see :meth:`Client.alias`."""
-    return _client().alias(previous_id, user_id, context, timestamp, integrations, message_id)
-
-
-def page(
-    user_id: object = None,
-    category: str | None = None,
-    name: str | None = None,
-    properties: Mapping[str, Any] | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: _dt.datetime | None = None,
-    anonymous_id: object = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: object = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Send a page call on the default client; see :meth:`Client.page`."""
-    return _client().page(user_id, category, name, properties, context, timestamp,
-                          anonymous_id, integrations, message_id)  # fmt: skip
-
-
-def screen(
-    user_id: object = None,
-    category: str | None = None,
-    name: str | None = None,
-    properties: Mapping[str, Any] | None = None,
-    context: Mapping[str, Any] | None = None,
-    timestamp: _dt.datetime | None = None,
-    anonymous_id: object = None,
-    integrations: Mapping[str, Any] | None = None,
-    message_id: object = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Send a screen call on the default client; see :meth:`Client.screen`."""
-    return _client().screen(user_id, category, name, properties, context, timestamp,
-                            anonymous_id, integrations, message_id)  # fmt: skip
-
-
-def flush() -> None:
-    """Wait until the default client has delivered what is pending (no-op before any call)."""
-    client = default_client
-    if client is not None:
-        client.flush()
-
-
-def join() -> None:
-    """Deliver what is pending and stop the default client's worker (works in sync mode)."""
-    client = default_client
-    if client is not None:
-        client.join()
-
-
-def shutdown() -> None:
-    """Flush and stop the default client's worker; a later call starts a new one."""
-    client = default_client
-    if client is not None:
-        client.shutdown()
-
-
-sys.modules[__name__].__class__ = _SettingsModule
+install(_defaults)

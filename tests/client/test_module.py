@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
+import threading
+import types
+
 import attrs
 import httpx
 import pytest
@@ -105,3 +110,62 @@ def test_sync_mode_setting_sends_inline() -> None:
     analytics.configure(api_key="k", sync_mode=True, transport=httpx.MockTransport(handler))
     analytics.track("E", user_id="u1")
     assert seen == ["/inbound/segment"]
+
+
+def test_module_functions_show_the_real_signature() -> None:
+    """inspect.signature(analytics.track) is Client.track's without self."""
+    method = inspect.signature(Client.track)
+    assert inspect.signature(analytics.track) == method.replace(
+        parameters=list(method.parameters.values())[1:]
+    )
+    assert str(inspect.signature(analytics.identify)).startswith("(user_id")
+
+
+class _Built:
+    """A stand-in client: remembers its settings and whether it was shut down."""
+
+    def __init__(self, **settings: object) -> None:
+        self.settings = settings
+        self.closed = threading.Event()
+
+    def shutdown(self) -> None:
+        self.closed.set()
+
+
+def _settings_module(monkeypatch: pytest.MonkeyPatch, build: object) -> types.ModuleType:
+    module = types.ModuleType("settings_under_test")
+    module.colour = "red"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    _default.install(_default.DefaultClient(module.__name__, frozenset({"colour"}), build))  # type: ignore[arg-type]
+    return module
+
+
+def test_settings_module_rebuilds_and_retires_the_old_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new setting gives a new client built with it; the old one is shut down."""
+    module = _settings_module(monkeypatch, _Built)
+    defaults = module._defaults
+    first = defaults.get()
+    assert defaults.get() is first
+    module.colour = "blue"  # type: ignore[attr-defined]
+    second = defaults.get()
+    assert second.settings == {"colour": "blue"}
+    assert first.closed.wait(10)
+    assert not second.closed.is_set()
+
+
+def test_a_setting_assigned_during_a_rebuild_keeps_the_client_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A setting assigned while the client is being built is not lost: the next call rebuilds."""
+    module: types.ModuleType
+
+    def build(**settings: object) -> _Built:
+        if settings["colour"] == "red":  # another thread assigns while this one builds
+            module.colour = "green"  # type: ignore[attr-defined]
+        return _Built(**settings)
+
+    module = _settings_module(monkeypatch, build)
+    assert module._defaults.get().settings == {"colour": "red"}
+    assert module._defaults.get().settings == {"colour": "green"}

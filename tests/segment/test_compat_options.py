@@ -14,7 +14,7 @@ from .conftest import FakeCourier
 
 def test_write_key_missing_raises_assertion_error() -> None:
     """No write key anywhere while sending raises AssertionError, as Segment's require()."""
-    with pytest.raises(AssertionError, match="api_key"):
+    with pytest.raises(AssertionError, match="write_key is required"):
         segment.Client()
 
 
@@ -171,10 +171,20 @@ def test_changing_a_setting_rebuilds_the_default_client(courier: FakeCourier) ->
 
 
 @pytest.mark.parametrize("name", ["flush", "join", "shutdown"])
-def test_lifecycle_functions_before_any_call_are_harmless(name: str) -> None:
-    """flush, join and shutdown before any call build no client and raise nothing."""
+def test_lifecycle_functions_build_the_default_client_from_the_settings(name: str) -> None:
+    """flush, join and shutdown before any call build the default client, as Segment's do."""
+    segment.write_key = "module-key"
+    segment.send = False
     getattr(segment, name)()
-    assert segment.default_client is None
+    assert segment.default_client is not None
+    assert segment.default_client.write_key == "module-key"
+
+
+@pytest.mark.parametrize("name", ["flush", "join", "shutdown"])
+def test_lifecycle_functions_without_a_write_key_raise_as_segment_does(name: str) -> None:
+    """With no write_key anywhere they raise at once, as Segment's require() does."""
+    with pytest.raises(AssertionError, match="write_key"):
+        getattr(segment, name)()
 
 
 def test_module_every_call_type(courier: FakeCourier) -> None:
@@ -202,3 +212,13 @@ def test_assigning_default_client_none_rebuilds() -> None:
     segment.default_client = None
     segment.track("u1", "Clicked")
     assert segment.default_client is not None
+
+
+def test_assigning_a_client_to_default_client_makes_module_functions_use_it() -> None:
+    """A Client assigned to default_client (as Segment allows) serves the module functions."""
+    mine = segment.Client("mine", send=False)
+    segment.default_client = mine
+    ok, _ = segment.track("u1", "Clicked")
+    assert ok
+    assert segment.default_client is mine
+    assert mine.stats.made == 1
