@@ -18,6 +18,8 @@ from __future__ import annotations
 from courier_analytics import _default
 from courier_analytics._client import Client, Stats
 from courier_analytics._default import (
+    aflush,
+    ashutdown,
     configure,
     default_client,
     flush,
@@ -65,7 +67,9 @@ __all__ = [
     "RetryPolicy",
     "Stats",
     "__version__",
+    "aflush",
     "alias",
+    "ashutdown",
     "configure",
     "default_client",
     "flush",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -584,6 +585,49 @@ class Client:
         # Cancelling what is in flight takes milliseconds; a short floor lets the
         # reports of what was not delivered land before this returns.
         self._worker.stop(max(0.2, deadline - time.monotonic()))
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """`flush` for async code: awaits delivery while the event loop goes on.
+
+        Args:
+            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+
+        Returns:
+            ``True`` when nothing is left pending, ``False`` when the timeout passed first.
+        """
+        wait = self._options.flush_timeout if timeout is None else timeout
+        done = await self._worker.wait_idle_async(wait)
+        if not done:
+            logger.info(
+                "courier-analytics: aflush gave up after %ss with %d message(s) pending",
+                wait,
+                self._worker.pending,
+            )
+        return done
+
+    async def ashutdown(self, timeout: float | None = None) -> None:
+        """`shutdown` for async code: the event loop goes on while it waits.
+
+        Args:
+            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+        """
+        self._worker.close()
+        wait = self._options.flush_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        await self._worker.wait_idle_async(wait)
+        # Stopping joins the worker thread (milliseconds): on a thread, not on the loop.
+        await asyncio.to_thread(self._worker.stop, max(0.2, deadline - time.monotonic()))
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.ashutdown()
 
     def __enter__(self) -> Client:
         return self

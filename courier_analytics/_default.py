@@ -30,6 +30,8 @@ __all__ = [
     "SETTINGS",
     "DefaultClient",
     "SettingsModule",
+    "aflush",
+    "ashutdown",
     "configure",
     "core",
     "default_client",
@@ -243,6 +245,19 @@ def shutdown(timeout: float | None = None) -> None:
     client = core.take()
     if client is not None:
         client.shutdown(timeout)
+
+
+async def aflush(timeout: float | None = None) -> bool:
+    """Flush the default client from async code, if one was made; see `Client.aflush`."""
+    client = core.peek()
+    return True if client is None else await client.aflush(timeout)
+
+
+async def ashutdown(timeout: float | None = None) -> None:
+    """Shut the default client down from async code; see `Client.ashutdown`."""
+    client = core.take()
+    if client is not None:
+        await client.ashutdown(timeout)
 
 
 def stats() -> Stats | None:

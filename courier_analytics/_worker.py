@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from typing import Any
+from typing import Any, Protocol
 
 import backoff
 import httpx
@@ -56,6 +56,26 @@ def _retry_time_left() -> float:
 
 
 Reporter = Callable[[BaseException, Message], None]
+
+
+class _IdleWaiter(Protocol):
+    def set(self) -> None: ...
+
+
+class _LoopWaiter:
+    """An idle waiter that resolves a future on another thread's event loop (``aflush``)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class WorkerUnavailable(Exception):
@@ -100,7 +120,7 @@ class Worker:
         self._sleeping = False
         self._stopping = False
         self._waiter: asyncio.Future[None] | None = None
-        self._idle_events: list[threading.Event] = []
+        self._idle_events: list[_IdleWaiter] = []
         self._idle_lock = threading.Lock()
         self._lanes: dict[str, deque[Message]] = {}
         self._ready: asyncio.Queue[str] | None = None
@@ -193,6 +213,29 @@ class Worker:
         if self._thread is None:  # released because the worker ended, not because idle
             return not self.queue and not self.held
         return done
+
+    async def wait_idle_async(self, timeout: float | None) -> bool:
+        """``wait_idle`` for a coroutine: the caller's event loop goes on meanwhile."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return not self.queue and not self.held
+        waiter = _LoopWaiter()
+        with self._idle_lock:
+            self._idle_events.append(waiter)
+        try:
+            if self._thread is None:  # it ended meanwhile, after releasing the waiters
+                return not self.queue and not self.held
+            self._call_soon(self._drain)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+            except (TimeoutError, asyncio.TimeoutError):  # two classes before Python 3.11
+                return False
+            if self._thread is None:  # released because the worker ended, not because idle
+                return not self.queue and not self.held
+            return True
+        finally:
+            with self._idle_lock, contextlib.suppress(ValueError):
+                self._idle_events.remove(waiter)
 
     def stop(self, timeout: float | None) -> None:
         """Stop the thread; what is still pending is reported as not delivered."""

@@ -21,8 +21,8 @@ PUBLIC = {
     "CourierAnalyticsError", "DEFAULT_EVENT_PREFIX", "DeliveryError", "ErrorHandler",
     "MAX_REQUEST_BYTES", "Message", "MessageTooLargeError", "NotDeliveredError", "Options",
     "QueueFullError", "REGIONS", "RejectedError", "RetriesExhaustedError", "RetryPolicy",
-    "Stats", "__version__", "alias", "configure", "default_client", "flush", "group",
-    "identify", "page", "screen", "shutdown", "stats", "track",
+    "Stats", "__version__", "aflush", "alias", "ashutdown", "configure", "default_client",
+    "flush", "group", "identify", "page", "screen", "shutdown", "stats", "track",
 }  # fmt: skip
 
 

@@ -1,0 +1,27 @@
+"""Fixtures for the framework integrations: one local Courier stand-in for the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from courier_analytics.devserver import DevServer, Faults
+
+KEY = "integrations-key-7c2e"
+MAPPINGS = {"Segment-TrackEvent:Export Finished": "tmpl_export"}
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[DevServer]:
+    """One stand-in on 127.0.0.1 for every integration test."""
+    with DevServer(api_key=KEY, mappings=MAPPINGS, max_events=100_000) as running:
+        yield running
+
+
+@pytest.fixture
+def courier(server: DevServer) -> DevServer:
+    """The stand-in, emptied and without faults."""
+    server.set_faults(Faults())
+    server.reset()
+    return server
