@@ -1,15 +1,17 @@
 """courier-analytics: Segment-style analytics calls delivered straight to Courier.
 
-Use the module-level functions with module settings, as with Segment's library::
+Use the module-level functions with module settings, as with Segment's library:
 
-    import courier_analytics as analytics
+```python
+import courier_analytics as analytics
 
-    analytics.api_key = "..."  # or the COURIER_API_KEY environment variable
-    analytics.identify("user_123", {"email": "carrier.pigeon@example.com"})
-    analytics.track("Login Button Clicked", {"plan": "pro"}, user_id="user_123")
-    analytics.flush()
+analytics.api_key = "..."  # or the COURIER_API_KEY environment variable
+analytics.identify("user_123", {"email": "carrier.pigeon@example.com"})
+analytics.track("Login Button Clicked", {"plan": "pro"}, user_id="user_123")
+analytics.flush()
+```
 
-or a :class:`Client` of your own. Assigning a setting after the first call is
+or a [`Client`][courier_analytics.Client] of your own. Assigning a setting after the first call is
 not ignored: the next call builds a new default client with it.
 """
 

@@ -1,4 +1,4 @@
-"""``python -m courier_analytics``: the same as the ``courier-analytics`` command."""
+"""`python -m courier_analytics`: the same as the `courier-analytics` command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Process-wide capture hook used by :mod:`courier_analytics.testing`.
+"""Process-wide capture hook used by [`courier_analytics.testing`][courier_analytics.testing].
 
 While at least one recorder is registered, every client (the default one and the
 Segment shim's included) hands each message it makes to the recorders and sends
@@ -22,14 +22,14 @@ _lock = threading.Lock()
 
 
 def add_recorder(recorder: Recorder) -> None:
-    """Start handing every message made by any client to ``recorder``."""
+    """Start handing every message made by any client to `recorder`."""
     global recorders
     with _lock:
         recorders = (*recorders, recorder)
 
 
 def remove_recorder(recorder: Recorder) -> None:
-    """Stop handing messages to ``recorder`` (no error if it was not registered)."""
+    """Stop handing messages to `recorder` (no error if it was not registered)."""
     global recorders
     with _lock:
         recorders = tuple(r for r in recorders if r is not recorder)

@@ -1,4 +1,4 @@
-"""The ``courier-analytics`` command: the local stand-in, one-off calls, and the demo.
+"""The `courier-analytics` command: the local stand-in, one-off calls, and the demo.
 
 Exit codes: 0 success; 1 a message was not delivered; 2 bad usage or bad input.
 """

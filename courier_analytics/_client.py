@@ -46,8 +46,8 @@ DROP_LOG_INTERVAL = 10.0
 class Stats:
     """Counts of what a client did with the messages made through it.
 
-    At any quiet moment (after :meth:`Client.flush`),
-    ``made == delivered + failed + dropped + skipped + pending``.
+    At any quiet moment (after [`Client.flush`][courier_analytics.Client.flush]),
+    `made == delivered + failed + dropped + skipped + pending`.
 
     Attributes:
         made: Calls that produced a valid message.
@@ -55,12 +55,12 @@ class Stats:
         delivered: Messages Courier accepted.
         retried: Retry attempts (not messages): a message retried twice counts 2.
         failed: Messages that will not be delivered: refused by Courier, out of
-            retries, or still pending at shutdown. Each was passed to ``on_error``.
+            retries, or still pending at shutdown. Each was passed to `on_error`.
         dropped: Messages refused because the queue was full or the client closed.
-            Each was passed to ``on_error``.
+            Each was passed to `on_error`.
         skipped: Messages not sent by design: a type the route does not deliver
-            (page, screen, alias; group on route ``"api"``), ``send=False``, or
-            captured by :func:`courier_analytics.testing.capture`.
+            (page, screen, alias; group on route `"api"`), `send=False`, or
+            captured by [`courier_analytics.testing.capture`][courier_analytics.testing.capture].
         pending: Messages queued or being delivered right now.
     """
 
@@ -75,10 +75,11 @@ class Stats:
 
     @property
     def unaccounted(self) -> int:
-        """``made - (delivered + failed + dropped + skipped + pending)``: 0 when quiet.
+        """`made - (delivered + failed + dropped + skipped + pending)`: 0 when quiet.
 
         Nonzero only for an instant while a message moves between two counters;
-        after :meth:`Client.flush` it is always 0. Anything else is a bug.
+        after [`Client.flush`][courier_analytics.Client.flush] it is always 0. Anything else is a
+        bug.
         """
         settled = self.delivered + self.failed + self.dropped + self.skipped + self.pending
         return self.made - settled
@@ -94,28 +95,31 @@ class Client:
     """Queues analytics calls and delivers them to Courier from a background thread.
 
     Every call validates its arguments, snapshots them as JSON, queues the message
-    and returns its ``messageId`` in microseconds; bad arguments raise
-    :class:`TypeError` or :class:`ValueError` there and then. Delivery problems
-    never raise into the caller: they are counted in :attr:`stats`, logged without
-    the payload and passed to ``on_error``.
+    and returns its `messageId` in microseconds; bad arguments raise
+    `TypeError` or `ValueError` there and then. Delivery problems
+    never raise into the caller: they are counted in [`stats`][courier_analytics.Client.stats],
+    logged without the payload and passed to `on_error`.
 
     Example:
-        >>> from courier_analytics import Client
-        >>> with Client(api_key="pk_test_123", send=False) as client:
-        ...     message_id = client.track("Order Completed", {"total": 42}, user_id="u1")
+        ```python
+        from courier_analytics import Client
+
+        with Client(api_key="pk_test_123", send=False) as client:
+            message_id = client.track("Order Completed", {"total": 42}, user_id="u1")
+        ```
 
     Args:
-        api_key: Courier API key (auth token). Defaults to ``COURIER_API_KEY``, then
-            ``COURIER_AUTH_TOKEN``. Never logged or shown in ``repr()``.
-        region: ``"us"`` (``https://api.courier.com``) or ``"eu"``
-            (``https://api.eu.courier.com``).
-        base_url: Courier's URL; wins over ``region``. Defaults to ``COURIER_BASE_URL``.
-            Plain ``http://`` is refused unless the host is this machine or
-            ``allow_insecure_http`` is set.
-        route: ``"segment"`` posts Segment-spec messages to ``/inbound/segment`` as
-            Segment's Courier destination does; ``"api"`` applies the same meaning
-            on Courier's documented API (``/profiles/{id}``, ``/inbound/courier``).
-        event_prefix: Put before track event names on route ``"api"``.
+        api_key: Courier API key (auth token). Defaults to `COURIER_API_KEY`, then
+            `COURIER_AUTH_TOKEN`. Never logged or shown in `repr()`.
+        region: `"us"` (`https://api.courier.com`) or `"eu"`
+            (`https://api.eu.courier.com`).
+        base_url: Courier's URL; wins over `region`. Defaults to `COURIER_BASE_URL`.
+            Plain `http://` is refused unless the host is this machine or
+            `allow_insecure_http` is set.
+        route: `"segment"` posts Segment-spec messages to `/inbound/segment` as
+            Segment's Courier destination does; `"api"` applies the same meaning
+            on Courier's documented API (`/profiles/{id}`, `/inbound/courier`).
+        event_prefix: Put before track event names on route `"api"`.
         max_queue_size: Messages queued or in delivery at most; beyond it new
             messages are dropped (counted and reported, never raised).
         max_in_flight: Requests in flight at once, each on its own keep-alive
@@ -125,24 +129,27 @@ class Client:
         timeout: Seconds allowed for each of connect, write, read of one request.
         max_retries: Retries of a message after its first attempt.
         max_retry_time: Seconds after the first attempt past which no retry starts.
-        retry: A full :class:`RetryPolicy`; overrides ``max_retries``/``max_retry_time``.
-        on_error: Called as ``on_error(exc, message)`` for every message that is
-            dropped or not delivered; ``exc`` is a :class:`CourierAnalyticsError`.
-            Runs on the worker thread (or the caller's, for drops): keep it quick.
+        retry: A full [`RetryPolicy`][courier_analytics.RetryPolicy]; overrides
+            `max_retries`/`max_retry_time`.
+        on_error: Called as `on_error(exc, message)` for every message that is
+            dropped or not delivered; `exc` is a
+            [`CourierAnalyticsError`][courier_analytics.CourierAnalyticsError]. Runs on the worker
+            thread (or the caller's, for drops): keep it quick.
         sync_mode: Deliver each message before the call returns (scripts, tests).
-        send: ``False`` validates and counts messages (as skipped) but sends nothing.
+        send: `False` validates and counts messages (as skipped) but sends nothing.
         debug: Log at DEBUG level to stderr (type, id and size of messages only).
         transport: An httpx transport (sync or async), e.g. for a proxy or tests.
-        views_as_track: Send ``page``/``screen`` calls as track events named
-            ``Viewed <name> Page`` / ``Viewed <name> Screen``.
+        views_as_track: Send `page`/`screen` calls as track events named
+            `Viewed <name> Page` / `Viewed <name> Screen`.
         flush_at_exit: Deliver what is pending when the interpreter exits.
         exit_timeout: Seconds that delivery at exit may take.
-        flush_timeout: Default timeout of :meth:`flush` and :meth:`shutdown`.
+        flush_timeout: Default timeout of [`flush`][courier_analytics.Client.flush] and
+            [`shutdown`][courier_analytics.Client.shutdown].
         max_message_bytes: Largest encoded message accepted at the call.
-        allow_insecure_http: Allow a plain ``http://`` base URL to another host.
+        allow_insecure_http: Allow a plain `http://` base URL to another host.
 
     Raises:
-        ConfigurationError: An option is invalid, or no API key is set while ``send``.
+        ConfigurationError: An option is invalid, or no API key is set while `send`.
     """
 
     def __init__(
@@ -204,7 +211,7 @@ class Client:
 
     @classmethod
     def from_options(cls, options: Options) -> Client:
-        """Build a client from an :class:`Options` value."""
+        """Build a client from an [`Options`][courier_analytics.Options] value."""
         return cls(**attrs.asdict(options, recurse=False))
 
     def _init(self, options: Options) -> None:
@@ -247,12 +254,12 @@ class Client:
 
     @property
     def options(self) -> Options:
-        """The options this client was built with (the API key masked in ``repr()``)."""
+        """The options this client was built with (the API key masked in `repr()`)."""
         return self._options
 
     @property
     def stats(self) -> Stats:
-        """A snapshot of this client's counters; see :class:`Stats`."""
+        """A snapshot of this client's counters; see [`Stats`][courier_analytics.Stats]."""
         worker = self._worker
         with self._lock:
             made, dropped, skipped = self._made, self._dropped, self._skipped
@@ -280,20 +287,20 @@ class Client:
         message_id: str | None = None,
         integrations: Mapping[str, Any] | None = None,
     ) -> str:
-        """Merge ``traits`` into the user's Courier profile.
+        """Merge `traits` into the user's Courier profile.
 
         Args:
-            user_id: Whose profile; required unless ``anonymous_id`` is given.
-            traits: Profile fields, e.g. ``{"email": ..., "phone_number": ...}``.
-                A trait set to ``None`` removes that field from the profile.
-            anonymous_id: Used when there is no ``user_id``.
-            context: Segment ``context``; ``library`` is set on a copy.
-            timestamp: When it happened (a ``datetime``; naive means local time).
+            user_id: Whose profile; required unless `anonymous_id` is given.
+            traits: Profile fields, e.g. `{"email": ..., "phone_number": ...}`.
+                A trait set to `None` removes that field from the profile.
+            anonymous_id: Used when there is no `user_id`.
+            context: Segment `context`; `library` is set on a copy.
+            timestamp: When it happened (a `datetime`; naive means local time).
             message_id: A stable id of your own, for idempotent retries; default a UUID4.
-            integrations: Segment ``integrations`` object, passed through.
+            integrations: Segment `integrations` object, passed through.
 
         Returns:
-            The message's ``messageId``.
+            The message's `messageId`.
         """
         return self._dispatch(
             self._factory.identify(
@@ -319,23 +326,23 @@ class Client:
         message_id: str | None = None,
         integrations: Mapping[str, Any] | None = None,
     ) -> str:
-        """Record that the user did ``event``; Courier sees ``Segment-TrackEvent:<event>``.
+        """Record that the user did `event`; Courier sees `Segment-TrackEvent:<event>`.
 
         If the event is mapped to a notification in Courier, it is sent to the
         user with the message as its data.
 
         Args:
-            event: The event name, e.g. ``"Order Completed"``.
+            event: The event name, e.g. `"Order Completed"`.
             properties: The event's data.
-            user_id: Who did it; required unless ``anonymous_id`` is given.
-            anonymous_id: Used when there is no ``user_id``.
-            context: Segment ``context``; ``library`` is set on a copy.
-            timestamp: When it happened (a ``datetime``; naive means local time).
+            user_id: Who did it; required unless `anonymous_id` is given.
+            anonymous_id: Used when there is no `user_id`.
+            context: Segment `context`; `library` is set on a copy.
+            timestamp: When it happened (a `datetime`; naive means local time).
             message_id: A stable id of your own, for idempotent retries; default a UUID4.
-            integrations: Segment ``integrations`` object, passed through.
+            integrations: Segment `integrations` object, passed through.
 
         Returns:
-            The message's ``messageId``.
+            The message's `messageId`.
         """
         return self._dispatch(
             self._factory.track(
@@ -362,10 +369,10 @@ class Client:
         message_id: str | None = None,
         integrations: Mapping[str, Any] | None = None,
     ) -> str:
-        """Associate the user with a group (sent on route ``"segment"``; Courier logs it).
+        """Associate the user with a group (sent on route `"segment"`; Courier logs it).
 
         Returns:
-            The message's ``messageId``.
+            The message's `messageId`.
         """
         return self._dispatch(
             self._factory.group(
@@ -393,10 +400,10 @@ class Client:
         message_id: str | None = None,
         integrations: Mapping[str, Any] | None = None,
     ) -> str:
-        """Record a page view: validated and skipped, or a track event with ``views_as_track``.
+        """Record a page view: validated and skipped, or a track event with `views_as_track`.
 
         Returns:
-            The message's ``messageId``.
+            The message's `messageId`.
         """
         return self._dispatch(
             self._factory.view(
@@ -426,10 +433,10 @@ class Client:
         message_id: str | None = None,
         integrations: Mapping[str, Any] | None = None,
     ) -> str:
-        """Record a screen view: validated and skipped, or a track event with ``views_as_track``.
+        """Record a screen view: validated and skipped, or a track event with `views_as_track`.
 
         Returns:
-            The message's ``messageId``.
+            The message's `messageId`.
         """
         return self._dispatch(
             self._factory.view(
@@ -456,10 +463,10 @@ class Client:
         message_id: str | None = None,
         integrations: Mapping[str, Any] | None = None,
     ) -> str:
-        """Link ``previous_id`` to ``user_id``: validated and skipped (Courier has no alias).
+        """Link `previous_id` to `user_id`: validated and skipped (Courier has no alias).
 
         Returns:
-            The message's ``messageId``.
+            The message's `messageId`.
         """
         return self._dispatch(
             self._factory.alias(
@@ -554,10 +561,10 @@ class Client:
         """Wait until every queued message is delivered or has failed.
 
         Args:
-            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+            timeout: Seconds to wait at most; default the client's `flush_timeout`.
 
         Returns:
-            ``True`` when nothing is left pending, ``False`` when the timeout passed first.
+            `True` when nothing is left pending, `False` when the timeout passed first.
         """
         wait = self._options.flush_timeout if timeout is None else timeout
         done = self._worker.wait_idle(wait)
@@ -572,11 +579,12 @@ class Client:
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush, then stop the worker; later calls are dropped and reported.
 
-        What is still pending when ``timeout`` passes is counted as failed and
-        passed to ``on_error`` as :class:`NotDeliveredError`. Calling it again is harmless.
+        What is still pending when `timeout` passes is counted as failed and
+        passed to `on_error` as [`NotDeliveredError`][courier_analytics.NotDeliveredError]. Calling
+        it again is harmless.
 
         Args:
-            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+            timeout: Seconds to wait at most; default the client's `flush_timeout`.
         """
         self._worker.close()
         wait = self._options.flush_timeout if timeout is None else timeout

@@ -1,11 +1,12 @@
 """Settings modules: module-level settings and the default client built from them.
 
-``courier_analytics`` and ``courier_analytics.segment`` both work this way: their
-module-level settings (``courier_analytics.api_key``, ``segment.write_key``, ...)
+`courier_analytics` and `courier_analytics.segment` both work this way: their
+module-level settings (`courier_analytics.api_key`, `segment.write_key`, ...)
 are read when the default client is built, lazily, on the first call. Assigning a
 setting marks it stale: the next call builds a new client from the new settings,
 and the old one delivers what it had queued in the background (and at exit, at
-the latest). :class:`DefaultClient` is that logic, once, for both modules.
+the latest). `DefaultClient` is that logic, once, for both
+modules.
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ class DefaultClient(Generic[C]):
 
     Args:
         module: Name of the settings module whose attributes are the settings.
-        settings: Names of the settings, each passed to ``build`` as a keyword.
-        build: Makes a client from the settings (``Client`` itself, usually).
+        settings: Names of the settings, each passed to `build` as a keyword.
+        build: Makes a client from the settings (`Client` itself, usually).
         published: A module attribute that mirrors the current client (Segment's
-            ``default_client``); assigning it replaces the client, ``None`` rebuilds.
+            `default_client`); assigning it replaces the client, `None` rebuilds.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class DefaultClient(Generic[C]):
         _ALL.add(self)
 
     def changed(self, name: str, value: object) -> None:
-        """Note that the module's attribute ``name`` was just assigned ``value``."""
+        """Note that the module's attribute `name` was just assigned `value`."""
         if name in self.settings:
             with self._count_lock:
                 self._generation += 1
@@ -100,7 +101,7 @@ class DefaultClient(Generic[C]):
                 self._current = None if value is None else (value, self._generation)  # type: ignore[assignment]
 
     def peek(self) -> C | None:
-        """The current client, or ``None`` before the first call (builds nothing)."""
+        """The current client, or `None` before the first call (builds nothing)."""
         current = self._current
         return None if current is None else current[0]
 
@@ -162,14 +163,14 @@ class SettingsModule(types.ModuleType):
 
 
 def install(defaults: DefaultClient[Any]) -> None:
-    """Make ``defaults.module`` a settings module served by ``defaults``."""
+    """Make `defaults.module` a settings module served by `defaults`."""
     module = sys.modules[defaults.module]
     module.__dict__["_defaults"] = defaults
     module.__class__ = SettingsModule
 
 
 def configure(**settings: Any) -> None:
-    """Set several module-level settings at once (names as in :class:`Client`).
+    """Set several module-level settings at once (names as in [`Client`][courier_analytics.Client]).
 
     Example:
         ```python
@@ -217,9 +218,9 @@ def retire(client: _Closable) -> None:
 def proxy(
     method: Callable[Concatenate[Any, P], R], defaults: DefaultClient[Any] = core
 ) -> Callable[P, R]:
-    """A module-level function calling ``method`` on the default client of ``defaults``.
+    """A module-level function calling `method` on the default client of `defaults`.
 
-    It has ``method``'s name, docs and signature, less ``self``.
+    It has `method`'s name, docs and signature, less `self`.
     """
     name = method.__name__
 
@@ -235,7 +236,10 @@ def proxy(
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Flush the default client, if one was made; see :meth:`Client.flush`."""
+    """Flush the default client, if one was made.
+
+    See [`Client.flush`][courier_analytics.Client.flush].
+    """
     client = core.peek()
     return True if client is None else client.flush(timeout)
 
@@ -261,7 +265,10 @@ async def ashutdown(timeout: float | None = None) -> None:
 
 
 def stats() -> Stats | None:
-    """The default client's :attr:`Client.stats`, or ``None`` before the first call."""
+    """The default client's counters, or `None` before the first call.
+
+    See [`Client.stats`][courier_analytics.Client.stats].
+    """
     client = core.peek()
     return None if client is None else client.stats
 

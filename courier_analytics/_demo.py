@@ -1,4 +1,4 @@
-"""``courier-analytics demo``: what Courier does with each kind of call, shown locally.
+"""`courier-analytics demo`: what Courier does with each kind of call, shown locally.
 
 Starts the local Courier stand-in, sends a realistic sequence through a real
 client, and prints what the stand-in did with each call, as Courier's Data Logs
@@ -68,7 +68,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def run_demo(*, route: str = "segment", out: TextIO, keep_running: bool = False) -> int:
-    """Run the demo against a fresh local stand-in and print the report to ``out``."""
+    """Run the demo against a fresh local stand-in and print the report to `out`."""
     try:
         from courier_analytics.devserver import DevServer
     except ImportError as exc:

@@ -1,25 +1,26 @@
-"""Exceptions that courier-analytics raises at a call or reports to ``on_error``.
+"""Exceptions that courier-analytics raises at a call or reports to `on_error`.
 
 Bad arguments are programming errors and raise at the call, before anything is
-queued, as plain :class:`TypeError` / :class:`ValueError` (or a subclass below
+queued, as plain `TypeError` / `ValueError` (or a subclass below
 that is also one). Everything that goes wrong later, at run time, never raises
-into the application: it is counted in :attr:`Client.stats`, logged without the
-payload, and passed to ``on_error(exc, message)`` as one of these::
+into the application: it is counted in [`Client.stats`][courier_analytics.Client.stats], logged
+without the payload, and passed to `on_error(exc, message)` as one of these:
 
-    CourierAnalyticsError               base of every exception defined here
-    ├── ConfigurationError (ValueError) bad client options, raised by Client(...)
-    ├── MessageTooLargeError (ValueError)
-    │                                   a message larger than Courier accepts, raised at the call
-    ├── QueueFullError                  reported: the queue was full, the message was dropped
-    ├── ClientClosedError               reported: a call after shutdown(), the message was dropped
-    └── DeliveryError                   reported: a message did not reach Courier
-        ├── RejectedError               Courier answered with a status that retrying cannot fix
-        │   └── AuthenticationError     401 or 403: the API key is wrong or lacks access
-        ├── RetriesExhaustedError       retryable failures outlasted the retry policy
-        └── NotDeliveredError           shutdown or exit came before delivery finished
+```text
+CourierAnalyticsError                  base of every exception here
+├── ConfigurationError (ValueError)    bad Client(...) options
+├── MessageTooLargeError (ValueError)  larger than Courier accepts
+├── QueueFullError                     reported: queue full, dropped
+├── ClientClosedError                  reported: call after shutdown()
+└── DeliveryError                      reported: did not reach Courier
+    ├── RejectedError                  a status retrying cannot fix
+    │   └── AuthenticationError        401/403: key wrong or lacks access
+    ├── RetriesExhaustedError          retries outlasted the policy
+    └── NotDeliveredError              shutdown/exit before delivery
+```
 
-A :class:`RetriesExhaustedError` caused by a network failure carries the
-underlying ``httpx`` exception as ``__cause__``.
+A [`RetriesExhaustedError`][courier_analytics.RetriesExhaustedError] caused by a network failure
+carries the underlying `httpx` exception as `__cause__`.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class DeliveryError(CourierAnalyticsError):
     """Reported when a queued message did not reach Courier.
 
     Attributes:
-        message_id: The ``messageId`` of the message that failed.
-        status: The last HTTP status Courier answered, or ``None`` when no answer came.
+        message_id: The `messageId` of the message that failed.
+        status: The last HTTP status Courier answered, or `None` when no answer came.
         attempts: How many requests were made for this message.
     """
 

@@ -3,12 +3,12 @@
 Courier has no batch endpoint, so every message is one small POST and the cost of
 building and parsing requests dominates a busy worker. This client keeps a set of
 keep-alive connections to one origin and, per request, writes one prebuilt byte
-string and parses one small answer in ``data_received``: no per-request header
+string and parses one small answer in `data_received`: no per-request header
 objects, URL parsing or pool bookkeeping. It measures several times cheaper per
-request than ``httpx.AsyncHTTPTransport`` (see the Performance docs).
+request than `httpx.AsyncHTTPTransport` (see the Performance docs).
 
-Failures are raised as the matching ``httpx`` exceptions (``ConnectError``,
-``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``), so callers treat
+Failures are raised as the matching `httpx` exceptions (`ConnectError`,
+`ConnectTimeout`, `ReadTimeout`, `RemoteProtocolError`), so callers treat
 this client and any httpx transport alike.
 """
 
@@ -35,7 +35,7 @@ _DNS_TTL = 60.0  # seconds a host name's addresses are reused for new connection
 
 
 class RawResponse(NamedTuple):
-    """Status, ``Retry-After`` header, body, and whether the connection can be reused."""
+    """Status, `Retry-After` header, body, and whether the connection can be reused."""
 
     status: int
     retry_after: str | None
@@ -143,7 +143,7 @@ class _Connection(asyncio.Protocol):
     # -- use
 
     async def request(self, data: bytes, timeout: float) -> RawResponse:
-        """Write ``data`` (a whole request) and wait for the whole answer."""
+        """Write `data` (a whole request) and wait for the whole answer."""
         transport = self.transport
         if transport is None or self.closed:
             raise httpx.RemoteProtocolError("the connection is closed")
@@ -229,11 +229,11 @@ class Http11Pool:
     """Keep-alive HTTP/1.1 connections to one origin, used from one event loop.
 
     Args:
-        base_url: ``http://`` or ``https://`` URL; its path is a prefix of every path.
-        headers: Sent with every request (``Host`` and ``Content-Length`` are added).
+        base_url: `http://` or `https://` URL; its path is a prefix of every path.
+        headers: Sent with every request (`Host` and `Content-Length` are added).
         timeout: Seconds allowed to connect, and to get a whole answer.
         max_idle: Idle connections kept open for reuse.
-        ssl_context: For ``https://``; default: httpx's (certifi, verification on).
+        ssl_context: For `https://`; default: httpx's (certifi, verification on).
     """
 
     def __init__(
@@ -279,7 +279,7 @@ class Http11Pool:
         ))  # fmt: skip
 
     async def send(self, data: bytes) -> RawResponse:
-        """Send a request made by :meth:`build` and return the answer.
+        """Send a request made by `build` and return the answer.
 
         A request that fails on a reused connection before any byte of answer came
         (the server closed it while idle) is tried once more on a new connection.

@@ -9,27 +9,27 @@ What non-JSON-native values become:
 ========================================  ==========================================
 value                                     JSON
 ========================================  ==========================================
-``datetime`` / ``date`` / ``time``        ISO 8601 string (aware UTC datetimes end in ``Z``;
+`datetime` / `date` / `time`        ISO 8601 string (aware UTC datetimes end in `Z`;
                                           naive datetimes are kept naive)
-``Decimal``                               number (``float``); NaN/infinite -> ``null``
-``float`` NaN, ``inf``, ``-inf``          ``null`` (JSON has no such numbers; as ``JSON.stringify``)
-``UUID``                                  its canonical string
-``Enum``                                  its value
-``tuple``, ``list``, ``set``, ``frozenset``,  array (sets in iteration order)
-other non-str sequences (``deque``, ...)
-``dict`` and other mappings               object
+`Decimal`                               number (`float`); NaN/infinite -> `null`
+`float` NaN, `inf`, `-inf`          `null` (JSON has no such numbers; as `JSON.stringify`)
+`UUID`                                  its canonical string
+`Enum`                                  its value
+`tuple`, `list`, `set`, `frozenset`,  array (sets in iteration order)
+other non-str sequences (`deque`, ...)
+`dict` and other mappings               object
 dataclass / attrs instance / pydantic     object of its fields
-``bytes``, ``bytearray``, ``memoryview``  string, decoded as UTF-8 (other bytes: ``TypeError``)
-objects with ``tolist()`` (numpy)         what ``tolist()`` returns
-keys ``int``, ``float``, ``bool``, ``None``,  string keys as ``json.dumps`` writes them:
-``datetime``, ``UUID``, ``Enum``          ``1`` -> ``"1"``, ``True`` -> ``"true"``
+`bytes`, `bytearray`, `memoryview`  string, decoded as UTF-8 (other bytes: `TypeError`)
+objects with `tolist()` (numpy)         what `tolist()` returns
+keys `int`, `float`, `bool`, `None`,  string keys as `json.dumps` writes them:
+`datetime`, `UUID`, `Enum`          `1` -> `"1"`, `True` -> `"true"`
 ========================================  ==========================================
 
 Anything else (generators and iterators, which would be consumed; arbitrary
 objects; keys of other types; integers beyond 64 bits; strings with lone
 surrogates; reference cycles; nesting deeper than 250 levels) raises
-:class:`TypeError` or :class:`ValueError` naming the key path, e.g.
-``properties['cart']['items'][2]``.
+`TypeError` or `ValueError` naming the key path, e.g.
+`properties['cart']['items'][2]`.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    """Encode ``obj`` as compact UTF-8 JSON.
+    """Encode `obj` as compact UTF-8 JSON.
 
     Raises:
         TypeError: a value or key of a type that cannot become JSON; the message
@@ -126,7 +126,7 @@ def dumps(obj: Any) -> bytes:
 def _find_problem(
     value: Any, path: str, ancestors: set[int], depth: int
 ) -> tuple[str, TypeError | ValueError] | None:
-    """Walk ``value`` as orjson would and name the first part it cannot encode."""
+    """Walk `value` as orjson would and name the first part it cannot encode."""
     if depth > MAX_DEPTH:
         return path, ValueError(f"nesting is deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, _NATIVE_LEAVES):

@@ -1,8 +1,8 @@
 """Messages: validation of a call's arguments and the Segment-spec message it makes.
 
 Every call is validated and encoded here, in the caller's thread; what comes out
-is an immutable :class:`Message` holding the Segment-spec JSON bytes. The routes
-(``_routes.py``) later turn a message into the request for Courier.
+is an immutable [`Message`][courier_analytics.Message] holding the Segment-spec JSON bytes. The
+routes (`_routes.py`) later turn a message into the request for Courier.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ class Message:
     """One analytics call, validated and encoded; what is queued, sent and reported.
 
     Attributes:
-        type: ``"identify"``, ``"track"``, ``"group"``, ``"page"``, ``"screen"`` or ``"alias"``.
-        message_id: The Segment ``messageId``; the same on every delivery attempt, so
+        type: `"identify"`, `"track"`, `"group"`, `"page"`, `"screen"` or `"alias"`.
+        message_id: The Segment `messageId`; the same on every delivery attempt, so
             Courier deduplicates retries.
-        user_id: The ``userId``, or ``None``.
-        anonymous_id: The ``anonymousId``, or ``None``.
-        event: The event name of a ``track`` message, else ``None``.
+        user_id: The `userId`, or `None`.
+        anonymous_id: The `anonymousId`, or `None`.
+        event: The event name of a `track` message, else `None`.
         body: The Segment-spec message as compact UTF-8 JSON.
     """
 
@@ -55,7 +55,7 @@ class Message:
 
     @property
     def recipient(self) -> str:
-        """Whose message this is: ``user_id``, else ``anonymous_id``; the per-user order key."""
+        """Whose message this is: `user_id`, else `anonymous_id`; the per-user order key."""
         return self.user_id or self.anonymous_id or ""
 
     @property
@@ -128,7 +128,7 @@ def _timestamp(value: object) -> _dt.datetime:
 class _MessageIds:
     """UUID4-shaped message ids: a random prefix per process and a counter.
 
-    ``str(uuid.uuid4())`` costs ~2.5 us, a third of a call; this costs ~0.3 us.
+    `str(uuid.uuid4())` costs ~2.5 us, a third of a call; this costs ~0.3 us.
     The prefix keeps 80 random bits (version and variant bits as UUID4 draws
     them), the last 48 bits count from a random start; a forked child draws a new
     prefix, so no two processes share ids.
@@ -171,13 +171,13 @@ def _context(value: object) -> Mapping[str, Any]:
 
 @attrs.frozen
 class MessageFactory:
-    """Validates a call's arguments and makes its :class:`Message`.
+    """Validates a call's arguments and makes its [`Message`][courier_analytics.Message].
 
     Args:
         max_bytes: Largest encoded message accepted; larger ones raise
-            :class:`MessageTooLargeError` at the call.
-        views_as_track: Turn ``page`` and ``screen`` calls into ``track`` messages
-            named ``Viewed <name> Page`` / ``Viewed <name> Screen``.
+            [`MessageTooLargeError`][courier_analytics.MessageTooLargeError] at the call.
+        views_as_track: Turn `page` and `screen` calls into `track` messages
+            named `Viewed <name> Page` / `Viewed <name> Screen`.
     """
 
     max_bytes: int = MAX_REQUEST_BYTES
@@ -194,7 +194,7 @@ class MessageFactory:
         message_id: object,
         integrations: object,
     ) -> Message:
-        """Make an ``identify`` message."""
+        """Make an `identify` message."""
         uid, aid = _who(user_id, anonymous_id)
         traits = _mapping("traits", traits)
         fields = {"traits": {} if traits is None else traits}
@@ -213,7 +213,7 @@ class MessageFactory:
         message_id: object,
         integrations: object,
     ) -> Message:
-        """Make a ``track`` message."""
+        """Make a `track` message."""
         name = _name("event", event)
         uid, aid = _who(user_id, anonymous_id)
         properties = _mapping("properties", properties)
@@ -233,7 +233,7 @@ class MessageFactory:
         message_id: object,
         integrations: object,
     ) -> Message:
-        """Make a ``group`` message."""
+        """Make a `group` message."""
         gid = _id("group_id", group_id)
         if gid is None:
             raise ValueError("group_id is required")
@@ -257,7 +257,7 @@ class MessageFactory:
         message_id: object,
         integrations: object,
     ) -> Message:
-        """Make a ``page`` or ``screen`` message (``kind``), or its ``track`` equivalent."""
+        """Make a `page` or `screen` message (`kind`), or its `track` equivalent."""
         view_name = _name("name", name, optional=True)
         view_category = _name("category", category, optional=True)
         uid, aid = _who(user_id, anonymous_id)
@@ -287,7 +287,7 @@ class MessageFactory:
         message_id: object,
         integrations: object,
     ) -> Message:
-        """Make an ``alias`` message."""
+        """Make an `alias` message."""
         previous = _id("previous_id", previous_id)
         uid = _id("user_id", user_id)
         if previous is None or uid is None:

@@ -70,10 +70,10 @@ def _mask(key: str | None) -> str:
 
 @attrs.frozen(kw_only=True)
 class Options:
-    """Every setting of a :class:`~courier_analytics.Client`, validated.
+    """Every setting of a [`Client`][courier_analytics.Client], validated.
 
-    See :class:`~courier_analytics.Client` for what each option means. ``api_key``
-    never appears in ``repr()``.
+    See [`Client`][courier_analytics.Client] for what each option means. `api_key`
+    never appears in `repr()`.
     """
 
     api_key: str | None = attrs.field(default=None, repr=_mask)
@@ -131,7 +131,7 @@ class Options:
             raise ConfigurationError("max_retry_time must be >= 0 or None")
 
     def resolved_api_key(self) -> str | None:
-        """The key given, else ``COURIER_API_KEY``, else ``COURIER_AUTH_TOKEN``."""
+        """The key given, else `COURIER_API_KEY`, else `COURIER_AUTH_TOKEN`."""
         return (
             self.api_key
             or os.environ.get("COURIER_API_KEY")
@@ -140,11 +140,11 @@ class Options:
         )
 
     def resolved_base_url(self) -> str:
-        """``base_url``, else ``COURIER_BASE_URL``, else the region's host."""
+        """`base_url`, else `COURIER_BASE_URL`, else the region's host."""
         return self.base_url or os.environ.get("COURIER_BASE_URL") or REGIONS[self.region]
 
     def retry_policy(self) -> RetryPolicy:
-        """``retry`` if given, else the default policy with ``max_retries``/``max_retry_time``."""
+        """`retry` if given, else the default policy with `max_retries`/`max_retry_time`."""
         if self.retry is not None:
             return self.retry
         return RetryPolicy(max_retries=self.max_retries, max_time=self.max_retry_time)

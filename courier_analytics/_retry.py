@@ -1,6 +1,6 @@
 """Retry policy: which outcomes retry, and how long to wait between attempts.
 
-The policy is a value; the worker builds one ``backoff`` decorator from it when
+The policy is a value; the worker builds one `backoff` decorator from it when
 it starts and reuses it for every message (as stamina and PostHog do), so no
 per-request set-up is paid.
 """
@@ -25,9 +25,9 @@ def is_retryable_status(status: int) -> bool:
 
 
 def parse_retry_after(value: str | None, now: _dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date).
+    """Seconds to wait from a `Retry-After` header (delay-seconds or an HTTP date).
 
-    Returns ``None`` when the header is absent or unreadable; never a negative number.
+    Returns `None` when the header is absent or unreadable; never a negative number.
     """
     if not value:
         return None
@@ -51,10 +51,10 @@ class Outcome:
     """What one attempt to deliver a message came to.
 
     Attributes:
-        status: The HTTP status, or ``None`` when no answer came (network error).
+        status: The HTTP status, or `None` when no answer came (network error).
         error: The exception raised by the transport, if any.
-        retry_after: Seconds the server asked to wait (``Retry-After``), if any.
-        delivered: Courier accepted the message (2xx, or 409 on route ``"api"``).
+        retry_after: Seconds the server asked to wait (`Retry-After`), if any.
+        delivered: Courier accepted the message (2xx, or 409 on route `"api"`).
         retry: The attempt failed in a way that another attempt may fix.
         detail: Courier's error message (from the body), if any; never the payload.
     """
@@ -84,18 +84,18 @@ class RetryPolicy:
     """How a message that failed with a retryable error is tried again.
 
     Network errors, timeouts, 408, 429 and 5xx (except 501) retry; any other status
-    is final. The n-th wait is ``initial_wait * multiplier**n`` with up to ``jitter``
-    of it removed at random, capped at ``max_wait``, and raised to the server's
-    ``Retry-After`` when that is longer. A retry that could not start before
-    ``max_time`` is not made: the message fails then, rather than retry early.
+    is final. The n-th wait is `initial_wait * multiplier**n` with up to `jitter`
+    of it removed at random, capped at `max_wait`, and raised to the server's
+    `Retry-After` when that is longer. A retry that could not start before
+    `max_time` is not made: the message fails then, rather than retry early.
 
     Attributes:
         max_retries: Retries after the first attempt (0 tries once).
         max_time: Seconds from the first attempt after which no retry starts;
-            ``None`` for no limit.
+            `None` for no limit.
         initial_wait: The first wait, in seconds.
         multiplier: Growth of the wait from one retry to the next.
-        max_wait: Cap on the backoff's own waits (not on the server's ``Retry-After``).
+        max_wait: Cap on the backoff's own waits (not on the server's `Retry-After`).
         jitter: Fraction (0 to 1) of each wait that may be removed at random, so that
             clients that failed together do not retry together.
     """
@@ -109,13 +109,13 @@ class RetryPolicy:
 
     @property
     def max_tries(self) -> int:
-        """Attempts in all: the first one plus ``max_retries``."""
+        """Attempts in all: the first one plus `max_retries`."""
         return self.max_retries + 1
 
     def wait_for(self, retry: int, retry_after: float | None, rand: float) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based), given ``rand`` in [0, 1).
+        """Seconds to wait before retry number `retry` (0-based), given `rand` in [0, 1).
 
-        The server's ``Retry-After`` is a floor that ``max_wait`` does not cut: a retry
+        The server's `Retry-After` is a floor that `max_wait` does not cut: a retry
         never goes out before the server said it may.
         """
         wait = self.initial_wait * self.multiplier**retry
@@ -128,14 +128,14 @@ class RetryPolicy:
     def waits(
         self, start: int = 0, deadline: float | None = None
     ) -> Generator[float, Outcome | None, None]:
-        """A ``backoff`` wait generator: sent each failed :class:`Outcome`, yields the wait.
+        """A `backoff` wait generator: sent each failed `Outcome`, yields the wait.
 
-        It stops (so backoff gives up) when the wait would end past ``deadline``
-        (``time.monotonic()``), rather than retry early.
+        It stops (so backoff gives up) when the wait would end past `deadline`
+        (`time.monotonic()`), rather than retry early.
 
         Args:
             start: The index of the first retry it will be asked about.
-            deadline: When no retry may start any more; ``None`` for never.
+            deadline: When no retry may start any more; `None` for never.
         """
         outcome = yield 0.0  # primed by backoff with send(None)
         retry = start

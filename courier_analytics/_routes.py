@@ -1,9 +1,9 @@
 """Routes: how a message becomes a request to Courier.
 
-``SegmentRoute`` posts the Segment-spec message unchanged to ``/inbound/segment``,
+`SegmentRoute` posts the Segment-spec message unchanged to `/inbound/segment`,
 as Segment's Courier destination does; Courier then applies its own mapping.
-``ApiRoute`` applies that mapping in the client, on Courier's documented API:
-identify merges traits into ``/profiles/{id}``, track posts to ``/inbound/courier``.
+`ApiRoute` applies that mapping in the client, on Courier's documented API:
+identify merges traits into `/profiles/{id}`, track posts to `/inbound/courier`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Request:
     Attributes:
         path: Path below the base URL, already percent-encoded.
         body: JSON body.
-        idempotency_key: Value of the ``Idempotency-Key`` header, if one is sent.
+        idempotency_key: Value of the `Idempotency-Key` header, if one is sent.
     """
 
     path: str
@@ -44,13 +44,13 @@ class Route(Protocol):
 
     @property
     def name(self) -> RouteName:
-        """``"segment"`` or ``"api"``."""
+        """`"segment"` or `"api"`."""
 
     def delivers(self, kind: str) -> bool:
         """Whether messages of this type are sent at all (others are skipped)."""
 
     def request(self, message: Message) -> Request:
-        """The POST request that delivers ``message``."""
+        """The POST request that delivers `message`."""
 
     def accepted(self, status: int) -> bool:
         """Whether an answer with this status means Courier has the message."""
@@ -58,7 +58,7 @@ class Route(Protocol):
 
 @attrs.frozen
 class SegmentRoute:
-    """Route ``"segment"``: Segment-spec messages to ``POST /inbound/segment``."""
+    """Route `"segment"`: Segment-spec messages to `POST /inbound/segment`."""
 
     name: RouteName = attrs.field(default="segment", init=False)
 
@@ -77,7 +77,7 @@ class SegmentRoute:
 
 @attrs.frozen
 class ApiRoute:
-    """Route ``"api"``: the destination's meaning applied on Courier's documented API.
+    """Route `"api"`: the destination's meaning applied on Courier's documented API.
 
     Args:
         event_prefix: Put before a track event's name, so that events sent this way
@@ -92,7 +92,7 @@ class ApiRoute:
         return kind in ("identify", "track")
 
     def request(self, message: Message) -> Request:
-        """identify -> ``POST /profiles/{id}`` (merge); track -> ``POST /inbound/courier``."""
+        """identify -> `POST /profiles/{id}` (merge); track -> `POST /inbound/courier`."""
         data = orjson.loads(message.body)
         if message.type == "identify":
             path = "/profiles/" + quote(message.recipient, safe="")
@@ -111,5 +111,5 @@ class ApiRoute:
         return Request(path, body, idempotency_key=message.message_id)
 
     def accepted(self, status: int) -> bool:
-        """2xx, or 409: ``/inbound/courier`` already has this messageId."""
+        """2xx, or 409: `/inbound/courier` already has this messageId."""
         return 200 <= status < 300 or status == 409

@@ -1,8 +1,8 @@
 """Daemon threads that run blocking calls for the worker's event loop.
 
-Not ``concurrent.futures.ThreadPoolExecutor`` (nor the loop's default executor,
-which ``loop.getaddrinfo`` uses): once interpreter shutdown begins, before
-``atexit`` hooks run, those refuse new work, and they join their threads at exit.
+Not `concurrent.futures.ThreadPoolExecutor` (nor the loop's default executor,
+which `loop.getaddrinfo` uses): once interpreter shutdown begins, before
+`atexit` hooks run, those refuse new work, and they join their threads at exit.
 Delivery at exit must still resolve host names and run blocking transports, and a
 stuck call must not hang the exit.
 """
@@ -24,7 +24,7 @@ _Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"
 
 
 class BlockingRunner:
-    """``size`` daemon threads, each running one blocking call at a time.
+    """`size` daemon threads, each running one blocking call at a time.
 
     Args:
         size: Number of threads.
@@ -40,7 +40,7 @@ class BlockingRunner:
             thread.start()
 
     def run(self, job: Callable[[], T]) -> asyncio.Future[T]:
-        """Run ``job()`` on a thread; await the returned future for its result."""
+        """Run `job()` on a thread; await the returned future for its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((job, loop, future))

@@ -1,12 +1,12 @@
 """Senders: send one request to Courier and read the answer, for the worker's loop.
 
-By default the worker uses :class:`NativeSender`, a lean keep-alive HTTP/1.1
-client (``_http11.py``) that costs a fraction of an httpx transport per request.
-:class:`HttpxSender` works with any httpx transport instead, asynchronous (used
+By default the worker uses `NativeSender`, a lean keep-alive HTTP/1.1
+client (`_http11.py`) that costs a fraction of an httpx transport per request.
+`HttpxSender` works with any httpx transport instead, asynchronous (used
 directly) or synchronous (run on a few daemon threads): it is used when the
-``transport`` option is given (proxies, custom TLS, tests with
-``httpx.MockTransport`` or respx) and when a proxy is configured in the
-environment (``HTTPS_PROXY`` and friends), which httpx then honours.
+`transport` option is given (proxies, custom TLS, tests with
+`httpx.MockTransport` or respx) and when a proxy is configured in the
+environment (`HTTPS_PROXY` and friends), which httpx then honours.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ AnyTransport = httpx.AsyncBaseTransport | httpx.BaseTransport
 
 
 class Response(NamedTuple):
-    """What Courier answered: status, ``Retry-After`` header and body."""
+    """What Courier answered: status, `Retry-After` header and body."""
 
     status: int
     retry_after: str | None
@@ -59,7 +59,7 @@ def _send_sync(
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    """Whether `host` names this machine (`localhost`, 127.0.0.0/8, `::1`)."""
     if host == "localhost":
         return True
     try:
@@ -81,14 +81,14 @@ class Sender(Protocol):
     """What the worker needs from a transport."""
 
     async def send(self, request: Request) -> Response:
-        """Send one request and read the whole answer (raises ``httpx.TransportError``)."""
+        """Send one request and read the whole answer (raises `httpx.TransportError`)."""
 
     async def aclose(self) -> None:
         """Release connections."""
 
 
 class NativeSender:
-    """Sends requests over the lean keep-alive HTTP/1.1 client of ``_http11.py``."""
+    """Sends requests over the lean keep-alive HTTP/1.1 client of `_http11.py`."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float, max_connections: int):
         self._pool = Http11Pool(
@@ -112,7 +112,7 @@ class NativeSender:
 
 
 def environment_proxy(base_url: str) -> str | None:
-    """The proxy the environment (``HTTPS_PROXY``, ``NO_PROXY``...) sets for ``base_url``."""
+    """The proxy the environment (`HTTPS_PROXY`, `NO_PROXY`...) sets for `base_url`."""
     url = urlsplit(base_url)
     host = url.hostname or ""
     if is_loopback(host):
@@ -150,13 +150,13 @@ class HttpxSender:
     """Sends requests to one Courier base URL with a fixed set of headers.
 
     Args:
-        base_url: Courier's URL, e.g. ``https://api.courier.com``.
-        api_key: Sent as ``Authorization: Bearer <api_key>``; never logged.
+        base_url: Courier's URL, e.g. `https://api.courier.com`.
+        api_key: Sent as `Authorization: Bearer <api_key>`; never logged.
         timeout: Seconds allowed for connecting, writing, reading and waiting for a
             pooled connection, each.
         transport: The httpx transport to send with.
         threads: Threads that run a synchronous transport's requests.
-        owned: Close the transport in :meth:`aclose` (only when this library made it;
+        owned: Close the transport in `aclose` (only when this library made it;
             a transport you pass is yours to close).
     """
 

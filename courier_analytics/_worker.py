@@ -4,12 +4,12 @@ Callers append messages to a bounded deque (no lock wait, no syscall while the
 worker is busy) and the worker moves them into per-recipient *lanes*. A lane is
 a FIFO of one user's messages; only its head is ever in flight, which keeps each
 user's messages in the order they were made. Heads of lanes are handed to
-``max_in_flight`` slot coroutines that send them concurrently over one keep-alive
+`max_in_flight` slot coroutines that send them concurrently over one keep-alive
 connection pool. A message being retried keeps its slot and holds back only its
 own lane.
 
-The thread starts lazily on the first message. After ``fork()`` the child gets a
-fresh, unstarted worker with an empty queue (see ``Client``), so nothing the
+The thread starts lazily on the first message. After `fork()` the child gets a
+fresh, unstarted worker with an empty queue (see `Client`), so nothing the
 parent queued is sent twice.
 """
 
@@ -50,7 +50,7 @@ _retry_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 def _retry_time_left() -> float:
-    """backoff's ``max_time`` for the retries of the current task's message."""
+    """backoff's `max_time` for the retries of the current task's message."""
     deadline = _retry_deadline.get()
     return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
 
@@ -178,7 +178,7 @@ class Worker:
             return True
 
     def wait_done(self, message: Message, done: Future[None], timeout: float | None) -> None:
-        """Wait until a message queued with ``done`` is delivered or failed (sync mode)."""
+        """Wait until a message queued with `done` is delivered or failed (sync mode)."""
         if threading.current_thread() is self._thread:
             return  # from on_error on the worker itself: waiting would deadlock it
         try:
@@ -193,7 +193,7 @@ class Worker:
             )
 
     def wait_idle(self, timeout: float | None) -> bool:
-        """Block until nothing is queued or in flight, or ``timeout`` passes."""
+        """Block until nothing is queued or in flight, or `timeout` passes."""
         thread = self._thread
         if thread is None or not thread.is_alive():
             return not self.queue and not self.held
@@ -354,7 +354,7 @@ class Worker:
             waiter.set_result(None)
 
     def _drain(self) -> None:
-        """Move queued messages into lanes; report idleness to ``flush()`` waiters."""
+        """Move queued messages into lanes; report idleness to `flush()` waiters."""
         queue, lanes, ready = self.queue, self._lanes, self._ready
         if ready is None:
             return

@@ -1,25 +1,25 @@
 """pytest fixtures for apps that use courier-analytics (or its Segment drop-in).
 
-Registered through the ``pytest11`` entry point, so installing courier-analytics
-makes them available; or list ``pytest_plugins = ["courier_analytics.pytest_plugin"]``
-in a ``conftest.py``.
+Registered through the `pytest11` entry point, so installing courier-analytics
+makes them available; or list `pytest_plugins = ["courier_analytics.pytest_plugin"]`
+in a `conftest.py`.
 
-``courier_analytics_events``
+`courier_analytics_events`
     Captures every client's messages for the test's duration and yields a
-    :class:`~courier_analytics.testing.CapturedEvents`. Nothing is sent. If no API
+    [`CapturedEvents`][courier_analytics.testing.CapturedEvents]. Nothing is sent. If no API
     key is set anywhere, a placeholder key is set for the test, so code that
     builds its client during the test works; default clients built with it are
     discarded afterwards.
 
-``courier_dev_server``
+`courier_dev_server`
     A local Courier stand-in on 127.0.0.1 (one per session, reset for each test)
     with the default client, the Segment drop-in's default client and new clients
-    pointed at it (``COURIER_BASE_URL`` and ``COURIER_API_KEY`` are set). Yields the
-    :class:`~courier_analytics.devserver.DevServer`: flush your client, then look at
-    ``server.profiles()``, ``server.events()`` (``status`` ``Mapped``/``Unmapped``) and
-    ``server.sends()``. Event-to-template mappings come from the
-    ``courier_dev_server_mappings`` fixture, which you may override. The server
-    itself is the session-scoped ``courier_dev_server_session``.
+    pointed at it (`COURIER_BASE_URL` and `COURIER_API_KEY` are set). Yields the
+    [`DevServer`][courier_analytics.devserver.DevServer]: flush your client, then look at
+    `server.profiles()`, `server.events()` (`status` `Mapped`/`Unmapped`) and
+    `server.sends()`. Event-to-template mappings come from the
+    `courier_dev_server_mappings` fixture, which you may override. The server
+    itself is the session-scoped `courier_dev_server_session`.
 """
 
 from __future__ import annotations
@@ -71,13 +71,13 @@ def courier_analytics_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[Captur
 
 @pytest.fixture
 def courier_dev_server_mappings() -> Mapping[str, str]:
-    """Event name -> template id for ``courier_dev_server``; override it to map your events."""
+    """Event name -> template id for `courier_dev_server`; override it to map your events."""
     return {}
 
 
 @pytest.fixture(scope="session")
 def courier_dev_server_session() -> Iterator[DevServer]:
-    """The stand-in shared by the session (use ``courier_dev_server`` in tests)."""
+    """The stand-in shared by the session (use `courier_dev_server` in tests)."""
     from courier_analytics.devserver import DevServer
 
     with DevServer() as server:

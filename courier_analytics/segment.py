@@ -1,27 +1,30 @@
-"""Drop-in replacement for Segment's ``segment-analytics-python`` 2.x, delivering to Courier.
+"""Drop-in replacement for Segment's `segment-analytics-python` 2.x, delivering to Courier.
 
-Change one import line and set your Courier API key; the rest of the code stays::
+Change one import line and set your Courier API key; the rest of the code stays:
 
-    import courier_analytics.segment as analytics  # was: import segment.analytics as analytics
+```python
+# was: import segment.analytics as analytics
+import courier_analytics.segment as analytics
 
-    analytics.write_key = "..."  # your Courier API key (or the COURIER_API_KEY variable)
-    analytics.identify("user_123", {"email": "carrier.pigeon@example.com"})
-    analytics.track("user_123", "Order Completed", {"total": 42})
-    analytics.flush()
+# your Courier API key (or the COURIER_API_KEY variable)
+analytics.write_key = "..."
+analytics.identify("user_123", {"email": "carrier.pigeon@example.com"})
+analytics.track("user_123", "Order Completed", {"total": 42})
+analytics.flush()
+```
 
-The module-level settings (``write_key``, ``host``, ``on_error``, ``debug``, ``send``,
-``sync_mode``, ``max_queue_size``, ``gzip``, ``timeout``, ``max_retries``,
-``log_handler``, the ``oauth_*`` ones, ...), the functions with Segment's positional
-signatures, their ``(success, message)`` return values and the :class:`Client`
-constructor are Segment's. Underneath runs a :class:`courier_analytics.Client`.
-Options that mean nothing for Courier (``gzip``, ``oauth_*``, ``thread``,
-``upload_size``, ``max_rate_limit_duration``) are accepted and ignored. See
-``docs/migrating.md`` for the full table.
+The module-level settings (`write_key`, `host`, `on_error`, `debug`, `send`,
+`sync_mode`, `max_queue_size`, `gzip`, `timeout`, `max_retries`,
+`log_handler`, the `oauth_*` ones, ...), the functions with Segment's positional
+signatures, their `(success, message)` return values and the
+[`Client`][courier_analytics.segment.Client] constructor are Segment's. Underneath runs a
+[`courier_analytics.Client`][courier_analytics.Client]. Options that mean nothing for Courier
+(`gzip`, `oauth_*`, `thread`, `upload_size`, `max_rate_limit_duration`) are accepted and ignored.
+See [Migrating from Segment][migrating-from-segment] for the full table.
 
-Bad arguments raise :class:`InvalidArgumentError`, which is an :class:`AssertionError`
-(what Segment's ``require()`` raises) as well as a :class:`TypeError` and a
-:class:`ValueError` (what courier-analytics raises), so ``except`` clauses written
-for either keep working.
+Bad arguments raise [`InvalidArgumentError`][courier_analytics.segment.InvalidArgumentError], which
+is an `AssertionError` (what Segment's `require()` raises) as well as a `TypeError` and a
+`ValueError` (what courier-analytics raises), so `except` clauses written for either keep working.
 """
 
 from __future__ import annotations
@@ -104,15 +107,15 @@ _SEGMENT_KEYS: Final[dict[str, tuple[str, ...]]] = {
 class InvalidArgumentError(AssertionError, TypeError, ValueError):
     """A call or the client got a bad argument; raised at once, nothing is queued.
 
-    It is an :class:`AssertionError` (what Segment's library raises for bad
-    arguments), a :class:`TypeError` and a :class:`ValueError` (what
-    courier-analytics raises), so existing ``except`` clauses keep working. The
-    original courier-analytics error, if any, is its ``__cause__``.
+    It is an `AssertionError` (what Segment's library raises for bad
+    arguments), a `TypeError` and a `ValueError` (what
+    courier-analytics raises), so existing `except` clauses keep working. The
+    original courier-analytics error, if any, is its `__cause__`.
     """
 
 
 class MessageTooLargeError(_errors.MessageTooLargeError, RuntimeError):
-    """The message is larger than Courier accepts (6 MB); a :class:`RuntimeError` as in Segment."""
+    """The message is larger than Courier accepts (6 MB); a `RuntimeError` as in Segment."""
 
 
 # --------------------------------------------------------------------- helpers
@@ -141,7 +144,7 @@ def _message_id(value: object) -> object:
 
 
 def _or_none(value: object) -> object:
-    """Segment treats every falsy value (``{}``, ``""``, ``None``) as absent."""
+    """Segment treats every falsy value (`{}`, `""`, `None`) as absent."""
     return value or None
 
 
@@ -155,7 +158,7 @@ def _segment_dict(message: Message) -> dict[str, Any]:
 
 
 def _proxy_transport(proxies: object, base_url: str) -> httpx.AsyncHTTPTransport | None:
-    """Turn requests-style ``proxies`` (a dict by scheme, or one URL) into an httpx transport."""
+    """Turn requests-style `proxies` (a dict by scheme, or one URL) into an httpx transport."""
     if not proxies:
         return None
     if isinstance(proxies, str):
@@ -174,7 +177,7 @@ def _proxy_transport(proxies: object, base_url: str) -> httpx.AsyncHTTPTransport
 
 
 def _host(host: str | None) -> dict[str, Any]:
-    """Core options for Segment's ``host``: Courier's URL, or a region for a Segment host."""
+    """Core options for Segment's `host`: Courier's URL, or a region for a Segment host."""
     if not host:
         return {}
     hostname = urlsplit(host if "://" in host else f"https://{host}").hostname or ""
@@ -188,14 +191,14 @@ def _host(host: str | None) -> dict[str, Any]:
 
 
 class _QueueView:
-    """What Segment code reads of ``client.queue``: ``qsize()``, ``empty()``, ``full()``."""
+    """What Segment code reads of `client.queue`: `qsize()`, `empty()`, `full()`."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
 
     @property
     def maxsize(self) -> int:
-        """The queue's capacity (``max_queue_size``)."""
+        """The queue's capacity (`max_queue_size`)."""
         return self._client.max_queue_size
 
     def qsize(self) -> int:
@@ -212,54 +215,57 @@ class _QueueView:
 
 
 class Client:
-    """Segment's ``Client``, same constructor and methods, delivering to Courier.
+    """Segment's `Client`, same constructor and methods, delivering to Courier.
 
-    Every method returns ``(success, message)`` like Segment's: ``success`` is
-    ``False`` when the message was dropped (queue full) or, in ``sync_mode``, not
-    delivered; ``message`` is the Segment-spec dict. Nothing is raised for
-    run-time problems; bad arguments raise :class:`InvalidArgumentError`.
+    Every method returns `(success, message)` like Segment's: `success` is
+    `False` when the message was dropped (queue full) or, in `sync_mode`, not
+    delivered; `message` is the Segment-spec dict. Nothing is raised for
+    run-time problems; bad arguments raise
+    [`InvalidArgumentError`][courier_analytics.segment.InvalidArgumentError].
 
     Example:
-        >>> from courier_analytics.segment import Client
-        >>> client = Client("pk_test_123", send=False)
-        >>> ok, msg = client.track("u1", "Order Completed", {"total": 42})
-        >>> ok, msg["event"]
-        (True, 'Order Completed')
+        ```python
+        from courier_analytics.segment import Client
+
+        client = Client("pk_test_123", send=False)
+        ok, msg = client.track("u1", "Order Completed", {"total": 42})
+        assert (ok, msg["event"]) == (True, "Order Completed")
+        ```
 
     Args:
-        write_key: Your Courier API key. Defaults to ``COURIER_API_KEY``.
-        host: Courier's URL (the client's ``base_url``). Segment's own hosts are
+        write_key: Your Courier API key. Defaults to `COURIER_API_KEY`.
+        host: Courier's URL (the client's `base_url`). Segment's own hosts are
             recognised and select Courier's US or EU host.
         debug: Log at DEBUG level (type, id and size of messages, never payloads).
-        max_queue_size: Messages pending at most; beyond it calls return ``(False, msg)``.
-        send: ``False`` validates and returns messages but sends nothing.
-        on_error: Called as ``on_error(exception, [message_dict])`` for every
+        max_queue_size: Messages pending at most; beyond it calls return `(False, msg)`.
+        send: `False` validates and returns messages but sends nothing.
+        on_error: Called as `on_error(exception, [message_dict])` for every
             message that was dropped or not delivered.
         gzip: Accepted and ignored: each Courier request carries one small message.
         max_retries: Retries of a message after its first attempt.
         sync_mode: Deliver each message before the call returns.
         timeout: Seconds allowed for each of connect, write and read of a request.
-        proxies: A requests-style dict (``{"https": "http://proxy:3128"}``) or a
+        proxies: A requests-style dict (`{"https": "http://proxy:3128"}`) or a
             proxy URL; requests go through it.
         thread: Accepted and ignored: one worker keeps up to 64 requests in flight.
         upload_size: Accepted and ignored: Courier has no batch endpoint.
         upload_interval: Seconds an idle worker waits before looking at the queue
-            on its own (``flush_interval``); calls wake it at once anyway.
-        log_handler: A :class:`logging.Handler` added to the ``courier_analytics`` logger.
+            on its own (`flush_interval`); calls wake it at once anyway.
+        log_handler: A `logging.Handler` added to the `courier_analytics` logger.
         oauth_client_id: Accepted and ignored: Courier authenticates with the API key.
         oauth_client_key: Accepted and ignored.
         oauth_key_id: Accepted and ignored.
         oauth_auth_server: Accepted and ignored.
         oauth_scope: Accepted and ignored.
         max_total_backoff_duration: Seconds after the first attempt past which no
-            retry starts (``max_retry_time``).
+            retry starts (`max_retry_time`).
         max_rate_limit_duration: Accepted and ignored: a 429 is retried under the
-            same limits as other retryable answers, honouring ``Retry-After``.
-        courier_options: Further :class:`courier_analytics.Client` options (e.g.
-            ``region``, ``route``, ``transport``); they win over the ones above.
+            same limits as other retryable answers, honouring `Retry-After`.
+        courier_options: Further [`courier_analytics.Client`][courier_analytics.Client] options
+            (e.g. `region`, `route`, `transport`); they win over the ones above.
 
     Raises:
-        InvalidArgumentError: An option is invalid, or no API key is set while ``send``.
+        InvalidArgumentError: An option is invalid, or no API key is set while `send`.
     """
 
     def __init__(
@@ -362,7 +368,10 @@ class Client:
 
     @property
     def courier_client(self) -> CourierClient:
-        """The :class:`courier_analytics.Client` doing the work (rebuilt after :meth:`join`)."""
+        """The [`courier_analytics.Client`][courier_analytics.Client] doing the work.
+
+        It is rebuilt after [`join`][courier_analytics.segment.Client.join].
+        """
         engine = self._engine
         if engine is not None:
             return engine
@@ -373,11 +382,14 @@ class Client:
 
     @property
     def stats(self) -> Stats:
-        """Counts of what this client did; see :class:`courier_analytics.Stats`."""
+        """Counts of what this client did.
+
+        See [`courier_analytics.Stats`][courier_analytics.Stats].
+        """
         return self.courier_client.stats
 
     def _report(self, error: BaseException, message: Message) -> None:
-        """The engine's ``on_error``: note failures seen during a call, then tell the user."""
+        """The engine's `on_error`: note failures seen during a call, then tell the user."""
         if message.message_id in self._in_call:  # the call is still waiting: it returns False
             self._failed.add(message.message_id)
         handler = self.on_error
@@ -415,19 +427,19 @@ class Client:
         integrations: Mapping[str, Any] | None = None,
         message_id: object = None,
     ) -> tuple[bool, dict[str, Any]]:
-        """Merge ``traits`` into the user's Courier profile.
+        """Merge `traits` into the user's Courier profile.
 
         Args:
-            user_id: Whose profile (str or number); required unless ``anonymous_id``.
-            traits: Profile fields, e.g. ``{"email": ...}``.
-            context: Segment ``context``; ``library`` is set on a copy.
-            timestamp: A ``datetime``; a naive one is read as Segment reads it.
-            anonymous_id: Used when there is no ``user_id``.
-            integrations: Segment ``integrations`` object, passed through.
+            user_id: Whose profile (str or number); required unless `anonymous_id`.
+            traits: Profile fields, e.g. `{"email": ...}`.
+            context: Segment `context`; `library` is set on a copy.
+            timestamp: A `datetime`; a naive one is read as Segment reads it.
+            anonymous_id: Used when there is no `user_id`.
+            integrations: Segment `integrations` object, passed through.
             message_id: Your own id for the message; default a UUID4.
 
         Returns:
-            ``(success, message)``: see :class:`Client`.
+            `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
             lambda f: f.identify(
@@ -452,20 +464,20 @@ class Client:
         integrations: Mapping[str, Any] | None = None,
         message_id: object = None,
     ) -> tuple[bool, dict[str, Any]]:
-        """Record that the user did ``event``; Courier sees ``Segment-TrackEvent:<event>``.
+        """Record that the user did `event`; Courier sees `Segment-TrackEvent:<event>`.
 
         Args:
-            user_id: Who did it (str or number); required unless ``anonymous_id``.
-            event: The event name, e.g. ``"Order Completed"``.
+            user_id: Who did it (str or number); required unless `anonymous_id`.
+            event: The event name, e.g. `"Order Completed"`.
             properties: The event's data.
-            context: Segment ``context``; ``library`` is set on a copy.
-            timestamp: A ``datetime``; a naive one is read as Segment reads it.
-            anonymous_id: Used when there is no ``user_id``.
-            integrations: Segment ``integrations`` object, passed through.
+            context: Segment `context`; `library` is set on a copy.
+            timestamp: A `datetime`; a naive one is read as Segment reads it.
+            anonymous_id: Used when there is no `user_id`.
+            integrations: Segment `integrations` object, passed through.
             message_id: Your own id for the message; default a UUID4.
 
         Returns:
-            ``(success, message)``: see :class:`Client`.
+            `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
             lambda f: f.track(
@@ -489,10 +501,10 @@ class Client:
         integrations: Mapping[str, Any] | None = None,
         message_id: object = None,
     ) -> tuple[bool, dict[str, Any]]:
-        """Link ``previous_id`` to ``user_id``: validated, not delivered (Courier has no alias).
+        """Link `previous_id` to `user_id`: validated, not delivered (Courier has no alias).
 
         Returns:
-            ``(success, message)``: see :class:`Client`.
+            `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
             lambda f: f.alias(
@@ -519,7 +531,7 @@ class Client:
         """Associate the user with a group (Courier logs it, with no further effect today).
 
         Returns:
-            ``(success, message)``: see :class:`Client`.
+            `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
             lambda f: f.group(
@@ -549,7 +561,7 @@ class Client:
         """Record a page view: validated, not delivered (Courier does not take page calls).
 
         Returns:
-            ``(success, message)``: see :class:`Client`.
+            `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._view("page", user_id, category, name, properties, context, timestamp,
                           anonymous_id, integrations, message_id)  # fmt: skip
@@ -569,7 +581,7 @@ class Client:
         """Record a screen view: validated, not delivered (Courier does not take screen calls).
 
         Returns:
-            ``(success, message)``: see :class:`Client`.
+            `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._view("screen", user_id, category, name, properties, context, timestamp,
                           anonymous_id, integrations, message_id)  # fmt: skip
@@ -608,15 +620,15 @@ class Client:
         """Wait until every queued message is delivered or has failed.
 
         Returns:
-            ``True`` when nothing is left pending (Segment returned ``None``).
+            `True` when nothing is left pending (Segment returned `None`).
         """
         engine = self._engine
         return True if engine is None else engine.flush()
 
     def join(self) -> None:
-        """Deliver what is pending, then stop the worker; works in ``sync_mode`` too.
+        """Deliver what is pending, then stop the worker; works in `sync_mode` too.
 
-        A later call starts a fresh worker, so nothing made after ``join()`` is lost.
+        A later call starts a fresh worker, so nothing made after `join()` is lost.
         """
         with self._lock:
             engine, self._engine = self._engine, None

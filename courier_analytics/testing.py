@@ -1,24 +1,30 @@
 """Assert on your app's analytics in its tests, without a network or a Courier account.
 
-Inside :func:`capture`, every client (the default one behind
-``courier_analytics.track``, clients you build, and the Segment drop-in
-:mod:`courier_analytics.segment`) records each message instead of sending it::
+Inside [`capture`][courier_analytics.testing.capture], every client (the default one behind
+`courier_analytics.track`, clients you build, and the Segment drop-in
+[`courier_analytics.segment`][courier_analytics.segment]) records each message instead of sending
+it:
 
-    import courier_analytics as analytics
-    from courier_analytics.testing import capture
+```python
+import courier_analytics as analytics
+from courier_analytics.testing import capture
 
-    analytics.api_key = "test-key"
+analytics.api_key = "test-key"
 
-    with capture() as events:
-        analytics.track("Order Completed", {"total": 42, "currency": "EUR"}, user_id="u1")
+with capture() as events:
+    analytics.track(
+        "Order Completed", {"total": 42, "currency": "EUR"}, user_id="u1"
+    )
 
-    events.assert_tracked("Order Completed", user_id="u1", properties={"total": 42})
+events.assert_tracked("Order Completed", user_id="u1", properties={"total": 42})
+```
 
-Matching is partial: the expected ``properties``, ``traits`` or ``context`` need
+Matching is partial: the expected `properties`, `traits` or `context` need
 only be a part of the captured one, at any depth. A failed assertion lists what
 was captured and how the closest message differs. With pytest, the
-``courier_analytics_events`` fixture of :mod:`courier_analytics.pytest_plugin`
-does the same for a test's duration.
+`courier_analytics_events` fixture of
+[`courier_analytics.pytest_plugin`][courier_analytics.pytest_plugin] does the same for a test's
+duration.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def _spec_key(name: str) -> str:
 
 
 def _differences(expected: Any, actual: Any, path: str) -> list[str]:
-    """Where ``actual`` fails to contain ``expected`` (mappings match partially, at any depth)."""
+    """Where `actual` fails to contain `expected` (mappings match partially, at any depth)."""
     if isinstance(expected, Mapping):
         if not isinstance(actual, Mapping):
             return [f"{path}: expected a mapping, got {actual!r}"]
@@ -79,12 +85,12 @@ def matches(message: Mapping[str, Any], **match: Any) -> bool:
 
     Args:
         message: A Segment-spec message dict, as captured.
-        **match: Fields to compare, by Segment key (``event``, ``properties``,
-            ``traits``, ``type``, ...) or Python name (``user_id``, ``anonymous_id``,
-            ``group_id``, ``previous_id``, ``message_id``).
+        **match: Fields to compare, by Segment key (`event`, `properties`,
+            `traits`, `type`, ...) or Python name (`user_id`, `anonymous_id`,
+            `group_id`, `previous_id`, `message_id`).
 
     Returns:
-        ``True`` when every field matches.
+        `True` when every field matches.
     """
     return not _differences(_criteria(None, match), message, "")
 
@@ -116,8 +122,8 @@ def _expected(type_: str, criteria: Mapping[str, Any], article: str = "a ") -> s
 class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
     """Messages captured while this object is active, as Segment-spec dicts, oldest first.
 
-    Use it as a context manager (``with capture() as events:``) or a decorator
-    (``events = capture()``, then ``@events`` on a function). It is a read-only
+    Use it as a context manager (`with capture() as events:`) or a decorator
+    (`events = capture()`, then `@events` on a function). It is a read-only
     sequence of message dicts, safe to fill from many threads at once.
     """
 
@@ -205,11 +211,11 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
     # ------------------------------------------------------------- finding
 
     def find(self, type: str | None = None, **match: Any) -> list[dict[str, Any]]:
-        """Captured messages of ``type`` (any if ``None``) having every field in ``match``.
+        """Captured messages of `type` (any if `None`) having every field in `match`.
 
         Args:
-            type: ``"track"``, ``"identify"``, ``"group"``, ``"page"``, ``"screen"``, ``"alias"``.
-            **match: Fields to compare, as in :func:`matches`.
+            type: `"track"`, `"identify"`, `"group"`, `"page"`, `"screen"`, `"alias"`.
+            **match: Fields to compare, as in [`matches`][courier_analytics.testing.matches].
 
         Returns:
             The matching messages, oldest first.
@@ -220,7 +226,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
     def tracked(
         self, event: str | None = None, user_id: str | None = None, **match: Any
     ) -> list[dict[str, Any]]:
-        """Captured ``track`` messages, optionally of ``event`` and ``user_id``, matching ``match``.
+        """Captured `track` messages, optionally of `event` and `user_id`, matching `match`.
 
         Returns:
             The matching messages, oldest first.
@@ -228,7 +234,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         return self.find("track", **_optional(event=event, user_id=user_id), **match)
 
     def identified(self, user_id: str | None = None, **match: Any) -> list[dict[str, Any]]:
-        """Captured ``identify`` messages, optionally of ``user_id``, matching ``match``.
+        """Captured `identify` messages, optionally of `user_id`, matching `match`.
 
         Returns:
             The matching messages, oldest first.
@@ -236,7 +242,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         return self.find("identify", **_optional(user_id=user_id), **match)
 
     def grouped(self, group_id: str | None = None, **match: Any) -> list[dict[str, Any]]:
-        """Captured ``group`` messages, optionally of ``group_id``, matching ``match``.
+        """Captured `group` messages, optionally of `group_id`, matching `match`.
 
         Returns:
             The matching messages, oldest first.
@@ -253,19 +259,19 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         count: int | None = None,
         **match: Any,
     ) -> dict[str, Any]:
-        """Assert that ``event`` was tracked (for ``user_id``, with the fields in ``match``).
+        """Assert that `event` was tracked (for `user_id`, with the fields in `match`).
 
         Args:
             event: The event name.
             user_id: Whose event, if it matters.
             count: How many matching messages there must be; default at least one.
-            **match: Further fields, e.g. ``properties={"total": 42}`` (partial).
+            **match: Further fields, e.g. `properties={"total": 42}` (partial).
 
         Returns:
             The first matching message.
 
         Raises:
-            AssertionError: No (or not ``count``) matching message; the text lists
+            AssertionError: No (or not `count`) matching message; the text lists
                 what was captured and how the closest message differs.
         """
         return self._assert_some("track", count, event=event, **_optional(user_id=user_id), **match)
@@ -277,13 +283,14 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         count: int | None = None,
         **match: Any,
     ) -> dict[str, Any]:
-        """Assert that ``user_id`` was identified, e.g. with ``traits={"email": ...}`` (partial).
+        """Assert that `user_id` was identified, e.g. with `traits={"email": ...}` (partial).
 
         Returns:
             The first matching message.
 
         Raises:
-            AssertionError: No (or not ``count``) matching message; see :meth:`assert_tracked`.
+            AssertionError: No (or not `count`) matching message; see
+                [`assert_tracked`][courier_analytics.testing.CapturedEvents.assert_tracked].
         """
         return self._assert_some("identify", count, **_optional(user_id=user_id), **match)
 
@@ -294,20 +301,21 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         count: int | None = None,
         **match: Any,
     ) -> dict[str, Any]:
-        """Assert that a ``group`` call was made (for ``group_id``, with ``match``).
+        """Assert that a `group` call was made (for `group_id`, with `match`).
 
         Returns:
             The first matching message.
 
         Raises:
-            AssertionError: No (or not ``count``) matching message; see :meth:`assert_tracked`.
+            AssertionError: No (or not `count`) matching message; see
+                [`assert_tracked`][courier_analytics.testing.CapturedEvents.assert_tracked].
         """
         return self._assert_some("group", count, **_optional(group_id=group_id), **match)
 
     def assert_not_tracked(
         self, event: str | None = None, user_id: str | None = None, **match: Any
     ) -> None:
-        """Assert that no matching ``track`` message was captured (none at all without arguments).
+        """Assert that no matching `track` message was captured (none at all without arguments).
 
         Raises:
             AssertionError: Some were; the text lists them.
@@ -315,7 +323,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         self._assert_none("track", event=event, user_id=user_id, **match)
 
     def assert_not_identified(self, user_id: str | None = None, **match: Any) -> None:
-        """Assert that no matching ``identify`` message was captured.
+        """Assert that no matching `identify` message was captured.
 
         Raises:
             AssertionError: Some were; the text lists them.
@@ -323,7 +331,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         self._assert_none("identify", user_id=user_id, **match)
 
     def assert_count(self, expected: int, type: str | None = None, **match: Any) -> None:
-        """Assert that exactly ``expected`` messages (of ``type``, matching ``match``) exist.
+        """Assert that exactly `expected` messages (of `type`, matching `match`) exist.
 
         Raises:
             AssertionError: Another number was; the text lists what was captured.
@@ -382,15 +390,17 @@ def capture() -> CapturedEvents:
     """Capture every client's messages instead of sending them, while active.
 
     Returns:
-        A :class:`CapturedEvents`: enter it (``with capture() as events:``) or use it
-        as a decorator; it keeps the messages after the block ends.
+        A [`CapturedEvents`][courier_analytics.testing.CapturedEvents]: enter it (`with capture() as
+        events:`) or use it as a decorator; it keeps the messages after the block ends.
 
     Example:
-        >>> from courier_analytics import Client
-        >>> from courier_analytics.testing import capture
-        >>> with capture() as events:
-        ...     _ = Client(api_key="test-key").track("Signed Up", user_id="u1")
-        >>> events.assert_tracked("Signed Up", user_id="u1")["event"]
-        'Signed Up'
+        ```python
+        from courier_analytics import Client
+        from courier_analytics.testing import capture
+
+        with capture() as events:
+            Client(api_key="test-key").track("Signed Up", user_id="u1")
+        events.assert_tracked("Signed Up", user_id="u1")
+        ```
     """
     return CapturedEvents()

@@ -1,9 +1,10 @@
 """A local stand-in for the parts of Courier that courier-analytics talks to.
 
-It answers ``POST /inbound/segment``, ``POST /inbound/courier`` and
-``/profiles/{user_id}`` the way Courier does (see ``docs/devserver.md``), keeps what
-it received for inspection (``/__dev/*``, a Data Logs page at ``/``) and can inject
-faults. Needs the ``dev`` extra: ``pip install 'courier-analytics[dev]'``.
+It answers `POST /inbound/segment`, `POST /inbound/courier` and
+`/profiles/{user_id}` the way Courier does (see [the stand-in's
+page][the-local-courier-stand-in-courier_analyticsdevserver]), keeps what it received for inspection
+(`/__dev/*`, a Data Logs page at `/`) and can inject faults. Needs the `dev` extra: `pip install
+'courier-analytics[dev]'`.
 
     from courier_analytics.devserver import DevServer, Faults
 

@@ -1,12 +1,12 @@
 """The raw ASGI application: HTTP in, `_courier` logic, faults, HTTP out.
 
 No framework, on purpose: per request this does one header scan, one
-``orjson.loads``, one locked state update and one ``orjson.dumps``, which keeps
+`orjson.loads`, one locked state update and one `orjson.dumps`, which keeps
 the stand-in far faster than any client it is used to measure.
 
-Routes: Courier's (``/inbound/segment``, ``/inbound/courier``, ``/profiles/{id}``),
+Routes: Courier's (`/inbound/segment`, `/inbound/courier`, `/profiles/{id}`),
 which need the bearer key and are subject to faults; and the stand-in's own
-(``/`` and ``/__dev/*``), which need no key and are never faulted.
+(`/` and `/__dev/*`), which need no key and are never faulted.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _parse(body: bytes) -> Any:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or ``None`` when it is larger than `limit` bytes."""
+    """The request body, or `None` when it is larger than `limit` bytes."""
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body"):

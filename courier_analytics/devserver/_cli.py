@@ -1,6 +1,6 @@
-"""Command-line glue for ``courier-analytics dev``.
+"""Command-line glue for `courier-analytics dev`.
 
-The CLI module calls `add_arguments` on its ``dev`` sub-parser and `run` with the
+The CLI module calls `add_arguments` on its `dev` sub-parser and `run` with the
 parsed namespace; both live here so the stand-in's options stay next to it.
 """
 
@@ -41,7 +41,7 @@ def load_mappings(path: str | Path) -> dict[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the stand-in's options to `parser` (the ``dev`` sub-command)."""
+    """Add the stand-in's options to `parser` (the `dev` sub-command)."""
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)"
     )

@@ -1,7 +1,7 @@
-"""What Courier does with each request, as in ``shared/courier-api.md``.
+"""What Courier does with each request, as in `shared/courier-api.md`.
 
 Pure request -> `Answer` functions over a `DevState`. The caller holds
-``state.lock``; nothing here does I/O or waits.
+`state.lock`; nothing here does I/O or waits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def error(status: int, message: str, kind: str = "invalid_request_error") -> Ans
 
 
 def invalid(message: str) -> Answer:
-    """A 400 with Courier's ``invalid_request_error`` body."""
+    """A 400 with Courier's `invalid_request_error` body."""
     return error(400, message)
 
 
@@ -42,7 +42,7 @@ NO_CONTENT = Answer(204, b"")
 
 
 def is_authorized(state: DevState, authorization: bytes | None) -> bool:
-    """Whether an ``Authorization`` header value carries an accepted bearer key."""
+    """Whether an `Authorization` header value carries an accepted bearer key."""
     if not authorization:
         return False
     scheme, _, key = authorization.partition(b" ")
@@ -58,7 +58,7 @@ def is_authorized(state: DevState, authorization: bytes | None) -> bool:
 
 
 def _user_of(message: dict[str, Any]) -> str | Answer:
-    """``userId``, else ``anonymousId``; an `Answer` (400) when neither is usable."""
+    """`userId`, else `anonymousId`; an `Answer` (400) when neither is usable."""
     for field in ("userId", "anonymousId"):
         value = message.get(field)
         if value is not None and not isinstance(value, str):
@@ -90,7 +90,7 @@ def _string_field(message: dict[str, Any], field: str) -> str | Answer:
 
 
 def merge_profile(state: DevState, user_id: str, changes: dict[str, Any]) -> None:
-    """Shallow-merge `changes` into a profile (creating it); ``None`` removes a key."""
+    """Shallow-merge `changes` into a profile (creating it); `None` removes a key."""
     profile = dict(state.profiles_by_id.get(user_id, {}))
     for key, value in changes.items():
         if value is None:
@@ -298,7 +298,7 @@ def inbound_courier(state: DevState, message: Any) -> Answer:
 
 
 def profiles(state: DevState, method: str, user_id: str, body: Any) -> Answer:
-    """Handle ``GET/POST/PUT/PATCH/DELETE /profiles/{user_id}``."""
+    """Handle `GET/POST/PUT/PATCH/DELETE /profiles/{user_id}`."""
     if method == "GET":
         profile = state.profiles_by_id.get(user_id)
         return NOT_FOUND if profile is None else json_answer(200, {"profile": profile})

@@ -77,36 +77,36 @@ def _to_fail_with(value: Any) -> int | str:
 class Faults:
     """What the stand-in should do wrong, and how often.
 
-    All faults apply only to Courier's routes (``/inbound/*``, ``/profiles/*``), never
+    All faults apply only to Courier's routes (`/inbound/*`, `/profiles/*`), never
     to the inspection API or the page. A faulted request is *not* applied unless
-    ``apply_first`` is set, which simulates a request that Courier applied but whose
-    answer was lost. ``slow_body`` is the exception: the answer is correct, only slow,
+    `apply_first` is set, which simulates a request that Courier applied but whose
+    answer was lost. `slow_body` is the exception: the answer is correct, only slow,
     so the request is always applied.
 
     Attributes:
         latency_ms: Added latency before every answer (the mean for distributions).
-        latency_distribution: ``"fixed"``, ``"uniform"`` (``latency_ms`` ± ``latency_jitter_ms``)
-            or ``"normal"`` (standard deviation ``latency_jitter_ms``); never below 0.
+        latency_distribution: `"fixed"`, `"uniform"` (`latency_ms` ± `latency_jitter_ms`)
+            or `"normal"` (standard deviation `latency_jitter_ms`); never below 0.
         latency_jitter_ms: Spread of the latency distribution.
-        error_rate: Fraction of requests answered with a status from ``error_statuses``.
+        error_rate: Fraction of requests answered with a status from `error_statuses`.
         error_statuses: The 5xx statuses to pick from (uniformly).
         rate_limit_rate: Fraction of requests answered 429.
-        retry_after: Seconds to put in ``Retry-After`` on 429s; ``None`` sends no header.
-        retry_after_format: ``"seconds"`` (``Retry-After: 2``) or ``"http-date"``.
+        retry_after: Seconds to put in `Retry-After` on 429s; `None` sends no header.
+        retry_after_format: `"seconds"` (`Retry-After: 2`) or `"http-date"`.
         drop_rate: Fraction of requests whose connection is closed with no answer.
         hang_rate: Fraction of requests never answered (until the client gives up).
         slow_body_rate: Fraction of answers whose body is dribbled out slowly.
         slow_body_ms: How long a slow body takes in total.
-        fail_next: Deterministic: fail the next N Courier requests with ``fail_with``.
+        fail_next: Deterministic: fail the next N Courier requests with `fail_with`.
         fail_message_ids: Deterministic: fail requests whose messageId (or
-            ``Idempotency-Key``) matches this regular expression (``re.search``).
+            `Idempotency-Key`) matches this regular expression (`re.search`).
         fail_message_ids_times: Fail each matching messageId only this many times
-            (``None``: always), so retries can be seen to succeed.
+            (`None`: always), so retries can be seen to succeed.
         fail_with: What deterministic faults do: a 4xx or 5xx status (429 with
-            ``Retry-After``; 400 to reject one message as invalid), ``"drop"``,
-            ``"hang"`` or ``"slow_body"``.
+            `Retry-After`; 400 to reject one message as invalid), `"drop"`,
+            `"hang"` or `"slow_body"`.
         apply_first: Apply a faulted request, then fail its answer.
-        seed: Seed for the random faults (``None``: unpredictable).
+        seed: Seed for the random faults (`None`: unpredictable).
     """
 
     latency_ms: float = attrs.field(default=0.0, converter=float, validator=_check_non_negative)
@@ -147,7 +147,7 @@ class Faults:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:
-        """Build faults from a JSON object, e.g. the body of ``POST /__dev/faults``.
+        """Build faults from a JSON object, e.g. the body of `POST /__dev/faults`.
 
         Raises:
             ValueError: An unknown field or an invalid value, with a readable message.
@@ -162,7 +162,7 @@ class Faults:
             raise ValueError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the faults as a JSON-ready dict (the shape ``from_dict`` takes)."""
+        """Return the faults as a JSON-ready dict (the shape `from_dict` takes)."""
         data = attrs.asdict(self)
         data["error_statuses"] = list(self.error_statuses)
         return data
@@ -173,9 +173,9 @@ class FaultAction:
     """One decision: what to do wrong with one request.
 
     Attributes:
-        kind: ``error``, ``rate_limit``, ``drop``, ``hang`` or ``slow_body``.
-        status: The HTTP status for ``error`` and ``rate_limit``; 0 otherwise.
-        retry_after: The ``Retry-After`` header value for ``rate_limit``, if any.
+        kind: `error`, `rate_limit`, `drop`, `hang` or `slow_body`.
+        status: The HTTP status for `error` and `rate_limit`; 0 otherwise.
+        retry_after: The `Retry-After` header value for `rate_limit`, if any.
     """
 
     kind: FaultKind

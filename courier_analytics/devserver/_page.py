@@ -1,8 +1,8 @@
-"""The HTML page at ``/``: the event log, like Courier's Data Logs.
+"""The HTML page at `/`: the event log, like Courier's Data Logs.
 
 The first rows are rendered on the server (every value through `html.escape`);
-a small inline script then refreshes the table from ``/__dev/events`` every
-second, writing values with ``textContent`` only, never as HTML. A strict
+a small inline script then refreshes the table from `/__dev/events` every
+second, writing values with `textContent` only, never as HTML. A strict
 Content-Security-Policy (hashes of the inline script and style, nothing else)
 stops any markup that slipped through from running. The API key is never
 part of the state the page shows.

@@ -1,7 +1,7 @@
-"""A small RFC 6902 JSON Patch, enough for ``PATCH /profiles/{user_id}``.
+"""A small RFC 6902 JSON Patch, enough for `PATCH /profiles/{user_id}`.
 
-Supports ``add``, ``remove``, ``replace``, ``move``, ``copy`` and ``test`` with
-RFC 6901 pointers (``~0`` and ``~1`` escapes, ``-`` for "after the last array item").
+Supports `add`, `remove`, `replace`, `move`, `copy` and `test` with
+RFC 6901 pointers (`~0` and `~1` escapes, `-` for "after the last array item").
 `apply_patch` works on a deep copy and returns it, so a failing patch leaves
 the original untouched.
 """
@@ -20,7 +20,7 @@ def apply_patch(document: Any, operations: Any) -> Any:
     """Apply RFC 6902 `operations` to a copy of `document` and return the copy.
 
     Raises:
-        PatchError: The patch is malformed, a path is missing, or a ``test`` failed.
+        PatchError: The patch is malformed, a path is missing, or a `test` failed.
     """
     if not isinstance(operations, list):
         raise PatchError("patch must be a list of operations")

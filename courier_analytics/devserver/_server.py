@@ -1,7 +1,7 @@
 """Running the stand-in: `DevServer` (background thread) and `serve` (blocking).
 
 Both run uvicorn with httptools and uvloop (when installed), no access log and no
-lifespan, on a socket we bind ourselves so that ``port=0`` yields a known free port
+lifespan, on a socket we bind ourselves so that `port=0` yields a known free port
 before the server thread starts.
 """
 
@@ -62,11 +62,13 @@ def _url(host: str, port: int) -> str:
 class DevServer:
     """A Courier stand-in running in a background thread, for tests and demos.
 
-    Use it as a context manager (or call `start` and `stop`)::
+    Use it as a context manager (or call `start` and `stop`):
 
-        with DevServer(mappings={"Order Completed": "tmpl_order"}) as server:
-            httpx.post(server.base_url + "/inbound/segment", ...)
-            assert server.sends()
+    ```python
+    with DevServer(mappings={"Order Completed": "tmpl_order"}) as server:
+        httpx.post(server.base_url + "/inbound/segment", ...)
+        assert server.sends()
+    ```
 
     Args:
         api_key: The bearer key clients must send.
@@ -121,7 +123,7 @@ class DevServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``: use it as the client's Courier base URL."""
+        """`http://127.0.0.1:<port>`: use it as the client's Courier base URL."""
         return _url(self.host, self.port)
 
     @property
@@ -183,12 +185,12 @@ class DevServer:
     # -- inspection and control (thread-safe) ---------------------------------
 
     def events(self) -> list[dict[str, Any]]:
-        """The event log, OLDEST first (``GET /__dev/events`` is newest first).
+        """The event log, OLDEST first (`GET /__dev/events` is newest first).
 
-        Each event: ``id``, ``received`` (ISO 8601 UTC), ``route`` (``segment``,
-        ``courier`` or ``profiles``), ``type``, ``messageId``, ``user``, ``event`` (as
-        Courier names it), ``status`` (``Mapped``, ``Unmapped``, ``Accepted``,
-        ``Duplicate``), ``data`` (the request body) and ``send`` (or ``None``).
+        Each event: `id`, `received` (ISO 8601 UTC), `route` (`segment`,
+        `courier` or `profiles`), `type`, `messageId`, `user`, `event` (as
+        Courier names it), `status` (`Mapped`, `Unmapped`, `Accepted`,
+        `Duplicate`), `data` (the request body) and `send` (or `None`).
         """
         return self.state.events()
 
@@ -201,7 +203,7 @@ class DevServer:
         return self.state.sends()
 
     def stats(self) -> dict[str, Any]:
-        """Request, duplicate and fault counters (the body of ``GET /__dev/stats``)."""
+        """Request, duplicate and fault counters (the body of `GET /__dev/stats`)."""
         return self.state.stats()
 
     def faults(self) -> Faults:
@@ -211,13 +213,13 @@ class DevServer:
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Block until `predicate()` is true, re-checked after every request; no polling.
 
-        For example ``server.wait_for(lambda: len(server.events()) == 3)``. Returns
+        For example `server.wait_for(lambda: len(server.events()) == 3)`. Returns
         whether the predicate became true within `timeout` seconds.
         """
         return self.state.wait_for(predicate, timeout)
 
     def set_faults(self, faults: Faults) -> None:
-        """Inject `faults` from the next request on (``Faults()`` turns them off)."""
+        """Inject `faults` from the next request on (`Faults()` turns them off)."""
         self.state.set_faults(faults)
 
     def reset(self) -> None:

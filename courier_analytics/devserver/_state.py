@@ -2,7 +2,7 @@
 
 Everything lives in one `DevState` guarded by one lock, so a test thread can read
 it while the server's event loop writes it. Writers (`_courier.py`) take
-``state.lock`` around a whole request; readers use the snapshot methods, which
+`state.lock` around a whole request; readers use the snapshot methods, which
 return copies. Stored profiles and events are never mutated in place after they
 are published (updates build new dicts), so shallow copies are safe snapshots.
 """
@@ -44,10 +44,10 @@ class DevState:
     """All the state of one stand-in, safe to read from other threads.
 
     Args:
-        api_key: The key clients must send as ``Authorization: Bearer <key>``.
+        api_key: The key clients must send as `Authorization: Bearer <key>`.
         accept_any_key: Accept any non-empty bearer key (still 401 without one).
         mappings: Event name -> template id. Keys may be Courier's full name
-            (``Segment-TrackEvent:Order Completed``) or the short one (``Order Completed``).
+            (`Segment-TrackEvent:Order Completed`) or the short one (`Order Completed`).
         faults: The faults to inject from the start (none by default).
         max_body_bytes: Larger request bodies are answered 413 (Courier: 6 MB).
         max_events: How many events (and sends) to keep; older ones are forgotten.
@@ -104,7 +104,7 @@ class DevState:
         self.faults_injected[action.kind] = self.faults_injected.get(action.kind, 0) + 1
 
     def log_event(self, **fields: Any) -> dict[str, Any]:
-        """Append an event to the log (adds ``id`` and ``received``) and return it."""
+        """Append an event to the log (adds `id` and `received`) and return it."""
         event = {
             "id": self.next_event_id,
             "received": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -132,7 +132,7 @@ class DevState:
         return _deep_copy(events)
 
     def recent_events(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The newest `limit` events (all when ``None``), NEWEST first."""
+        """The newest `limit` events (all when `None`), NEWEST first."""
         with self.lock:
             count = len(self.event_log) if limit is None else min(limit, len(self.event_log))
             events = [self.event_log[-1 - index] for index in range(count)]

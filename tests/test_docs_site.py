@@ -1,0 +1,179 @@
+"""The built documentation site shows no literal markup.
+
+The site is built once (`mkdocs build --strict` into a temporary directory) and every page's
+HTML is read back: what a reader sees outside code must not contain reST roles (`:class:`),
+doctest prompts (`>>>`), reST `::` block markers, or Markdown that did not render.
+Skipped when the `docs` extra (mkdocs) is not installed: `pip install -e '.[docs]'`.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import attrs
+import pytest
+
+pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+pytest.importorskip("mkdocstrings", reason="the docs extra is not installed")
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK_TAGS = {"p", "li", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "dt", "dd", "div"}
+CODE_TAGS = {"pre", "code", "script", "style", "svg"}
+ROLE = re.compile(r":(class|meth|attr|func|mod|exc|obj|data|ref):")
+
+
+@attrs.define
+class Page:
+    """What a reader sees on one page: prose blocks, code blocks and table header rows."""
+
+    name: str
+    prose: list[str] = attrs.Factory(list)
+    code_blocks: list[str] = attrs.Factory(list)
+    inline_code: list[str] = attrs.Factory(list)
+    nested_quotes: int = 0
+    header_rows: list[list[str]] = attrs.Factory(list)
+
+
+class _Reader(HTMLParser):
+    """Splits a page's article into prose blocks (code excluded) and <pre> blocks."""
+
+    def __init__(self, page: Page) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page = page
+        self.in_article = 0
+        self.code_depth = 0
+        self.pre: list[str] | None = None
+        self.inline: list[str] | None = None
+        self.text: list[str] = []
+        self.in_thead = False
+        self.quote_depth = 0
+        self.row: list[str] | None = None
+        self.cell: list[str] | None = None
+
+    def _end_block(self) -> None:
+        block = "".join(self.text).strip()
+        if block:
+            self.page.prose.append(block)
+        self.text = []
+
+    def handle_starttag(self, tag: str, attrs_: list[tuple[str, str | None]]) -> None:
+        if tag == "article":
+            self.in_article += 1
+        if not self.in_article:
+            return
+        if tag in CODE_TAGS:
+            self.code_depth += 1
+        if tag == "blockquote":
+            self.quote_depth += 1
+            if self.quote_depth >= 3:  # what Markdown makes of a `>>>` line
+                self.page.nested_quotes += 1
+        if tag == "pre":
+            self.pre = []
+        if tag == "code" and self.pre is None:
+            self.inline = []
+        if tag in BLOCK_TAGS:
+            self._end_block()
+        if tag == "thead":
+            self.in_thead = True
+        if tag == "tr" and self.in_thead:
+            self.row = []
+        if tag == "th" and self.row is not None:
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.in_article:
+            return
+        if tag in CODE_TAGS:
+            self.code_depth -= 1
+        if tag == "blockquote":
+            self.quote_depth -= 1
+        if tag == "pre" and self.pre is not None:
+            self.page.code_blocks.append("".join(self.pre))
+            self.pre = None
+        if tag == "code" and self.inline is not None:
+            self.page.inline_code.append("".join(self.inline))
+            self.inline = None
+        if tag in BLOCK_TAGS:
+            self._end_block()
+        if tag == "th" and self.row is not None and self.cell is not None:
+            self.row.append("".join(self.cell).strip())
+            self.cell = None
+        if tag == "tr" and self.row is not None:
+            self.page.header_rows.append(self.row)
+            self.row = None
+        if tag == "thead":
+            self.in_thead = False
+        if tag == "article":
+            self.in_article -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self.in_article:
+            return
+        if self.pre is not None:
+            self.pre.append(data)
+        if self.inline is not None:
+            self.inline.append(data)
+        if self.cell is not None:
+            self.cell.append(data)
+        if self.code_depth:
+            self.text.append("\x00")  # inline code: present, but its content is not prose
+        else:
+            self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> list[Page]:
+    """Every page of the site, built strictly into a temporary directory."""
+    site = tmp_path_factory.mktemp("site")
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    found = []
+    for html in sorted(site.glob("**/index.html")):
+        page = Page(html.parent.relative_to(site).as_posix() or "home")
+        _Reader(page).feed(html.read_text(encoding="utf-8"))
+        found.append(page)
+    return found
+
+
+def _where(pages: list[Page], bad: re.Pattern[str]) -> list[str]:
+    return [f"{page.name}: {block[:120]!r}" for page in pages for block in page.prose
+            if bad.search(block)]  # fmt: skip
+
+
+def test_site_has_the_pages(pages: list[Page]) -> None:
+    """The reader finds the reference's prose and code, so the checks below cannot pass empty."""
+    reference = next(page for page in pages if page.name == "reference")
+    assert len(reference.prose) > 100
+    assert len(reference.code_blocks) > 10
+
+
+def test_no_literal_sphinx_roles(pages: list[Page]) -> None:
+    """No `:class:`, `:meth:`, `:attr:` (or other reST role) shows as text."""
+    assert _where(pages, ROLE) == []
+
+
+def test_no_doctest_prompt_outside_code(pages: list[Page]) -> None:
+    """No `>>>` shows outside a code block, as text or as the quotes Markdown makes of it."""
+    assert _where(pages, re.compile(r">>>")) == []
+    assert [page.name for page in pages if page.nested_quotes] == []
+
+
+def test_no_rest_literal_block_marker(pages: list[Page]) -> None:
+    """No paragraph ends in `::` (a reST literal-block marker shown as text)."""
+    assert _where(pages, re.compile(r"::\s*$", re.MULTILINE)) == []
+
+
+def test_no_unrendered_markdown(pages: list[Page]) -> None:
+    """No code fences, unresolved cross-references, or escaped pipes show as text."""
+    bad = re.compile(r"```|\]\[[\w.\-]+\]|\\\||\[`")
+    assert _where(pages, bad) == []
