@@ -598,10 +598,10 @@ class Client:
         """`flush` for async code: awaits delivery while the event loop goes on.
 
         Args:
-            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+            timeout: Seconds to wait at most; default the client's `flush_timeout`.
 
         Returns:
-            ``True`` when nothing is left pending, ``False`` when the timeout passed first.
+            `True` when nothing is left pending, `False` when the timeout passed first.
         """
         wait = self._options.flush_timeout if timeout is None else timeout
         done = await self._worker.wait_idle_async(wait)
@@ -617,7 +617,7 @@ class Client:
         """`shutdown` for async code: the event loop goes on while it waits.
 
         Args:
-            timeout: Seconds to wait at most; default the client's ``flush_timeout``.
+            timeout: Seconds to wait at most; default the client's `flush_timeout`.
         """
         self._worker.close()
         wait = self._options.flush_timeout if timeout is None else timeout

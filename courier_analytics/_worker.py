@@ -63,7 +63,7 @@ class _IdleWaiter(Protocol):
 
 
 class _LoopWaiter:
-    """An idle waiter that resolves a future on another thread's event loop (``aflush``)."""
+    """An idle waiter that resolves a future on another thread's event loop (`aflush`)."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -215,7 +215,7 @@ class Worker:
         return done
 
     async def wait_idle_async(self, timeout: float | None) -> bool:
-        """``wait_idle`` for a coroutine: the caller's event loop goes on meanwhile."""
+        """`wait_idle` for a coroutine: the caller's event loop goes on meanwhile."""
         thread = self._thread
         if thread is None or not thread.is_alive():
             return not self.queue and not self.held
