@@ -32,6 +32,8 @@ class Request:
         path: Path below the base URL, already percent-encoded.
         body: JSON body.
         idempotency_key: Value of the `Idempotency-Key` header, if one is sent.
+            Neither route sends one: Courier saves the first answer to a key, a
+            5xx included, and replays it to every retry (see `ApiRoute`).
     """
 
     path: str
@@ -79,6 +81,13 @@ class SegmentRoute:
 class ApiRoute:
     """Route `"api"`: the destination's meaning applied on Courier's documented API.
 
+    No request carries an `Idempotency-Key`. Courier saves the first answer to a
+    key, status and body, a 500 included, and replays it to every later request
+    with that key, so one transient 500 would doom every retry of the message.
+    Neither endpoint needs the header: a profile merge is content-idempotent (and
+    per-user order keeps an older retry from landing after a newer identify), and
+    `/inbound/courier` deduplicates on `messageId`, answering a repeat 409.
+
     Args:
         event_prefix: Put before a track event's name, so that events sent this way
             are named as the Segment integration names them.
@@ -108,7 +117,7 @@ class ApiRoute:
                     "userId": message.recipient,
                 }
             )
-        return Request(path, body, idempotency_key=message.message_id)
+        return Request(path, body)
 
     def accepted(self, status: int) -> bool:
         """2xx, or 409: `/inbound/courier` already has this messageId."""

@@ -27,8 +27,8 @@ def accept(request: httpx.Request, body: dict[str, Any], attempt: int) -> Answer
 
 
 def message_id_of(request: httpx.Request, body: dict[str, Any]) -> str:
-    """The messageId a request carries (body on /inbound/*, header on /profiles)."""
-    return str(body.get("messageId") or request.headers.get("idempotency-key", ""))
+    """The messageId in the body (/inbound/*), else path and body (/profiles has no id)."""
+    return str(body.get("messageId") or request.url.path + request.content.decode())
 
 
 class FakeCourier(httpx.AsyncBaseTransport):

@@ -20,6 +20,8 @@ from courier_analytics import Client
 from courier_analytics._messages import LIBRARY
 from courier_analytics._transport import USER_AGENT
 
+from .fakes import NO_WAIT
+
 BASE = "https://api.courier.com"
 WHEN = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
 
@@ -114,12 +116,57 @@ def test_page_is_not_sent_on_either_route(courier: respx.MockRouter, route: str)
 
 
 def test_api_route_merges_identify_into_the_profile(courier: respx.MockRouter) -> None:
-    """Route api posts {"profile": traits} to /profiles/{id} with an Idempotency-Key."""
+    """Route api posts {"profile": traits} to /profiles/{id}."""
     deliver("api", "identify", "user/1 é", {"email": "a@example.com", "phone_number": None})
-    ((path, headers, body),) = sent(courier)
+    ((path, _, body),) = sent(courier)
     assert path == "/profiles/user%2F1%20%C3%A9"
     assert body == {"profile": {"email": "a@example.com", "phone_number": None}}
-    assert headers["idempotency-key"] == "m-1"
+
+
+@pytest.mark.parametrize("route", ["segment", "api"])
+def test_no_request_carries_an_idempotency_key(courier: respx.MockRouter, route: str) -> None:
+    """Courier would replay a saved 5xx to every retry with the same key: none is sent."""
+    deliver(route, "identify", "u1", {"email": "a@example.com"})
+    deliver(route, "track", "Order Completed", user_id="u1")
+    requests = sent(courier)
+    assert len(requests) == 2
+    assert all("idempotency-key" not in headers for _, headers, _ in requests)
+
+
+RETRIED = [
+    ("segment", "identify", ("u1", {"a": 1}), {}, "/inbound/segment", 202),
+    ("segment", "track", ("E",), {"user_id": "u1"}, "/inbound/segment", 202),
+    ("api", "identify", ("u1", {"a": 1}), {}, "/profiles/u1", 200),
+    ("api", "track", ("E",), {"user_id": "u1"}, "/inbound/courier", 202),
+]
+
+
+@pytest.mark.parametrize(("route", "call", "args", "kwargs", "path", "ok"), RETRIED)
+def test_a_transient_500_then_success_ends_delivered(
+    route: str, call: str, args: tuple[Any, ...], kwargs: dict[str, Any], path: str, ok: int
+) -> None:
+    """A 500 on the first attempt, then success: the retry delivers the message."""
+    saved: dict[str, httpx.Response] = {}
+    fresh = iter([httpx.Response(500, json={"message": "oops"}), httpx.Response(ok)])
+
+    def like_courier(request: httpx.Request) -> httpx.Response:
+        # Courier saves the first answer to an Idempotency-Key, a 500 included.
+        key = request.headers.get("idempotency-key")
+        if key is not None and key in saved:
+            return saved[key]
+        answer = next(fresh)
+        if key is not None:
+            saved[key] = answer
+        return answer
+
+    with respx.mock(base_url=BASE) as router:
+        answers = router.post(path).mock(side_effect=like_courier)
+        with httpx_client(api_key="k", route=route, retry=NO_WAIT) as client:
+            getattr(client, call)(*args, **kwargs)
+            assert client.flush(5)
+            stats = client.stats
+    assert answers.call_count == 2
+    assert (stats.delivered, stats.retried, stats.failed) == (1, 1, 0)
 
 
 def test_api_route_posts_track_as_prefixed_inbound_event(courier: respx.MockRouter) -> None:
