@@ -55,16 +55,27 @@ def exception_error(message: Message, attempts: int, exc: Exception) -> Delivery
     return error
 
 
-def error_for(message: Message, outcome: Outcome, attempts: int) -> DeliveryError:
-    """The report for a message whose last attempt came to `outcome` (not delivered)."""
+def error_for(
+    message: Message, outcome: Outcome, attempts: int, refusal: str | None = None
+) -> DeliveryError:
+    """The report for a message whose last attempt came to `outcome` (not delivered).
+
+    Args:
+        message: The message.
+        outcome: Its last attempt's outcome.
+        attempts: How many requests were made for it.
+        refusal: Why the retry policy made no further retry, if it stopped early.
+    """
     what = f"{message.type} {message.message_id}"
     status = outcome.status
     detail = f": {outcome.detail}" if outcome.detail else ""
+    if refusal:
+        detail += f"; {refusal}"
     error: DeliveryError
     if status is None:
         error = RetriesExhaustedError(
             f"{what} not delivered after {attempts} attempt(s): "
-            f"{type(outcome.error).__name__}: {outcome.error}",
+            f"{type(outcome.error).__name__}: {outcome.error}{detail}",
             message_id=message.message_id,
             attempts=attempts,
         )

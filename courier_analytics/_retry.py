@@ -1,22 +1,35 @@
-"""Retry policy: which outcomes retry, and how long to wait between attempts.
+"""Retry policy: which outcomes retry, how long to wait between attempts, and when to stop.
 
-The policy is a value; the worker builds one `backoff` decorator from it when
-it starts and reuses it for every message (as stamina and PostHog do), so no
-per-request set-up is paid.
+The policy is a value. The worker applies it in one plain loop (`Worker._retry`):
+the waits come from `RetryPolicy.waits` (a `backoff.expo` sequence, capped and
+jittered), the server's `Retry-After` is a floor on each wait, and one monotonic
+deadline, `max_time` after the first attempt, ends the retries.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import email.utils
+import itertools
 import random
-import time
-from collections.abc import Generator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
+import backoff
 
-__all__ = ["Outcome", "RetryPolicy", "is_retryable_status", "parse_retry_after"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "Outcome",
+    "RetryPolicy",
+    "is_retryable_status",
+    "parse_retry_after",
+]
+
+#: The longest `Retry-After` (seconds) a message waits for. A server asking for more
+#: (`Retry-After: 1e8`, `inf`) gets no retry: the message fails at once, saying so,
+#: rather than hold its user's later messages for hours or until shutdown.
+MAX_RETRY_AFTER = 3600.0
 
 
 def is_retryable_status(status: int) -> bool:
@@ -84,10 +97,11 @@ class RetryPolicy:
     """How a message that failed with a retryable error is tried again.
 
     Network errors, timeouts, 408, 429 and 5xx (except 501) retry; any other status
-    is final. The n-th wait is `initial_wait * multiplier**n` with up to `jitter`
-    of it removed at random, capped at `max_wait`, and raised to the server's
-    `Retry-After` when that is longer. A retry that could not start before
-    `max_time` is not made: the message fails then, rather than retry early.
+    is final. The n-th wait is `initial_wait * multiplier**n`, capped at `max_wait`,
+    with up to `jitter` of it removed at random, and raised to the server's
+    `Retry-After` when that is longer (up to `MAX_RETRY_AFTER`, one hour). A retry
+    that could not start before `max_time` is not made: the message fails then,
+    rather than retry early.
 
     Attributes:
         max_retries: Retries after the first attempt (0 tries once).
@@ -112,37 +126,31 @@ class RetryPolicy:
         """Attempts in all: the first one plus `max_retries`."""
         return self.max_retries + 1
 
-    def wait_for(self, retry: int, retry_after: float | None, rand: float) -> float:
-        """Seconds to wait before retry number `retry` (0-based), given `rand` in [0, 1).
-
-        The server's `Retry-After` is a floor that `max_wait` does not cut: a retry
-        never goes out before the server said it may.
-        """
-        wait = self.initial_wait * self.multiplier**retry
-        wait *= 1.0 - min(self.jitter, 1.0) * rand
-        wait = min(wait, self.max_wait)
-        if retry_after is not None:
-            wait = max(wait, retry_after)
-        return wait
-
-    def waits(
-        self, start: int = 0, deadline: float | None = None
-    ) -> Generator[float, Outcome | None, None]:
-        """A `backoff` wait generator: sent each failed `Outcome`, yields the wait.
-
-        It stops (so backoff gives up) when the wait would end past `deadline`
-        (`time.monotonic()`), rather than retry early.
+    def waits(self, rand: Callable[[], float] = random.random) -> Iterator[float]:
+        """The backoff's own wait before each retry, one per retry allowed.
 
         Args:
-            start: The index of the first retry it will be asked about.
-            deadline: When no retry may start any more; `None` for never.
+            rand: Gives a number in [0, 1) for the jitter of each wait.
         """
-        outcome = yield 0.0  # primed by backoff with send(None)
-        retry = start
-        while True:
-            retry_after = outcome.retry_after if outcome is not None else None
-            wait = self.wait_for(retry, retry_after, random.random())
-            if deadline is not None and time.monotonic() + wait >= deadline:
-                return
-            outcome = yield wait
-            retry += 1
+        expo = backoff.expo(base=self.multiplier, factor=self.initial_wait, max_value=self.max_wait)
+        next(expo)  # backoff's generators open with a bare yield
+        jitter = min(self.jitter, 1.0)
+        for wait in itertools.islice(expo, self.max_retries):
+            yield wait * (1.0 - jitter * rand())
+
+    def refusal(self, wait: float, retry_after: float | None, time_left: float) -> str | None:
+        """Why no retry may follow this wait, or `None` when it may.
+
+        Args:
+            wait: The wait before the retry, `Retry-After` included.
+            retry_after: What the server asked for, if anything.
+            time_left: Seconds until `max_time` runs out (`math.inf` without one).
+        """
+        if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+            return (
+                f"Courier asked to wait {retry_after:g}s (Retry-After), more than the "
+                f"{MAX_RETRY_AFTER:g}s a retry waits at most"
+            )
+        if wait >= time_left:
+            return f"no retry could start within max_time ({self.max_time:g}s)"
+        return None

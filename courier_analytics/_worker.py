@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import math
-import random
 import threading
 import time
 from collections import deque
@@ -29,7 +27,6 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Protocol
 
-import backoff
 import httpx
 
 from courier_analytics import _outcomes
@@ -42,18 +39,6 @@ from courier_analytics._transport import Sender
 __all__ = ["Worker", "WorkerUnavailable"]
 
 logger = logging.getLogger("courier_analytics")
-
-#: time.monotonic() after which no retry of the current task's message may start.
-_retry_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "retry_deadline", default=None
-)
-
-
-def _retry_time_left() -> float:
-    """backoff's `max_time` for the retries of the current task's message."""
-    deadline = _retry_deadline.get()
-    return math.inf if deadline is None else max(0.0, deadline - time.monotonic())
-
 
 Reporter = Callable[[BaseException, Message], None]
 
@@ -304,18 +289,6 @@ class Worker:
                 raise self._sender_error or RuntimeError("no sender")
             self._ready = asyncio.Queue()
             self._capacity = asyncio.Semaphore(self._max_in_flight)
-            # Retries after the first attempt (made by a slot, see _first_attempt).
-            self._deliver_with_retries = backoff.on_predicate(
-                self._policy.waits,
-                lambda outcome: outcome.retry,
-                max_tries=self._policy.max_tries - 1,
-                max_time=_retry_time_left,
-                jitter=None,
-                on_backoff=self._on_backoff,
-                logger=None,
-                start=1,
-                deadline=_retry_deadline.get,
-            )(self._attempt)
             slots = [asyncio.create_task(self._slot()) for _ in range(self._max_in_flight)]
             while not self._stopping:
                 self._drain()
@@ -417,55 +390,63 @@ class Worker:
         Retries wait in their own task, so a message backing off keeps no slot: it
         holds back only its own user's later messages (its lane).
         """
-        tries = [0]
         started = time.monotonic()
+        attempts = 0
         try:
             request = self._route.request(message)
-            outcome = await self._attempt(message, request, tries)
+            attempts = 1
+            outcome = await self._attempt(request)
         except asyncio.CancelledError:
-            self._fail(message, _outcomes.not_delivered(message, tries[0]))
+            self._fail(message, _outcomes.not_delivered(message, attempts))
             raise
         except Exception as exc:
-            self._fail(message, _outcomes.exception_error(message, tries[0], exc))
+            self._fail(message, _outcomes.exception_error(message, attempts, exc))
             return False
-        if outcome.retry and self._policy.max_tries > 1:
-            task = asyncio.create_task(self._retry(message, request, tries, outcome, started))
+        if outcome.retry and self._policy.max_retries:
+            task = asyncio.create_task(self._retry(message, request, outcome, started))
             self._retrying.add(task)
             task.add_done_callback(self._retrying.discard)
             return True
-        self._finish(message, outcome, tries[0])
+        self._finish(message, outcome, attempts)
         return False
 
     async def _retry(
-        self, message: Message, request: Request, tries: list[int], first: Outcome, started: float
+        self, message: Message, request: Request, outcome: Outcome, started: float
     ) -> None:
-        """Retry a message whose first attempt failed, then release its lane."""
+        """Retry a message whose first attempt failed, then release its lane.
+
+        The policy gives the waits; the server's `Retry-After` is a floor on each (a
+        retry never goes out before the server said it may); no retry starts after
+        one monotonic deadline, `max_time` after the first attempt.
+        """
         policy = self._policy
+        deadline = math.inf if policy.max_time is None else started + policy.max_time
+        attempts, refusal = 1, None
         try:
-            try:
-                wait = policy.wait_for(0, first.retry_after, random.random())
-                outcome = first
-                deadline = None if policy.max_time is None else started + policy.max_time
-                if deadline is None or time.monotonic() + wait < deadline:
-                    self._log_retry(message, first, wait, tries[0])
-                    await asyncio.sleep(wait)
-                    _retry_deadline.set(deadline)  # this task's own context
-                    outcome = await self._deliver_with_retries(message, request, tries)
-            except asyncio.CancelledError:
-                self._fail(message, _outcomes.not_delivered(message, tries[0]))
-                raise
-            except Exception as exc:
-                self._fail(message, _outcomes.exception_error(message, tries[0], exc))
-            else:
-                self._finish(message, outcome, tries[0])
+            for backoff_wait in policy.waits():
+                wait = max(backoff_wait, outcome.retry_after or 0.0)
+                refusal = policy.refusal(wait, outcome.retry_after, deadline - time.monotonic())
+                if refusal is not None:
+                    break
+                self._log_retry(message, outcome, wait, attempts)
+                await asyncio.sleep(wait)
+                attempts += 1
+                self.retried += 1
+                outcome = await self._attempt(request)
+                if not outcome.retry:
+                    break
+            self._finish(message, outcome, attempts, refusal)
+        except asyncio.CancelledError:
+            self._fail(message, _outcomes.not_delivered(message, attempts))
+            raise
+        except Exception as exc:
+            self._fail(message, _outcomes.exception_error(message, attempts, exc))
         finally:
             self._finish_lane(message.recipient, message)
             self._drain()
 
-    async def _attempt(self, message: Message, request: Request, tries: list[int]) -> Outcome:
-        tries[0] += 1
-        if tries[0] > 1:
-            self.retried += 1
+    async def _attempt(self, request: Request) -> Outcome:
+        """Send the request once and say what came of it."""
         sender, capacity = self._sender, self._capacity
         assert sender is not None  # set by _main()
         assert capacity is not None
@@ -485,11 +466,6 @@ class Worker:
             detail=_outcomes.error_detail(response.body),
         )
 
-    def _on_backoff(self, details: Any) -> None:
-        message: Message = details["args"][0]
-        tries: list[int] = details["args"][2]
-        self._log_retry(message, details["value"], details["wait"], tries[0])
-
     def _log_retry(self, message: Message, outcome: Outcome, wait: float, attempts: int) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             reason = outcome.status or type(outcome.error).__name__
@@ -502,7 +478,9 @@ class Worker:
                 attempts,
             )
 
-    def _finish(self, message: Message, outcome: Outcome, attempts: int) -> None:
+    def _finish(
+        self, message: Message, outcome: Outcome, attempts: int, refusal: str | None = None
+    ) -> None:
         if outcome.delivered:
             self.delivered += 1
             if logger.isEnabledFor(logging.DEBUG):
@@ -515,7 +493,7 @@ class Worker:
                     attempts,
                 )
             return
-        self._fail(message, _outcomes.error_for(message, outcome, attempts))
+        self._fail(message, _outcomes.error_for(message, outcome, attempts, refusal))
 
     def _fail(self, message: Message, error: DeliveryError) -> None:
         """The one place a message is counted as failed, logged and reported."""
