@@ -1,11 +1,15 @@
 """The `courier-analytics` command: the local stand-in, one-off calls, and the demo.
 
-Exit codes: 0 success; 1 a message was not delivered; 2 bad usage or bad input.
+Exit codes: 0 success; 1 a message was not delivered; 2 bad usage or bad input;
+141 the output was closed early (`courier-analytics demo | head`), as for tools
+that SIGPIPE ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -19,6 +23,8 @@ from courier_analytics._version import __version__
 __all__ = ["main"]
 
 EXIT_OK, EXIT_NOT_DELIVERED, EXIT_USAGE = 0, 1, 2
+#: 128 + SIGPIPE: what a shell reports for a tool that its closed output ended.
+EXIT_BROKEN_PIPE = 141
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -80,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit code."""
     out = out or sys.stdout
+    try:
+        return _main(argv, out)
+    except BrokenPipeError:
+        # The reader went away (`courier-analytics demo | head`): stop without a
+        # traceback, and point stdout at /dev/null so that the interpreter's own
+        # flush at exit does not fail a second time.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None, out: TextIO) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
         return _dev(args)

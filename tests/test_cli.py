@@ -109,3 +109,17 @@ def test_dev_runs_the_stand_in_until_stopped() -> None:
         process.wait(10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_demo_into_a_closed_pipe_exits_quietly() -> None:
+    """`courier-analytics demo | head`: a reader that goes away ends it with 141, no traceback."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "courier_analytics", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert demo.stdout is not None
+    demo.stdout.close()  # the reader is gone before the first line: every write fails
+    _, errors = demo.communicate(timeout=120)
+    assert errors.decode() == ""
+    assert demo.returncode == 141
