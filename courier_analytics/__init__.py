@@ -20,12 +20,16 @@ from __future__ import annotations
 from courier_analytics import _default
 from courier_analytics._client import Client, Stats
 from courier_analytics._default import (
+    add_source_middleware,
     aflush,
     ashutdown,
     configure,
     default_client,
+    deregister,
     flush,
+    on,
     proxy,
+    register,
     shutdown,
     stats,
 )
@@ -37,14 +41,18 @@ from courier_analytics._errors import (
     DeliveryError,
     MessageTooLargeError,
     NotDeliveredError,
+    PluginError,
     QueueFullError,
     RejectedError,
     RetriesExhaustedError,
 )
+from courier_analytics._events import MessageView
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
 from courier_analytics._options import REGIONS, ErrorHandler, Options, Region
+from courier_analytics._plugins import Plugin
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
+from courier_analytics._scope import User, reset, scope, user
 from courier_analytics._transport import AnyTransport
 from courier_analytics._version import __version__
 
@@ -61,27 +69,38 @@ __all__ = [
     "ErrorHandler",
     "Message",
     "MessageTooLargeError",
+    "MessageView",
     "NotDeliveredError",
     "Options",
+    "Plugin",
+    "PluginError",
     "QueueFullError",
     "RejectedError",
     "RetriesExhaustedError",
     "RetryPolicy",
     "Stats",
+    "User",
     "__version__",
+    "add_source_middleware",
     "aflush",
     "alias",
     "ashutdown",
     "configure",
     "default_client",
+    "deregister",
     "flush",
     "group",
     "identify",
+    "on",
     "page",
+    "register",
+    "reset",
+    "scope",
     "screen",
     "shutdown",
     "stats",
     "track",
+    "user",
 ]
 
 # Module-level settings, read when the default client is built (same names and

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
@@ -19,8 +19,10 @@ import attrs
 
 from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
+from courier_analytics._events import Emitter, EventName
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message, MessageFactory
 from courier_analytics._options import ErrorHandler, Options, Region
+from courier_analytics._plugins import Middleware, Plugin, Plugins
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import (
     DEFAULT_EVENT_PREFIX,
@@ -29,6 +31,7 @@ from courier_analytics._routes import (
     RouteName,
     SegmentRoute,
 )
+from courier_analytics._scope import Frame, commit, current_frame
 from courier_analytics._transport import AnyTransport, Sender, make_sender
 from courier_analytics._worker import Worker, WorkerUnavailable
 
@@ -51,16 +54,20 @@ class Stats:
 
     Attributes:
         made: Calls that produced a valid message.
-        queued: Messages accepted for delivery (made, less skipped and dropped).
+        queued: Messages accepted for delivery (made, less skipped, dropped and cancelled).
         delivered: Messages Courier accepted.
         retried: Retry attempts (not messages): a message retried twice counts 2.
         failed: Messages that will not be delivered: refused by Courier, out of
-            retries, or still pending at shutdown. Each was passed to `on_error`.
+            retries, still pending at shutdown, or cancelled by a `before` plugin
+            that raised. Each was passed to `on_error`.
         dropped: Messages refused because the queue was full or the client closed.
             Each was passed to `on_error`.
         skipped: Messages not sent by design: a type the route does not deliver
-            (page, screen, alias; group on route `"api"`), `send=False`, or
-            captured by [`courier_analytics.testing.capture`][courier_analytics.testing.capture].
+            (page, screen, alias; group on route `"api"`), `send=False`,
+            captured by [`courier_analytics.testing.capture`][courier_analytics.testing.capture],
+            dropped by a plugin or source middleware, turned away by their
+            `integrations` (`{"Courier": False}`, `{"All": False}`), or made in a
+            scope with `on_missing_identity="skip"` that knew no user.
         pending: Messages queued or being delivered right now.
     """
 
@@ -204,6 +211,8 @@ class Client:
             max_message_bytes=max_message_bytes,
             allow_insecure_http=allow_insecure_http,
         )
+        self._plugins = Plugins()
+        self._events = Emitter()
         self._init(options)
         if debug:
             _enable_debug_logging()
@@ -217,8 +226,12 @@ class Client:
     def _init(self, options: Options) -> None:
         self._options = options
         self._factory = MessageFactory(
-            max_bytes=options.max_message_bytes, views_as_track=options.views_as_track
+            max_bytes=options.max_message_bytes,
+            views_as_track=options.views_as_track,
+            plugins=self._plugins,
         )
+        # For calls in a scope with on_missing_identity="skip" that knows no user.
+        self._lenient = attrs.evolve(self._factory, require_identity=False)
         self._route = _make_route(options)
         self._send = options.send
         self._sync_mode = options.sync_mode
@@ -226,6 +239,7 @@ class Client:
         self._made = 0
         self._dropped = 0
         self._skipped = 0
+        self._cancelled = 0
         self._drops_unlogged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
         self._worker = Worker(
@@ -236,6 +250,7 @@ class Client:
             max_in_flight=options.max_in_flight,
             flush_interval=options.flush_interval,
             report=self._report,
+            events=self._events,
         )
 
     def _make_sender(self) -> Sender:
@@ -263,12 +278,13 @@ class Client:
         worker = self._worker
         with self._lock:
             made, dropped, skipped = self._made, self._dropped, self._skipped
+            cancelled = self._cancelled
         return Stats(
             made=made,
-            queued=made - dropped - skipped,
+            queued=made - dropped - skipped - cancelled,
             delivered=worker.delivered,
             retried=worker.retried,
-            failed=worker.failed,
+            failed=worker.failed + cancelled,
             dropped=dropped,
             skipped=skipped,
             pending=worker.pending,
@@ -290,18 +306,26 @@ class Client:
         """Merge `traits` into the user's Courier profile.
 
         Args:
-            user_id: Whose profile; required unless `anonymous_id` is given.
+            user_id: Whose profile; required unless `anonymous_id` is given or the
+                call is made in a [`scope`][courier_analytics.scope], which then
+                remembers this user (and merges `traits` into the scope's).
             traits: Profile fields, e.g. `{"email": ..., "phone_number": ...}`.
                 A trait set to `None` removes that field from the profile.
             anonymous_id: Used when there is no `user_id`.
             context: Segment `context`; `library` is set on a copy.
             timestamp: When it happened (a `datetime`; naive means local time).
             message_id: A stable id of your own, for idempotent retries; default a UUID4.
-            integrations: Segment `integrations` object, passed through.
+            integrations: Segment `integrations` object: `{"Courier": False}` or
+                `{"All": False}` skips the message; sent on unchanged otherwise.
 
         Returns:
             The message's `messageId`.
         """
+        frame = current_frame()
+        if frame is not None:
+            return self._identify_in_scope(
+                frame, user_id, traits, anonymous_id, context, timestamp, message_id, integrations
+            )
         return self._dispatch(
             self._factory.identify(
                 user_id,
@@ -313,6 +337,43 @@ class Client:
                 integrations=integrations,
             )
         )
+
+    def _identify_in_scope(
+        self,
+        frame: Frame,
+        user_id: object,
+        traits: object,
+        anonymous_id: object,
+        context: object,
+        timestamp: object,
+        message_id: object,
+        integrations: object,
+    ) -> str:
+        """identify() inside a scope: the scope learns the user once the message is made."""
+        before = frame.state
+        after, merged = frame.identify(user_id, anonymous_id, traits)
+        known = after.user_id is not None or after.anonymous_id is not None
+        factory = self._factory if known or not frame.skips_anonymous_calls else self._lenient
+        message = factory.identify(
+            after.user_id,
+            merged,
+            anonymous_id=after.anonymous_id,
+            context=frame.context(context),
+            timestamp=timestamp,
+            message_id=message_id,
+            integrations=integrations,
+        )
+        commit(frame, before, after, (user_id, anonymous_id, traits))
+        return self._dispatch(message)
+
+    def _scoped(
+        self, frame: Frame, user_id: object, anonymous_id: object, context: object
+    ) -> tuple[Any, Any, Any, MessageFactory]:
+        """A call's ids and context filled in from the scope, and the factory to use."""
+        user_id, anonymous_id, context = frame.fill(user_id, anonymous_id, context)
+        if user_id is None and anonymous_id is None and frame.skips_anonymous_calls:
+            return user_id, anonymous_id, context, self._lenient
+        return user_id, anonymous_id, context, self._factory
 
     def track(
         self,
@@ -334,23 +395,29 @@ class Client:
         Args:
             event: The event name, e.g. `"Order Completed"`.
             properties: The event's data.
-            user_id: Who did it; required unless `anonymous_id` is given.
+            user_id: Who did it; required unless `anonymous_id` is given or the
+                call is made in a [`scope`][courier_analytics.scope] that knows the user.
             anonymous_id: Used when there is no `user_id`.
             context: Segment `context`; `library` is set on a copy.
             timestamp: When it happened (a `datetime`; naive means local time).
             message_id: A stable id of your own, for idempotent retries; default a UUID4.
-            integrations: Segment `integrations` object, passed through.
+            integrations: Segment `integrations` object: `{"Courier": False}` or
+                `{"All": False}` skips the message; sent on unchanged otherwise.
 
         Returns:
             The message's `messageId`.
         """
+        factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
+        frame = current_frame()
+        if frame is not None:
+            uid, aid, ctx, factory = self._scoped(frame, uid, aid, ctx)
         return self._dispatch(
-            self._factory.track(
+            factory.track(
                 event,
                 properties,
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
+                user_id=uid,
+                anonymous_id=aid,
+                context=ctx,
                 timestamp=timestamp,
                 message_id=message_id,
                 integrations=integrations,
@@ -374,13 +441,17 @@ class Client:
         Returns:
             The message's `messageId`.
         """
+        factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
+        frame = current_frame()
+        if frame is not None:
+            uid, aid, ctx, factory = self._scoped(frame, uid, aid, ctx)
         return self._dispatch(
-            self._factory.group(
+            factory.group(
                 group_id,
                 traits,
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
+                user_id=uid,
+                anonymous_id=aid,
+                context=ctx,
                 timestamp=timestamp,
                 message_id=message_id,
                 integrations=integrations,
@@ -405,15 +476,19 @@ class Client:
         Returns:
             The message's `messageId`.
         """
+        factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
+        frame = current_frame()
+        if frame is not None:
+            uid, aid, ctx, factory = self._scoped(frame, uid, aid, ctx)
         return self._dispatch(
-            self._factory.view(
+            factory.view(
                 "page",
                 name,
                 properties,
                 category=category,
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
+                user_id=uid,
+                anonymous_id=aid,
+                context=ctx,
                 timestamp=timestamp,
                 message_id=message_id,
                 integrations=integrations,
@@ -438,15 +513,19 @@ class Client:
         Returns:
             The message's `messageId`.
         """
+        factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
+        frame = current_frame()
+        if frame is not None:
+            uid, aid, ctx, factory = self._scoped(frame, uid, aid, ctx)
         return self._dispatch(
-            self._factory.view(
+            factory.view(
                 "screen",
                 name,
                 properties,
                 category=category,
-                user_id=user_id,
-                anonymous_id=anonymous_id,
-                context=context,
+                user_id=uid,
+                anonymous_id=aid,
+                context=ctx,
                 timestamp=timestamp,
                 message_id=message_id,
                 integrations=integrations,
@@ -468,20 +547,88 @@ class Client:
         Returns:
             The message's `messageId`.
         """
+        frame = current_frame()
         return self._dispatch(
             self._factory.alias(
                 previous_id,
                 user_id,
-                context=context,
+                context=context if frame is None else frame.context(context),
                 timestamp=timestamp,
                 message_id=message_id,
                 integrations=integrations,
             )
         )
 
+    # ------------------------------------------------------- plugins and events
+
+    def register(self, *plugins: Plugin) -> None:
+        """Add plugins that transform, enrich or filter this client's messages.
+
+        A plugin is any object with a `name`, a `type` (`"before"` or
+        `"enrichment"`) and a method per message type (`track(message)`, ...) or
+        one `process(message)`; see [`Plugin`][courier_analytics.Plugin] and the
+        guide "Identity, plugins and events". They run in the caller's thread on the
+        Segment-spec message dict: every `before` plugin, then every
+        `enrichment` one, each group in registration order.
+
+        Raises:
+            TypeError: a plugin has no `name` or no method to call.
+            ValueError: its `type` is neither `"before"` nor `"enrichment"`, or
+                its name is already registered.
+        """
+        self._plugins.register(*plugins)
+
+    def deregister(self, name: str) -> None:
+        """Remove the plugin (or source middleware) registered under `name`.
+
+        Raises:
+            ValueError: nothing is registered under `name`.
+        """
+        self._plugins.deregister(name)
+
+    def add_source_middleware(self, middleware: Middleware) -> str:
+        """Add a function that sees each message dict and returns it, a new one, or `None`.
+
+        It runs as a `before` plugin, in the order of registration among them;
+        returning `None` drops the message (counted as skipped).
+
+        Returns:
+            The name it is registered under, for `deregister()`.
+
+        Raises:
+            TypeError: `middleware` is not callable.
+        """
+        return self._plugins.add_source_middleware(middleware)
+
+    def on(self, name: EventName, handler: Callable[..., Any]) -> Callable[[], None]:
+        """Call `handler` whenever event `name` happens; returns a function that unsubscribes.
+
+        The events and their handlers' arguments: `"delivered"(message)`,
+        `"error"(exc, message)` (the cases passed to `on_error`),
+        `"retry"(exc, message, attempt)`, `"dropped"(exc, message)`,
+        `"drained"()` (nothing queued or in flight any more) and
+        `"call_after_close"(message)`. `message` is a
+        [`MessageView`][courier_analytics.MessageView]. Handlers run on the worker
+        thread (or the caller's, for what happens at the call), so keep them quick;
+        one that raises is logged once and never stops delivery.
+
+        Raises:
+            ValueError: `name` is not one of the events above.
+            TypeError: `handler` is not callable.
+        """
+        return self._events.on(name, handler)
+
+    def _adopt(self, plugins: Plugins, events: Emitter) -> None:
+        """Use registries shared with other clients (the default client's survive rebuilds)."""
+        self._plugins = plugins
+        self._events = events
+        self._init(self._options)
+
     # ------------------------------------------------------------- queue and life
 
     def _dispatch(self, message: Message) -> str:
+        if message._stop is not None:
+            return self._stopped(message, message._stop)
         if _capture.recorders:
             return self._capture(message)
         if not self._send or not self._route.delivers(message.type):
@@ -522,7 +669,29 @@ class Client:
                 error,
                 drops,
             )
+        if self._events.handlers:
+            if self._worker.closed:
+                self._events.message("call_after_close", message)
+            self._events.failure("dropped", error, message)
         self._report(error, message)
+        return message.message_id
+
+    def _stopped(self, message: Message, why: str | Exception) -> str:
+        """Count a message that goes no further than the call: skipped, or cancelled."""
+        if isinstance(why, str):
+            with self._lock:
+                self._made += 1
+                self._skipped += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "courier-analytics: skipped %s %s (%s)", message.type, message.message_id, why
+                )
+            return message.message_id
+        with self._lock:
+            self._made += 1
+            self._cancelled += 1
+        logger.warning("courier-analytics: %s (passed to on_error)", why)
+        self._report(why, message)
         return message.message_id
 
     def _count_drop(self) -> int:
@@ -544,6 +713,8 @@ class Client:
         return message.message_id
 
     def _report(self, error: BaseException, message: Message) -> None:
+        if self._events.handlers:
+            self._events.failure("error", error, message)
         handler = self._options.on_error
         if handler is None:
             return

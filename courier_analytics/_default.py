@@ -25,20 +25,26 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 import attrs
 
 from courier_analytics._client import Client, Stats
+from courier_analytics._events import Emitter, EventName
 from courier_analytics._options import Options
+from courier_analytics._plugins import Middleware, Plugin, Plugins
 
 __all__ = [
     "SETTINGS",
     "DefaultClient",
     "SettingsModule",
+    "add_source_middleware",
     "aflush",
     "ashutdown",
     "configure",
     "core",
     "default_client",
+    "deregister",
     "flush",
     "install",
+    "on",
     "proxy",
+    "register",
     "retire",
     "shutdown",
     "stats",
@@ -116,7 +122,7 @@ class DefaultClient(Generic[C]):
                 module = sys.modules[self.module]
                 generation = self._generation
                 # A setting assigned while this builds bumps the generation past
-                # ``generation``, so the next call builds again with it.
+                # `generation`, so the next call builds again with it.
                 fresh = self._build(**{name: getattr(module, name) for name in self.settings})
                 self._current = (fresh, generation)
                 self._publish(fresh)
@@ -148,8 +154,19 @@ class DefaultClient(Generic[C]):
 
 _ALL: weakref.WeakSet[DefaultClient[Any]] = weakref.WeakSet()
 
-#: The default client of ``courier_analytics`` itself.
-core: DefaultClient[Client] = DefaultClient("courier_analytics", SETTINGS, Client)
+# The default client's plugins and event handlers: kept across its rebuilds.
+_plugins = Plugins()
+_events = Emitter()
+
+
+def _build(**settings: Any) -> Client:
+    client = Client(**settings)
+    client._adopt(_plugins, _events)
+    return client
+
+
+#: The default client of `courier_analytics` itself.
+core: DefaultClient[Client] = DefaultClient("courier_analytics", SETTINGS, _build)
 
 
 class SettingsModule(types.ModuleType):
@@ -271,6 +288,33 @@ def stats() -> Stats | None:
     """
     client = core.peek()
     return None if client is None else client.stats
+
+
+def register(*plugins: Plugin) -> None:
+    """Add plugins to the default client (see `Client.register`).
+
+    They stay registered when a changed setting rebuilds the default client.
+    """
+    _plugins.register(*plugins)
+
+
+def deregister(name: str) -> None:
+    """Remove a plugin from the default client (see `Client.deregister`)."""
+    _plugins.deregister(name)
+
+
+def add_source_middleware(middleware: Middleware) -> str:
+    """Add source middleware to the default client (see `Client.add_source_middleware`)."""
+    return _plugins.add_source_middleware(middleware)
+
+
+def on(name: EventName, handler: Callable[..., Any]) -> Callable[[], None]:
+    """Subscribe to the default client's events (see `Client.on`).
+
+    The subscription holds across rebuilds of the default client, and covers a
+    retired client's last deliveries too.
+    """
+    return _events.on(name, handler)
 
 
 def _after_fork_in_child() -> None:

@@ -12,6 +12,7 @@ CourierAnalyticsError                  base of every exception here
 ├── MessageTooLargeError (ValueError)  larger than Courier accepts
 ├── QueueFullError                     reported: queue full, dropped
 ├── ClientClosedError                  reported: call after shutdown()
+├── PluginError                        reported: a before plugin raised
 └── DeliveryError                      reported: did not reach Courier
     ├── RejectedError                  a status retrying cannot fix
     │   └── AuthenticationError        401/403: key wrong or lacks access
@@ -33,6 +34,7 @@ __all__ = [
     "DeliveryError",
     "MessageTooLargeError",
     "NotDeliveredError",
+    "PluginError",
     "QueueFullError",
     "RejectedError",
     "RetriesExhaustedError",
@@ -57,6 +59,22 @@ class QueueFullError(CourierAnalyticsError):
 
 class ClientClosedError(CourierAnalyticsError):
     """Reported when a message was made after the client was shut down, and dropped."""
+
+
+class PluginError(CourierAnalyticsError):
+    """Reported when a `before` plugin or source middleware raised: the message was cancelled.
+
+    The plugin's own exception is the `__cause__`.
+
+    Attributes:
+        plugin: The name of the plugin that raised.
+        message_id: The `messageId` of the cancelled message.
+    """
+
+    def __init__(self, text: str, *, plugin: str, message_id: str) -> None:
+        super().__init__(text)
+        self.plugin = plugin
+        self.message_id = message_id
 
 
 class DeliveryError(CourierAnalyticsError):

@@ -18,14 +18,15 @@ import attrs
 
 from courier_analytics._errors import MessageTooLargeError
 from courier_analytics._json import dumps, loads
+from courier_analytics._plugins import Plugins
 from courier_analytics._version import __version__
 
-__all__ = ["LIBRARY", "MAX_REQUEST_BYTES", "Message", "MessageFactory"]
+__all__ = ["LIBRARY", "MAX_REQUEST_BYTES", "NO_IDENTITY", "Message", "MessageFactory", "to_courier"]
 
 #: Courier refuses requests larger than 6 MB (answering 413).
 MAX_REQUEST_BYTES: Final = 6 * 1000 * 1000
 
-#: ``context.library`` of every message, as the Segment spec asks.
+#: `context.library` of every message, as the Segment spec asks.
 LIBRARY: Final = {"name": "courier-analytics", "version": __version__}
 
 _DEFAULT_CONTEXT: Final = {"library": LIBRARY}
@@ -52,6 +53,9 @@ class Message:
     anonymous_id: str | None
     event: str | None
     body: bytes
+    # Why this message goes no further than the call (not queued): a reason to skip
+    # it (str) or the error that cancelled it (a before plugin raised). Usually None.
+    _stop: str | Exception | None = attrs.field(default=None, kw_only=True, eq=False)
 
     @property
     def recipient(self) -> str:
@@ -85,14 +89,20 @@ def _id(name: str, value: object) -> str | None:
     raise TypeError(f"{name} must be a str (or an int or UUID), not {type(value).__name__}")
 
 
-def _who(user_id: object, anonymous_id: object) -> tuple[str | None, str | None]:
+#: Why a call without ids is refused outside scopes (and, by default, inside them).
+NO_IDENTITY: Final = (
+    "user_id or anonymous_id is required: Courier needs to know whose profile or event "
+    "this is. Pass one, or call it inside analytics.scope(...) after identify()"
+)
+
+
+def _who(
+    user_id: object, anonymous_id: object, required: bool = True
+) -> tuple[str | None, str | None]:
     uid = _id("user_id", user_id)
     aid = _id("anonymous_id", anonymous_id)
-    if uid is None and aid is None:
-        raise ValueError(
-            "user_id or anonymous_id is required: Courier needs to know whose profile "
-            "or event this is"
-        )
+    if uid is None and aid is None and required:
+        raise ValueError(NO_IDENTITY)
     return uid, aid
 
 
@@ -178,10 +188,16 @@ class MessageFactory:
             [`MessageTooLargeError`][courier_analytics.MessageTooLargeError] at the call.
         views_as_track: Turn `page` and `screen` calls into `track` messages
             named `Viewed <name> Page` / `Viewed <name> Screen`.
+        plugins: The plugins and source middleware each message goes through.
+        require_identity: Refuse a call with no user and no anonymous id (ValueError);
+            when `False` it makes a message stopped as skipped (a scope's
+            `on_missing_identity="skip"`).
     """
 
     max_bytes: int = MAX_REQUEST_BYTES
     views_as_track: bool = False
+    plugins: Plugins = attrs.field(factory=Plugins)
+    require_identity: bool = True
 
     def identify(
         self,
@@ -195,7 +211,7 @@ class MessageFactory:
         integrations: object,
     ) -> Message:
         """Make an `identify` message."""
-        uid, aid = _who(user_id, anonymous_id)
+        uid, aid = _who(user_id, anonymous_id, self.require_identity)
         traits = _mapping("traits", traits)
         fields = {"traits": {} if traits is None else traits}
         return self._make("identify", uid, aid, None, fields, context, timestamp, message_id,
@@ -215,7 +231,7 @@ class MessageFactory:
     ) -> Message:
         """Make a `track` message."""
         name = _name("event", event)
-        uid, aid = _who(user_id, anonymous_id)
+        uid, aid = _who(user_id, anonymous_id, self.require_identity)
         properties = _mapping("properties", properties)
         fields = {"event": name, "properties": {} if properties is None else properties}
         return self._make("track", uid, aid, name, fields, context, timestamp, message_id,
@@ -237,7 +253,7 @@ class MessageFactory:
         gid = _id("group_id", group_id)
         if gid is None:
             raise ValueError("group_id is required")
-        uid, aid = _who(user_id, anonymous_id)
+        uid, aid = _who(user_id, anonymous_id, self.require_identity)
         traits = _mapping("traits", traits)
         fields = {"groupId": gid, "traits": {} if traits is None else traits}
         return self._make("group", uid, aid, None, fields, context, timestamp, message_id,
@@ -260,7 +276,7 @@ class MessageFactory:
         """Make a `page` or `screen` message (`kind`), or its `track` equivalent."""
         view_name = _name("name", name, optional=True)
         view_category = _name("category", category, optional=True)
-        uid, aid = _who(user_id, anonymous_id)
+        uid, aid = _who(user_id, anonymous_id, self.require_identity)
         props = _mapping("properties", properties)
         props = {} if props is None else props
         if self.views_as_track:
@@ -318,10 +334,112 @@ class MessageFactory:
         data["context"] = _context(context)
         if integrations is not None:
             data["integrations"] = _mapping("integrations", integrations)
+        if user_id is None and anonymous_id is None:  # only when not require_identity
+            self._encode(kind, data)  # still validated in full: bad input raises
+            return Message(kind, mid, None, None, event, b"", stop=SKIPPED_NO_IDENTITY)
+        chains = self.plugins.chains
+        if chains and kind in chains:
+            return self._through_plugins(kind, data)
+        body = self._encode(kind, data)
+        if integrations is not None and not to_courier(data["integrations"]):
+            return Message(kind, mid, user_id, anonymous_id, event, body, stop=SKIPPED_INTEGRATIONS)
+        return Message(kind, mid, user_id, anonymous_id, event, body)
+
+    def _encode(self, kind: str, data: Mapping[str, Any]) -> bytes:
         body = dumps(data)
         if len(body) > self.max_bytes:
             raise MessageTooLargeError(
                 f"the {kind} message is {len(body):,} bytes of JSON; Courier accepts at most "
                 f"{self.max_bytes:,} bytes per request, so send less data in one call"
             )
-        return Message(kind, mid, user_id, anonymous_id, event, body)
+        return body
+
+    def _through_plugins(self, kind: str, data: dict[str, Any]) -> Message:
+        """Hand the message to the plugins, then validate and encode what they return."""
+        for key in ("properties", "traits", "integrations"):  # theirs to change, not the caller's
+            value = data.get(key)
+            if value is not None:
+                data[key] = dict(value)
+        data["context"] = {**data["context"], "library": dict(LIBRARY)}
+        result = self.plugins.run(kind, data)
+        if not isinstance(result, Mapping):
+            # Dropped (None) or cancelled (the error): carried as far as the call.
+            mid, uid, aid = data["messageId"], data.get("userId"), data.get("anonymousId")
+            if isinstance(result, str):  # the name of the plugin that dropped it
+                why = f"plugin {result!r} dropped it"
+                return Message(kind, mid, uid, aid, data.get("event"), b"", stop=why)
+            try:
+                body = dumps(data)
+            except (TypeError, ValueError):  # what a plugin left half-made: the ids will do
+                body = dumps({"type": kind, "messageId": mid})
+            return Message(kind, mid, uid, aid, data.get("event"), body, stop=result)
+        try:
+            final, uid, aid, event = _revalidate(kind, result)
+            body = self._encode(kind, final)
+        except (TypeError, ValueError) as exc:
+            names = ", ".join(repr(name) for name in self.plugins.names(kind))
+            raise type(exc)(f"the {kind} message as plugin(s) {names} left it: {exc}") from exc
+        mid = final["messageId"]
+        integrations = final.get("integrations")
+        if integrations is not None and not to_courier(integrations):
+            return Message(kind, mid, uid, aid, event, body, stop=SKIPPED_INTEGRATIONS)
+        return Message(kind, mid, uid, aid, event, body)
+
+
+#: Reasons a message is skipped at the call (see `Client._dispatch`).
+SKIPPED_NO_IDENTITY: Final = "no user or anonymous id in this scope (on_missing_identity='skip')"
+SKIPPED_INTEGRATIONS: Final = "its integrations turn Courier off"
+
+
+def to_courier(integrations: Mapping[str, Any]) -> bool:
+    """Whether a Segment `integrations` object lets the message go to Courier.
+
+    As the Segment spec and analytics.js read it: `{"Courier": False}` turns it
+    off; `{"All": False}` turns off every destination not set to a true value
+    (or an options object) of its own, so `{"All": False, "Courier": True}` sends.
+    """
+    setting = integrations.get("Courier", integrations.get("All", True))
+    return setting is not False
+
+
+#: Fields a plugin may not leave in any other shape, per message type.
+_MAPPINGS: Final = {
+    "identify": ("traits",),
+    "track": ("properties",),
+    "group": ("traits",),
+    "page": ("properties",),
+    "screen": ("properties",),
+    "alias": (),
+}
+
+
+def _revalidate(
+    kind: str, message: Mapping[str, Any]
+) -> tuple[dict[str, Any], str | None, str | None, str | None]:
+    """Validate a message dict returned by the plugins as a call's arguments are."""
+    data = dict(message)
+    if data.get("type") != kind:
+        raise ValueError(f"type must stay {kind!r}; a plugin cannot change it")
+    data["messageId"] = _message_id(data.get("messageId"))
+    uid, aid = _who(data.get("userId"), data.get("anonymousId"))
+    for key, value in (("userId", uid), ("anonymousId", aid)):
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    event = _name("event", data.get("event")) if kind == "track" else None
+    if kind == "group" and _id("groupId", data.get("groupId")) is None:
+        raise ValueError("groupId is required")
+    if kind == "alias" and (uid is None or _id("previousId", data.get("previousId")) is None):
+        raise ValueError("alias needs both previousId and userId")
+    if kind in ("page", "screen"):
+        _name("name", data.get("name"), optional=True)
+        _name("category", data.get("category"), optional=True)
+    for key in _MAPPINGS[kind]:
+        if _mapping(key, data.get(key)) is None:
+            data[key] = {}
+    data["timestamp"] = _timestamp(data.get("timestamp"))
+    context = _mapping("context", data.get("context"))
+    data["context"] = {**context, "library": LIBRARY} if context else _DEFAULT_CONTEXT
+    _mapping("integrations", data.get("integrations"))
+    return data, uid, aid, event

@@ -31,6 +31,7 @@ import httpx
 
 from courier_analytics import _outcomes
 from courier_analytics._errors import DeliveryError
+from courier_analytics._events import Emitter
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome, RetryPolicy, is_retryable_status, parse_retry_after
 from courier_analytics._routes import Request, Route
@@ -85,6 +86,7 @@ class Worker:
         max_in_flight: int,
         flush_interval: float,
         report: Reporter,
+        events: Emitter | None = None,
     ) -> None:
         self._make_sender = make_sender
         self._route = route
@@ -93,6 +95,8 @@ class Worker:
         self._max_in_flight = max_in_flight
         self._flush_interval = flush_interval
         self._report = report
+        self._events = Emitter() if events is None else events
+        self._busy = False  # took messages since it was last idle (for "drained")
         self.queue: deque[Message] = deque()
         self._lock = threading.Lock()  # producers: the queue's bound, closing, starting
         self._closed = False
@@ -343,7 +347,12 @@ class Worker:
                 ready.put_nowait(key)
             else:
                 lane.append(message)
+            self._busy = True
         if not queue and not self.held:
+            if self._busy:  # told before flush() returns, so a flush sees its handlers run
+                self._busy = False
+                if self._events.handlers:
+                    self._events.emit("drained")
             self._release_idle_waiters()
 
     def _release_idle_waiters(self) -> None:
@@ -467,6 +476,10 @@ class Worker:
         )
 
     def _log_retry(self, message: Message, outcome: Outcome, wait: float, attempts: int) -> None:
+        if "retry" in self._events.handlers:
+            self._events.retry(
+                self._retry_error(message, outcome, wait, attempts), message, attempts
+            )
         if logger.isEnabledFor(logging.DEBUG):
             reason = outcome.status or type(outcome.error).__name__
             logger.debug(
@@ -478,11 +491,28 @@ class Worker:
                 attempts,
             )
 
+    def _retry_error(
+        self, message: Message, outcome: Outcome, wait: float, attempts: int
+    ) -> DeliveryError:
+        """What a "retry" event handler is told went wrong with the last attempt."""
+        why = f"HTTP {outcome.status}" if outcome.status else type(outcome.error).__name__
+        error = DeliveryError(
+            f"{message.type} {message.message_id} attempt {attempts} failed ({why}); "
+            f"retrying in {wait:.2f}s",
+            message_id=message.message_id,
+            status=outcome.status,
+            attempts=attempts,
+        )
+        error.__cause__ = outcome.error
+        return error
+
     def _finish(
         self, message: Message, outcome: Outcome, attempts: int, refusal: str | None = None
     ) -> None:
         if outcome.delivered:
             self.delivered += 1
+            if self._events.handlers:
+                self._events.message("delivered", message)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "courier-analytics: delivered %s %s (%d bytes, HTTP %s, %d attempt(s))",

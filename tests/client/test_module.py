@@ -19,10 +19,12 @@ from .fakes import NO_WAIT, FakeCourier
 PUBLIC = {
     "AuthenticationError", "Client", "ClientClosedError", "ConfigurationError",
     "CourierAnalyticsError", "DEFAULT_EVENT_PREFIX", "DeliveryError", "ErrorHandler",
-    "MAX_REQUEST_BYTES", "Message", "MessageTooLargeError", "NotDeliveredError", "Options",
-    "QueueFullError", "REGIONS", "RejectedError", "RetriesExhaustedError", "RetryPolicy",
-    "Stats", "__version__", "aflush", "alias", "ashutdown", "configure", "default_client",
-    "flush", "group", "identify", "page", "screen", "shutdown", "stats", "track",
+    "MAX_REQUEST_BYTES", "Message", "MessageTooLargeError", "MessageView", "NotDeliveredError",
+    "Options", "Plugin", "PluginError", "QueueFullError", "REGIONS", "RejectedError",
+    "RetriesExhaustedError", "RetryPolicy", "Stats", "User", "__version__",
+    "add_source_middleware", "aflush", "alias", "ashutdown", "configure", "default_client",
+    "deregister", "flush", "group", "identify", "on", "page", "register", "reset", "scope",
+    "screen", "shutdown", "stats", "track", "user",
 }  # fmt: skip
 
 
