@@ -421,7 +421,9 @@ def _revalidate(
     if data.get("type") != kind:
         raise ValueError(f"type must stay {kind!r}; a plugin cannot change it")
     data["messageId"] = _message_id(data.get("messageId"))
-    uid, aid = _who(data.get("userId"), data.get("anonymousId"))
+    uid, aid = _id("userId", data.get("userId")), _id("anonymousId", data.get("anonymousId"))
+    if uid is None and aid is None:
+        raise ValueError("userId or anonymousId is required: the message must stay someone's")
     for key, value in (("userId", uid), ("anonymousId", aid)):
         if value is None:
             data.pop(key, None)
