@@ -7,6 +7,11 @@ string and parses one small answer in `data_received`: no per-request header
 objects, URL parsing or pool bookkeeping. It measures several times cheaper per
 request than `httpx.AsyncHTTPTransport` (see the Performance docs).
 
+Answers are parsed strictly (RFC 9112; where it differs from h11, it is stricter,
+see tests/client/test_http11_parser.py) and within fixed bounds: a 64 KiB head, a
+1 MiB body (a larger Content-Length is refused before reading), a 4 KiB chunk size
+line, 64 KiB of trailers. An answer that breaks either closes its connection.
+
 Failures are raised as the matching `httpx` exceptions (`ConnectError`,
 `ConnectTimeout`, `ReadTimeout`, `RemoteProtocolError`), so callers treat
 this client and any httpx transport alike.
@@ -16,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import ssl
 import time
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,9 +35,18 @@ from courier_analytics._threads import BlockingRunner
 
 __all__ = ["Http11Pool", "RawResponse"]
 
-_MAX_HEAD = 64 * 1024
+_MAX_HEAD = 64 * 1024  # status line and headers; trailers likewise
+_MAX_BODY = 1024 * 1024  # Courier's answers are a few hundred bytes
+_MAX_CHUNK_LINE = 4 * 1024  # a chunk's size line, extensions included
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DNS_TTL = 60.0  # seconds a host name's addresses are reused for new connections
+
+# The grammar of RFC 9112, as strict as h11's except where noted in
+# tests/client/test_http11_parser.py: lines end in CRLF only, no obs-fold.
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: .*)?", re.DOTALL)
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*")
+_FIELDS_READ = {b"content-length", b"transfer-encoding", b"connection", b"retry-after"}
 
 
 class RawResponse(NamedTuple):
@@ -51,45 +66,207 @@ class _Head(NamedTuple):
     chunked: bool
 
 
-def _parse_head(raw: bytes) -> _Head:
+def _refuse(reason: str) -> NoReturn:
+    raise httpx.RemoteProtocolError(reason)
+
+
+def _lines(raw: bytes) -> list[bytes]:
+    """The lines of a head or trailer section, which end in CRLF only.
+
+    Any other byte may appear but NUL, a lone CR or LF, VT and FF: h11's leniency,
+    which RFC 9110, 5.5 allows (the values this client reads are checked further).
+    """
     lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise httpx.RemoteProtocolError(f"malformed status line {lines[0][:60]!r}")
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise httpx.RemoteProtocolError(f"malformed status {parts[1][:10]!r}") from None
-    keep_alive = parts[0] == b"HTTP/1.1"
-    retry_after = None
-    length: int | None = None
-    chunked = False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        value = value.strip()
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise httpx.RemoteProtocolError("malformed Content-Length") from None
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"connection":
-            token = value.lower()
-            if b"close" in token:
-                keep_alive = False
-            elif b"keep-alive" in token:
-                keep_alive = True
-        elif name == b"retry-after":
-            retry_after = value.decode("latin-1")
-    if status in (204, 304) or 100 <= status < 200:
+    joined = b"".join(lines)
+    if len(joined.translate(None, b"\x00\r\n\x0b\x0c")) != len(joined):
+        _refuse("a NUL, VT, FF, or a CR or LF outside CRLF, in the answer's head")
+    return lines
+
+
+def _fields(lines: list[bytes]) -> dict[bytes, list[bytes]]:
+    """The values of the fields this client reads, by lower-case name; all are checked."""
+    fields: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name.translate(None, _TOKEN):  # also obs-fold
+            _refuse(f"malformed header line {line[:60]!r}")
+        name = name.lower()
+        if name in _FIELDS_READ:
+            fields.setdefault(name, []).append(value.strip(b" \t"))
+    if b"content-length" in fields and b"transfer-encoding" in fields:
+        _refuse("both Content-Length and Transfer-Encoding")  # RFC 9112, 6.1: smuggling
+    return fields
+
+
+def _content_length(values: list[bytes]) -> int:
+    """One length, strictly digits: repeats ("5, 5") must agree (RFC 9110, 8.6)."""
+    if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 20:  # the usual
+        return int(values[0])
+    lengths = {length.strip(b" \t") for value in values for length in value.split(b",")}
+    if len(lengths) != 1:
+        _refuse("conflicting Content-Length values")
+    (length,) = lengths
+    if not (length.isdigit() and len(length) <= 20):  # bytes: ASCII digits only
+        _refuse(f"malformed Content-Length {length[:30]!r}")
+    return int(length)
+
+
+def _parse_head(raw: bytes) -> _Head:
+    lines = _lines(raw)
+    status_line = _STATUS_LINE.fullmatch(lines[0])
+    if status_line is None:
+        _refuse(f"malformed status line {lines[0][:60]!r}")
+    status = int(status_line[2])
+    if status < 100 or status == 101:  # 101: we never asked to switch protocols
+        _refuse(f"unexpected status {status}")
+    fields = _fields(lines[1:])
+    keep_alive = status_line[1] == b"1"
+    for value in fields.get(b"connection", ()):
+        tokens = {token.strip().lower() for token in value.split(b",")}
+        if b"close" in tokens:
+            keep_alive = False
+        elif b"keep-alive" in tokens:
+            keep_alive = True
+    retry_after = fields.get(b"retry-after")
+    retry = retry_after[0].decode("latin-1") if retry_after else None
+    length = None
+    if b"content-length" in fields:
+        length = _content_length(fields[b"content-length"])
+    chunked = b"transfer-encoding" in fields
+    if chunked and [v.lower() for v in fields[b"transfer-encoding"]] != [b"chunked"]:
+        _refuse("a Transfer-Encoding other than chunked")
+    if status in (204, 304) or status < 200:
         length, chunked = 0, False
-    elif chunked:
-        length = None
-    elif length is None:  # delimited by the server closing the connection
+    elif length is None and not chunked:  # delimited by the server closing the connection
         keep_alive = False
-    return _Head(status, retry_after, keep_alive, length, chunked)
+    if length is not None and length > _MAX_BODY:
+        _refuse(f"an answer of {length} bytes, over the {_MAX_BODY}-byte limit")
+    return _Head(status, retry, keep_alive, length, chunked)
+
+
+class _Reader:
+    """Reads one answer from a connection's bytes as they come, within fixed bounds.
+
+    `feed` returns the answer once it is complete; `end` is called when the
+    server closes the connection. Either raises `httpx.RemoteProtocolError` for
+    an answer that breaks HTTP/1.1 or a bound (head, body, chunk line, trailers):
+    the connection is then closed, and what was read so far is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.head: _Head | None = None
+        self._body = bytearray()
+        self._step: Callable[[], RawResponse | None] = self._read_head
+        self._searched = 0  # where the next search for a line end starts
+        self._interim = 0  # bytes of interim answers (100 Continue) skipped
+        self._chunk = 0  # size of the chunk (or Content-Length body) being read
+
+    def feed(self, data: bytes) -> RawResponse | None:
+        """Add bytes; the answer if it is now complete."""
+        self.buffer += data
+        while True:
+            step = self._step
+            answer = step()
+            if answer is not None or self._step == step:
+                return answer
+
+    def end(self) -> RawResponse:
+        """The answer, when the server closed the connection after it."""
+        if self._step == self._read_until_close:
+            body = bytes(self.buffer)
+            self.buffer.clear()
+            return self._answer(body)
+        _refuse("the server closed the connection without a full answer")
+
+    def _answer(self, body: bytes) -> RawResponse:
+        head = self.head
+        assert head is not None  # set before any body is read
+        keep_alive = head.keep_alive and not self.buffer  # stray bytes: never reuse
+        return RawResponse(head.status, head.retry_after, body, keep_alive)
+
+    def _find(self, separator: bytes, limit: int, what: str) -> int:
+        """Where `separator` starts in the buffer, or -1; refuse beyond `limit`."""
+        end = self.buffer.find(separator, self._searched)
+        if end < 0:
+            if len(self.buffer) > limit:
+                _refuse(f"{what} over the {limit}-byte limit")
+            self._searched = max(0, len(self.buffer) - len(separator) + 1)
+        elif end > limit:
+            _refuse(f"{what} over the {limit}-byte limit")
+        else:
+            self._searched = 0
+        return end
+
+    def _read_head(self) -> RawResponse | None:
+        while True:
+            end = self._find(b"\r\n\r\n", _MAX_HEAD - self._interim, "the answer's head")
+            if end < 0:
+                return None
+            head = _parse_head(bytes(self.buffer[:end]))
+            del self.buffer[: end + 4]
+            if head.status >= 200:
+                break
+            self._interim += end + 4  # an interim answer (100 Continue): the real one follows
+        self.head = head
+        if head.chunked:
+            self._step = self._read_chunk_line
+        elif head.length is None:
+            self._step = self._read_until_close
+        else:
+            self._chunk, self._step = head.length, self._read_length
+        return None
+
+    def _read_length(self) -> RawResponse | None:
+        length = self._chunk  # the whole body, as one chunk
+        if len(self.buffer) < length:
+            return None
+        body = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        return self._answer(body)
+
+    def _read_until_close(self) -> RawResponse | None:
+        if len(self.buffer) > _MAX_BODY:
+            _refuse(f"an answer over the {_MAX_BODY}-byte limit")
+        return None
+
+    def _read_chunk_line(self) -> RawResponse | None:
+        end = self._find(b"\r\n", _MAX_CHUNK_LINE, "a chunk size line")
+        if end < 0:
+            return None
+        line = _CHUNK_LINE.fullmatch(self.buffer, 0, end)
+        if line is None:  # also a negative size
+            _refuse(f"malformed chunk size line {bytes(self.buffer[: min(end, 30)])!r}")
+        size = int(line[1], 16)
+        del self.buffer[: end + 2]
+        if size > _MAX_BODY - len(self._body):
+            _refuse(f"an answer over the {_MAX_BODY}-byte limit")
+        self._chunk = size
+        self._step = self._read_chunk if size else self._read_trailers
+        return None
+
+    def _read_chunk(self) -> RawResponse | None:
+        size = self._chunk
+        if len(self.buffer) < size + 2:
+            return None
+        if self.buffer[size : size + 2] != b"\r\n":
+            _refuse("a chunk not followed by CRLF")
+        self._body += self.buffer[:size]
+        del self.buffer[: size + 2]
+        self._step = self._read_chunk_line
+        return None
+
+    def _read_trailers(self) -> RawResponse | None:
+        if self.buffer[:2] == b"\r\n":
+            end = 0
+        else:
+            end = self._find(b"\r\n\r\n", _MAX_HEAD, "the answer's trailers")
+            if end < 0:
+                return None
+            _fields(_lines(bytes(self.buffer[:end])))  # checked, then ignored
+            end += 2
+        del self.buffer[: end + 2]
+        return self._answer(bytes(self._body))
 
 
 class _Connection(asyncio.Protocol):
@@ -99,10 +276,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.received_any = False
-        self._buffer = bytearray()
         self._waiter: asyncio.Future[RawResponse] | None = None
-        self._head: _Head | None = None
-        self._chunks: list[bytes] = []
+        self._reader = _Reader()
 
     # -- asyncio callbacks
 
@@ -111,14 +286,13 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
-        self._buffer += data
         waiter = self._waiter
         if waiter is None or waiter.done():
             # Bytes nobody asked for: the connection is out of step; never reuse it.
             self.close()
             return
         try:
-            response = self._parse()
+            response = self._reader.feed(data)
         except httpx.RemoteProtocolError as exc:
             waiter.set_exception(exc)
             self.close()
@@ -131,14 +305,10 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        head = self._head
-        if head is not None and head.length is None and not head.chunked:
-            body = bytes(self._buffer)
-            waiter.set_result(RawResponse(head.status, head.retry_after, body, False))
-            return
-        waiter.set_exception(
-            httpx.RemoteProtocolError("the server closed the connection without a full answer")
-        )
+        try:
+            waiter.set_result(self._reader.end())
+        except httpx.RemoteProtocolError as error:
+            waiter.set_exception(error)
 
     # -- use
 
@@ -150,8 +320,7 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[RawResponse] = loop.create_future()
         self._waiter = waiter
-        self._head = None
-        self._chunks = []
+        self._reader = _Reader()
         self.received_any = False
         transport.write(data)
         timer = loop.call_later(timeout, self._time_out, waiter, timeout)
@@ -171,58 +340,6 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
-
-    # -- parsing
-
-    def _parse(self) -> RawResponse | None:
-        buffer = self._buffer
-        while self._head is None:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > _MAX_HEAD:
-                    raise httpx.RemoteProtocolError("response head too large")
-                return None
-            head = _parse_head(bytes(buffer[:end]))
-            del buffer[: end + 4]
-            if not 100 <= head.status < 200:  # skip interim answers
-                self._head = head
-        head = self._head
-        if head.chunked:
-            return self._parse_chunks(head)
-        if head.length is None:
-            return None  # until the server closes
-        if len(buffer) < head.length:
-            return None
-        body = bytes(buffer[: head.length])
-        del buffer[: head.length]
-        return RawResponse(head.status, head.retry_after, body, self._reusable(head))
-
-    def _reusable(self, head: _Head) -> bool:
-        """Keep-alive, and nothing beyond the answer: stray bytes would be misread later."""
-        return head.keep_alive and not self._buffer
-
-    def _parse_chunks(self, head: _Head) -> RawResponse | None:
-        buffer = self._buffer
-        while True:
-            line_end = buffer.find(b"\r\n")
-            if line_end < 0:
-                return None
-            try:
-                size = int(bytes(buffer[:line_end]).split(b";", 1)[0], 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError("malformed chunk size") from None
-            if size == 0:
-                trailer_end = buffer.find(b"\r\n\r\n", line_end)  # after any trailers
-                if trailer_end < 0:
-                    return None
-                del buffer[: trailer_end + 4]
-                body = b"".join(self._chunks)
-                return RawResponse(head.status, head.retry_after, body, self._reusable(head))
-            start = line_end + 2
-            if len(buffer) < start + size + 2:
-                return None
-            self._chunks.append(bytes(buffer[start : start + size]))
-            del buffer[: start + size + 2]
 
 
 class Http11Pool:

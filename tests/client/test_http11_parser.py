@@ -1,0 +1,291 @@
+"""The native sender's answer parser gives h11's verdict on any bytes, within fixed bounds.
+
+h11 (installed with httpx) is the reference: the same bytes go to both and both must
+agree: the same status and body, or both refuse. Where they differ on purpose, the
+parser is stricter, and only on these points, each pinned by its own test below:
+
+- **A bare LF ends a line for h11** (RFC 9112 allows a recipient to accept it); here only
+  CRLF does. Courier sends CRLF; a bare LF in a head is more likely a broken or hostile
+  peer, and refusing it is a retried protocol error.
+- **obs-fold** (a header line continued on the next line after a space or tab): h11
+  unfolds it; here it is refused (RFC 9112, 5.2 lets a client refuse it; it is obsolete).
+- **Content-Length together with Transfer-Encoding**: h11 lets Transfer-Encoding win;
+  here the answer is refused, as RFC 9112, 6.1 says it "ought to be handled as an error"
+  (it is how response splitting and smuggling start).
+- **HTTP versions other than 1.0 and 1.1** in the status line (`HTTP/2.0`, `HTTP/9.9`):
+  h11 accepts any `d.d`; here the answer is refused: no such server answers a 1.1 request.
+
+The bounds (a 64 KiB head, a 1 MiB body, a 4 KiB chunk size line, 64 KiB of trailers)
+are tested in test_http11.py against a real socket; h11's own bound (16 KiB of incomplete
+event) is never reached by the examples here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import TypeVar
+
+import h11
+import httpx
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from courier_analytics._http11 import _Reader
+
+T = TypeVar("T")
+Verdict = tuple[int, bytes] | None  # (status, body), or None: refused
+
+# -- the two parsers
+
+
+def ours(raw: bytes, cuts: list[int] | None = None) -> Verdict:
+    """Feed ``raw`` (in pieces cut at ``cuts``) to the native parser, then close."""
+    reader = _Reader()
+    bounds = [0, *sorted({c % (len(raw) + 1) for c in cuts or []}), len(raw)]
+    try:
+        for start, end in itertools.pairwise(bounds):
+            answer = reader.feed(raw[start:end])
+            if answer is not None:
+                return answer.status, answer.body
+        answer = reader.end()
+    except httpx.RemoteProtocolError:
+        return None
+    return answer.status, answer.body
+
+
+def theirs(raw: bytes) -> Verdict:
+    """Feed ``raw`` to h11 as the answer to a POST, then close."""
+    connection = h11.Connection(h11.CLIENT)
+    connection.send(
+        h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "2")])
+    )
+    connection.send(h11.Data(data=b"{}"))
+    connection.send(h11.EndOfMessage())
+    connection.receive_data(raw)
+    connection.receive_data(b"")
+    status, body = None, bytearray()
+    try:
+        while True:
+            event = connection.next_event()
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert status is not None
+                return status, bytes(body)
+            elif not isinstance(event, h11.InformationalResponse):
+                return None  # closed, or waiting for more than there is
+    except h11.RemoteProtocolError:
+        return None
+
+
+# -- answers, well and badly formed
+
+CRLF = b"\r\n"
+BODY = st.binary(max_size=40).map(lambda b: re.sub(rb"[\r\n \t]", b"x", b))
+VERSIONS = st.sampled_from([b"HTTP/2.0", b"HTTP/9.9", b"http/1.1", b"HTTP/1.", b"HTTP/11", b""])
+STATUSES = st.one_of(
+    st.integers(0, 999).map(lambda n: b"%03d" % n),
+    st.sampled_from([b"2_02", b"+202", b" 202", b"20", b"2020", b"0x1", b"-20", b"\xd9\xa2", b""]),
+)
+REASONS = st.sampled_from([b"", b" ", b" two  words", b" \x80\xff", b" a\x00", b" \x0b", b"  x"])
+LENGTHS = st.sampled_from([
+    b"-5", b"+5", b"5, 5", b"5,6", b"05", b"", b" 7 ", b"0x5", b"1_0", b"5 5", b"1" * 21,
+    b"4" * 20, b"\xd9\xa5", b"5,", b"2000000",
+])  # fmt: skip
+ENCODINGS = st.sampled_from(
+    [b"Chunked", b"gzip", b"gzip, chunked", b"chunked, chunked", b"identity", b""]
+)
+NAMES = st.sampled_from([b"Bad Name", b"Content-Length ", b"", b"X\x00", b"X\x7f", b"\xe9t\xe9"])
+VALUES = st.binary(max_size=12).filter(lambda v: b"\n" not in v and b"\r" not in v)
+GOOD_CHUNK_SIZES = ["hex", "HEX", "pad", "ext", "ows"]
+CHUNK_SIZES = ["wrong", "neg", "0x", "space", "junk"]
+CHUNK_ENDS = st.sampled_from([b"", b"xx", b"\n"])
+
+
+def usually(draw: st.DrawFn, good: st.SearchStrategy[T], bad: st.SearchStrategy[T]) -> T:
+    """A draw from ``good`` seven times in eight, else from ``bad``: one fault at a time."""
+    return draw(bad if draw(st.integers(0, 7)) == 0 else good)
+
+
+def fields(draw: st.DrawFn) -> list[tuple[bytes, bytes]]:
+    """A few header (or trailer) fields, now and then with a bad name or value."""
+    names = st.sampled_from([b"Retry-After", b"Connection", b"X-Other", b"x-b"])
+    values = st.sampled_from([b"7", b"close", b"keep-alive", b"", b"a\tb", b"\x80\xff"])
+    count = draw(st.integers(0, 3))
+    return [(usually(draw, names, NAMES), usually(draw, values, VALUES)) for _ in range(count)]
+
+
+@st.composite
+def chunked_body(draw: st.DrawFn) -> tuple[bytes, set[str]]:
+    """A chunked body: well formed, or broken in one of the ways servers break it."""
+    features: set[str] = set()
+    out = bytearray()
+    for data in draw(st.lists(BODY, max_size=4)):
+        n = len(data)
+        size = usually(draw, st.sampled_from(GOOD_CHUNK_SIZES), st.sampled_from(CHUNK_SIZES))
+        out += {
+            "hex": b"%x" % n, "HEX": b"%X" % n, "pad": b"%020x" % n, "ext": b"%x;name=v" % n,
+            "ows": b"%x \t" % n, "wrong": b"%x" % (n + 1), "neg": b"-%x" % n, "0x": b"0x%x" % n,
+            "space": b"%x ;e" % n, "junk": b" %x" % n,
+        }[size]  # fmt: skip
+        out += CRLF + data + usually(draw, st.just(CRLF), CHUNK_ENDS)
+    if usually(draw, st.just(True), st.just(False)):  # the last chunk, then trailers
+        last = st.sampled_from([b"0", b"000", b"0;x=y"])
+        out += usually(draw, last, st.sampled_from([b"-0", b"0x0", b""])) + CRLF
+        for name, value in fields(draw):
+            out += name + b": " + value + CRLF
+            if draw(st.integers(0, 15)) == 0:
+                out += b" folded" + CRLF
+                features.add("obs-fold")
+        if usually(draw, st.just(True), st.just(False)):
+            out += CRLF
+    return bytes(out), features
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[bytes, set[str]]:
+    """An answer's bytes, and which deliberate differences from h11 it contains."""
+    features: set[str] = set()
+    version = usually(draw, st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]), VERSIONS)
+    if version[:7] == b"HTTP/2." or version == b"HTTP/9.9":
+        features.add("version")
+    good_status = st.sampled_from([b"200", b"202", b"204", b"304", b"400", b"429", b"500"])
+    status = usually(draw, good_status, STATUSES)
+    status_line = version + b" " + status + usually(draw, st.sampled_from([b" OK", b""]), REASONS)
+    headers = fields(draw)
+    chunked = draw(st.integers(0, 2)) == 0
+    if chunked:
+        body, body_features = draw(chunked_body())
+        features |= body_features
+        headers.append((b"Transfer-Encoding", usually(draw, st.just(b"chunked"), ENCODINGS)))
+        framing = ["none", "none", "none", "none", "right", "odd"]
+    else:
+        body = draw(BODY)
+        framing = ["right", "right", "right", "none", "odd", "twice", "two"]
+    length = draw(st.sampled_from(framing))
+    if length in ("right", "twice"):
+        headers.append((b"Content-Length", b"%d" % len(body)))
+    if length == "twice":
+        headers.append((b"content-length", b"%d" % len(body)))
+    if length == "odd":
+        headers.append((b"Content-Length", draw(LENGTHS)))
+    if length == "two":
+        headers.append((b"Content-Length", b"%d" % draw(st.integers(0, 50))))
+    if chunked and length != "none":
+        features.add("te-and-cl")
+    headers = draw(st.permutations(headers))
+    lines = [status_line]
+    for name, value in headers:
+        lines.append(name + b":" + draw(st.sampled_from([b" ", b"", b"\t"])) + value)
+        if draw(st.integers(0, 19)) == 0:
+            lines.append(draw(st.sampled_from([b" folded", b"\tfolded"])))
+            features.add("obs-fold")
+    separators = [CRLF] * len(lines)
+    if draw(st.integers(0, 15)) == 0:
+        separators[draw(st.integers(0, len(lines) - 1))] = b"\n"
+        features.add("bare-lf")
+    head = b"".join(line + sep for line, sep in zip(lines, separators, strict=True)) + CRLF
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" if draw(st.integers(0, 4)) == 0 else b""
+    tail = draw(st.sampled_from([b"", b"", b"HTTP/1.1 500 Stray\r\n\r\n", b"garbage"]))
+    return interim + head + body + tail, features
+
+
+# -- the properties
+
+H = b"HTTP/1.1 202 OK\r\n"
+CHUNKED = H + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=answers(), cuts=st.lists(st.integers(0, 10_000), max_size=4))
+@example(answer=(H + b"Content-Length: 2\r\n\r\n{}", set()), cuts=[])
+@example(answer=(H + b"Content-Length: -5\r\n\r\n{}{}{}", set()), cuts=[])
+@example(answer=(b"HTTP/1.1 2_02 OK\r\nContent-Length: 0\r\n\r\n", set()), cuts=[])
+@example(answer=(H + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}}", set()), cuts=[])
+@example(answer=(CHUNKED + b"-6\r\n", set()), cuts=[])
+@example(answer=(CHUNKED + b"2\r\n{}\r\n0\r\n\r\n", set()), cuts=[47, 49])
+def test_the_parser_agrees_with_h11(answer: tuple[bytes, set[str]], cuts: list[int]) -> None:
+    """Same status and body as h11, or both refuse; stricter only where documented above."""
+    raw, features = answer
+    verdict, reference = ours(raw, cuts), theirs(raw)
+    if verdict != reference:
+        assert verdict is None, f"accepted what h11 gives as {reference!r}"
+        assert features, "refused what h11 accepts, for no documented reason"
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer=answers(), cuts=st.lists(st.integers(0, 10_000), max_size=6))
+def test_the_verdict_does_not_depend_on_how_the_bytes_arrive(
+    answer: tuple[bytes, set[str]], cuts: list[int]
+) -> None:
+    """The bytes cut into any pieces give the same verdict as in one piece."""
+    raw, _ = answer
+    assert ours(raw, cuts) == ours(raw)
+
+
+# -- the deliberate differences, and the cases of issue #10
+
+STRICTER = {
+    "bare-lf": b"HTTP/1.1 202 OK\nContent-Length: 2\n\n{}",
+    "obs-fold": H + b"X-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\n{}",
+    "te-and-cl": H + b"Content-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "version": b"HTTP/2.0 202 OK\r\nContent-Length: 2\r\n\r\n{}",
+}
+
+
+@pytest.mark.parametrize("raw", STRICTER.values(), ids=STRICTER.keys())
+def test_deliberately_stricter_than_h11(raw: bytes) -> None:
+    """Each documented difference: h11 accepts the answer, the native parser refuses it."""
+    assert theirs(raw) == (202, b"{}")
+    assert ours(raw) is None
+
+
+MALFORMED = {
+    "negative-length": H + b"Content-Length: -5\r\n\r\n{}{}{",
+    "underscore-status": b"HTTP/1.1 2_02 OK\r\nContent-Length: 0\r\n\r\n",
+    "signed-length": H + b"Content-Length: +2\r\n\r\n{}",
+    "conflicting-lengths": H + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}}",
+    "length-list": H + b"Content-Length: 2, 3\r\n\r\n{}}",
+    "long-length": H + b"Content-Length: " + b"1" * 21 + b"\r\n\r\n",
+    "two-digit-status": b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n",
+    "four-digit-status": b"HTTP/1.1 0202 OK\r\nContent-Length: 0\r\n\r\n",
+    "negative-chunk": CHUNKED + b"-6\r\n",
+    "0x-chunk": CHUNKED + b"0x2\r\n{}\r\n0\r\n\r\n",
+    "chunk-without-crlf": CHUNKED + b"2\r\n{}xx0\r\n\r\n",
+    "other-coding": H + b"Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "space-before-colon": H + b"Content-Length : 2\r\n\r\n{}",
+    "bad-name": H + b"Bad Name: 1\r\nContent-Length: 2\r\n\r\n{}",
+    "nul-in-value": H + b"X: a\x00b\r\nContent-Length: 2\r\n\r\n{}",
+    "unasked-101": b"HTTP/1.1 101 Switching\r\n\r\n" + H + b"Content-Length: 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_answers_are_refused_as_h11_refuses_them(raw: bytes) -> None:
+    """Lenient numbers, smuggling-shaped framing and bad header lines are refused by both."""
+    assert theirs(raw) is None
+    assert ours(raw) is None
+
+
+def test_equal_repeated_lengths_are_one_length() -> None:
+    """A length repeated with the same value ("2, 2", or twice) is one length (RFC 9110)."""
+    raw = H + b"Content-Length: 2, 2\r\ncontent-length: 2\r\n\r\n{}"
+    assert ours(raw) == theirs(raw) == (202, b"{}")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_of_exactly_one_mib_is_read_and_one_byte_more_is_refused(chunked: bool) -> None:
+    """The body limit is 1 MiB: at the limit the answer is whole, one byte over it is refused."""
+
+    def answer(size: int) -> bytes:
+        if chunked:
+            return CHUNKED + b"%x\r\n" % (size - 1) + b"x" * (size - 1) + b"\r\n1\r\nx\r\n0\r\n\r\n"
+        return H + b"Content-Length: %d\r\n\r\n" % size + b"x" * size
+
+    limit = 1024 * 1024
+    assert ours(answer(limit), [1000, 70_000]) == (202, b"x" * limit)
+    assert ours(answer(limit + 1), [1000, 70_000]) is None
