@@ -1,0 +1,263 @@
+"""What every web integration reads from a request: the Segment context and the anonymous id.
+
+Shared by the Django, Flask and ASGI integrations, so that they agree on the
+security rules:
+
+- The *user id* never comes from anything the client sends (no `ajs_user_id`
+  cookie, no header): only from the framework's authenticated user. A forged
+  cookie must not attribute events, and so notifications, to someone else.
+- The *anonymous id* may come from analytics.js's `ajs_anonymous_id` cookie: it
+  names a browser, not an account.
+- `ip` is the socket peer. `X-Forwarded-For` is read only when the peer is one of
+  the `trusted_proxies` the app configured, and then only up to the first
+  address that is not a trusted proxy (the client as the last trusted proxy saw it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+import attrs
+import orjson
+
+import courier_analytics
+from courier_analytics import _default
+
+__all__ = [
+    "ANONYMOUS_ID_COOKIE",
+    "OPTIONS",
+    "RequestOptions",
+    "anonymous_id_from_cookie",
+    "apply_config",
+    "client_ip",
+    "locale_from",
+    "page_context",
+    "parse_cookie_header",
+    "request_context",
+]
+
+logger = logging.getLogger("courier_analytics")
+
+#: The cookie in which analytics.js keeps its anonymous id (JSON-encoded).
+ANONYMOUS_ID_COOKIE: Final = "ajs_anonymous_id"
+
+#: Longest anonymous id taken from a cookie; a longer one is ignored.
+MAX_ANONYMOUS_ID: Final = 200
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def _networks(value: object) -> tuple[_Network, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(
+            "trusted_proxies must be a list of IP addresses or networks "
+            f'(e.g. ["10.0.0.0/8"]), not {type(value).__name__}'
+        )
+    networks = []
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(
+                f"trusted_proxies entries must be strings, not {type(item).__name__}: {item!r}"
+            )
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"trusted_proxies: {item!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def _cookie_name(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"anonymous_id_cookie must be a non-empty str, not {value!r}")
+    return value
+
+
+@attrs.frozen
+class RequestOptions:
+    """How an integration reads requests (the options beside the module-level settings).
+
+    Attributes:
+        trusted_proxies: Networks whose `X-Forwarded-For` is believed (empty: none).
+        anonymous_id_cookie: The cookie holding analytics.js's anonymous id.
+    """
+
+    trusted_proxies: tuple[_Network, ...] = attrs.field(default=(), converter=_networks)
+    anonymous_id_cookie: str = attrs.field(default=ANONYMOUS_ID_COOKIE, converter=_cookie_name)
+
+
+#: Names an integration's configuration may hold besides the module-level settings.
+OPTIONS: Final = frozenset(field.name for field in attrs.fields(RequestOptions))
+
+
+def apply_config(config: object, where: str) -> RequestOptions:
+    """Apply a framework's `COURIER_ANALYTICS` configuration; return its request options.
+
+    Module-level settings (`api_key`, `route`, ...) are assigned to
+    `courier_analytics` only where they differ from the current value, so applying
+    the same configuration twice (app config, then middleware) builds no new client.
+
+    Args:
+        config: A mapping of setting names to values, or `None` for none.
+        where: Where it came from, for error messages (`settings.COURIER_ANALYTICS`).
+
+    Raises:
+        TypeError: `config` is not a mapping, or it has a name that is neither a
+            setting nor a request option.
+        ValueError: A request option's value is invalid.
+    """
+    if config is None:
+        return RequestOptions()
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{where} must be a dict, not {type(config).__name__}")
+    unknown = sorted(set(config) - _default.SETTINGS - OPTIONS)
+    if unknown:
+        names = ", ".join(sorted(_default.SETTINGS | OPTIONS))
+        raise TypeError(f"{where}: unknown name(s) {', '.join(unknown)}; known names: {names}")
+    options = RequestOptions(**{name: config[name] for name in OPTIONS if name in config})
+    changed = {
+        name: value
+        for name, value in config.items()
+        if name in _default.SETTINGS and getattr(courier_analytics, name) != value
+    }
+    if changed:
+        _default.configure(**changed)
+    return options
+
+
+def _address(text: str) -> _Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "203.0.113.7:443"
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _trusted(address: _Address, networks: tuple[_Network, ...]) -> bool:
+    return any(address in network for network in networks)
+
+
+def client_ip(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[_Network, ...]
+) -> str | None:
+    """The client's IP address: the socket peer, or what trusted proxies say it was.
+
+    `X-Forwarded-For` is read right to left (each proxy appends the address it
+    saw) while the addresses are trusted proxies; the first one that is not is the
+    client. An entry that is not an IP address ends the walk at the last address
+    known good. Without `trusted_proxies`, or from a peer that is not one of them,
+    the header is ignored: any client can send it.
+    """
+    if peer is None:
+        return None
+    peer_address = _address(peer)
+    if (
+        not trusted_proxies
+        or not forwarded_for
+        or peer_address is None
+        or not _trusted(peer_address, trusted_proxies)
+    ):
+        return peer
+    nearest = peer_address
+    for hop in reversed(forwarded_for.split(",")):
+        address = _address(hop)
+        if address is None:
+            break
+        nearest = address
+        if not _trusted(address, trusted_proxies):
+            break
+    return str(nearest)
+
+
+def anonymous_id_from_cookie(value: str | None) -> str | None:
+    """The anonymous id in analytics.js's cookie value, or `None` if there is none usable.
+
+    analytics.js stores it JSON-encoded and URL-escaped (`%22abc%22` is `abc`);
+    older versions stored it bare. A value that is empty, too long, not a string or
+    holds control characters is ignored.
+    """
+    if not value:
+        return None
+    text = unquote(value).strip()
+    if text.startswith('"'):
+        try:
+            decoded = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(decoded, str):
+            return None
+        text = decoded.strip()
+    if not text or len(text) > MAX_ANONYMOUS_ID or not text.isprintable():
+        return None
+    return text
+
+
+def parse_cookie_header(header: str) -> dict[str, str]:
+    """Name -> raw value of a `Cookie` header (lenient, like browsers and Django)."""
+    cookies: dict[str, str] = {}
+    for chunk in header.split(";"):
+        name, sep, value = chunk.partition("=")
+        if sep and name.strip():
+            cookies.setdefault(name.strip(), value.strip())
+    return cookies
+
+
+def locale_from(accept_language: str | None) -> str | None:
+    """The preferred language tag of an `Accept-Language` header (`"en-US"`), or `None`."""
+    if not accept_language:
+        return None
+    best, best_q = None, 0.0
+    for item in accept_language.split(","):
+        tag, _, params = item.strip().partition(";")
+        tag = tag.strip()
+        if not _LANGUAGE_TAG.fullmatch(tag) or len(tag) > 35:
+            continue
+        q = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                q = float(params[2:])
+            except ValueError:
+                continue
+        if q > best_q:
+            best, best_q = tag, q
+    return best
+
+
+def page_context(url: str, path: str, query: str, referrer: str | None) -> dict[str, str]:
+    """Segment's `context.page` for a request: `path`, `url`, `search`, `referrer`."""
+    return {
+        "path": path,
+        "url": url,
+        "search": f"?{query}" if query else "",
+        "referrer": referrer or "",
+    }
+
+
+def request_context(
+    *,
+    ip: str | None,
+    user_agent: str | None,
+    accept_language: str | None,
+    page: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The Segment `context` of a request's messages (keys without a value left out)."""
+    context: dict[str, Any] = {"page": dict(page)}
+    if ip:
+        context["ip"] = ip
+    if user_agent:
+        context["userAgent"] = user_agent
+    locale = locale_from(accept_language)
+    if locale:
+        context["locale"] = locale
+    return context

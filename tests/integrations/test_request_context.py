@@ -1,0 +1,110 @@
+"""What the web integrations read from a request: client ip, anonymous id, locale, options."""
+
+from __future__ import annotations
+
+import pytest
+
+import courier_analytics as analytics
+from courier_analytics.integrations._http import (
+    RequestOptions,
+    anonymous_id_from_cookie,
+    apply_config,
+    client_ip,
+    locale_from,
+    parse_cookie_header,
+)
+
+PROXIES = RequestOptions(trusted_proxies=["10.0.0.0/8", "2001:db8::/32"]).trusted_proxies
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("198.51.100.7", "203.0.113.1", "198.51.100.7"),  # untrusted peer: header ignored
+        ("10.0.0.2", None, "10.0.0.2"),  # trusted peer, no header
+        ("10.0.0.2", "203.0.113.1", "203.0.113.1"),
+        ("10.0.0.2", "1.1.1.1, 203.0.113.1, 10.9.9.9", "203.0.113.1"),  # spoofed left entry
+        ("10.0.0.2", "10.1.1.1, 10.2.2.2", "10.1.1.1"),  # all trusted: the leftmost
+        ("10.0.0.2", "garbage, 203.0.113.1", "203.0.113.1"),
+        ("10.0.0.2", "203.0.113.1, not-an-ip", "10.0.0.2"),  # broken chain: nearest good
+        ("2001:db8::5", "[2001:db8:ffff::1]:443, 2001:0db8::9", "2001:db8:ffff::1"),
+        ("10.0.0.2", "203.0.113.1:5555", "203.0.113.1"),
+    ],
+)
+def test_client_ip_walks_forwarded_for_only_through_trusted_proxies(
+    peer: str, forwarded: str | None, expected: str
+) -> None:
+    """X-Forwarded-For is read right to left, through trusted proxies only."""
+    assert client_ip(peer, forwarded, PROXIES) == expected
+
+
+def test_without_trusted_proxies_forwarded_for_is_never_read() -> None:
+    """No trusted_proxies: the socket peer, whatever the header says."""
+    assert client_ip("10.0.0.2", "203.0.113.1", ()) == "10.0.0.2"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("%22abc-123%22", "abc-123"),
+        ('"abc"', "abc"),
+        ("abc", "abc"),  # stored bare by old analytics.js
+        ("%22%22", None),
+        ("%7B%7D", "{}"),  # not JSON-quoted: taken as is
+        ("%22a%5Cu0000b%22", None),  # control character
+        ("%22" + "x" * 300 + "%22", None),
+        ("%22unterminated", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_anonymous_id_cookie_values(raw: str | None, expected: str | None) -> None:
+    """analytics.js's JSON-encoded, URL-escaped cookie decodes; junk is ignored."""
+    assert anonymous_id_from_cookie(raw) == expected
+
+
+def test_cookie_header_parsing_is_lenient() -> None:
+    """A Cookie header's pairs, first one winning, junk chunks skipped."""
+    header = "a=1; ajs_anonymous_id=%22x%22; junk; a=2; b="
+    assert parse_cookie_header(header) == {"a": "1", "ajs_anonymous_id": "%22x%22", "b": ""}
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("en-US,en;q=0.9", "en-US"),
+        ("fr;q=0.5, de-CH;q=0.8", "de-CH"),
+        ("*", None),
+        ("<script>, en", "en"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_locale_is_the_preferred_language_tag(header: str | None, expected: str | None) -> None:
+    """Accept-Language gives its highest-q well-formed tag."""
+    assert locale_from(header) == expected
+
+
+def test_bad_trusted_proxies_are_refused_naming_the_option() -> None:
+    """A single string or a non-address is a clear error at start-up."""
+    with pytest.raises(TypeError, match="trusted_proxies"):
+        RequestOptions(trusted_proxies="10.0.0.1")
+    with pytest.raises(ValueError, match=r"trusted_proxies: 'proxy\.local'"):
+        RequestOptions(trusted_proxies=["proxy.local"])
+
+
+def test_apply_config_assigns_only_changed_settings() -> None:
+    """Settings equal to the current values are not reassigned (no client rebuild)."""
+    apply_config({"api_key": "k", "send": False}, "config")
+    client = analytics.default_client()
+    options = apply_config({"api_key": "k", "send": False, "trusted_proxies": []}, "config")
+    assert analytics.default_client() is client
+    assert options == RequestOptions()
+
+
+def test_apply_config_refuses_unknown_names_and_non_mappings() -> None:
+    """A misspelt name or a non-dict fails with the name in the message."""
+    with pytest.raises(TypeError, match="unknown name\\(s\\) apikey"):
+        apply_config({"apikey": "k"}, "config")
+    with pytest.raises(TypeError, match="config must be a dict"):
+        apply_config(["api_key"], "config")
