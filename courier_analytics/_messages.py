@@ -17,7 +17,7 @@ from typing import Any, Final, cast
 import attrs
 
 from courier_analytics._errors import MessageTooLargeError
-from courier_analytics._json import dumps, loads
+from courier_analytics._json import dumps, encode_datetime, loads
 from courier_analytics._plugins import Plugins
 from courier_analytics._version import __version__
 
@@ -131,8 +131,19 @@ def _timestamp(value: object) -> _dt.datetime:
         raise TypeError(
             f"timestamp must be a datetime.datetime (or None), not {type(value).__name__}"
         )
-    # A naive datetime is local time, as Python's own astimezone() reads it.
-    return value.astimezone(_UTC)
+    try:
+        # A naive datetime is local time, as Python's own astimezone() reads it.
+        return value.astimezone(_UTC)
+    except OverflowError:
+        raise ValueError(
+            f"timestamp {value.isoformat()} is out of range once converted to UTC; "
+            "pass a datetime between years 1 and 9999 in UTC"
+        ) from None
+    except Exception as exc:  # the tzinfo's utcoffset() failed or is beyond +-24 h
+        raise TypeError(
+            f"timestamp's tzinfo ({type(value.tzinfo).__name__}) gives no valid UTC offset "
+            f"({type(exc).__name__}: {exc}); use a zoneinfo.ZoneInfo or datetime.timezone"
+        ) from None
 
 
 class _MessageIds:
@@ -340,6 +351,8 @@ class MessageFactory:
         chains = self.plugins.chains
         if chains and kind in chains:
             return self._through_plugins(kind, data)
+        # Every message has one: encoded here, it skips orjson's round trip to _default.
+        data["timestamp"] = encode_datetime(data["timestamp"])
         body = self._encode(kind, data)
         if integrations is not None and not to_courier(data["integrations"]):
             return Message(kind, mid, user_id, anonymous_id, event, body, stop=SKIPPED_INTEGRATIONS)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import inspect
 import math
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -297,3 +300,181 @@ def test_bad_arguments_raise_at_the_call_naming_the_argument(
     with pytest.raises(error, match=argument):
         call(client)
     assert client.stats.made == 0
+
+
+class RaisingOffset(dt.tzinfo):
+    """A tzinfo whose utcoffset() fails (orjson used to crash the process on it)."""
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        raise RuntimeError("no offset today")
+
+    def dst(self, when: dt.datetime | None) -> None:
+        return None
+
+
+class FarOffset(dt.tzinfo):
+    """A tzinfo 30 hours east of UTC, which Python's own datetime refuses."""
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(hours=30)
+
+    def dst(self, when: dt.datetime | None) -> None:
+        return None
+
+
+class TwoHoursEast(dt.tzinfo):
+    """A fixed offset of +02:00 that is not a datetime.timezone (as pytz's and dateutil's)."""
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(hours=2)
+
+    def dst(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(0)
+
+
+class NoOffset(dt.tzinfo):
+    """A tzinfo that gives no offset: Python reads such a datetime as naive."""
+
+    def utcoffset(self, when: dt.datetime | None) -> None:
+        return None
+
+    def dst(self, when: dt.datetime | None) -> None:
+        return None
+
+
+def test_a_tzinfo_whose_utcoffset_raises_is_refused_not_a_crash() -> None:
+    """A datetime whose utcoffset() raises is a TypeError naming its path (it was a SIGSEGV)."""
+    code = (
+        "import datetime as dt\n"
+        "from courier_analytics import Client\n"
+        "class RaisingOffset(dt.tzinfo):\n"
+        "    def utcoffset(self, when):\n"
+        "        raise RuntimeError('no offset today')\n"
+        "when = dt.datetime(2026, 1, 2, tzinfo=RaisingOffset())\n"
+        "with Client(send=False) as c:\n"
+        "    for call in (lambda: c.track('E', {'cart': [{'at': when}]}, user_id='u'),\n"
+        "                 lambda: c.identify('u', {'seen': {'last': when}})):\n"
+        "        try:\n"
+        "            call()\n"
+        "        except TypeError as exc:\n"
+        "            print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("properties['cart'][0]['at']: ")
+    assert lines[1].startswith("traits['seen']['last']: ")
+    assert all("no valid UTC offset" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (dt.datetime(2026, 1, 2, tzinfo=FarOffset()), "no valid UTC offset"),
+        (dt.time(3, 4, tzinfo=dt.timezone.utc), "time with a tzinfo"),
+    ],
+    ids=["offset-beyond-24h", "aware-time"],
+)
+def test_datetimes_without_a_valid_offset_raise_type_error_naming_the_path(
+    value: Any, words: str
+) -> None:
+    """A datetime offset beyond +-24 h, or an aware time, is a TypeError naming its path."""
+    with pytest.raises(TypeError, match=r"^properties\['a'\]\[1\]: ") as info:
+        track({"a": [1, value]})
+    assert words in str(info.value)
+
+
+def test_a_datetime_that_gives_no_offset_is_written_naive() -> None:
+    """A tzinfo whose utcoffset() is None makes a naive datetime, as Python reads it."""
+    value = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=NoOffset())
+    assert track({"v": value})["properties"]["v"] == "2026-01-02T03:04:05"
+
+
+def test_datetime_subclasses_and_other_zones_become_iso_strings() -> None:
+    """A datetime subclass (as pandas' Timestamp is) and a custom tzinfo become ISO 8601."""
+
+    class Stamp(dt.datetime):
+        pass
+
+    east = TwoHoursEast()
+    properties = {"a": Stamp(2026, 1, 2, 3, 4, 5, 6), "b": dt.datetime(2026, 7, 1, tzinfo=east)}
+    assert track(properties)["properties"] == {
+        "a": "2026-01-02T03:04:05.000006",
+        "b": "2026-07-01T00:00:00+02:00",
+    }
+
+
+class Opaqueness(enum.Enum):
+    """An Enum whose member's value cannot become JSON."""
+
+    THING = Opaque()
+
+
+def test_an_enum_whose_value_cannot_become_json_names_its_path() -> None:
+    """An Enum member with a non-JSON value raises TypeError naming the member's path."""
+    with pytest.raises(TypeError, match=r"^properties\['kind'\]\.value: a value of type Opaque"):
+        track({"kind": Opaqueness.THING})
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5))),
+        dt.datetime.max.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+    ],
+    ids=["before-year-1", "after-year-9999"],
+)
+def test_a_timestamp_out_of_range_in_utc_is_a_value_error(timestamp: dt.datetime) -> None:
+    """A timestamp that leaves years 1-9999 once in UTC raises ValueError naming timestamp."""
+    with pytest.raises(ValueError, match=r"^timestamp .* out of range"):
+        track(timestamp=timestamp)
+
+
+@pytest.mark.parametrize("tzinfo", [RaisingOffset(), FarOffset()], ids=["raises", "beyond-24h"])
+def test_a_timestamp_without_a_valid_offset_is_a_type_error(tzinfo: dt.tzinfo) -> None:
+    """A timestamp whose tzinfo gives no valid offset raises TypeError naming timestamp."""
+    with pytest.raises(TypeError, match=r"^timestamp's tzinfo"):
+        track(timestamp=dt.datetime(2026, 1, 2, tzinfo=tzinfo))
+
+
+@pytest.mark.parametrize(
+    ("properties", "where"),
+    [
+        ({"m": {1: "a", "1": "b"}}, "properties['m']"),
+        ({"m": [{True: 1, "true": 2}]}, "properties['m'][0]"),
+        ({None: 1, "null": 2}, "properties"),
+        ({"d": {dt.date(2026, 1, 2): 1, "2026-01-02": 2}}, "properties['d']"),
+    ],
+    ids=["int", "bool", "none", "date"],
+)
+def test_keys_that_become_the_same_json_key_are_refused(
+    properties: dict[Any, Any], where: str
+) -> None:
+    """Two keys that stringify alike (1 and '1') raise ValueError naming their dict."""
+    with pytest.raises(ValueError, match="both become the JSON key") as info:
+        track(properties)
+    assert str(info.value).startswith(f"{where}: ")
+
+
+def _call_from_deep_in_the_stack(levels: int, properties: Any) -> None:
+    if levels:
+        _call_from_deep_in_the_stack(levels - 1, properties)
+    else:
+        track(properties)
+
+
+def test_excess_nesting_is_a_value_error_even_deep_in_the_callers_stack() -> None:
+    """Nesting beyond the limit is a ValueError, never RecursionError, whatever the stack."""
+    headroom = sys.getrecursionlimit() - len(inspect.stack()) - 60
+    with pytest.raises(ValueError, match="nesting is deeper than 250 levels"):
+        _call_from_deep_in_the_stack(headroom, {"deep": _deep(300)})
+
+
+def test_excess_nesting_names_a_short_path() -> None:
+    """The path of a very deep value is shortened in the middle, not 100,000 segments."""
+    with pytest.raises(ValueError, match="nesting") as info:
+        track({"deep": _deep(100_000)})
+    assert len(str(info.value)) < 300
+    assert "more levels" in str(info.value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
+import enum
 import json
 import math
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from courier_analytics import Client
+from courier_analytics._messages import MessageFactory
 from courier_analytics.devserver import DevServer
 
 from .conftest import INSTANT, KEY
@@ -26,6 +29,31 @@ def _generator() -> Any:
     return (n for n in range(3))
 
 
+class RaisingOffset(dt.tzinfo):
+    """A tzinfo whose utcoffset() fails."""
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        raise RuntimeError("no offset")
+
+
+class FarOffset(dt.tzinfo):
+    """A tzinfo beyond the +-24 h Python allows."""
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        return dt.timedelta(hours=-25)
+
+
+class Kind(enum.Enum):
+    """Enum members, one of them with a value that cannot become JSON."""
+
+    PLAIN = "plain"
+    OPAQUE = Opaque()
+
+
+def _aware(tzinfo: dt.tzinfo) -> dt.datetime:
+    return dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=tzinfo)
+
+
 leaves = st.one_of(
     st.none(),
     st.booleans(),
@@ -37,11 +65,15 @@ leaves = st.one_of(
     st.decimals(allow_nan=True),
     st.datetimes(),
     st.uuids(),
+    st.builds(_aware, st.sampled_from([dt.timezone.utc, RaisingOffset(), FarOffset()])),
+    st.sampled_from(Kind),
     st.builds(Opaque),
     st.builds(_generator),
 )
 keys = st.one_of(st.text(st.characters(codec=None), max_size=10), st.integers(), st.none(),
-                 st.floats(allow_nan=False), st.tuples(st.integers()))  # fmt: skip
+                 st.floats(allow_nan=False), st.tuples(st.integers()),
+                 st.sampled_from(["1", "2", "true", "null", "1.5"]), st.booleans(),
+                 st.just(1.5))  # fmt: skip
 values = st.recursive(
     leaves,
     lambda children: st.one_of(
@@ -112,3 +144,25 @@ def test_nan_and_infinities_become_null(server: DevServer) -> None:
     (event,) = server.events()
     assert event["data"]["properties"] == {"a": None, "b": None, "c": None, "d": None}
     json.dumps(event["data"], allow_nan=False)  # strictly valid JSON
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    assert len(names) == len(set(names)), f"duplicate JSON keys: {names}"
+    return dict(pairs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(properties=st.dictionaries(keys, st.dictionaries(keys, st.integers(), max_size=4)))
+def test_no_json_object_sent_has_two_equal_keys(properties: dict[Any, Any]) -> None:
+    """Keys that stringify alike (1 and "1", True and "true") are refused, never both sent."""
+    call = {"user_id": "u", "anonymous_id": None, "context": None, "timestamp": None,
+            "message_id": None, "integrations": None}  # fmt: skip
+    try:
+        message = MessageFactory().track("Keys", properties, **call)
+    except (TypeError, ValueError) as exc:
+        refusal = str(exc)
+    else:
+        json.loads(message.body, object_pairs_hook=_no_duplicates)
+        return
+    assert refusal.startswith("properties")
