@@ -8,17 +8,17 @@ What non-JSON-native values become:
 
 | value | JSON |
 |---|---|
-| `datetime` / `date` / `time` (and subclasses) | ISO 8601 string (aware UTC datetimes end in `Z`; naive datetimes are kept naive) |
+| `datetime`, `date`, `time` (and subclasses) | ISO 8601 (UTC ends in `Z`; naive stays naive) |
 | `Decimal` | number (`float`); NaN/infinite -> `null` |
 | `float` NaN, `inf`, `-inf` | `null` (JSON has no such numbers; as `JSON.stringify`) |
 | `UUID` | its canonical string |
 | `Enum` | its value |
-| `tuple`, `list`, `set`, `frozenset`, other non-str sequences (`deque`, ...) | array (sets in iteration order) |
+| `tuple`, `list`, `set`, `frozenset`, other sequences (`deque`, ...) | array |
 | `dict` and other mappings | object |
 | dataclass / attrs instance / pydantic | object of its fields |
 | `bytes`, `bytearray`, `memoryview` | string, decoded as UTF-8 (other bytes: `TypeError`) |
 | objects with `tolist()` (numpy) | what `tolist()` returns |
-| keys `int`, `float`, `bool`, `None`, `datetime`, `UUID`, `Enum` | string keys as `json.dumps` writes them: `1` -> `"1"`, `True` -> `"true"` |
+| keys `int`, `float`, `bool`, `None`, `datetime`, `UUID`, `Enum` | as `json.dumps`: `1` -> `"1"` |
 
 Anything else raises `TypeError` or `ValueError` naming the key
 path, e.g. `properties['cart']['items'][2]`: generators and iterators (which
