@@ -1,0 +1,259 @@
+"""ASGI: the pure middleware under Starlette and FastAPI, with real clients and the stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+starlette = pytest.importorskip("starlette")
+fastapi = pytest.importorskip("fastapi")
+
+from fastapi import Depends, FastAPI, Request  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.authentication import (  # noqa: E402
+    AuthCredentials,
+    AuthenticationBackend,
+    SimpleUser,
+)
+from starlette.middleware import Middleware  # noqa: E402
+from starlette.middleware.authentication import AuthenticationMiddleware  # noqa: E402
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
+from starlette.routing import Route, WebSocketRoute  # noqa: E402
+
+with warnings.catch_warnings():  # newer Starlette asks for httpx2 and warns on httpx
+    warnings.filterwarnings("ignore", message=".*httpx2")
+    from starlette.testclient import TestClient
+from starlette.websockets import WebSocket  # noqa: E402
+
+import courier_analytics as analytics  # noqa: E402
+from courier_analytics.devserver import DevServer, Faults  # noqa: E402
+from courier_analytics.integrations.asgi import CourierAnalyticsMiddleware  # noqa: E402
+
+from .conftest import KEY  # noqa: E402
+
+
+class HeaderAuth(AuthenticationBackend):  # type: ignore[misc]
+    """The test's stand-in for real authentication: X-Test-Login names the user."""
+
+    async def authenticate(self, conn: Any) -> tuple[AuthCredentials, SimpleUser] | None:
+        name = conn.headers.get("X-Test-Login")
+        return (AuthCredentials(["authenticated"]), SimpleUser(name)) if name else None
+
+
+async def whoami(request: Request) -> JSONResponse:
+    analytics.track("Page Served")
+    user = analytics.user()
+    return JSONResponse({"user_id": user.id, "anonymous_id": user.anonymous_id} if user else {})
+
+
+async def interleaved(request: Request) -> PlainTextResponse:
+    analytics.track("Step", {"n": 1})
+    await request.app.state.barrier.wait()
+    analytics.track("Step", {"n": 2})
+    return PlainTextResponse("ok")
+
+
+async def streamed(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for n in range(3):
+            analytics.track("Chunk Sent", {"n": n})
+            yield b"chunk\n"
+
+    return StreamingResponse(chunks())
+
+
+async def socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    analytics.track("Socket Opened")
+    await websocket.send_text("hi")
+    await websocket.close()
+
+
+def starlette_app(courier: DevServer, **options: Any) -> Starlette:
+    """A Starlette app: authentication outside, the analytics middleware inside it."""
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+    return Starlette(
+        routes=[
+            Route("/whoami", whoami),
+            Route("/interleaved", interleaved),
+            Route("/streamed", streamed),
+            WebSocketRoute("/socket", socket),
+        ],
+        middleware=[
+            Middleware(AuthenticationMiddleware, backend=HeaderAuth()),
+            Middleware(CourierAnalyticsMiddleware, **options),
+        ],
+    )
+
+
+def delivered(courier: DevServer) -> list[dict[str, Any]]:
+    """Flush the default client and return the events the stand-in received."""
+    assert analytics.flush(10)
+    return courier.events()
+
+
+def test_the_authenticated_scope_user_and_request_context(courier: DevServer) -> None:
+    """scope["user"] set by AuthenticationMiddleware is the userId; context is filled."""
+    with TestClient(starlette_app(courier)) as client:
+        answer = client.get(
+            "/whoami?x=1",
+            headers={"X-Test-Login": "ada", "User-Agent": "UA/1", "Accept-Language": "pt-BR"},
+        )
+    assert answer.json() == {"user_id": "ada", "anonymous_id": None}
+    [event] = delivered(courier)
+    assert event["user"] == "ada"
+    context = event["data"]["context"]
+    assert (context["ip"], context["userAgent"], context["locale"]) == (
+        "testclient",
+        "UA/1",
+        "pt-BR",
+    )
+    assert context["page"] == {
+        "path": "/whoami",
+        "url": "http://testserver/whoami?x=1",
+        "search": "?x=1",
+        "referrer": "",
+    }
+
+
+def test_an_async_user_id_callable_is_used_without_an_authenticated_user(
+    courier: DevServer,
+) -> None:
+    """user_id(scope) (here a coroutine) names the user when scope["user"] does not."""
+
+    async def user_id(scope: Any) -> str:
+        return "from-callable"
+
+    with TestClient(starlette_app(courier, user_id=user_id)) as client:
+        assert client.get("/whoami").json()["user_id"] == "from-callable"
+        assert client.get("/whoami", headers={"X-Test-Login": "ada"}).json()["user_id"] == "ada"
+
+
+def test_a_forged_user_cookie_is_ignored_and_the_anonymous_cookie_used(
+    courier: DevServer,
+) -> None:
+    """ajs_user_id never names the user; ajs_anonymous_id (JSON-encoded) is decoded."""
+    with TestClient(starlette_app(courier)) as client:
+        client.cookies.set("ajs_user_id", "%22victim%22")
+        client.cookies.set("ajs_anonymous_id", "%22anon-3%22")
+        assert client.get("/whoami").json() == {"user_id": None, "anonymous_id": "anon-3"}
+
+
+def test_a_call_knowing_no_user_is_skipped_and_the_endpoint_answers(courier: DevServer) -> None:
+    """No user and no cookie: 200, the event counted skipped."""
+    with TestClient(starlette_app(courier)) as client:
+        assert client.get("/whoami").status_code == 200
+    stats = analytics.stats()
+    assert stats is not None
+    assert stats.skipped == 1
+    assert delivered(courier) == []
+
+
+def test_forwarded_for_only_from_trusted_proxies(courier: DevServer) -> None:
+    """X-Forwarded-For is ignored, unless the peer is a trusted proxy."""
+
+    async def main(app: Any) -> None:
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.3", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            await client.get(
+                "/whoami", headers={"X-Test-Login": "ada", "X-Forwarded-For": "198.51.100.9"}
+            )
+
+    asyncio.run(main(starlette_app(courier)))
+    asyncio.run(main(starlette_app(courier, trusted_proxies=["10.0.0.0/8"])))
+    assert [e["data"]["context"]["ip"] for e in delivered(courier)] == ["10.0.0.3", "198.51.100.9"]
+
+
+def test_interleaved_requests_on_one_loop_keep_their_own_users(courier: DevServer) -> None:
+    """Many requests of different users, interleaved on one event loop: no scope leaks."""
+    app = starlette_app(courier)
+    names = [f"user-{n}" for n in range(10)]
+
+    async def main() -> None:
+        app.state.barrier = asyncio.Barrier(len(names))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            answers = await asyncio.gather(
+                *(client.get("/interleaved", headers={"X-Test-Login": n}) for n in names)
+            )
+        assert {a.status_code for a in answers} == {200}
+
+    asyncio.run(main())
+    events = delivered(courier)
+    assert sorted((e["user"], e["data"]["properties"]["n"]) for e in events) == sorted(
+        (name, n) for name in names for n in (1, 2)
+    )
+
+
+def test_events_made_while_streaming_a_response_carry_the_user(courier: DevServer) -> None:
+    """Pure ASGI: a streaming body is produced inside the request's scope."""
+    with TestClient(starlette_app(courier)) as client:
+        assert client.get("/streamed", headers={"X-Test-Login": "ada"}).text == "chunk\n" * 3
+    assert [e["user"] for e in delivered(courier)] == ["ada"] * 3
+
+
+def test_a_websocket_connection_gets_a_scope_too(courier: DevServer) -> None:
+    """Events tracked in a WebSocket handler know the connection's user."""
+    with (
+        TestClient(starlette_app(courier)) as client,
+        client.websocket_connect("/socket", headers={"X-Test-Login": "ada"}) as ws,
+    ):
+        assert ws.receive_text() == "hi"
+    [event] = delivered(courier)
+    assert event["user"] == "ada"
+
+
+def test_lifespan_shutdown_flushes_what_the_shutdown_handlers_tracked(courier: DevServer) -> None:
+    """At shutdown the middleware awaits aflush after the app's own handlers; nothing is lost."""
+    courier.set_faults(Faults(latency_ms=100))
+    app = FastAPI(on_shutdown=[lambda: analytics.track("Server Stopped", user_id="ops")])
+    app.add_middleware(CourierAnalyticsMiddleware)
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+    with TestClient(app):
+        analytics.track("Server Started", user_id="ops")
+    # No flush here: the shutdown already waited for delivery.
+    assert [e["event"] for e in courier.events()] == [
+        "Segment-TrackEvent:Server Started",
+        "Segment-TrackEvent:Server Stopped",
+    ]
+
+
+def test_a_fastapi_dependency_that_identifies_sets_the_user(courier: DevServer) -> None:
+    """FastAPI auth as a dependency: its identify() reaches the endpoint's track."""
+
+    def current_user(request: Request) -> str:
+        name = request.headers["X-Token"]  # the app's real auth would verify a token here
+        analytics.identify(name, {"plan": "pro"})
+        return name
+
+    app = FastAPI()
+    app.add_middleware(CourierAnalyticsMiddleware)
+
+    @app.post("/exports")
+    async def export(user: str = Depends(current_user)) -> dict[str, str]:
+        analytics.track("Export Started")
+        return {"user": user}
+
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+    with TestClient(app) as client:
+        assert client.post("/exports", headers={"X-Token": "grace"}).json() == {"user": "grace"}
+    assert [(e["type"], e["user"]) for e in delivered(courier)] == [
+        ("identify", "grace"),
+        ("track", "grace"),
+    ]
+
+
+def test_other_scope_types_pass_through_untouched() -> None:
+    """A scope type the middleware does not know goes to the app as is."""
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    asyncio.run(CourierAnalyticsMiddleware(app)({"type": "custom"}, None, None))  # type: ignore[arg-type]
+    assert seen == ["custom"]

@@ -1,0 +1,216 @@
+"""Flask: the extension's request scope, with Flask's test client, against the stand-in."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+flask = pytest.importorskip("flask")
+flask_login = pytest.importorskip("flask_login")
+
+import courier_analytics as analytics  # noqa: E402
+from courier_analytics.devserver import DevServer  # noqa: E402
+from courier_analytics.integrations.flask import CourierAnalytics  # noqa: E402
+
+from .conftest import KEY  # noqa: E402
+
+
+class User(flask_login.UserMixin):  # type: ignore[misc]
+    """A flask-login user whose id is its name."""
+
+    def __init__(self, name: str) -> None:
+        self.id = name
+        self.email = f"{name}@example.com"
+
+
+def make_app(courier: DevServer, **extension: Any) -> Any:
+    """A Flask app with flask-login (user from the X-Test-Login header) and the extension."""
+    app = flask.Flask(__name__)
+    app.config["SECRET_KEY"] = "tests-only"
+    app.config["COURIER_ANALYTICS"] = {"api_key": KEY, "base_url": courier.base_url}
+    login_manager = flask_login.LoginManager(app)
+
+    @login_manager.request_loader
+    def load(request: Any) -> User | None:  # the test's stand-in for a session
+        name = request.headers.get("X-Test-Login")
+        return User(name) if name else None
+
+    barrier = threading.Barrier(2, timeout=30)
+
+    @app.get("/whoami")
+    def whoami() -> Any:
+        analytics.track("Page Served")
+        user = analytics.user()
+        return {"user_id": user.id, "anonymous_id": user.anonymous_id} if user else {}
+
+    @app.post("/signin")
+    def signin() -> str:
+        user = User(flask.request.form["username"])
+        flask_login.login_user(user)
+        analytics.identify(user.id, {"email": user.email})
+        analytics.track("Logged In")
+        return "ok"
+
+    @app.get("/interleaved")
+    def interleaved() -> str:
+        analytics.track("Step", {"n": 1})
+        barrier.wait()
+        analytics.track("Step", {"n": 2})
+        return "ok"
+
+    CourierAnalytics(app, **extension)
+    return app
+
+
+def delivered(courier: DevServer) -> list[dict[str, Any]]:
+    """Flush the default client and return the events the stand-in received."""
+    assert analytics.flush(10)
+    return courier.events()
+
+
+def test_flask_login_user_and_request_context(courier: DevServer) -> None:
+    """current_user's id is the userId; ip, userAgent, locale and page fill the context."""
+    client = make_app(courier).test_client()
+    answer = client.get(
+        "/whoami?q=1",
+        headers={
+            "X-Test-Login": "ada",
+            "User-Agent": "Mozilla/5.0 test",
+            "Accept-Language": "de-DE,de;q=0.9",
+            "Referer": "https://example.com/",
+        },
+    )
+    assert answer.json == {"user_id": "ada", "anonymous_id": None}
+    [event] = delivered(courier)
+    assert event["user"] == "ada"
+    context = event["data"]["context"]
+    assert (context["ip"], context["userAgent"], context["locale"]) == (
+        "127.0.0.1",
+        "Mozilla/5.0 test",
+        "de-DE",
+    )
+    assert context["page"] == {
+        "path": "/whoami",
+        "url": "http://localhost/whoami?q=1",
+        "search": "?q=1",
+        "referrer": "https://example.com/",
+    }
+
+
+def test_a_user_id_callable_wins_over_flask_login(courier: DevServer) -> None:
+    """CourierAnalytics(user_id=...) decides who the user is."""
+    client = make_app(courier, user_id=lambda: 42).test_client()
+    assert client.get("/whoami", headers={"X-Test-Login": "ada"}).json["user_id"] == "42"
+
+
+def test_a_failing_user_id_callable_never_breaks_the_request(
+    courier: DevServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user_id callable that raises is logged; the request answers, events carry no user."""
+
+    def broken() -> str:
+        raise LookupError("db down")
+
+    client = make_app(courier, user_id=broken).test_client()
+    client.set_cookie("ajs_anonymous_id", "%22anon-1%22")
+    with caplog.at_level(logging.WARNING, logger="courier_analytics"):
+        assert client.get("/whoami").json == {"user_id": None, "anonymous_id": "anon-1"}
+    assert "user_id callable raised LookupError" in caplog.text
+
+
+def test_anonymous_cookie_is_used_and_a_forged_user_cookie_is_not(courier: DevServer) -> None:
+    """ajs_anonymous_id gives the anonymousId; ajs_user_id is ignored."""
+    client = make_app(courier).test_client()
+    client.set_cookie("ajs_anonymous_id", "%22anon-5%22")
+    client.set_cookie("ajs_user_id", "%22victim%22")
+    assert client.get("/whoami").json == {"user_id": None, "anonymous_id": "anon-5"}
+    [event] = delivered(courier)
+    assert (event["user"], event["data"].get("userId")) == ("anon-5", None)
+
+
+def test_a_call_knowing_no_user_is_skipped_and_the_view_answers(courier: DevServer) -> None:
+    """No user, no cookie: 200, and the event is counted as skipped."""
+    client = make_app(courier).test_client()
+    assert client.get("/whoami").status_code == 200
+    assert delivered(courier) == []
+    stats = analytics.stats()
+    assert stats is not None
+    assert stats.skipped == 1
+
+
+def test_identify_at_login_sets_the_user_for_the_rest_of_the_request(courier: DevServer) -> None:
+    """The login view's identify() makes its following track carry the user."""
+    client = make_app(courier).test_client()
+    assert client.post("/signin", data={"username": "grace"}).status_code == 200
+    identify, track = delivered(courier)
+    assert [(e["type"], e["user"]) for e in (identify, track)] == [
+        ("identify", "grace"),
+        ("track", "grace"),
+    ]
+
+
+def test_the_scope_ends_with_the_request(courier: DevServer) -> None:
+    """After a request on this thread, no scope is left open on it."""
+    client = make_app(courier).test_client()
+    client.get("/whoami", headers={"X-Test-Login": "ada"})
+    assert analytics.user() is None
+
+
+def test_interleaved_requests_keep_their_own_users(courier: DevServer) -> None:
+    """Two requests in flight at once on two threads: no event gets the other's user."""
+    app = make_app(courier)
+    errors: list[BaseException] = []
+
+    def request(name: str) -> None:
+        try:
+            answer = app.test_client().get("/interleaved", headers={"X-Test-Login": name})
+            assert answer.status_code == 200
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request, args=(name,)) for name in ("ada", "grace")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    events = delivered(courier)
+    assert sorted((e["user"], e["data"]["properties"]["n"]) for e in events) == [
+        ("ada", 1),
+        ("ada", 2),
+        ("grace", 1),
+        ("grace", 2),
+    ]
+
+
+def test_trusted_proxies_from_the_app_config(courier: DevServer) -> None:
+    """COURIER_ANALYTICS["trusted_proxies"] lets X-Forwarded-For name the client."""
+    app = flask.Flask(__name__)
+    app.config["COURIER_ANALYTICS"] = {
+        "api_key": KEY,
+        "base_url": courier.base_url,
+        "trusted_proxies": ["127.0.0.1"],
+    }
+
+    @app.get("/")
+    def index() -> str:
+        analytics.track("Page Served", user_id="u1")
+        return "ok"
+
+    CourierAnalytics(user_id=lambda: None).init_app(app)
+    app.test_client().get("/", headers={"X-Forwarded-For": "198.51.100.4"})
+    [event] = delivered(courier)
+    assert event["data"]["context"]["ip"] == "198.51.100.4"
+
+
+def test_bad_configuration_fails_at_init_app() -> None:
+    """A misspelt config name or a non-callable user_id is a TypeError naming it."""
+    app = flask.Flask(__name__)
+    app.config["COURIER_ANALYTICS"] = {"writekey": "x"}
+    with pytest.raises(TypeError, match="writekey"):
+        CourierAnalytics(app)
+    with pytest.raises(TypeError, match="user_id must be a callable"):
+        CourierAnalytics(user_id="ada")  # type: ignore[arg-type]
