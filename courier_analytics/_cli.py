@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import orjson
 
 from courier_analytics._client import Client
+from courier_analytics._errors import NotDeliveredError
 from courier_analytics._messages import Message
 from courier_analytics._version import __version__
 
@@ -150,8 +151,10 @@ def _send_one(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_USAGE
     client.shutdown(args.timeout)
     if failures or client.stats.delivered != 1:
-        reason = failures[0] if failures else "not delivered in time"
-        print(f"courier-analytics: {args.command} {message_id} failed: {reason}", file=sys.stderr)
+        error = failures[0] if failures else f"{args.command} {message_id} not delivered"
+        late = not failures or isinstance(error, NotDeliveredError)
+        ran_out = f"--timeout {args.timeout:g}s ran out: " if late else ""
+        print(f"courier-analytics: {ran_out}{error}", file=sys.stderr)
         return EXIT_NOT_DELIVERED
     print(f"delivered {args.command} {message_id}", file=out)
     return EXIT_OK

@@ -22,6 +22,7 @@ from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, 
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message, MessageFactory
 from courier_analytics._options import ErrorHandler, Options, Region
+from courier_analytics._outcomes import origin_of
 from courier_analytics._plugins import Middleware, Plugin, Plugins
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import (
@@ -250,6 +251,7 @@ class Client:
             max_in_flight=options.max_in_flight,
             flush_interval=options.flush_interval,
             report=self._report,
+            origin=origin_of(options.resolved_base_url()),
             events=self._events,
         )
 

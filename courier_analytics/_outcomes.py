@@ -1,12 +1,18 @@
 """What a finished message's fate is called: the error passed to `on_error`.
 
 Pure functions from an attempt's `Outcome` (or an exception, or a reason) to the
-`DeliveryError` reported for the message. The worker decides *when* a message is
-finished; this module decides only *what* its report says.
+`DeliveryError` reported for the message, and to the words logged about it. The
+worker decides *when* a message is finished; this module decides only *what* its
+report says. No text here carries a payload or the API key.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+import httpx
 import orjson
 
 from courier_analytics._errors import (
@@ -17,9 +23,20 @@ from courier_analytics._errors import (
     RetriesExhaustedError,
 )
 from courier_analytics._messages import Message
-from courier_analytics._retry import Outcome
+from courier_analytics._retry import Outcome, causes
 
-__all__ = ["SHUT_DOWN", "alarm", "error_detail", "error_for", "exception_error", "not_delivered"]
+__all__ = [
+    "SHUT_DOWN",
+    "alarm",
+    "describe",
+    "error_detail",
+    "error_for",
+    "exception_error",
+    "not_delivered",
+    "origin_of",
+    "retry_error",
+    "summary",
+]
 
 #: The reason given for messages still pending when the client stops.
 SHUT_DOWN = "the client shut down first"
@@ -35,13 +52,74 @@ def error_detail(body: bytes) -> str:
     return message[:200] if isinstance(message, str) else ""
 
 
-def not_delivered(message: Message, attempts: int = 0, reason: str = SHUT_DOWN) -> DeliveryError:
-    """The report for a message the client stopped before it was delivered."""
-    return NotDeliveredError(
-        f"{message.type} {message.message_id} was not delivered: {reason}",
+def origin_of(base_url: str) -> str:
+    """`host:port` of a base URL, as reports name it (no user info, path or key)."""
+    url = urlsplit(base_url)
+    host = url.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
+
+def describe(exc: BaseException, origin: str) -> str:
+    """What a transport error means, in words, and where (`origin` is `host:port`)."""
+    for error in causes(exc):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            why = getattr(error, "verify_message", None) or error.strerror or error
+            return f"the TLS certificate of {origin} did not verify ({why})"
+        if isinstance(error, ConnectionRefusedError):
+            return f"connection refused by {origin} (is anything listening there?)"
+        if isinstance(error, socket.gaierror):
+            return f"DNS lookup failed for {origin}"
+        if isinstance(error, httpx.ConnectTimeout):
+            return f"no connection to {origin} within the timeout"
+        if isinstance(error, httpx.TimeoutException):
+            return f"no answer from {origin} within the timeout"
+    return f"no answer from {origin}"
+
+
+def summary(outcome: Outcome) -> str:
+    """An attempt's outcome in a few words, for logs: `HTTP 503`, or what went wrong."""
+    if outcome.status is not None:
+        return f"HTTP {outcome.status}"
+    return outcome.detail or f"no answer ({type(outcome.error).__name__})"
+
+
+def not_delivered(
+    message: Message, attempts: int = 0, reason: str = SHUT_DOWN, last: Outcome | None = None
+) -> DeliveryError:
+    """The report for a message the client stopped before it was delivered.
+
+    Args:
+        message: The message.
+        attempts: How many requests were made for it.
+        reason: Why it was stopped.
+        last: Its last attempt's outcome, when it was stopped while retrying.
+    """
+    text = f"{message.type} {message.message_id} was not delivered: {reason}"
+    if last is not None:
+        text += f", after {attempts} attempt(s); the last: {summary(last)}"
+    status = None if last is None else last.status
+    error = NotDeliveredError(text, message_id=message.message_id, status=status, attempts=attempts)
+    if last is not None and last.error is not None:
+        error.__cause__ = last.error
+    return error
+
+
+def retry_error(message: Message, outcome: Outcome, wait: float, attempts: int) -> DeliveryError:
+    """What a "retry" event handler is told went wrong with the last attempt."""
+    why = summary(outcome)
+    if outcome.error is not None:
+        why += f", {type(outcome.error).__name__}"
+    error = DeliveryError(
+        f"{message.type} {message.message_id} attempt {attempts} failed ({why}); "
+        f"retrying in {wait:.2f}s",
         message_id=message.message_id,
+        status=outcome.status,
         attempts=attempts,
     )
+    error.__cause__ = outcome.error
+    return error
 
 
 def exception_error(message: Message, attempts: int, exc: Exception) -> DeliveryError:
@@ -67,53 +145,50 @@ def error_for(
         refusal: Why the retry policy made no further retry, if it stopped early.
     """
     what = f"{message.type} {message.message_id}"
-    status = outcome.status
-    detail = f": {outcome.detail}" if outcome.detail else ""
-    if refusal:
-        detail += f"; {refusal}"
-    error: DeliveryError
+    status, cause = outcome.status, outcome.error
     if status is None:
+        answer = f"{outcome.detail or 'no answer'} ({type(cause).__name__}: {cause})"
+    else:
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        answer = f"Courier answered HTTP {status}{detail}"
+    error: DeliveryError
+    if outcome.retry:
+        stopped = f"; {refusal}" if refusal else ""
+        text = f"{what} not delivered after {attempts} attempt(s): {answer}{stopped}"
         error = RetriesExhaustedError(
-            f"{what} not delivered after {attempts} attempt(s): "
-            f"{type(outcome.error).__name__}: {outcome.error}{detail}",
-            message_id=message.message_id,
-            attempts=attempts,
+            text, message_id=message.message_id, status=status, attempts=attempts
         )
-        error.__cause__ = outcome.error
-    elif outcome.retry:
-        error = RetriesExhaustedError(
-            f"{what} not delivered after {attempts} attempt(s): "
-            f"Courier answered HTTP {status}{detail}",
-            message_id=message.message_id,
-            status=status,
-            attempts=attempts,
-        )
+    elif status is None:  # a failure retrying cannot fix, e.g. a certificate that fails
+        text = f"{what} not delivered: {answer}; retrying cannot fix this"
+        error = DeliveryError(text, message_id=message.message_id, attempts=attempts)
     elif status in (401, 403):
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        text = f"{what} refused: Courier answered HTTP {status} (check the API key){detail}"
         error = AuthenticationError(
-            f"{what} refused: Courier answered HTTP {status} (check the API key){detail}",
-            message_id=message.message_id,
-            status=status,
-            attempts=attempts,
+            text, message_id=message.message_id, status=status, attempts=attempts
         )
     else:
-        error = RejectedError(
-            f"{what} refused: Courier answered HTTP {status}{detail}",
-            message_id=message.message_id,
-            status=status,
-            attempts=attempts,
-        )
+        text = f"{what} refused: {answer}"
+        error = RejectedError(text, message_id=message.message_id, status=status, attempts=attempts)
+    error.__cause__ = cause
     return error
 
 
-def alarm(error: DeliveryError) -> str | None:
-    """The ERROR to log once per client for a failure every later message will share.
+def alarm(outcome: Outcome) -> str | None:
+    """The ERROR to log once per client for a final failure every message will share.
 
-    `None` for a failure of this message alone (logged as a WARNING each time).
+    `None` for a failure of one message alone (logged as a WARNING each time).
     """
-    if isinstance(error, AuthenticationError):
+    if outcome.status in (401, 403):
         return (
-            f"Courier answered HTTP {error.status}: the API key is wrong or lacks access. "
+            f"Courier answered HTTP {outcome.status}: the API key is wrong or lacks access. "
             "Check api_key / COURIER_API_KEY. Every message sent with it fails and is "
             "passed to on_error."
+        )
+    if outcome.status is None and not outcome.retry:
+        return (
+            f"{outcome.detail}. Every message fails, without retrying, until this is fixed: "
+            "check base_url; behind a proxy that intercepts TLS, trust its CA "
+            "(SSL_CERT_FILE) or pass a transport. Each message is passed to on_error."
         )
     return None

@@ -12,6 +12,7 @@ import datetime as _dt
 import email.utils
 import itertools
 import random
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,8 +23,11 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "Outcome",
     "RetryPolicy",
+    "causes",
+    "is_retryable_error",
     "is_retryable_status",
     "parse_retry_after",
+    "tls_failure",
 ]
 
 #: The longest `Retry-After` (seconds) a message waits for. A server asking for more
@@ -35,6 +39,33 @@ MAX_RETRY_AFTER = 3600.0
 def is_retryable_status(status: int) -> bool:
     """Whether an HTTP status is worth retrying: 408, 429 and 5xx except 501."""
     return status in (408, 429) or (500 <= status <= 599 and status != 501)
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it (`__cause__`, else `__context__`), outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a transport error, if that is what it is."""
+    for error in causes(exc):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return error
+    return None
+
+
+def is_retryable_error(exc: BaseException) -> bool:
+    """Whether a transport error is worth retrying: all but a TLS certificate that fails.
+
+    A certificate that does not verify (self-signed, expired, wrong host name, a
+    proxy intercepting TLS) fails the same way on every attempt until someone fixes it.
+    """
+    return tls_failure(exc) is None
 
 
 def parse_retry_after(value: str | None, now: _dt.datetime | None = None) -> float | None:
@@ -70,6 +101,8 @@ class Outcome:
         delivered: Courier accepted the message (2xx, or 409 on route `"api"`).
         retry: The attempt failed in a way that another attempt may fix.
         detail: Courier's error message (from the body), if any; never the payload.
+            When no answer came: what went wrong and where, in words (see
+            `_outcomes.describe`), e.g. `connection refused by 127.0.0.1:8787`.
     """
 
     status: int | None

@@ -33,7 +33,13 @@ from courier_analytics import _outcomes
 from courier_analytics._errors import DeliveryError
 from courier_analytics._events import Emitter
 from courier_analytics._messages import Message
-from courier_analytics._retry import Outcome, RetryPolicy, is_retryable_status, parse_retry_after
+from courier_analytics._retry import (
+    Outcome,
+    RetryPolicy,
+    is_retryable_error,
+    is_retryable_status,
+    parse_retry_after,
+)
 from courier_analytics._routes import Request, Route
 from courier_analytics._transport import Sender
 
@@ -86,6 +92,7 @@ class Worker:
         max_in_flight: int,
         flush_interval: float,
         report: Reporter,
+        origin: str = "Courier",
         events: Emitter | None = None,
     ) -> None:
         self._make_sender = make_sender
@@ -95,6 +102,7 @@ class Worker:
         self._max_in_flight = max_in_flight
         self._flush_interval = flush_interval
         self._report = report
+        self._origin = origin  # host:port, for reports of failed connections
         self._events = Emitter() if events is None else events
         self._busy = False  # took messages since it was last idle (for "drained")
         self.queue: deque[Message] = deque()
@@ -116,6 +124,7 @@ class Worker:
         self._sender: Sender | None = None
         self._sender_error: Exception | None = None
         self._alarms: set[str] = set()  # ERRORs already logged, once each
+        self._unreachable = False  # the last attempt got no answer (logged once)
         self._done: dict[int, Future[None]] = {}  # id(message) -> sync-mode waiter
         self._capacity: asyncio.Semaphore | None = None
         self._retrying: set[asyncio.Task[None]] = set()
@@ -280,9 +289,12 @@ class Worker:
         except BaseException:  # a bug or a broken environment; the next call restarts it
             logger.exception("courier-analytics: the worker stopped unexpectedly")
         finally:
-            self._abandon_all("the worker failed")  # reported, never silently lost
+            self._abandon(self._take_all(), "the worker failed")  # reported, never lost
             loop.close()
-            self._thread = None
+            with self._lock:  # a put made meanwhile found a thread that no longer reads
+                self._thread = None
+                stragglers = self._take_all()
+            self._abandon(stragglers, "the worker failed")
             self._release_idle_waiters()
 
     async def _main(self) -> None:
@@ -305,7 +317,7 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._abandon_all(reason)
+            self._abandon(self._take_all(), reason)
             if self._sender is not None:
                 await self._sender.aclose()
 
@@ -406,10 +418,11 @@ class Worker:
             attempts = 1
             outcome = await self._attempt(request)
         except asyncio.CancelledError:
-            self._fail(message, _outcomes.not_delivered(message, attempts))
+            self._fail(message, _outcomes.not_delivered(message, attempts), _outcomes.SHUT_DOWN)
             raise
         except Exception as exc:
-            self._fail(message, _outcomes.exception_error(message, attempts, exc))
+            error = _outcomes.exception_error(message, attempts, exc)
+            self._fail(message, error, type(exc).__name__)
             return False
         if outcome.retry and self._policy.max_retries:
             task = asyncio.create_task(self._retry(message, request, outcome, started))
@@ -446,10 +459,12 @@ class Worker:
                     break
             self._finish(message, outcome, attempts, refusal)
         except asyncio.CancelledError:
-            self._fail(message, _outcomes.not_delivered(message, attempts))
+            error = _outcomes.not_delivered(message, attempts, last=outcome)
+            self._fail(message, error, f"{_outcomes.SHUT_DOWN}; {_outcomes.summary(outcome)}")
             raise
         except Exception as exc:
-            self._fail(message, _outcomes.exception_error(message, attempts, exc))
+            error = _outcomes.exception_error(message, attempts, exc)
+            self._fail(message, error, type(exc).__name__)
         finally:
             self._finish_lane(message.recipient, message)
             self._drain()
@@ -463,7 +478,21 @@ class Worker:
             async with capacity:  # slots and retries share max_in_flight
                 response = await sender.send(request)
         except httpx.TransportError as exc:
-            return Outcome(None, error=exc, retry=True)
+            retry = is_retryable_error(exc)
+            outcome = Outcome(
+                None, error=exc, retry=retry, detail=_outcomes.describe(exc, self._origin)
+            )
+            if retry and not self._unreachable:  # once per outage, not once per message
+                self._unreachable = True
+                logger.warning(
+                    "courier-analytics: %s; retrying with backoff (messages wait and are "
+                    "reported if they cannot be delivered)",
+                    outcome.detail,
+                )
+            return outcome
+        if self._unreachable:
+            self._unreachable = False
+            logger.info("courier-analytics: %s answers again", self._origin)
         status = response.status
         if self._route.accepted(status):
             return Outcome(status, delivered=True)
@@ -477,34 +506,17 @@ class Worker:
 
     def _log_retry(self, message: Message, outcome: Outcome, wait: float, attempts: int) -> None:
         if "retry" in self._events.handlers:
-            self._events.retry(
-                self._retry_error(message, outcome, wait, attempts), message, attempts
-            )
+            error = _outcomes.retry_error(message, outcome, wait, attempts)
+            self._events.retry(error, message, attempts)
         if logger.isEnabledFor(logging.DEBUG):
-            reason = outcome.status or type(outcome.error).__name__
             logger.debug(
                 "courier-analytics: retrying %s %s in %.2fs after %s (attempt %d)",
                 message.type,
                 message.message_id,
                 wait,
-                reason,
+                _outcomes.summary(outcome),
                 attempts,
             )
-
-    def _retry_error(
-        self, message: Message, outcome: Outcome, wait: float, attempts: int
-    ) -> DeliveryError:
-        """What a "retry" event handler is told went wrong with the last attempt."""
-        why = f"HTTP {outcome.status}" if outcome.status else type(outcome.error).__name__
-        error = DeliveryError(
-            f"{message.type} {message.message_id} attempt {attempts} failed ({why}); "
-            f"retrying in {wait:.2f}s",
-            message_id=message.message_id,
-            status=outcome.status,
-            attempts=attempts,
-        )
-        error.__cause__ = outcome.error
-        return error
 
     def _finish(
         self, message: Message, outcome: Outcome, attempts: int, refusal: str | None = None
@@ -523,28 +535,38 @@ class Worker:
                     attempts,
                 )
             return
-        self._fail(message, _outcomes.error_for(message, outcome, attempts, refusal))
+        error = _outcomes.error_for(message, outcome, attempts, refusal)
+        self._fail(message, error, _outcomes.summary(outcome), _outcomes.alarm(outcome))
 
-    def _fail(self, message: Message, error: DeliveryError) -> None:
-        """The one place a message is counted as failed, logged and reported."""
+    def _fail(
+        self, message: Message, error: DeliveryError, why: str, alarm: str | None = None
+    ) -> None:
+        """The one place a message is counted as failed, logged and reported.
+
+        Args:
+            message: The message.
+            error: What `on_error` is given.
+            why: A few words for the log line (never the payload).
+            alarm: An ERROR that every message would share: logged once per client,
+                in place of a WARNING per message.
+        """
         self.failed += 1
-        alarm = _outcomes.alarm(error)
         if alarm is None:
             logger.warning(
-                "courier-analytics: %s %s (%d bytes) not delivered: %s (HTTP %s)",
+                "courier-analytics: %s %s (%d bytes) not delivered: %s (%s)",
                 message.type,
                 message.message_id,
                 message.size,
                 type(error).__name__,
-                error.status,
+                why,
             )
         elif alarm not in self._alarms:
             self._alarms.add(alarm)
             logger.error("courier-analytics: %s", alarm)
         self._report(error, message)
 
-    def _abandon_all(self, reason: str) -> None:
-        """Report every message still queued or in a lane as not delivered, and why."""
+    def _take_all(self) -> list[Message]:
+        """Empty the lanes and the queue; what they held, oldest lanes first."""
         leftovers: list[Message] = []
         for lane in self._lanes.values():
             leftovers.extend(lane)
@@ -552,6 +574,10 @@ class Worker:
         self.held = 0
         while self.queue:
             leftovers.append(self.queue.popleft())
+        return leftovers
+
+    def _abandon(self, leftovers: list[Message], reason: str) -> None:
+        """Report each message as not delivered, and why."""
         for message in leftovers:
             self._signal_done(message)
-            self._fail(message, _outcomes.not_delivered(message, reason=reason))
+            self._fail(message, _outcomes.not_delivered(message, reason=reason), reason)

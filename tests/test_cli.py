@@ -68,6 +68,20 @@ def test_a_refused_call_exits_one(server: DevServer, capsys: pytest.CaptureFixtu
     assert "HTTP 401" in capsys.readouterr().err
 
 
+def test_unreachable_courier_is_named_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing listening: exit 1, saying connection refused, where, and that time ran out."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    code, _ = run("track", "E", "--user-id=u", "--api-key=sk-9", f"--base-url={url}", "--timeout=1")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "--timeout 1s ran out: track " in err
+    assert f"the last: connection refused by 127.0.0.1:{port}" in err
+    assert "sk-9" not in err
+
+
 def test_bad_input_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
     """A track without any user id is refused before sending, exit code 2."""
     code, _ = run("track", "E", "--api-key", "k", "--base-url", "http://127.0.0.1:1")

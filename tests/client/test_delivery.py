@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shlex
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 from collections import defaultdict
 from typing import Any
@@ -25,7 +31,7 @@ from courier_analytics import (
 from courier_analytics._messages import Message
 from courier_analytics._worker import WorkerUnavailable
 
-from .fakes import FakeCourier, Reports, accept, balanced, make_client, message_id_of
+from .fakes import NO_WAIT, FakeCourier, Reports, accept, balanced, make_client, message_id_of
 
 
 def status(code: int, **headers: str) -> httpx.Response:
@@ -577,3 +583,136 @@ def test_a_message_in_backoff_holds_back_only_its_own_user() -> None:
     assert [(type(e), m.user_id) for e, m in reports.calls] == [(NotDeliveredError, "a")] * 2
     assert client.stats.failed == 2
     assert client.stats.unaccounted == 0
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Signal(logging.Handler):
+    """A log handler that sets an event on the first record containing `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def test_unreachable_courier_is_reported_with_what_where_and_attempts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing listening: each report says connection refused, host:port, attempts; no key."""
+    port = free_port()
+    reports = Reports()
+    policy = RetryPolicy(max_retries=2, initial_wait=0, max_wait=0, max_time=None)
+    url = f"http://127.0.0.1:{port}"
+    client = Client(api_key="sk-secret-123", base_url=url, retry=policy, on_error=reports)
+    with caplog.at_level(logging.WARNING, logger="courier_analytics"):
+        for n in range(3):
+            client.track("E", user_id=f"u{n}")
+        assert client.flush(30)
+        client.shutdown(5)
+    assert [type(e) for e in reports.errors] == [RetriesExhaustedError] * 3
+    text = str(reports.errors[0])
+    assert f"after 3 attempt(s): connection refused by 127.0.0.1:{port}" in text
+    first_failure = [r for r in caplog.records if "retrying with backoff" in r.getMessage()]
+    assert len(first_failure) == 1  # once per outage, not once per message
+    assert f"connection refused by 127.0.0.1:{port}" in first_failure[0].getMessage()
+    everything = caplog.text + "".join(str(e) for e in reports.errors)
+    assert "sk-secret-123" not in everything
+
+
+def test_shutdown_during_backoff_reports_the_last_failure() -> None:
+    """A message still retrying at shutdown says how often it was tried and what it met."""
+    port = free_port()
+    reports = Reports()
+    signal = Signal("retrying with backoff")
+    logging.getLogger("courier_analytics").addHandler(signal)
+    slow = RetryPolicy(max_retries=3, initial_wait=30, max_wait=30, jitter=0)
+    client = Client(api_key="k", base_url=f"http://127.0.0.1:{port}", retry=slow, on_error=reports)
+    try:
+        client.track("E", user_id="u1")
+        assert signal.seen.wait(30)  # the first attempt failed; the retry waits 30 s
+        client.shutdown(0.5)
+    finally:
+        logging.getLogger("courier_analytics").removeHandler(signal)
+    [error] = reports.errors
+    assert isinstance(error, NotDeliveredError)
+    assert error.attempts == 1
+    assert str(error).endswith(
+        f"after 1 attempt(s); the last: connection refused by 127.0.0.1:{port} "
+        "(is anything listening there?)"
+    )
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate and key for 127.0.0.1, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    command = shlex.split("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1")
+    subprocess.run([*command, "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+class TlsServer:
+    """Accepts TLS connections on 127.0.0.1 with a certificate nobody trusts; counts them."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            with conn, contextlib.suppress(OSError):
+                self.context.wrap_socket(conn, server_side=True).close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+def test_a_certificate_that_does_not_verify_fails_at_once(
+    self_signed: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No retry for a failing certificate: one attempt each, reported, one ERROR per client."""
+    server = TlsServer(*self_signed)
+    reports = Reports()
+    url = f"https://127.0.0.1:{server.port}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="courier_analytics"):
+            client = Client(api_key="k", base_url=url, retry=NO_WAIT, on_error=reports)
+            for n in range(3):
+                client.track("E", user_id=f"u{n}")
+            assert client.flush(30)
+            assert (client.stats.failed, client.stats.retried) == (3, 0)
+            client.shutdown(5)
+    finally:
+        server.close()
+    assert server.connections == 3
+    assert all(type(e) is DeliveryError and e.attempts == 1 for e in reports.errors)
+    assert f"the TLS certificate of 127.0.0.1:{server.port} did not verify" in str(
+        reports.errors[0]
+    )
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "did not verify" in errors[0].getMessage()
