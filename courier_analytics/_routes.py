@@ -16,12 +16,32 @@ import orjson
 
 from courier_analytics._messages import Message
 
-__all__ = ["DEFAULT_EVENT_PREFIX", "ApiRoute", "Request", "Route", "RouteName", "SegmentRoute"]
+__all__ = [
+    "DEFAULT_EVENT_PREFIX",
+    "ApiRoute",
+    "Request",
+    "Route",
+    "RouteName",
+    "SegmentRoute",
+    "path_segment",
+]
 
 RouteName = Literal["segment", "api"]
 
 #: What Courier's Segment integration prefixes to a track event's name.
 DEFAULT_EVENT_PREFIX = "Segment-TrackEvent:"
+
+
+def path_segment(value: str) -> str:
+    """`value` as one percent-encoded path segment that no server resolves away.
+
+    `quote` leaves `.` alone, so the ids `.` and `..` would be dot segments:
+    httpx, proxies and servers resolve `/profiles/..` to `/` and `/profiles/.`
+    to `/profiles/`, carrying the traits (and the key) to another endpoint.
+    Encoded as `%2E`, they stay the ids they are.
+    """
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 @attrs.frozen(slots=True)
@@ -104,7 +124,7 @@ class ApiRoute:
         """identify -> `POST /profiles/{id}` (merge); track -> `POST /inbound/courier`."""
         data = orjson.loads(message.body)
         if message.type == "identify":
-            path = "/profiles/" + quote(message.recipient, safe="")
+            path = "/profiles/" + path_segment(message.recipient)
             body = orjson.dumps({"profile": data.get("traits", {})})
         else:
             path = "/inbound/courier"

@@ -55,9 +55,25 @@ class _QuietDrops(logging.Filter):
 _quiet_drops = _QuietDrops()
 
 
+def _without_dot_segments(path: str) -> str:
+    """`path` with `.` and `..` segments resolved, as servers and proxies resolve them."""
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
+        return path
+    kept: list[str] = []
+    for segment in segments[1:]:
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment != ".":
+            kept.append(segment)
+    trailing = segments[-1] in (".", "..")
+    return "/" + "/".join(kept) + ("/" if trailing and kept else "")
+
+
 def _route_of(method: str, raw_path: bytes) -> tuple[str, str | None]:
     """The stats key of a Courier route and the profile's user id, if any."""
-    path = raw_path.decode("latin-1").split("?", 1)[0]
+    path = _without_dot_segments(raw_path.decode("latin-1").split("?", 1)[0])
     inbound = INBOUND_ROUTES.get(path)
     if inbound is not None:
         return (inbound, None) if method == "POST" else ("method not allowed", None)

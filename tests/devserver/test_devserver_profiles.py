@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+
 import httpx
 import pytest
 
@@ -54,6 +56,31 @@ def test_user_id_is_url_decoded(client: httpx.Client, server: DevServer) -> None
     """A URL-encoded user id (with / and spaces) is stored decoded."""
     client.post("/profiles/team%2Fa%20b", json={"profile": {"x": 1}})
     assert server.profiles() == {"team/a b": {"x": 1}}
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "status", "profiles"),
+    [
+        ("/profiles/..", 404, {}),
+        ("/profiles/.", 404, {}),
+        ("/profiles/a/../b", 200, {"b": {"x": 1}}),
+        ("/profiles/%2E%2E", 200, {"..": {"x": 1}}),
+    ],
+)
+def test_dot_segments_are_resolved_as_a_real_server_resolves_them(
+    server: DevServer, client: httpx.Client, raw_path: str, status: int, profiles: dict[str, object]
+) -> None:
+    """A raw `/profiles/..` is the root (404), as servers and proxies read it; `%2E%2E` is an id."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    try:
+        headers = {**client.headers, "Content-Type": "application/json"}
+        connection.request("POST", raw_path, body=b'{"profile": {"x": 1}}', headers=headers)
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert response.status == status
+    assert server.profiles() == profiles
 
 
 def test_post_without_profile_object_is_400(client: httpx.Client) -> None:

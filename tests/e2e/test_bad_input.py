@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from courier_analytics import Client
 from courier_analytics._messages import MessageFactory
 from courier_analytics.devserver import DevServer
 
-from .conftest import INSTANT, KEY
+from .conftest import INSTANT, KEY, MakeClient
 
 
 class Opaque:
@@ -166,3 +167,54 @@ def test_no_json_object_sent_has_two_equal_keys(properties: dict[Any, Any]) -> N
         json.loads(message.body, object_pairs_hook=_no_duplicates)
         return
     assert refusal.startswith("properties")
+
+
+#: User ids that are awkward in a URL path, and how each must appear in `/profiles/{id}`.
+ODD_IDS = {
+    ".": "%2E",
+    "..": "%2E%2E",
+    "a/..": "a%2F..",
+    "%2F": "%252F",
+    "?x=": "%3Fx%3D",
+    "#": "%23",
+    "ünï 🎉": "%C3%BCn%C3%AF%20%F0%9F%8E%89",
+}
+
+
+@pytest.mark.parametrize("user_id", list(ODD_IDS))
+def test_odd_user_ids_reach_their_own_profile(
+    make_client: MakeClient, server: DevServer, user_id: str
+) -> None:
+    """Ids such as `..`, `a/..`, `%2F`, `?x=`, `#` and unicode arrive as themselves, per route."""
+    client = make_client()
+    client.identify(user_id, {"plan": "pro"})
+    client.track("Odd Id", {"n": 1}, user_id=user_id)
+    assert client.flush(10)
+    assert (client.stats.delivered, client.stats.failed) == (2, 0)
+    assert server.profiles() == {user_id: {"plan": "pro"}}
+    assert [event["user"] for event in server.events()] == [user_id, user_id]
+
+
+@pytest.mark.parametrize("route", ["segment", "api"])
+def test_odd_user_ids_make_exactly_these_request_paths(route: str) -> None:
+    """The path reaching the transport keeps each id inside `/profiles/{id}` or off the path."""
+    seen: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path)
+        return httpx.Response(202 if request.url.path.startswith("/inbound") else 200)
+
+    transport = httpx.MockTransport(answer)
+    with Client(api_key=KEY, base_url="https://courier.test/v1", route=route, transport=transport,
+                retry=INSTANT) as client:  # fmt: skip
+        for user_id in ODD_IDS:
+            client.identify(user_id, {"plan": "pro"})
+            client.track("Odd Id", user_id=user_id)
+            assert client.flush(10)
+    if route == "segment":
+        expected = [b"/v1/inbound/segment"] * 2 * len(ODD_IDS)
+    else:
+        expected = []
+        for encoded in ODD_IDS.values():
+            expected += [f"/v1/profiles/{encoded}".encode(), b"/v1/inbound/courier"]
+    assert seen == expected
