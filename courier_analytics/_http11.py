@@ -33,10 +33,10 @@ import httpx
 
 from courier_analytics._threads import BlockingRunner
 
-__all__ = ["Http11Pool", "RawResponse"]
+__all__ = ["MAX_BODY", "Http11Pool", "RawResponse"]
 
 _MAX_HEAD = 64 * 1024  # status line and headers; trailers likewise
-_MAX_BODY = 1024 * 1024  # Courier's answers are a few hundred bytes
+MAX_BODY = 1024 * 1024  # bytes of an answer's body: Courier's are a few hundred
 _MAX_CHUNK_LINE = 4 * 1024  # a chunk's size line, extensions included
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DNS_TTL = 60.0  # seconds a host name's addresses are reused for new connections
@@ -139,8 +139,8 @@ def _parse_head(raw: bytes) -> _Head:
         length, chunked = 0, False
     elif length is None and not chunked:  # delimited by the server closing the connection
         keep_alive = False
-    if length is not None and length > _MAX_BODY:
-        _refuse(f"an answer of {length} bytes, over the {_MAX_BODY}-byte limit")
+    if length is not None and length > MAX_BODY:
+        _refuse(f"an answer of {length} bytes, over the {MAX_BODY}-byte limit")
     return _Head(status, retry, keep_alive, length, chunked)
 
 
@@ -226,8 +226,8 @@ class _Reader:
         return self._answer(body)
 
     def _read_until_close(self) -> RawResponse | None:
-        if len(self.buffer) > _MAX_BODY:
-            _refuse(f"an answer over the {_MAX_BODY}-byte limit")
+        if len(self.buffer) > MAX_BODY:
+            _refuse(f"an answer over the {MAX_BODY}-byte limit")
         return None
 
     def _read_chunk_line(self) -> RawResponse | None:
@@ -239,8 +239,8 @@ class _Reader:
             _refuse(f"malformed chunk size line {bytes(self.buffer[: min(end, 30)])!r}")
         size = int(line[1], 16)
         del self.buffer[: end + 2]
-        if size > _MAX_BODY - len(self._body):
-            _refuse(f"an answer over the {_MAX_BODY}-byte limit")
+        if size > MAX_BODY - len(self._body):
+            _refuse(f"an answer over the {MAX_BODY}-byte limit")
         self._chunk = size
         self._step = self._read_chunk if size else self._read_trailers
         return None

@@ -3,10 +3,10 @@
 By default the worker uses `NativeSender`, a lean keep-alive HTTP/1.1
 client (`_http11.py`) that costs a fraction of an httpx transport per request.
 `HttpxSender` works with any httpx transport instead, asynchronous (used
-directly) or synchronous (run on a few daemon threads): it is used when the
-`transport` option is given (proxies, custom TLS, tests with
-`httpx.MockTransport` or respx) and when a proxy is configured in the
-environment (`HTTPS_PROXY` and friends), which httpx then honours.
+directly) or synchronous (run on up to `SYNC_THREADS` daemon threads, started as
+requests need them): it is used when the `transport` option is given (proxies,
+custom TLS, tests with `httpx.MockTransport` or respx) and when a proxy is
+configured in the environment (`HTTPS_PROXY` and friends), which httpx then honours.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
-from courier_analytics._http11 import Http11Pool
+from courier_analytics._http11 import MAX_BODY, Http11Pool
 from courier_analytics._routes import Request
 from courier_analytics._threads import BlockingRunner
 from courier_analytics._version import __version__
 
 __all__ = [
+    "SYNC_THREADS",
     "USER_AGENT",
     "AnyTransport",
     "HttpxSender",
@@ -39,6 +40,10 @@ USER_AGENT = f"courier-analytics/{__version__} (python; httpx/{httpx.__version__
 
 AnyTransport = httpx.AsyncBaseTransport | httpx.BaseTransport
 
+#: Most threads that run a synchronous transport's requests, started as needed.
+#: More would mostly contend for the GIL (and httpx's pool holds 100 connections).
+SYNC_THREADS = 32
+
 
 class Response(NamedTuple):
     """What Courier answered: status, `Retry-After` header and body."""
@@ -48,12 +53,32 @@ class Response(NamedTuple):
     body: bytes
 
 
+def _bounded(response: httpx.Response) -> httpx.Response:
+    """`response`, unless its Content-Length is over `MAX_BODY` (then refused unread)."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise httpx.RemoteProtocolError(
+            f"an answer of {length} bytes, over the {MAX_BODY}-byte limit"
+        )
+    return response
+
+
+def _within_limit(body: bytearray, piece: bytes) -> bytes:
+    """`piece`, if the body stays within `MAX_BODY` with it; Courier's answers are tiny."""
+    if len(body) + len(piece) > MAX_BODY:
+        raise httpx.RemoteProtocolError(f"an answer over the {MAX_BODY}-byte limit")
+    return piece
+
+
 def _send_sync(
     transport: httpx.BaseTransport, request: httpx.Request
 ) -> tuple[int, str | None, bytes]:
     response = transport.handle_request(request)
     try:
-        return response.status_code, response.headers.get("retry-after"), response.read()
+        body = bytearray()
+        for piece in _bounded(response).iter_bytes():
+            body += _within_limit(body, piece)
+        return response.status_code, response.headers.get("retry-after"), bytes(body)
     finally:
         response.close()
 
@@ -138,12 +163,11 @@ def make_sender(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         transport = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits, retries=0)
-        return HttpxSender(base_url, api_key, timeout=timeout, transport=transport, owned=True)
+        return HttpxSender(base_url, api_key, timeout=timeout, transport=transport)
     if transport is None:
         return NativeSender(base_url, api_key, timeout=timeout, max_connections=max_connections)
-    return HttpxSender(
-        base_url, api_key, timeout=timeout, transport=transport, threads=max_connections
-    )
+    threads = min(max_connections, SYNC_THREADS)
+    return HttpxSender(base_url, api_key, timeout=timeout, transport=transport, threads=threads)
 
 
 class HttpxSender:
@@ -155,9 +179,13 @@ class HttpxSender:
         timeout: Seconds allowed for connecting, writing, reading and waiting for a
             pooled connection, each.
         transport: The httpx transport to send with.
-        threads: Threads that run a synchronous transport's requests.
-        owned: Close the transport in `aclose` (only when this library made it;
-            a transport you pass is yours to close).
+        threads: Most threads that run a synchronous transport's requests; they start
+            as requests wait for one, and end after 30 s without work (but one).
+
+    An asynchronous transport's connections are opened in the worker's event loop,
+    which ends with the client, so `aclose` closes them (httpx's transports stay
+    usable: a later client opens new ones). A synchronous transport stays open:
+    it is yours to close.
     """
 
     def __init__(
@@ -168,12 +196,10 @@ class HttpxSender:
         timeout: float,
         transport: AnyTransport,
         threads: int = 8,
-        owned: bool = False,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = _headers(api_key)
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        self._owns_transport = owned
         self._runner: BlockingRunner | None = None
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
@@ -213,18 +239,20 @@ class HttpxSender:
         if self._async is not None:
             response = await self._async.handle_async_request(built)
             try:
-                body = await response.aread()
+                body = bytearray()
+                async for piece in _bounded(response).aiter_bytes():
+                    body += _within_limit(body, piece)
             finally:
                 await response.aclose()
-            return Response(response.status_code, response.headers.get("retry-after"), body)
+            return Response(response.status_code, response.headers.get("retry-after"), bytes(body))
         transport, runner = self._sync, self._runner
         if transport is None or runner is None:  # pragma: no cover - one of the two is set
             raise RuntimeError("the sender has no transport")
         return Response(*await runner.run(lambda: _send_sync(transport, built)))
 
     async def aclose(self) -> None:
-        """Close the connection pool (only when this sender made it)."""
+        """Close an asynchronous transport's connections; let the threads end."""
         if self._runner is not None:
             self._runner.close()
-        if self._owns_transport and self._async is not None:
+        if self._async is not None:
             await self._async.aclose()

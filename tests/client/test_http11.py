@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -247,3 +247,87 @@ def test_host_names_are_resolved_off_the_loop() -> None:
     server = RawServer(lambda n, raw: OK)
     answers = run(server, lambda url: post_many(url.replace("127.0.0.1", "localhost"), 2))
     assert [a.status for a in answers] == [202, 202]
+
+
+class EndlessStream(httpx.AsyncByteStream, httpx.SyncByteStream):
+    """A body that never ends, sync or async; counts the bytes handed out."""
+
+    def __init__(self) -> None:
+        self.given = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            self.given += 65536
+            yield b"x" * 65536
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            self.given += 65536
+            yield b"x" * 65536
+
+
+class SyncOnly(httpx.BaseTransport):
+    """A synchronous transport answering every request with ``answer()``."""
+
+    def __init__(self, answer: Callable[[], httpx.Response]) -> None:
+        self.answer = answer
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.answer()
+
+
+def send_with(transport: httpx.AsyncBaseTransport | httpx.BaseTransport) -> Any:
+    """Send one request through an HttpxSender with ``transport``; return its answer."""
+
+    async def scenario() -> Any:
+        sender = HttpxSender("https://api.courier.com", "k", timeout=5, transport=transport)
+        try:
+            return await sender.send(Request("/inbound/segment", b"{}"))
+        finally:
+            await sender.aclose()
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_an_httpx_transport_reads_at_most_one_mib_of_an_endless_body(kind: str) -> None:
+    """Through httpx too, a body over 1 MiB ends the attempt as a protocol error."""
+    stream = EndlessStream()
+
+    def answer(request: httpx.Request | None = None) -> httpx.Response:
+        return httpx.Response(202, stream=stream)
+
+    transport = httpx.MockTransport(answer) if kind == "async" else SyncOnly(answer)
+    with pytest.raises(httpx.RemoteProtocolError, match="limit"):
+        send_with(transport)
+    assert stream.given <= 1024 * 1024 + 65536
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_an_httpx_answer_longer_than_one_mib_is_refused_unread(kind: str) -> None:
+    """A Content-Length over 1 MiB is refused before a byte of the body is read."""
+    stream = EndlessStream()
+
+    def answer(request: httpx.Request | None = None) -> httpx.Response:
+        return httpx.Response(202, headers={"Content-Length": "300000000"}, stream=stream)
+
+    transport = httpx.MockTransport(answer) if kind == "async" else SyncOnly(answer)
+    with pytest.raises(httpx.RemoteProtocolError, match="300000000 bytes"):
+        send_with(transport)
+    assert stream.given == 0
+
+
+def test_an_async_transport_s_connections_close_with_the_sender() -> None:
+    """The worker loop's connections are closed at the end; the transport stays usable."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(base_url: str) -> None:
+        transport = httpx.AsyncHTTPTransport()
+        for _ in range(2):  # a second sender (client) reuses the same transport
+            sender = HttpxSender(base_url, "k", timeout=5, transport=transport)
+            assert (await sender.send(Request("/inbound/segment", b"{}"))).status == 202
+            await sender.aclose()
+            assert transport._pool.connections == []
+
+    run(server, scenario)
+    assert server.connections == 2
