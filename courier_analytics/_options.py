@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import attrs
 import httpx
@@ -68,6 +68,78 @@ def _mask(key: str | None) -> str:
     return "None" if key is None else "'***'"
 
 
+def _check_api_key(key: object, source: str) -> None:
+    """Refuse a key that is not printable ASCII without spaces, never echoing it.
+
+    Such a key cannot be a Courier key, and sent in a header it would end up in
+    error texts and httpcore's debug logs.
+    """
+    if key is None:
+        return
+    if not isinstance(key, str):
+        raise ConfigurationError(f"{source} must be a str, not {type(key).__name__}")
+    if key.isascii() and key.isprintable() and " " not in key:
+        return
+    for position, char in enumerate(key, 1):
+        if not "!" <= char <= "~":
+            if char == " ":
+                what = "a space"
+            elif char.isascii() or not char.isprintable():
+                what = f"a control character (U+{ord(char):04X})"
+            else:
+                what = "a character that is not ASCII"
+            raise ConfigurationError(
+                f"{source} has {what} at position {position}: a Courier API key is printable "
+                "ASCII without spaces (a stray newline or quote from copying it?)"
+            )
+
+
+def _check_base_url(url: object, source: str) -> SplitResult:
+    """Refuse a base URL that every request would send wrongly, or partly drop.
+
+    The URL is not echoed: it may carry credentials or a key.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{source} must be a str, not {type(url).__name__}")
+    if not url.isascii():
+        hint = ""
+        try:
+            host = urlsplit(url).hostname or ""
+            if not host.isascii():
+                hint = f"; its host in IDNA form is {host.encode('idna').decode('ascii')!r}"
+        except (UnicodeError, ValueError):
+            pass
+        raise ConfigurationError(
+            f"{source} must be ASCII: write a non-ASCII host in its IDNA (xn--) form and "
+            f"percent-encode the path{hint}"
+        )
+    if not url.isprintable() or " " in url:
+        raise ConfigurationError(
+            f"{source} must not contain spaces or control characters (percent-encode them)"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ConfigurationError(
+            f"{source} is not a valid URL (check the port and any [IPv6] brackets)"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{source} must be an http:// or https:// URL with a host")
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            f"{source} must not carry credentials (user:password@host); Courier takes the "
+            "key as api_key"
+        )
+    if parts.query or "?" in url:
+        raise ConfigurationError(
+            f"{source} must not have a query string (?...): requests would not carry it"
+        )
+    if parts.fragment or "#" in url:
+        raise ConfigurationError(f"{source} must not have a fragment (#...)")
+    return parts
+
+
 @attrs.frozen(kw_only=True)
 class Options:
     """Every setting of a [`Client`][courier_analytics.Client], validated.
@@ -110,13 +182,9 @@ class Options:
                 "courier_analytics.api_key, or set the COURIER_API_KEY environment variable "
                 "(send=False needs no key)"
             )
-        key = self.resolved_api_key()
-        if key is not None and (not key.isascii() or any(c in key for c in "\r\n ")):
-            raise ConfigurationError("api_key must be printable ASCII without spaces")
-        url = urlsplit(self.resolved_base_url())
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigurationError("base_url must be an http:// or https:// URL with a host")
-        insecure = url.scheme == "http" and not is_loopback(url.hostname)
+        _check_api_key(*self._api_key_and_source())
+        url = _check_base_url(*self._base_url_and_source())
+        insecure = url.scheme == "http" and not is_loopback(url.hostname or "")
         if insecure and not self.allow_insecure_http:
             raise ConfigurationError(
                 "base_url uses plain http:// to a host that is not this machine, which "
@@ -129,6 +197,23 @@ class Options:
             raise ConfigurationError(f"max_retries must be >= 0, not {self.max_retries}")
         if self.max_retry_time is not None and self.max_retry_time < 0:
             raise ConfigurationError("max_retry_time must be >= 0 or None")
+
+    def _api_key_and_source(self) -> tuple[object, str]:
+        for value, source in (
+            (self.api_key, "api_key"),
+            (os.environ.get("COURIER_API_KEY"), "the COURIER_API_KEY environment variable"),
+            (os.environ.get("COURIER_AUTH_TOKEN"), "the COURIER_AUTH_TOKEN environment variable"),
+        ):
+            if value:
+                return value, source
+        return None, "api_key"
+
+    def _base_url_and_source(self) -> tuple[object, str]:
+        if self.base_url:
+            return self.base_url, "base_url"
+        if os.environ.get("COURIER_BASE_URL"):
+            return os.environ["COURIER_BASE_URL"], "the COURIER_BASE_URL environment variable"
+        return REGIONS[self.region], "region"
 
     def resolved_api_key(self) -> str | None:
         """The key given, else `COURIER_API_KEY`, else `COURIER_AUTH_TOKEN`."""

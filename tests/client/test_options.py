@@ -7,7 +7,8 @@ import logging
 import httpx
 import pytest
 
-from courier_analytics import Client, ConfigurationError, Options
+import courier_analytics
+from courier_analytics import Client, ConfigurationError, Options, segment
 
 from .fakes import FakeCourier, make_client
 
@@ -103,3 +104,109 @@ def test_from_options_builds_an_equivalent_client() -> None:
     """Client.from_options rebuilds a client with the same options."""
     client = Client(api_key="k", route="api", max_in_flight=3)
     assert Client.from_options(client.options).options == client.options
+
+
+#: Keys with a character no Courier key has; each holds the secret part of KEY.
+BAD_KEYS = {
+    "vertical-tab": KEY + "\x0b",
+    "nul": KEY[:4] + "\x00" + KEY[4:],
+    "escape": "\x1b" + KEY,
+    "delete": KEY + "\x7f",
+    "tab": KEY + "\t",
+    "newline": KEY + "\n",
+    "space": KEY[:7] + " " + KEY[7:],
+    "non-ascii": KEY + "é",
+    "zero-width-space": KEY + "\u200b",
+}
+
+
+@pytest.mark.parametrize("key", list(BAD_KEYS.values()), ids=list(BAD_KEYS))
+def test_a_key_that_is_not_printable_ascii_is_refused_without_echoing_it(key: str) -> None:
+    """Client(api_key=...) refuses control characters, spaces and non-ASCII, not showing the key."""
+    with pytest.raises(ConfigurationError, match=r"^api_key has .* at position \d+") as info:
+        Client(api_key=key)
+    assert "SECRET" not in str(info.value)
+    assert "SECRET" not in repr(info.value)
+
+
+def test_a_bad_key_from_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad COURIER_API_KEY is refused naming the variable, not the key."""
+    monkeypatch.setenv("COURIER_API_KEY", KEY + "\r")
+    with pytest.raises(ConfigurationError, match="COURIER_API_KEY environment variable") as info:
+        Client()
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_bad_key_in_module_settings_is_refused_at_the_first_call() -> None:
+    """courier_analytics.api_key with a control character raises ConfigurationError, keyless."""
+    courier_analytics.api_key = KEY + "\x0b"
+    with pytest.raises(ConfigurationError, match="control character") as info:
+        courier_analytics.track("Signed Up", user_id="u1")
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_bad_write_key_is_refused_by_the_segment_drop_in() -> None:
+    """The Segment drop-in refuses such a write_key (InvalidArgumentError, ConfigurationError)."""
+    with pytest.raises(segment.InvalidArgumentError, match="control character") as info:
+        segment.Client(write_key=KEY + "\x1b")
+    assert isinstance(info.value.__cause__, ConfigurationError)
+    assert "SECRET" not in str(info.value)
+    segment.write_key = "\x7f" + KEY
+    try:
+        with pytest.raises(segment.InvalidArgumentError, match="control character") as info:
+            segment.track("u1", "Signed Up")
+    finally:
+        segment.write_key = None
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_non_str_key_is_refused() -> None:
+    """A key of another type (bytes) raises ConfigurationError naming api_key's type."""
+    with pytest.raises(ConfigurationError, match="api_key must be a str, not bytes"):
+        Client(api_key=b"sk_live_SECRET")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("https://api courier.com", "spaces or control characters"),
+        ("https://api.courier.com/v1 x", "spaces or control characters"),
+        ("https://api.courier.com/\t", "spaces or control characters"),
+        ("https://bücher.example", "'xn--bcher-kva.example'"),
+        ("https://api.courier.com/pfäd", "must be ASCII"),
+        ("https://api.courier.com/?region=eu", "query string"),
+        ("https://api.courier.com?", "query string"),
+        ("https://api.courier.com/#top", "fragment"),
+        ("https://user:pw-SECRET@api.courier.com", "credentials"),
+        ("https://sk_live_SECRET@api.courier.com", "credentials"),
+        ("https://api.courier.com:99999", "not a valid URL"),
+        ("https://api.courier.com:port", "not a valid URL"),
+        ("https://[::1", "not a valid URL"),
+        ("https://", "with a host"),
+    ],
+)
+def test_a_base_url_that_requests_would_mangle_is_refused(url: str, words: str) -> None:
+    """Spaces, non-ASCII, queries, fragments, userinfo and bad ports fail at construction."""
+    with pytest.raises(ConfigurationError, match=r"^base_url ") as info:
+        Client(api_key="k", base_url=url)
+    assert words in str(info.value)
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_bad_base_url_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bad COURIER_BASE_URL is refused naming the variable."""
+    monkeypatch.setenv("COURIER_BASE_URL", "https://api.courier.com/?x=1")
+    with pytest.raises(ConfigurationError, match=r"^the COURIER_BASE_URL environment variable"):
+        Client(api_key="k")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://api.courier.com", "https://api.eu.courier.com/", "https://gw.example/courier/v1",
+     "https://xn--bcher-kva.example:8443/a%20b", "http://[::1]:8080"],
+)  # fmt: skip
+def test_ordinary_base_urls_are_accepted(url: str) -> None:
+    """Hosts, ports, path prefixes, IDNA hosts and percent-encoded paths are fine."""
+    assert Client(api_key="k", base_url=url).options.resolved_base_url() == url
