@@ -21,6 +21,8 @@ How it works:
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,16 @@ def test_example_runs(earlier: list[Block], block: Block, courier: DevServer) ->
     errors = {f"{route} -> {status}": count for route, statuses in answers.items()
               for status, count in statuses.items() if not status.startswith("2")}  # fmt: skip
     assert not errors, f"Courier refused requests of the example at {block.path}:{block.line}"
+
+
+def test_examples_fit_the_code_column() -> None:
+    """The examples are ruff-formatted at 80 columns, the width of the site's code column."""
+    check = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--preview", "--check", "--line-length", "80",
+         "README.md", "docs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -1,13 +1,16 @@
-"""The built documentation site shows no literal markup.
+"""The built documentation site shows no literal markup, broken tables or over-wide code.
 
 The site is built once (`mkdocs build --strict` into a temporary directory) and every page's
 HTML is read back: what a reader sees outside code must not contain reST roles (`:class:`),
-doctest prompts (`>>>`), reST `::` block markers, or Markdown that did not render.
+doctest prompts (`>>>`), reST `::` block markers, or Markdown that did not render; code must
+not show escaped pipes; tables need a header row; code blocks must fit the code column; the
+search must split words at punctuation.
 Skipped when the `docs` extra (mkdocs) is not installed: `pip install -e '.[docs]'`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +26,8 @@ pytest.importorskip("mkdocstrings", reason="the docs extra is not installed")
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK_TAGS = {"p", "li", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "dt", "dd", "div"}
 CODE_TAGS = {"pre", "code", "script", "style", "svg"}
+#: Longest code line that fits the code column at 1280 px (and scrolls, not wraps, below).
+MAX_CODE_COLUMNS = 80
 ROLE = re.compile(r":(class|meth|attr|func|mod|exc|obj|data|ref):")
 
 
@@ -126,8 +131,8 @@ class _Reader(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory: pytest.TempPathFactory) -> list[Page]:
-    """Every page of the site, built strictly into a temporary directory."""
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built strictly into a temporary directory."""
     site = tmp_path_factory.mktemp("site")
     build = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
@@ -137,6 +142,12 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> list[Page]:
         check=False,
     )
     assert build.returncode == 0, build.stdout + build.stderr
+    return site
+
+
+@pytest.fixture(scope="module")
+def pages(site: Path) -> list[Page]:
+    """Every page of the site, as a reader sees it."""
     found = []
     for html in sorted(site.glob("**/index.html")):
         page = Page(html.parent.relative_to(site).as_posix() or "home")
@@ -177,3 +188,36 @@ def test_no_unrendered_markdown(pages: list[Page]) -> None:
     """No code fences, unresolved cross-references, or escaped pipes show as text."""
     bad = re.compile(r"```|\]\[[\w.\-]+\]|\\\||\[`")
     assert _where(pages, bad) == []
+
+
+def test_no_escaped_pipe_in_inline_code(pages: list[Page]) -> None:
+    """No `\\|` shows inside code (a table's escaped pipe rendered literally)."""
+    shown = [f"{page.name}: {code!r}" for page in pages for code in page.inline_code
+             if "\\|" in code]  # fmt: skip
+    assert shown == []
+
+
+def test_table_header_rows_are_not_empty(pages: list[Page]) -> None:
+    """Every table has a header row with at least one label."""
+    empty = [page.name for page in pages for row in page.header_rows if not any(row)]
+    assert empty == []
+
+
+def test_code_blocks_fit_the_code_column(pages: list[Page]) -> None:
+    """No code line is wider than the code column, so nothing scrolls at 1280 px."""
+    wide = [f"{page.name}: {line!r} ({len(line)})" for page in pages
+            for block in page.code_blocks for line in block.splitlines()
+            if len(line) > MAX_CODE_COLUMNS]  # fmt: skip
+    assert wide == []
+
+
+def test_search_finds_words_next_to_punctuation(site: Path) -> None:
+    """The search splits "(Django, Flask, FastAPI)" into words, so "Django" is found."""
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    separator = re.compile(index["config"]["separator"])
+    text = " ".join(
+        doc["text"] for doc in index["docs"] if doc["location"].startswith("configuration/")
+    )
+    assert "(Django," in text
+    words = {word.lower() for word in separator.split(text)}
+    assert {"django", "flask", "fastapi", "flush", "max_queue_size"} <= words

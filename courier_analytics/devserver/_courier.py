@@ -1,4 +1,4 @@
-"""What Courier does with each request, as in `shared/courier-api.md`.
+"""What Courier does with each request, per its API reference and Segment integration.
 
 Pure request -> `Answer` functions over a `DevState`. The caller holds
 `state.lock`; nothing here does I/O or waits.

@@ -131,7 +131,8 @@ def render_page(events_newest_first: list[dict[str, Any]]) -> tuple[bytes, bytes
 <body>
 <h1>Courier stand-in: Data Logs</h1>
 <p>Newest first; refreshes every second. JSON: <a href="/__dev/events">/__dev/events</a>,
-<a href="/__dev/profiles">/__dev/profiles</a>, <a href="/__dev/stats">/__dev/stats</a>.</p>
+<a href="/__dev/profiles">/__dev/profiles</a>, <a href="/__dev/sends">/__dev/sends</a>
+(what mapped events sent), <a href="/__dev/stats">/__dev/stats</a>.</p>
 <table id="log" data-source="server">
 <thead><tr>{header}</tr></thead>
 <tbody id="events">{rows}</tbody>
