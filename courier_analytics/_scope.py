@@ -1,9 +1,9 @@
 """Request-scoped identity: who the calls made inside a request are about.
 
 A browser has one user; a backend serves many at once. So the "current user" of
-analytics.js lives here in a :mod:`contextvars` scope, opened per request (by a
-framework integration) or by hand with :class:`scope`. Outside every scope nothing
-is remembered.
+analytics.js lives here in a `contextvars` scope, opened per request (by a
+framework integration) or by hand with [`scope`][courier_analytics.scope]. Outside every scope
+nothing is remembered.
 
 The context variable holds a small mutable *frame*: an `identify()` anywhere in
 the request (another task created inside it, or a thread running a copy of its
@@ -320,7 +320,8 @@ def user() -> User | None:
     ```python
     with analytics.scope(anonymous_id="anon-9"):
         analytics.identify("user_123", {"plan": "pro"})
-        analytics.user()  # User(id='user_123', anonymous_id='anon-9', traits={'plan': 'pro'})
+        # User(id='user_123', anonymous_id='anon-9', traits={'plan': 'pro'})
+        analytics.user()
     ```
     """
     frame = _current.get()

@@ -1,7 +1,7 @@
 """AWS Lambda and short-lived scripts: flush after each invocation.
 
 A Lambda environment is frozen as soon as the handler returns: no background
-thread runs and no ``atexit`` hook fires until the next invocation thaws it, if
+thread runs and no `atexit` hook fires until the next invocation thaws it, if
 one ever does. Messages still queued then may wait for minutes, or be lost with
 the environment. `flush_after` delivers them before the handler returns, within
 the invocation's remaining time.
@@ -63,17 +63,17 @@ def flush_after(
     """Decorate a handler so that each call flushes analytics before it returns.
 
     The flush is bounded by the invocation's remaining time (the Lambda context's
-    ``get_remaining_time_in_millis()``) less ``margin``, so a slow or unreachable
+    `get_remaining_time_in_millis()`) less `margin`, so a slow or unreachable
     Courier never makes the invocation time out. Without a Lambda context (a cron
-    script's ``main()``, a test) it is bounded by the client's ``flush_timeout``.
+    script's `main()`, a test) it is bounded by the client's `flush_timeout`.
     The handler's result, or its exception, is passed on unchanged; a flush that
     gives up is logged, and what it left is delivered when the environment thaws
     for the next invocation.
 
-    Use it bare (``@flush_after``) or with options (``@flush_after(margin=1.0)``).
+    Use it bare (`@flush_after`) or with options (`@flush_after(margin=1.0)`).
 
     Args:
-        handler: The function to wrap: a Lambda handler ``(event, context)`` or any
+        handler: The function to wrap: a Lambda handler `(event, context)` or any
             synchronous function.
         client: The client to flush; default the module-level default client.
         margin: Seconds of the remaining time to leave for the handler's own
@@ -83,9 +83,9 @@ def flush_after(
         The wrapped handler (or a decorator, when called with options only).
 
     Raises:
-        TypeError: ``handler`` is not callable, or is a coroutine function (Lambda
+        TypeError: `handler` is not callable, or is a coroutine function (Lambda
             runs synchronous handlers; in async code await `Client.aflush`).
-        ValueError: ``margin`` is negative.
+        ValueError: `margin` is negative.
     """
     if isinstance(margin, bool) or not isinstance(margin, int | float):
         raise TypeError(f"margin must be a number of seconds, not {type(margin).__name__}")
@@ -114,7 +114,7 @@ def flush_after(
 
 
 def _timeout(args: tuple[Any, ...], kwargs: dict[str, Any], margin: float) -> float | None:
-    """Seconds the flush may take: the Lambda context's remaining time less ``margin``."""
+    """Seconds the flush may take: the Lambda context's remaining time less `margin`."""
     context = args[1] if len(args) >= 2 else kwargs.get("context")
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if not callable(remaining):
