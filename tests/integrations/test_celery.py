@@ -1,0 +1,166 @@
+"""Celery: a real prefork worker (kombu's filesystem transport) against the stand-in."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+celery = pytest.importorskip("celery")
+
+import courier_analytics as analytics  # noqa: E402
+from courier_analytics.devserver import DevServer, Faults  # noqa: E402
+from courier_analytics.integrations.celery import HEADER, install  # noqa: E402
+
+from .conftest import KEY  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def broker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the filesystem broker and the result backend live in."""
+    return Path(tmp_path_factory.mktemp("celery"))
+
+
+@pytest.fixture(scope="module")
+def tasks(broker_dir: Path) -> Iterator[ModuleType]:
+    """The test app's module, imported in this (the producer's) process."""
+    previous = os.environ.get("CELERY_TEST_DIR")
+    os.environ["CELERY_TEST_DIR"] = str(broker_dir)
+    try:
+        yield importlib.import_module("integrations.apps.celery_app")
+    finally:
+        if previous is None:
+            del os.environ["CELERY_TEST_DIR"]
+
+
+class Worker:
+    """``celery worker -P prefork`` in a subprocess; ``stop()`` is a warm shutdown (SIGTERM)."""
+
+    def __init__(self, broker_dir: Path, courier: DevServer, *, concurrency: int, flush: bool):
+        env = {
+            **os.environ,
+            "CELERY_TEST_DIR": str(broker_dir),
+            "COURIER_API_KEY": KEY,
+            "COURIER_BASE_URL": courier.base_url,
+            "FLUSH_AFTER_TASK": "1" if flush else "0",
+            "TRACK_AT_IMPORT": "1",
+            "PYTHONPATH": str(HERE.parent),
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "integrations.apps.celery_app", "worker",
+            "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "WARNING",
+            "--without-heartbeat", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=120)
+        assert self.process.returncode == 0, stderr
+        return stderr
+
+
+def send(task: Any, users: list[str], per_user: int, args: tuple[Any, ...] = ()) -> list[Any]:
+    """Send per_user tasks for each user, each from inside that user's scope."""
+    analytics.configure(api_key=KEY, send=False)  # the producer's own client sends nothing
+    results = []
+    for n in range(per_user):
+        for name in users:
+            with analytics.scope(user_id=name, context={"ip": f"192.0.2.{len(name)}"}):
+                results.append(task.delay(n, *args))
+    return results
+
+
+def test_the_producers_scope_reaches_the_task_and_children_deliver_at_exit(
+    tasks: ModuleType, broker_dir: Path, courier: DevServer
+) -> None:
+    """Each task's events have its requester's user and context; a warm shutdown loses none.
+
+    Each task tracks 10 events at once and the stand-in answers after 150 ms (one
+    request in flight per user), so the prefork children still hold most events
+    when the worker is stopped: they must deliver them on their way out.
+    """
+    courier.set_faults(Faults(latency_ms=150))
+    users = ["ada", "grace", "linus"]
+    worker = Worker(broker_dir, courier, concurrency=2, flush=False)
+    try:
+        results = send(tasks.burst, users, per_user=6, args=(10,))
+        answers = [result.get(timeout=120, interval=0.05) for result in results]
+    finally:
+        at_stop = len(courier.events())
+        worker.stop()
+    print(f"{at_stop} of 180 events had arrived when the worker was told to stop")
+    assert answers == users * 6
+    events = [e for e in courier.events() if e["event"] == "Segment-TrackEvent:Export Finished"]
+    assert len(events) == 180
+    assert sorted((e["user"], e["data"]["properties"]["report"]) for e in events) == sorted(
+        (name, n) for name in users for n in range(6) for _ in range(10)
+    )
+    assert all(e["data"]["context"]["ip"] == f"192.0.2.{len(e['user'])}" for e in events)
+    assert courier.stats()["duplicates"] == 0
+    # Tracked by the main process before it forked its children; sent by it alone.
+    booted = [e for e in courier.events() if e["event"] == "Segment-TrackEvent:Worker Booted"]
+    assert len(booted) == 1
+
+
+def test_flush_after_task_delivers_each_tasks_events_before_the_next_task(
+    tasks: ModuleType, broker_dir: Path, courier: DevServer
+) -> None:
+    """flush_after_task=True: one prefork child, and each task finds all earlier events there."""
+    courier.set_faults(Faults(latency_ms=150))
+    worker = Worker(broker_dir, courier, concurrency=1, flush=True)
+    try:
+        results = send(tasks.export, ["ada"], per_user=5)
+        answers = [result.get(timeout=120, interval=0.05) for result in results]
+    finally:
+        worker.stop()
+    assert [answer["seen"] for answer in answers] == [0, 1, 2, 3, 4]
+    assert {answer["user"] for answer in answers} == {"ada"}
+
+
+def test_a_task_sent_outside_any_scope_carries_no_header(tasks: ModuleType) -> None:
+    """No scope, no header: the task's calls must name their user as usual."""
+    headers: dict[str, Any] = {}
+    installed = next(iter(_installed_for(tasks.app)))
+    installed.before_publish(headers=headers)
+    assert HEADER not in headers
+    with analytics.scope(user_id="ada", traits={"plan": "pro"}):
+        installed.before_publish(headers=headers)
+    assert headers[HEADER]["user_id"] == "ada"
+    assert headers[HEADER]["traits"] == {"plan": "pro"}
+
+
+def test_a_scope_that_is_not_json_is_left_out_not_raised(
+    tasks: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Traits that no serializer could carry: the task is still sent, without the scope."""
+    headers: dict[str, Any] = {}
+    installed = next(iter(_installed_for(tasks.app)))
+    with analytics.scope(user_id="ada", traits={"obj": object()}):
+        installed.before_publish(headers=headers)
+    assert HEADER not in headers
+    assert "not JSON-serialisable" in caplog.text
+
+
+def test_install_refuses_what_is_not_a_celery_app() -> None:
+    """install() names its argument when given something else."""
+    with pytest.raises(TypeError, match=r"celery_app must be a celery\.Celery app"):
+        install(object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="flush_timeout"):
+        install(celery.Celery("x"), flush_timeout=-1)
+
+
+def _installed_for(app: Any) -> Iterator[Any]:
+    from courier_analytics.integrations import celery as integration
+
+    yield integration._installed[id(app)]
