@@ -25,18 +25,29 @@ MAPPED_EVENT = "Segment-TrackEvent:Order Completed"
 def _steps(client: Client) -> list[tuple[str, Callable[[], str]]]:
     """(label, call) for each call of the demo, in order."""
     return [
-        ("identify {email, phone_number}", lambda: client.identify(
-            USER, {"email": "carrier.pigeon@example.com", "phone_number": "+15555550100"})),
-        ("identify {name, plan}", lambda: client.identify(
-            USER, {"name": "Carrier Pigeon", "plan": "pro"})),
-        ('track "Order Completed" {order_id, total}', lambda: client.track(
-            "Order Completed", {"order_id": "A-17", "total": 42.5}, user_id=USER)),
-        ('track "Pricing Viewed"', lambda: client.track(
-            "Pricing Viewed", {"tier": "team"}, user_id=USER)),
-        ('group "acme" {name}', lambda: client.group(
-            "acme", {"name": "Acme Inc."}, user_id=USER)),
+        (
+            "identify {email, phone_number}",
+            lambda: client.identify(
+                USER, {"email": "carrier.pigeon@example.com", "phone_number": "+15555550100"}
+            ),
+        ),
+        (
+            "identify {name, plan}",
+            lambda: client.identify(USER, {"name": "Carrier Pigeon", "plan": "pro"}),
+        ),
+        (
+            'track "Order Completed" {order_id, total}',
+            lambda: client.track(
+                "Order Completed", {"order_id": "A-17", "total": 42.5}, user_id=USER
+            ),
+        ),
+        (
+            'track "Pricing Viewed"',
+            lambda: client.track("Pricing Viewed", {"tier": "team"}, user_id=USER),
+        ),
+        ('group "acme" {name}', lambda: client.group("acme", {"name": "Acme Inc."}, user_id=USER)),
         ('page "Pricing"', lambda: client.page("Pricing", {"path": "/pricing"}, user_id=USER)),
-    ]  # fmt: skip
+    ]
 
 
 def _outcome(
@@ -61,8 +72,10 @@ def _outcome(
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-             for row in rows]  # fmt: skip
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return [line.rstrip() for line in lines]
 
@@ -91,8 +104,10 @@ def run_demo(*, route: str = "segment", out: TextIO, keep_running: bool = False)
         sends = {str(s.get("messageId")): s for s in server.sends()}
         where = "POST /inbound/segment" if route == "segment" else "/profiles and /inbound/courier"
         print(f"courier-analytics demo: route {route!r} ({where})", file=out)
-        print(f"to a local Courier stand-in at {server.base_url}; nothing leaves this machine.\n",
-              file=out)  # fmt: skip
+        print(
+            f"to a local Courier stand-in at {server.base_url}; nothing leaves this machine.\n",
+            file=out,
+        )
         print(f"Calls made for {USER}, and what Courier did with each:", file=out)
         rows: list[tuple[str, ...]] = [("#", "call", "Courier shows", "status", "what Courier did")]
         for n, (label, message_id) in enumerate(calls, 1):
@@ -110,8 +125,10 @@ def run_demo(*, route: str = "segment", out: TextIO, keep_running: bool = False)
             file=out,
         )
         if not keep_running:
-            print("Run `courier-analytics demo --keep-running` to browse the Data Logs page.",
-                  file=out)  # fmt: skip
+            print(
+                "Run `courier-analytics demo --keep-running` to browse the Data Logs page.",
+                file=out,
+            )
         if keep_running:
             print(f"Data Logs page: {server.base_url}/", file=out)
             print("Stand-in running; press Ctrl-C to stop.", file=out)

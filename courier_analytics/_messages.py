@@ -12,7 +12,7 @@ import itertools
 import os
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
 
 import attrs
 
@@ -21,7 +21,18 @@ from courier_analytics._json import dumps, encode_datetime, loads
 from courier_analytics._plugins import Plugins
 from courier_analytics._version import __version__
 
-__all__ = ["LIBRARY", "MAX_REQUEST_BYTES", "NO_IDENTITY", "Message", "MessageFactory", "to_courier"]
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11+, only needed by the type checker
+
+__all__ = [
+    "LIBRARY",
+    "MAX_REQUEST_BYTES",
+    "NO_IDENTITY",
+    "Message",
+    "MessageFactory",
+    "Shared",
+    "to_courier",
+]
 
 #: Courier refuses requests larger than 6 MB (answering 413).
 MAX_REQUEST_BYTES: Final = 6 * 1000 * 1000
@@ -190,6 +201,15 @@ def _context(value: object) -> Mapping[str, Any]:
     return {**context, "library": LIBRARY} if context else _DEFAULT_CONTEXT
 
 
+class Shared(TypedDict):
+    """The keyword arguments every call takes besides its own (see `Client.track`)."""
+
+    context: object
+    timestamp: object
+    message_id: object
+    integrations: object
+
+
 @attrs.frozen
 class MessageFactory:
     """Validates a call's arguments and makes its [`Message`][courier_analytics.Message].
@@ -216,17 +236,13 @@ class MessageFactory:
         traits: object,
         *,
         anonymous_id: object,
-        context: object,
-        timestamp: object,
-        message_id: object,
-        integrations: object,
+        **shared: Unpack[Shared],
     ) -> Message:
         """Make an `identify` message."""
         uid, aid = _who(user_id, anonymous_id, self.require_identity)
         traits = _mapping("traits", traits)
         fields = {"traits": {} if traits is None else traits}
-        return self._make("identify", uid, aid, None, fields, context, timestamp, message_id,
-                          integrations)  # fmt: skip
+        return self._make("identify", (uid, aid), fields, shared)
 
     def track(
         self,
@@ -235,18 +251,14 @@ class MessageFactory:
         *,
         user_id: object,
         anonymous_id: object,
-        context: object,
-        timestamp: object,
-        message_id: object,
-        integrations: object,
+        **shared: Unpack[Shared],
     ) -> Message:
         """Make a `track` message."""
         name = _name("event", event)
         uid, aid = _who(user_id, anonymous_id, self.require_identity)
         properties = _mapping("properties", properties)
         fields = {"event": name, "properties": {} if properties is None else properties}
-        return self._make("track", uid, aid, name, fields, context, timestamp, message_id,
-                          integrations)  # fmt: skip
+        return self._make("track", (uid, aid), fields, shared)
 
     def group(
         self,
@@ -255,10 +267,7 @@ class MessageFactory:
         *,
         user_id: object,
         anonymous_id: object,
-        context: object,
-        timestamp: object,
-        message_id: object,
-        integrations: object,
+        **shared: Unpack[Shared],
     ) -> Message:
         """Make a `group` message."""
         gid = _id("group_id", group_id)
@@ -267,8 +276,7 @@ class MessageFactory:
         uid, aid = _who(user_id, anonymous_id, self.require_identity)
         traits = _mapping("traits", traits)
         fields = {"groupId": gid, "traits": {} if traits is None else traits}
-        return self._make("group", uid, aid, None, fields, context, timestamp, message_id,
-                          integrations)  # fmt: skip
+        return self._make("group", (uid, aid), fields, shared)
 
     def view(
         self,
@@ -279,10 +287,7 @@ class MessageFactory:
         category: object,
         user_id: object,
         anonymous_id: object,
-        context: object,
-        timestamp: object,
-        message_id: object,
-        integrations: object,
+        **shared: Unpack[Shared],
     ) -> Message:
         """Make a `page` or `screen` message (`kind`), or its `track` equivalent."""
         view_name = _name("name", name, optional=True)
@@ -296,23 +301,17 @@ class MessageFactory:
             extra = {"name": view_name, "category": view_category}
             props = {**{k: v for k, v in extra.items() if v is not None}, **props}
             fields: dict[str, Any] = {"event": event, "properties": props}
-            return self._make("track", uid, aid, event, fields, context, timestamp, message_id,
-                              integrations)  # fmt: skip
+            return self._make("track", (uid, aid), fields, shared)
         fields = {"name": view_name, "properties": props}
         if view_category is not None:
             fields["category"] = view_category
-        return self._make(kind, uid, aid, None, fields, context, timestamp, message_id,
-                          integrations)  # fmt: skip
+        return self._make(kind, (uid, aid), fields, shared)
 
     def alias(
         self,
         previous_id: object,
         user_id: object,
-        *,
-        context: object,
-        timestamp: object,
-        message_id: object,
-        integrations: object,
+        **shared: Unpack[Shared],
     ) -> Message:
         """Make an `alias` message."""
         previous = _id("previous_id", previous_id)
@@ -320,29 +319,24 @@ class MessageFactory:
         if previous is None or uid is None:
             raise ValueError("alias needs both previous_id and user_id")
         fields = {"previousId": previous}
-        return self._make("alias", uid, None, None, fields, context, timestamp, message_id,
-                          integrations)  # fmt: skip
+        return self._make("alias", (uid, None), fields, shared)
 
     def _make(
-        self,
-        kind: str,
-        user_id: str | None,
-        anonymous_id: str | None,
-        event: str | None,
-        fields: Mapping[str, Any],
-        context: object,
-        timestamp: object,
-        message_id: object,
-        integrations: object,
+        self, kind: str, who: tuple[str | None, str | None], fields: dict[str, Any], shared: Shared
     ) -> Message:
-        mid = _message_id(message_id)
-        data: dict[str, Any] = {"type": kind, "messageId": mid, "timestamp": _timestamp(timestamp)}
+        """The message of type `kind` for `who` (user id, anonymous id), with `fields`."""
+        user_id, anonymous_id = who
+        event = fields.get("event")
+        mid = _message_id(shared["message_id"])
+        timestamp = _timestamp(shared["timestamp"])
+        data: dict[str, Any] = {"type": kind, "messageId": mid, "timestamp": timestamp}
         if user_id is not None:
             data["userId"] = user_id
         if anonymous_id is not None:
             data["anonymousId"] = anonymous_id
         data.update(fields)
-        data["context"] = _context(context)
+        data["context"] = _context(shared["context"])
+        integrations = shared["integrations"]
         if integrations is not None:
             data["integrations"] = _mapping("integrations", integrations)
         if user_id is None and anonymous_id is None:  # only when not require_identity

@@ -97,9 +97,10 @@ def courier_dev_server(
     monkeypatch.setenv("COURIER_BASE_URL", server.base_url)
     monkeypatch.setenv("COURIER_API_KEY", server.api_key)
     monkeypatch.delenv("COURIER_AUTH_TOKEN", raising=False)
-    for name, value in (("base_url", server.base_url), ("api_key", server.api_key),
-                        ("region", "us"), ("send", True)):  # fmt: skip
-        monkeypatch.setattr(courier_analytics, name, value)
+    for name in ("base_url", "api_key"):
+        monkeypatch.setattr(courier_analytics, name, getattr(server, name))
+    monkeypatch.setattr(courier_analytics, "region", "us")
+    monkeypatch.setattr(courier_analytics, "send", True)
     monkeypatch.setattr(segment, "write_key", server.api_key)
     monkeypatch.setattr(segment, "host", server.base_url)
     monkeypatch.setattr(segment, "send", True)

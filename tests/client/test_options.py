@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
+import attrs
 import httpx
 import pytest
 
@@ -210,3 +212,12 @@ def test_a_bad_base_url_from_the_environment_names_the_variable(
 def test_ordinary_base_urls_are_accepted(url: str) -> None:
     """Hosts, ports, path prefixes, IDNA hosts and percent-encoded paths are fine."""
     assert Client(api_key="k", base_url=url).options.resolved_base_url() == url
+
+
+def test_client_takes_exactly_the_options_fields_with_the_same_defaults() -> None:
+    """Client.__init__'s keyword parameters are Options' fields, names, order and defaults."""
+    parameters = list(inspect.signature(Client.__init__).parameters.values())[1:]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
+    fields = attrs.fields(Options)
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    assert {p.name: p.default for p in parameters} == {f.name: f.default for f in fields}

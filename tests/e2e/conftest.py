@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -54,3 +55,14 @@ def make_client(server: DevServer, route: str) -> Iterator[MakeClient]:
     yield make
     for client in made:
         client.shutdown(5)
+
+
+def order_by_user(server: DevServer) -> dict[str, list[int]]:
+    """The ``n`` property of each user's events, in the order the stand-in applied them."""
+    seen: dict[str, list[int]] = defaultdict(list)
+    for event in server.events():
+        data = event["data"]
+        properties = data.get("properties", {})
+        if "n" in properties:
+            seen[str(event["user"])].append(properties["n"])
+    return seen

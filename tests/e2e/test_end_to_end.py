@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import socket
-from collections import defaultdict
-from typing import Any
 
 import pytest
 
 from courier_analytics import AuthenticationError, RetriesExhaustedError, RetryPolicy
 from courier_analytics.devserver import DevServer, Faults
 
-from .conftest import MakeClient
-
-
-def balanced(stats: Any) -> bool:
-    """made == delivered + failed + dropped + skipped + pending."""
-    return bool(stats.unaccounted == 0)
-
-
-def order_by_user(server: DevServer) -> dict[str, list[int]]:
-    """The ``n`` property of each user's events, in the order the stand-in applied them."""
-    seen: dict[str, list[int]] = defaultdict(list)
-    for event in server.events():
-        data = event["data"]
-        properties = data.get("properties", {})
-        if "n" in properties:
-            seen[str(event["user"])].append(properties["n"])
-    return seen
+from .conftest import MakeClient, order_by_user
 
 
 def test_identify_then_track_sends_with_the_merged_profile(
@@ -87,7 +69,7 @@ def test_random_5xx_are_survived_with_nothing_lost_or_doubled(
     assert stats.retried > 3_000
     assert server.stats()["message_ids_applied"] == 20_000
     assert all(steps == list(range(100)) for steps in order_by_user(server).values())
-    assert balanced(stats)
+    assert stats.unaccounted == 0
 
 
 @pytest.mark.parametrize(
