@@ -2,7 +2,7 @@
 
 While at least one recorder is registered, every client (the default one and the
 Segment shim's included) hands each message it makes to the recorders and sends
-nothing. The check on the call path is one list truth test.
+nothing. The check on the call path is one tuple truth test.
 """
 
 from __future__ import annotations

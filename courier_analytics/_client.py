@@ -134,7 +134,9 @@ class Client:
             connection; connections open only as the load needs them.
         flush_interval: Seconds an idle worker waits before looking at the queue on
             its own; a call normally wakes it at once.
-        timeout: Seconds allowed for each of connect, write, read of one request.
+        timeout: Seconds allowed to connect (DNS included), and then to send one request
+            and get its whole answer; with a `transport`, httpx's connect, write, read
+            and pool timeouts, each.
         max_retries: Retries of a message after its first attempt.
         max_retry_time: Seconds after the first attempt past which no retry starts.
         retry: A full [`RetryPolicy`][courier_analytics.RetryPolicy]; overrides

@@ -13,15 +13,17 @@ CourierAnalyticsError                  base of every exception here
 ├── QueueFullError                     reported: queue full, dropped
 ├── ClientClosedError                  reported: call after shutdown()
 ├── PluginError                        reported: a before plugin raised
-└── DeliveryError                      reported: did not reach Courier
+└── DeliveryError                      reported: did not reach Courier (as
+    │                                  such: a TLS certificate that fails)
     ├── RejectedError                  a status retrying cannot fix
     │   └── AuthenticationError        401/403: key wrong or lacks access
     ├── RetriesExhaustedError          retries outlasted the policy
     └── NotDeliveredError              shutdown/exit before delivery
 ```
 
-A [`RetriesExhaustedError`][courier_analytics.RetriesExhaustedError] caused by a network failure
-carries the underlying `httpx` exception as `__cause__`.
+A report caused by a network failure carries the underlying `httpx` exception as
+`__cause__`, and its text says what happened and where (`connection refused by
+host:port`, a DNS failure, a timeout, a certificate that does not verify).
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ class PluginError(CourierAnalyticsError):
 
 class DeliveryError(CourierAnalyticsError):
     """Reported when a queued message did not reach Courier.
+
+    Reported as this class itself (not a subclass) for a failure that retrying
+    cannot fix and that no status explains: a TLS certificate that does not verify.
 
     Attributes:
         message_id: The `messageId` of the message that failed.

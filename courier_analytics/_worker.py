@@ -5,8 +5,8 @@ worker is busy) and the worker moves them into per-recipient *lanes*. A lane is
 a FIFO of one user's messages; only its head is ever in flight, which keeps each
 user's messages in the order they were made. Heads of lanes are handed to
 `max_in_flight` slot coroutines that send them concurrently over one keep-alive
-connection pool. A message being retried keeps its slot and holds back only its
-own lane.
+connection pool. A message waiting to be retried gives its slot back and waits in
+a task of its own: it holds back only its own lane.
 
 The thread starts lazily on the first message. After `fork()` the child gets a
 fresh, unstarted worker with an empty queue (see `Client`), so nothing the

@@ -247,7 +247,7 @@ class Client:
         timeout: Seconds allowed for each of connect, write and read of a request.
         proxies: A requests-style dict (`{"https": "http://proxy:3128"}`) or a
             proxy URL; requests go through it.
-        thread: Accepted and ignored: one worker keeps up to 64 requests in flight.
+        thread: Accepted and ignored: one worker keeps up to 128 requests in flight.
         upload_size: Accepted and ignored: Courier has no batch endpoint.
         upload_interval: Seconds an idle worker waits before looking at the queue
             on its own (`flush_interval`); calls wake it at once anyway.
