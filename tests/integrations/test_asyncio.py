@@ -175,10 +175,12 @@ def test_tracking_and_flushing_10000_events_keeps_the_loop_responsive() -> None:
     median, p95, worst = statistics.median(lags), lags[int(len(lags) * 0.95)], lags[-1]
     print(f"delivery {elapsed:.2f}s, loop lag median {median * 1e3:.2f} ms, "
           f"p95 {p95 * 1e3:.2f} ms, max {worst * 1e3:.1f} ms over {len(lags)} ticks")  # fmt: skip
-    # Typically (2 cores, nothing else running): median ~0.2 ms, p95 ~3-4 ms. The bounds
-    # leave room for a loaded machine; a loop blocked by delivery fails them by far.
+    # Typically (2 cores, nothing else running): median ~0.2 ms, p95 ~3-4 ms; with the
+    # machine loaded 8x over, p95 ~10-20 ms. A send on the caller's path (a few ms per
+    # call, 100 calls between two ticks) fails the median by far; a blocking flush
+    # shows as one lag as long as the delivery and fails the last bound.
     assert median < 0.005
-    assert p95 < 0.025
+    assert p95 < 0.050
     assert worst < elapsed / 4
 
 
