@@ -116,7 +116,7 @@ def _dev(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(
             f"the local stand-in needs the [dev] extra ({exc.name} is missing): "
-            "pip install 'courier-analytics[dev]'",
+            "pip install -e '.[dev]' in a clone of courier-analytics",
             file=sys.stderr,
         )
         return EXIT_USAGE

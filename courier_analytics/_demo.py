@@ -87,7 +87,7 @@ def run_demo(*, route: str = "segment", out: TextIO, keep_running: bool = False)
     except ImportError as exc:
         print(
             f"the demo needs the [dev] extra ({exc.name} is missing): "
-            "pip install 'courier-analytics[dev]'",
+            "pip install -e '.[dev]' in a clone of courier-analytics",
             file=out,
         )
         return 2

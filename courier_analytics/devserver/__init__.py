@@ -2,14 +2,16 @@
 
 It answers `POST /inbound/segment`, `POST /inbound/courier` and
 `/profiles/{user_id}` the way Courier does (see [the stand-in's
-page][the-local-courier-stand-in-courier_analyticsdevserver]), keeps what it received for inspection
-(`/__dev/*`, a Data Logs page at `/`) and can inject faults. Needs the `dev` extra: `pip install
-'courier-analytics[dev]'`.
+page][the-local-courier-stand-in-courier_analyticsdevserver]), keeps what it received for
+inspection (`/__dev/*`, a Data Logs page at `/`) and can inject faults. Needs the `dev` extra
+(`pip install -e '.[dev]'` in a clone of the repository).
 
-    from courier_analytics.devserver import DevServer, Faults
+```python
+from courier_analytics.devserver import DevServer, Faults
 
-    with DevServer(mappings={"Order Completed": "tmpl_order"}) as server:
-        ...  # point the client at server.base_url with server.api_key
+with DevServer(mappings={"Order Completed": "tmpl_order"}) as server:
+    ...  # point the client at server.base_url with server.api_key
+```
 """
 
 from __future__ import annotations
