@@ -21,7 +21,7 @@ from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message, MessageFactory
-from courier_analytics._options import ErrorHandler, Options, Region
+from courier_analytics._options import ErrorHandler, Options, Ordering, Region
 from courier_analytics._outcomes import origin_of
 from courier_analytics._plugins import Middleware, Plugin, Plugins
 from courier_analytics._retry import RetryPolicy
@@ -130,8 +130,17 @@ class Client:
         event_prefix: Put before track event names on route `"api"`.
         max_queue_size: Messages queued or in delivery at most; beyond it new
             messages are dropped (counted and reported, never raised).
-        max_in_flight: Requests in flight at once, each on its own keep-alive
-            connection; connections open only as the load needs them.
+        max_in_flight: The most requests in flight at once, each on its own
+            keep-alive connection. A ceiling: the worker finds how many the distance
+            to Courier needs (more while throughput grows, fewer after errors and
+            429s) and opens connections only as that needs them.
+        ordering: `"identify"` (default): a user's `identify`, `alias` and `group`
+            go after that user's earlier messages are answered and before any
+            later one; a user's tracks between two of them go together (up to half
+            of `max_in_flight` at once), and a track waiting to retry holds back
+            nothing else. `"strict"`: one message per user at a time, in the order
+            made, a retry holding back that user's later messages; it caps one
+            user at one event per round trip. See the Delivery page.
         flush_interval: Seconds an idle worker waits before looking at the queue on
             its own; a call normally wakes it at once.
         timeout: Seconds allowed to connect (DNS included), and then to send one request
@@ -171,7 +180,8 @@ class Client:
         route: RouteName = "segment",
         event_prefix: str = DEFAULT_EVENT_PREFIX,
         max_queue_size: int = 10_000,
-        max_in_flight: int = 128,
+        max_in_flight: int = 256,
+        ordering: Ordering = "identify",
         flush_interval: float = 0.5,
         timeout: float = 10.0,
         max_retries: int = 10,
@@ -197,6 +207,7 @@ class Client:
             event_prefix=event_prefix,
             max_queue_size=max_queue_size,
             max_in_flight=max_in_flight,
+            ordering=ordering,
             flush_interval=flush_interval,
             timeout=timeout,
             max_retries=max_retries,
@@ -255,6 +266,7 @@ class Client:
             report=self._report,
             origin=origin_of(options.resolved_base_url()),
             events=self._events,
+            strict_order=options.ordering == "strict",
         )
 
     def _make_sender(self) -> Sender:

@@ -16,9 +16,11 @@ from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._transport import AnyTransport, is_loopback
 
-__all__ = ["REGIONS", "ErrorHandler", "Options", "Region"]
+__all__ = ["REGIONS", "ErrorHandler", "Options", "Ordering", "Region"]
 
 Region = Literal["us", "eu"]
+#: How a user's messages are ordered on the way out (see `Client`'s ``ordering``).
+Ordering = Literal["identify", "strict"]
 ErrorHandler = Callable[[BaseException, Message], Any]
 
 #: Courier's API host for each region.
@@ -154,7 +156,8 @@ class Options:
     route: RouteName = attrs.field(default="segment", validator=_one_of(*get_args(RouteName)))
     event_prefix: str = DEFAULT_EVENT_PREFIX
     max_queue_size: int = attrs.field(default=10_000, validator=_whole)
-    max_in_flight: int = attrs.field(default=128, validator=_whole)
+    max_in_flight: int = attrs.field(default=256, validator=_whole)
+    ordering: Ordering = attrs.field(default="identify", validator=_one_of(*get_args(Ordering)))
     flush_interval: float = attrs.field(default=0.5, validator=_positive)
     timeout: float = attrs.field(default=10.0, validator=_positive)
     max_retries: int = 10

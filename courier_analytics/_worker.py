@@ -1,12 +1,15 @@
 """The background worker: one thread running an asyncio loop that delivers messages.
 
 Callers append messages to a bounded deque (no lock wait, no syscall while the
-worker is busy) and the worker moves them into per-recipient *lanes*. A lane is
-a FIFO of one user's messages; only its head is ever in flight, which keeps each
-user's messages in the order they were made. Heads of lanes are handed to
-`max_in_flight` slot coroutines that send them concurrently over one keep-alive
-connection pool. A message waiting to be retried gives its slot back and waits in
-a task of its own: it holds back only its own lane.
+worker is busy) and the worker moves them into per-user *lanes* (`_lanes.py`),
+which release each message once its user's ordering allows: an `identify` after
+that user's earlier messages are answered and before any later one goes; tracks
+between two such barriers together, up to a per-user cap (`ordering="strict"`:
+one message per user at a time). Released messages are taken by slot coroutines
+that send them concurrently over one keep-alive connection pool; how many slots
+run is found at run time under the `max_in_flight` ceiling (`_concurrency.py`).
+A message waiting to retry keeps no slot; a track waiting to retry holds back
+nothing else, a barrier holds back its user's later messages.
 
 The thread starts lazily on the first message. After `fork()` the child gets a
 fresh, unstarted worker with an empty queue (see `Client`), so nothing the
@@ -30,8 +33,10 @@ from typing import Any, Protocol
 import httpx
 
 from courier_analytics import _outcomes
+from courier_analytics._concurrency import Concurrency
 from courier_analytics._errors import DeliveryError
 from courier_analytics._events import Emitter
+from courier_analytics._lanes import Lanes
 from courier_analytics._messages import Message
 from courier_analytics._retry import (
     Outcome,
@@ -94,12 +99,14 @@ class Worker:
         report: Reporter,
         origin: str = "Courier",
         events: Emitter | None = None,
+        strict_order: bool = False,
     ) -> None:
         self._make_sender = make_sender
         self._route = route
         self._policy = policy
         self._max_queue_size = max_queue_size
         self._max_in_flight = max_in_flight
+        self._strict_order = strict_order
         self._flush_interval = flush_interval
         self._report = report
         self._origin = origin  # host:port, for reports of failed connections
@@ -119,8 +126,11 @@ class Worker:
         self._waiter: asyncio.Future[None] | None = None
         self._idle_events: list[_IdleWaiter] = []
         self._idle_lock = threading.Lock()
-        self._lanes: dict[str, deque[Message]] = {}
-        self._ready: asyncio.Queue[str] | None = None
+        self._lanes: Lanes | None = None
+        self._ready: asyncio.Queue[Message] | None = None
+        self._concurrency: Concurrency | None = None
+        self._slots: set[asyncio.Task[None]] = set()
+        self._running = 0  # slots that have not decided to end
         self._sender: Sender | None = None
         self._sender_error: Exception | None = None
         self._alarms: set[str] = set()  # ERRORs already logged, once each
@@ -298,14 +308,21 @@ class Worker:
             self._release_idle_waiters()
 
     async def _main(self) -> None:
-        slots: list[asyncio.Task[None]] = []
         reason = _outcomes.SHUT_DOWN
         try:
             if self._sender is None:
                 raise self._sender_error or RuntimeError("no sender")
-            self._ready = asyncio.Queue()
+            ready: asyncio.Queue[Message] = asyncio.Queue()
+            self._ready = ready
+            self._lanes = Lanes(
+                ready.put_nowait,
+                strict=self._strict_order,
+                per_user=max(1, self._max_in_flight // 2),
+            )
+            self._concurrency = Concurrency(self._max_in_flight, time.monotonic())
+            self._running = 0
             self._capacity = asyncio.Semaphore(self._max_in_flight)
-            slots = [asyncio.create_task(self._slot()) for _ in range(self._max_in_flight)]
+            self._add_slots(self._concurrency.limit)
             while not self._stopping:
                 self._drain()
                 await self._sleep()
@@ -313,7 +330,7 @@ class Worker:
             reason = f"the worker failed ({type(exc).__name__}: {exc})"
             raise
         finally:
-            tasks = [*slots, *self._retrying]
+            tasks = [*self._slots, *self._retrying]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -344,21 +361,15 @@ class Worker:
 
     def _drain(self) -> None:
         """Move queued messages into lanes; report idleness to `flush()` waiters."""
-        queue, lanes, ready = self.queue, self._lanes, self._ready
-        if ready is None:
+        queue, lanes = self.queue, self._lanes
+        if lanes is None:
             return
+        add = lanes.add
         while queue and self.held < self._max_queue_size:
             # held first: callers read len(queue) + held without a lock, and must
             # never see a message in neither place.
             self.held += 1
-            message = queue.popleft()
-            key = message.recipient
-            lane = lanes.get(key)
-            if lane is None:
-                lanes[key] = deque((message,))
-                ready.put_nowait(key)
-            else:
-                lane.append(message)
+            add(queue.popleft())
             self._busy = True
         if not queue and not self.held:
             if self._busy:  # told before flush() returns, so a flush sees its handlers run
@@ -373,32 +384,41 @@ class Worker:
         for event in events:
             event.set()
 
+    def _add_slots(self, count: int) -> None:
+        self._running += count
+        for _ in range(count):
+            task = asyncio.create_task(self._slot())
+            self._slots.add(task)
+            task.add_done_callback(self._slots.discard)
+
     async def _slot(self) -> None:
-        ready = self._ready
+        """Send released messages one after another, while this slot is needed."""
+        ready, concurrency = self._ready, self._concurrency
         assert ready is not None  # set by _main() before the slots start
+        assert concurrency is not None
         while True:
-            key = await ready.get()
-            message = self._lanes[key][0]
+            if self._running > concurrency.limit:  # the limit went down: one slot fewer
+                self._running -= 1
+                return
+            message = await ready.get()
             handed_over = False
             try:
                 handed_over = await self._first_attempt(message)
             finally:
                 if not handed_over:
-                    self._finish_lane(key, message)
+                    self._finish_lane(message)
             self._drain()
+            limit = concurrency.update(time.monotonic(), not ready.empty())
+            if limit > self._running:
+                self._add_slots(limit - self._running)
 
-    def _finish_lane(self, key: str, message: Message) -> None:
-        """The lane's head is done: release it and let the user's next message go."""
-        lane = self._lanes[key]
-        lane.popleft()
+    def _finish_lane(self, message: Message) -> None:
+        """A released message is done: let its user's next messages go."""
         self.held -= 1
         if self._done:
             self._signal_done(message)
-        if lane:
-            assert self._ready is not None  # set by _main()
-            self._ready.put_nowait(key)
-        else:
-            del self._lanes[key]
+        assert self._lanes is not None  # set by _main()
+        self._lanes.finish(message)
 
     def _signal_done(self, message: Message) -> None:
         done = self._done.pop(id(message), None)
@@ -425,6 +445,8 @@ class Worker:
             self._fail(message, error, type(exc).__name__)
             return False
         if outcome.retry and self._policy.max_retries:
+            assert self._lanes is not None  # set by _main()
+            self._lanes.detach(message)  # a track's retries hold back no one else
             task = asyncio.create_task(self._retry(message, request, outcome, started))
             self._retrying.add(task)
             task.add_done_callback(self._retrying.discard)
@@ -466,7 +488,7 @@ class Worker:
             error = _outcomes.exception_error(message, attempts, exc)
             self._fail(message, error, type(exc).__name__)
         finally:
-            self._finish_lane(message.recipient, message)
+            self._finish_lane(message)
             self._drain()
 
     async def _attempt(self, request: Request) -> Outcome:
@@ -474,11 +496,14 @@ class Worker:
         sender, capacity = self._sender, self._capacity
         assert sender is not None  # set by _main()
         assert capacity is not None
+        concurrency = self._concurrency
+        assert concurrency is not None
         try:
             async with capacity:  # slots and retries share max_in_flight
                 response = await sender.send(request)
         except httpx.TransportError as exc:
             retry = is_retryable_error(exc)
+            concurrency.record(congested=retry)
             outcome = Outcome(
                 None, error=exc, retry=retry, detail=_outcomes.describe(exc, self._origin)
             )
@@ -495,8 +520,10 @@ class Worker:
             logger.info("courier-analytics: %s answers again", self._origin)
         status = response.status
         if self._route.accepted(status):
+            concurrency.record(congested=False)
             return Outcome(status, delivered=True)
         retry = is_retryable_status(status)
+        concurrency.record(congested=retry)
         return Outcome(
             status,
             retry_after=parse_retry_after(response.retry_after) if retry else None,
@@ -568,9 +595,11 @@ class Worker:
     def _take_all(self) -> list[Message]:
         """Empty the lanes and the queue; what they held, oldest lanes first."""
         leftovers: list[Message] = []
-        for lane in self._lanes.values():
-            leftovers.extend(lane)
-        self._lanes.clear()
+        ready = self._ready
+        while ready is not None and not ready.empty():  # released, not yet taken
+            leftovers.append(ready.get_nowait())
+        if self._lanes is not None:
+            leftovers.extend(self._lanes.drain())
         self.held = 0
         while self.queue:
             leftovers.append(self.queue.popleft())

@@ -62,9 +62,9 @@ def test_shutdown_delivers_pending_messages_first() -> None:
 
 
 def test_per_user_order_is_kept_with_many_requests_in_flight() -> None:
-    """Each user's messages arrive in the order made, though requests run concurrently."""
+    """strict: each user's messages arrive in the order made, requests run concurrently."""
     courier = FakeCourier(shuffle=True)
-    with make_client(courier, max_in_flight=16) as client:
+    with make_client(courier, max_in_flight=16, ordering="strict") as client:
         for n in range(40):
             for user in range(10):
                 client.track("Step", {"n": n}, user_id=f"user-{user}")
@@ -382,9 +382,9 @@ def flush_while_progressing(client: Client, stall: float = 60.0) -> bool:
 
 
 def test_many_threads_lose_nothing_and_keep_order() -> None:
-    """32 producer threads x 2,000 calls on one client: all delivered, each user in order."""
+    """32 producer threads x 2,000 calls, strict: all delivered, each user in order."""
     courier = FakeCourier(shuffle=True)
-    client = make_client(courier, max_queue_size=100_000)
+    client = make_client(courier, max_queue_size=100_000, ordering="strict")
 
     def produce(thread: int) -> None:
         for n in range(2000):
@@ -571,7 +571,9 @@ def test_a_message_in_backoff_holds_back_only_its_own_user() -> None:
 
     reports = Reports()
     slow_retry = RetryPolicy(max_retries=3, initial_wait=30, max_wait=30, jitter=0)
-    client = make_client(FakeCourier(rule), max_in_flight=1, retry=slow_retry, on_error=reports)
+    client = make_client(
+        FakeCourier(rule), max_in_flight=1, retry=slow_retry, on_error=reports, ordering="strict"
+    )
     client.track("E", {"n": 0}, user_id="a")  # fails, then waits 30 s to retry
     client.track("E", {"n": 1}, user_id="a")  # held back behind it, in order
     for n in range(5):

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from courier_analytics import Client
+from courier_analytics._routes import Request
 from courier_analytics._threads import BlockingRunner
-from courier_analytics._transport import SYNC_THREADS
+from courier_analytics._transport import SYNC_THREADS, make_sender
 
-from .fakes import NO_WAIT, balanced
+from .fakes import NO_WAIT
 
 HTTP_THREAD = "courier-analytics-http"
 
@@ -60,7 +61,7 @@ def test_one_request_at_a_time_uses_one_thread(transport: GatedSyncTransport) ->
     """One user's 50 messages (one request at a time) run on a single thread, not 128."""
     transport.gate.set()
     before = http_threads()
-    client = Client(api_key="k", transport=transport, retry=NO_WAIT)
+    client = Client(api_key="k", transport=transport, retry=NO_WAIT, ordering="strict")
     for n in range(50):
         client.track("E", {"n": n}, user_id="u1")
     assert client.flush(60)
@@ -83,19 +84,30 @@ def test_a_thread_starts_for_each_request_that_waits(transport: GatedSyncTranspo
 
 
 def test_threads_are_capped_well_below_max_in_flight(transport: GatedSyncTransport) -> None:
-    """With 100 requests ready and 128 allowed in flight, 32 threads run them, no more."""
+    """With 100 requests waiting at once and 128 allowed in flight, 32 threads run them."""
     before = http_threads()
-    client = Client(api_key="k", transport=transport, retry=NO_WAIT, max_in_flight=128)
-    for n in range(100):
-        client.track("E", user_id=f"u{n}")
-    assert transport.wait_for(SYNC_THREADS)
-    assert len(http_threads() - before) == SYNC_THREADS == 32
-    transport.gate.set()
-    assert client.flush(60)
+    # The sender, not a client: a client's worker starts with 16 in flight and grows
+    # only as answers come, and here none come until the gate opens.
+    sender = make_sender("http://127.0.0.1:1", "k", timeout=60, max_connections=128,
+                         transport=transport)  # fmt: skip
+
+    async def scenario() -> tuple[bool, int, list[int]]:
+        sends = [
+            asyncio.ensure_future(sender.send(Request("/inbound/segment", b"{}")))
+            for _ in range(100)
+        ]
+        reached = await asyncio.to_thread(transport.wait_for, SYNC_THREADS)
+        threads = len(http_threads() - before)
+        transport.gate.set()
+        answers = await asyncio.gather(*sends)
+        await sender.aclose()
+        return reached, threads, [answer.status for answer in answers]
+
+    reached, threads, statuses = asyncio.run(scenario())
+    assert reached
+    assert threads == SYNC_THREADS == 32
     assert transport.peak == SYNC_THREADS
-    assert client.stats.delivered == 100
-    assert balanced(client)
-    client.shutdown()
+    assert statuses == [202] * 100
 
 
 def test_idle_threads_end_but_the_last_one() -> None:

@@ -59,7 +59,7 @@ def test_random_5xx_are_survived_with_nothing_lost_or_doubled(
 ) -> None:
     """20,000 events through 20% random 5xx: each applied exactly once, in order per user."""
     server.set_faults(Faults(error_rate=0.2, seed=7))
-    client = make_client(max_queue_size=20_000)
+    client = make_client(max_queue_size=20_000, ordering="strict")
     for n in range(100):
         for user in range(200):
             client.track("Step", {"n": n}, user_id=f"user-{user}")
@@ -188,7 +188,7 @@ def test_a_server_that_comes_up_late_gets_everything(route: str) -> None:
     port = _free_port()
     policy = RetryPolicy(max_retries=200, initial_wait=0.01, max_wait=0.05, max_time=None)
     client = Client(api_key="late", base_url=f"http://127.0.0.1:{port}", route=route,  # type: ignore[arg-type]
-                    retry=policy)  # fmt: skip
+                    retry=policy, ordering="strict")  # fmt: skip
     for n in range(20):
         client.track("E", {"n": n}, user_id=f"u{n % 3}")
     assert client.flush(0.2) is False  # nothing can be delivered yet

@@ -20,7 +20,7 @@ def test_a_burst_of_server_errors_is_survived(
 ) -> None:
     """A burst of one 5xx status on consecutive requests loses and doubles nothing."""
     server.set_faults(Faults(fail_next=40, fail_with=status))
-    client = make_client(max_in_flight=8)
+    client = make_client(max_in_flight=8, ordering="strict")
     for n in range(30):
         for user in range(4):
             client.track("E", {"n": n}, user_id=f"u{user}")
@@ -33,7 +33,9 @@ def test_a_burst_of_server_errors_is_survived(
 def test_one_rejected_message_fails_alone(server: DevServer, make_client: MakeClient) -> None:
     """A 400 for one message reports it to on_error; the others around it are delivered."""
     reported: list[tuple[BaseException, str]] = []
-    client = make_client(on_error=lambda e, m: reported.append((e, m.message_id)))
+    client = make_client(
+        on_error=lambda e, m: reported.append((e, m.message_id)), ordering="strict"
+    )
     server.set_faults(Faults(fail_message_ids="^poison$", fail_with=400))
     for n in range(10):
         client.track("E", {"n": n}, user_id="u1", message_id="poison" if n == 5 else None)
@@ -66,7 +68,8 @@ def test_exit_delivers_pending_messages_to_the_stand_in(server: DevServer, route
     code = textwrap.dedent(
         f"""
         import courier_analytics as analytics
-        analytics.configure(api_key={KEY!r}, base_url={server.base_url!r}, route={route!r})
+        analytics.configure(api_key={KEY!r}, base_url={server.base_url!r}, route={route!r},
+                            ordering="strict")
         for n in range(200):
             analytics.track("Exit Test", {{"n": n}}, user_id=f"u{{n % 4}}")
         """

@@ -1,0 +1,88 @@
+"""How many requests the worker keeps in flight: found at run time, under a ceiling.
+
+Courier has no batch endpoint, so at a distance the number of requests in flight
+sets the pace (20,000 events at 20 ms need about 250 in flight to take 1.6 s),
+while on a short or CPU-bound path more requests only cost connections. The
+limit starts small and is adjusted once per *window* (about two round trips'
+worth of answers, at least 20 ms, at most 1 s):
+
+- while messages wait for a free slot and the last step up raised throughput by
+  at least 10 %, the limit doubles (up to ``ceiling``, the ``max_in_flight``
+  option);
+- when a step up bought no throughput, the limit goes back to where it was and
+  stays there for a few seconds before it probes again;
+- when answers show congestion (a network error, 408, 429 or 5xx), the limit
+  halves, and it does not grow again for a second.
+
+Connections are opened only as requests need them, so the limit is also how
+many connections the worker keeps.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["Concurrency"]
+
+START: Final = 16
+#: Least gain (ratio of throughputs) for a step up to count as worth it.
+GAIN: Final = 1.10
+MIN_WINDOW_S: Final = 0.02
+MAX_WINDOW_S: Final = 1.0
+#: After a step up that bought nothing: seconds before probing again.
+PLATEAU_HOLD_S: Final = 3.0
+#: After congestion: seconds before growing again.
+CONGESTION_HOLD_S: Final = 1.0
+
+
+class Concurrency:
+    """The adaptive limit on requests in flight (used from the worker's thread only).
+
+    Args:
+        ceiling: The largest limit (``max_in_flight``).
+        now: The current ``time.monotonic()``.
+    """
+
+    def __init__(self, ceiling: int, now: float) -> None:
+        self.ceiling = ceiling
+        self.limit = min(ceiling, START)
+        self._since = now
+        self._answers = 0
+        self._congested = 0
+        self._hold_until = now
+        self._previous: tuple[int, float] | None = None  # (limit, rate) before a step up
+
+    def record(self, congested: bool) -> None:
+        """Count one answer (or failure to get one)."""
+        self._answers += 1
+        if congested:
+            self._congested += 1
+
+    def update(self, now: float, backlog: bool) -> int:
+        """Adjust the limit at the end of a window and return it.
+
+        Args:
+            now: The current ``time.monotonic()``.
+            backlog: Whether messages are waiting for a free slot.
+        """
+        elapsed = now - self._since
+        if elapsed < MIN_WINDOW_S or (
+            elapsed < MAX_WINDOW_S and self._answers < 2 * self.limit and not self._congested
+        ):
+            return self.limit
+        rate = self._answers / elapsed
+        if self._congested:
+            self.limit = max(1, self.limit // 2)
+            self._previous = None
+            self._hold_until = now + CONGESTION_HOLD_S
+        elif self._previous is not None:
+            before_limit, before_rate = self._previous
+            self._previous = None
+            if rate < before_rate * GAIN:  # the step up bought nothing: step back, rest
+                self.limit = before_limit
+                self._hold_until = now + PLATEAU_HOLD_S
+        elif backlog and now >= self._hold_until and self.limit < self.ceiling:
+            self._previous = (self.limit, rate)
+            self.limit = min(self.ceiling, self.limit * 2)
+        self._since, self._answers, self._congested = now, 0, 0
+        return self.limit
