@@ -51,6 +51,11 @@ class StandIn:
         events: list[dict[str, Any]] = self._http.get("/__dev/events").json()
         return events[::-1]
 
+    def sends(self) -> list[dict[str, Any]]:
+        """The notifications mapped events made, oldest first."""
+        sends: list[dict[str, Any]] = self._http.get("/__dev/sends").json()
+        return sends
+
     def stats(self) -> dict[str, Any]:
         """The stand-in's counters."""
         stats: dict[str, Any] = self._http.get("/__dev/stats").json()
