@@ -5,7 +5,8 @@ Spec fields: ``lib`` (``courier``, ``segment``, ``trycourier``, ``floor``), ``mo
 (``deliver``, ``stall``, ``inline``), ``url``, ``n``, ``warmup``, ``payload``
 (``small``/``kb``), ``users`` (how many users the tracks are spread over; 1 is one
 busy user), ``timing`` (``each``: also time every call and report percentiles),
-``max_in_flight`` (courier only; ``None`` keeps the client's default), ``settle_s``,
+``max_in_flight`` and ``event_loop`` (courier only; ``None`` keeps the client's
+default), ``settle_s``,
 ``courier_src`` (a directory holding another ``courier_analytics`` to measure),
 ``connections`` (floor only). An ``https://`` URL is trusted through the CA the
 harness names in ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE`` (this process only).
@@ -58,6 +59,8 @@ def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
     options: dict[str, Any] = {}
     if spec.get("max_in_flight"):
         options["max_in_flight"] = int(spec["max_in_flight"])
+    if spec.get("event_loop"):
+        options["event_loop"] = spec["event_loop"]
     client = Client(
         api_key=API_KEY,
         base_url=spec["url"],

@@ -253,6 +253,7 @@ def measure(
         "timing": scenario.get("timing"),
         "connections": FLOOR_CONNECTIONS,
         "max_in_flight": args.max_in_flight if lib == "courier" else None,
+        "event_loop": args.event_loop if lib == "courier" else None,
         "settle_s": args.settle,
         "courier_src": str(args.courier_src) if args.courier_src else None,
     }
@@ -432,6 +433,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-in-flight", type=int, help="courier-analytics max_in_flight (client default)"
     )
     parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        help="courier-analytics event_loop (client default: asyncio)",
+    )
+    parser.add_argument(
         "--courier-src",
         type=Path,
         help="directory holding the courier_analytics to measure (default: the installed one),"
@@ -505,6 +511,7 @@ def write_result(
             "inline_n": args.inline_n,
             "warmup": args.warmup,
             "max_in_flight": args.max_in_flight,
+            "event_loop": args.event_loop,
             "payload_bytes": {"small": payload_bytes("small"), "kb": payload_bytes("kb")},
             "python": platform.python_version(),
             "platform": platform.platform(),

@@ -48,7 +48,7 @@ from courier_analytics._errors import (
 )
 from courier_analytics._events import MessageView
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
-from courier_analytics._options import REGIONS, ErrorHandler, Options, Ordering, Region
+from courier_analytics._options import REGIONS, ErrorHandler, EventLoop, Options, Ordering, Region
 from courier_analytics._plugins import Plugin
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
@@ -113,6 +113,7 @@ event_prefix: str = DEFAULT_EVENT_PREFIX
 max_queue_size: int = 10_000
 max_in_flight: int = 256
 ordering: Ordering = "identify"
+event_loop: EventLoop = "asyncio"
 flush_interval: float = 0.5
 timeout: float = 10.0
 max_retries: int = 10

@@ -21,7 +21,7 @@ from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message, MessageFactory
-from courier_analytics._options import ErrorHandler, Options, Ordering, Region
+from courier_analytics._options import ErrorHandler, EventLoop, Options, Ordering, Region
 from courier_analytics._outcomes import origin_of
 from courier_analytics._plugins import Middleware, Plugin, Plugins
 from courier_analytics._retry import RetryPolicy
@@ -93,6 +93,15 @@ class Stats:
         return self.made - settled
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """How the worker makes its event loop (`event_loop`, checked by `Options`)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 def _make_route(options: Options) -> Route:
     if options.route == "api":
         return ApiRoute(event_prefix=options.event_prefix)
@@ -141,6 +150,9 @@ class Client:
             nothing else. `"strict"`: one message per user at a time, in the order
             made, a retry holding back that user's later messages; it caps one
             user at one event per round trip. See the Delivery page.
+        event_loop: `"asyncio"` (default) or `"uvloop"`: the worker's event loop.
+            uvloop (`pip install 'courier-analytics[uvloop]'`, not on Windows) cuts
+            the worker's CPU per event by about half; see the Performance page.
         flush_interval: Seconds an idle worker waits before looking at the queue on
             its own; a call normally wakes it at once.
         timeout: Seconds allowed to connect (DNS included), and then to send one request
@@ -182,6 +194,7 @@ class Client:
         max_queue_size: int = 10_000,
         max_in_flight: int = 256,
         ordering: Ordering = "identify",
+        event_loop: EventLoop = "asyncio",
         flush_interval: float = 0.5,
         timeout: float = 10.0,
         max_retries: int = 10,
@@ -208,6 +221,7 @@ class Client:
             max_queue_size=max_queue_size,
             max_in_flight=max_in_flight,
             ordering=ordering,
+            event_loop=event_loop,
             flush_interval=flush_interval,
             timeout=timeout,
             max_retries=max_retries,
@@ -267,6 +281,7 @@ class Client:
             origin=origin_of(options.resolved_base_url()),
             events=self._events,
             strict_order=options.ordering == "strict",
+            new_loop=_loop_factory(options.event_loop),
         )
 
     def _make_sender(self) -> Sender:

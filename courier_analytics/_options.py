@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from typing import Any, Literal, get_args
@@ -16,11 +17,13 @@ from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._transport import AnyTransport, is_loopback
 
-__all__ = ["REGIONS", "ErrorHandler", "Options", "Ordering", "Region"]
+__all__ = ["REGIONS", "ErrorHandler", "EventLoop", "Options", "Ordering", "Region"]
 
 Region = Literal["us", "eu"]
 #: How a user's messages are ordered on the way out (see `Client`'s ``ordering``).
 Ordering = Literal["identify", "strict"]
+#: The worker's event loop (see `Client`'s ``event_loop``).
+EventLoop = Literal["asyncio", "uvloop"]
 ErrorHandler = Callable[[BaseException, Message], Any]
 
 #: Courier's API host for each region.
@@ -39,6 +42,15 @@ def _one_of(*allowed: str) -> Callable[[object, attrs.Attribute[Any], Any], None
             raise ConfigurationError(f"{attribute.name} must be one of {options}, not {value!r}")
 
     return check
+
+
+def _loop_available(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _one_of(*get_args(EventLoop))(instance, attribute, value)
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigurationError(
+            "event_loop='uvloop' needs the uvloop package (not on Windows): "
+            "pip install 'courier-analytics[uvloop]', or leave event_loop='asyncio'"
+        )
 
 
 def _whole(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -158,6 +170,7 @@ class Options:
     max_queue_size: int = attrs.field(default=10_000, validator=_whole)
     max_in_flight: int = attrs.field(default=256, validator=_whole)
     ordering: Ordering = attrs.field(default="identify", validator=_one_of(*get_args(Ordering)))
+    event_loop: EventLoop = attrs.field(default="asyncio", validator=_loop_available)
     flush_interval: float = attrs.field(default=0.5, validator=_positive)
     timeout: float = attrs.field(default=10.0, validator=_positive)
     max_retries: int = 10

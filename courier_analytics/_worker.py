@@ -100,6 +100,7 @@ class Worker:
         origin: str = "Courier",
         events: Emitter | None = None,
         strict_order: bool = False,
+        new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     ) -> None:
         self._make_sender = make_sender
         self._route = route
@@ -107,6 +108,7 @@ class Worker:
         self._max_queue_size = max_queue_size
         self._max_in_flight = max_in_flight
         self._strict_order = strict_order
+        self._new_loop = new_loop
         self._flush_interval = flush_interval
         self._report = report
         self._origin = origin  # host:port, for reports of failed connections
@@ -266,7 +268,7 @@ class Worker:
             self._sender = self._make_sender()
         except Exception as exc:  # reported for each message by the worker
             self._sender_error = exc
-        loop = asyncio.new_event_loop()
+        loop = self._new_loop()
         self._loop = loop
         thread = threading.Thread(
             target=self._thread_main, args=(loop,), name="courier-analytics-worker", daemon=True
