@@ -38,13 +38,19 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+ROUTE_HELP = (
+    "api (default): Courier's documented /profiles and /inbound/courier; "
+    "segment: POST /inbound/segment, as Segment's Courier destination"
+)
+
+
 def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="Courier API key (default: $COURIER_API_KEY)")
     parser.add_argument(
         "--base-url", help="Courier URL, e.g. a local stand-in (default: $COURIER_BASE_URL)"
     )
     parser.add_argument("--region", choices=["us", "eu"], default="us")
-    parser.add_argument("--route", choices=["segment", "api"], default="segment")
+    parser.add_argument("--route", choices=["api", "segment"], default="api", help=ROUTE_HELP)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to deliver")
 
 
@@ -57,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run a demo against a local Courier stand-in")
-    demo.add_argument("--route", choices=["segment", "api"], default="segment")
+    demo.add_argument("--route", choices=["api", "segment"], default="api", help=ROUTE_HELP)
     demo.add_argument(
         "--keep-running", action="store_true", help="keep the stand-in up to browse its page"
     )

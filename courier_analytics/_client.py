@@ -133,9 +133,12 @@ class Client:
         base_url: Courier's URL; wins over `region`. Defaults to `COURIER_BASE_URL`.
             Plain `http://` is refused unless the host is this machine or
             `allow_insecure_http` is set.
-        route: `"segment"` posts Segment-spec messages to `/inbound/segment` as
-            Segment's Courier destination does; `"api"` applies the same meaning
-            on Courier's documented API (`/profiles/{id}`, `/inbound/courier`).
+        route: `"api"` (the default) applies the meaning of Segment's Courier
+            destination on Courier's documented API: identify merges into
+            `/profiles/{id}`, track posts to `/inbound/courier`. `"segment"` posts
+            the Segment-spec messages themselves to `/inbound/segment`, as the
+            destination does (an endpoint Courier does not document), and
+            delivers `group` too.
         event_prefix: Put before track event names on route `"api"`.
         max_queue_size: Messages queued or in delivery at most; beyond it new
             messages are dropped (counted and reported, never raised).
@@ -189,7 +192,7 @@ class Client:
         api_key: str | None = None,
         region: Region = "us",
         base_url: str | None = None,
-        route: RouteName = "segment",
+        route: RouteName = "api",
         event_prefix: str = DEFAULT_EVENT_PREFIX,
         max_queue_size: int = 10_000,
         max_in_flight: int = 256,

@@ -57,7 +57,9 @@ def _outcome(
     if event is None:
         if label.startswith("identify") and route == "api":
             return f"POST /profiles/{USER}", "200", "traits merged into the profile"
-        return "-", "not sent", "nothing in Courier for it; counted as skipped"
+        if label.startswith("group") and route == "api":
+            return "-", "not sent", "no group on Courier's API; skipped (route segment logs it)"
+        return "-", "not sent", "Courier takes no such call; counted as skipped"
     name = str(event.get("event") or event.get("type") or "")
     status = str(event.get("status", ""))
     if send is not None:
@@ -80,7 +82,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
-def run_demo(*, route: str = "segment", out: TextIO, keep_running: bool = False) -> int:
+def run_demo(*, route: str = "api", out: TextIO, keep_running: bool = False) -> int:
     """Run the demo against a fresh local stand-in and print the report to `out`."""
     try:
         from courier_analytics.devserver import DevServer
@@ -124,6 +126,9 @@ def run_demo(*, route: str = "segment", out: TextIO, keep_running: bool = False)
             f"skipped {stats.skipped}, failed {stats.failed}, dropped {stats.dropped}",
             file=out,
         )
+        if route == "api":
+            print("Route 'segment' posts to /inbound/segment as Segment's destination does: "
+                  "`courier-analytics demo --route segment`.", file=out)  # fmt: skip
         if not keep_running:
             print(
                 "Run `courier-analytics demo --keep-running` to browse the Data Logs page.",

@@ -165,7 +165,7 @@ class Options:
     api_key: str | None = attrs.field(default=None, repr=_mask)
     region: Region = attrs.field(default="us", validator=_one_of(*REGIONS))
     base_url: str | None = None
-    route: RouteName = attrs.field(default="segment", validator=_one_of(*get_args(RouteName)))
+    route: RouteName = attrs.field(default="api", validator=_one_of(*get_args(RouteName)))
     event_prefix: str = DEFAULT_EVENT_PREFIX
     max_queue_size: int = attrs.field(default=10_000, validator=_whole)
     max_in_flight: int = attrs.field(default=256, validator=_whole)

@@ -528,7 +528,7 @@ class Client:
         integrations: Mapping[str, Any] | None = None,
         message_id: object = None,
     ) -> tuple[bool, dict[str, Any]]:
-        """Associate the user with a group (Courier logs it, with no further effect today).
+        """Associate the user with a group: sent on route `"segment"` only (Courier logs it).
 
         Returns:
             `(success, message)`: see [`Client`][courier_analytics.segment.Client].

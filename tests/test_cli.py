@@ -39,8 +39,17 @@ def test_demo_shows_what_courier_did_with_each_call(route: str) -> None:
     assert "Segment-TrackEvent:Order Completed  Mapped" in out
     assert "sent order-receipt to user_1001 <carrier.pigeon@example.com>" in out
     assert "Segment-TrackEvent:Pricing Viewed   Unmapped" in out
-    assert "not sent  nothing in Courier for it; counted as skipped" in out
+    assert "not sent  Courier takes no such call; counted as skipped" in out
     assert "plan          pro" in out
+
+
+def test_demo_runs_route_api_unless_told_otherwise() -> None:
+    """Without --route the demo uses Courier's documented API, and group is skipped."""
+    code, out = run("demo")
+    assert code == 0
+    assert out.startswith("courier-analytics demo: route 'api'")
+    assert "POST /profiles/user_1001" in out
+    assert "no group on Courier's API; skipped (route segment logs it)" in out
 
 
 def test_identify_merges_traits_and_exits_zero(server: DevServer) -> None:
@@ -52,12 +61,24 @@ def test_identify_merges_traits_and_exits_zero(server: DevServer) -> None:
     assert server.profiles()["u-cli"] == {"email": "c@example.com"}
 
 
-def test_track_on_route_api_exits_zero(server: DevServer) -> None:
-    """track EVENT --user-id --properties delivers on route api."""
+def test_track_delivers_on_route_api_by_default(server: DevServer) -> None:
+    """track EVENT --user-id --properties posts to /inbound/courier without --route."""
+    server.reset()
     code, _ = run("track", "Signed Up", "--user-id", "u-cli", "--properties", '{"plan": "pro"}',
-                  "--api-key", KEY, "--base-url", server.base_url, "--route", "api")  # fmt: skip
+                  "--api-key", KEY, "--base-url", server.base_url)  # fmt: skip
     assert code == 0
-    assert any(e["event"] == "Segment-TrackEvent:Signed Up" for e in server.events())
+    [event] = server.events()
+    assert (event["route"], event["event"]) == ("courier", "Segment-TrackEvent:Signed Up")
+
+
+def test_track_on_route_segment_posts_to_inbound_segment(server: DevServer) -> None:
+    """--route segment posts the Segment message to /inbound/segment."""
+    server.reset()
+    code, _ = run("track", "Signed Up", "--user-id", "u-cli", "--api-key", KEY,
+                  "--base-url", server.base_url, "--route", "segment")  # fmt: skip
+    assert code == 0
+    [event] = server.events()
+    assert (event["route"], event["event"]) == ("segment", "Segment-TrackEvent:Signed Up")
 
 
 def test_a_refused_call_exits_one(server: DevServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -272,7 +272,8 @@ def inbound_courier(state: DevState, message: Any) -> Answer:
     if isinstance(properties, Answer):
         return properties
     event, user = message["event"], message["userId"]
-    template = state.template_for(event, event)
+    # An event named as the Segment integration names it maps by its short name too.
+    template = state.template_for(event, event.removeprefix(SEGMENT_PREFIX))
     send = None
     if template is not None:
         send = _make_send(

@@ -80,7 +80,8 @@ def test_per_user_order_is_kept_with_many_requests_in_flight() -> None:
 def test_identify_lands_before_the_track_that_follows_it() -> None:
     """An identify and a track for one user are never reordered."""
     courier = FakeCourier(shuffle=True)
-    with make_client(courier, max_in_flight=8) as client:
+    # Route segment: its bodies name the message type, which is what is checked.
+    with make_client(courier, max_in_flight=8, route="segment") as client:
         for user in range(30):
             client.identify(f"u{user}", {"email": f"{user}@example.com"})
             client.track("Welcome", user_id=f"u{user}")
@@ -226,7 +227,7 @@ def test_conflict_on_segment_route_is_a_failure() -> None:
     """On route segment a 409 is not an answer Courier gives for success: reported."""
     reports = Reports()
     courier = FakeCourier(lambda request, body, attempt: status(409))
-    with make_client(courier, on_error=reports) as client:
+    with make_client(courier, on_error=reports, route="segment") as client:
         client.track("E", user_id="u1")
         client.flush(5)
     assert isinstance(reports.errors[0], RejectedError)
@@ -433,7 +434,7 @@ def test_worker_put_keeps_its_bound_when_threads_race_without_the_client_lock() 
     """Worker.put is safe by itself: racing threads never queue more than max_queue_size."""
     courier = FakeCourier()
     courier.gate.clear()  # nothing finishes: every accepted message stays pending
-    client = make_client(courier, max_queue_size=50)
+    client = make_client(courier, max_queue_size=50, route="segment")  # sends the body as is
     message = Message("track", "m-1", "u1", None, "E", b"{}")
     accepted: list[bool] = []
     start = threading.Barrier(8)

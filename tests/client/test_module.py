@@ -111,7 +111,22 @@ def test_sync_mode_setting_sends_inline() -> None:
 
     analytics.configure(api_key="k", sync_mode=True, transport=httpx.MockTransport(handler))
     analytics.track("E", user_id="u1")
-    assert seen == ["/inbound/segment"]
+    assert seen == ["/inbound/courier"]
+
+
+def test_module_route_setting_defaults_to_api_and_opts_into_segment() -> None:
+    """The module's route is "api" unless set; route = "segment" switches the endpoint."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(202, json={})
+
+    analytics.configure(api_key="k", sync_mode=True, transport=httpx.MockTransport(handler))
+    analytics.identify("u1", {"a": 1})
+    analytics.route = "segment"
+    analytics.identify("u1", {"a": 1})
+    assert seen == ["/profiles/u1", "/inbound/segment"]
 
 
 def test_module_functions_show_the_real_signature() -> None:

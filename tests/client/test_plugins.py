@@ -14,9 +14,16 @@ from courier_analytics import Client, PluginError
 from courier_analytics.segment import Client as SegmentClient
 from courier_analytics.testing import capture
 
-from .fakes import FakeCourier, Reports, balanced, make_client
+from . import fakes
+from .fakes import FakeCourier, Reports, balanced
 
 Seen = list[tuple[str, dict[str, Any]]]
+
+
+def make_client(courier: FakeCourier, **options: Any) -> Client:
+    """A client on route segment unless told otherwise: its bodies are what plugins shape."""
+    options.setdefault("route", "segment")
+    return fakes.make_client(courier, **options)
 
 
 class Recorder:
@@ -605,5 +612,5 @@ def test_the_segment_drop_in_honours_integrations() -> None:
     assert message["integrations"] == {"All": False}
     shim.track("u1", "Sent")
     shim.flush()
-    assert [b["event"] for b in courier.bodies] == ["Sent"]
+    assert [b["event"] for b in courier.bodies] == ["Segment-TrackEvent:Sent"]
     shim.shutdown()

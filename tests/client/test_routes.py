@@ -108,6 +108,16 @@ def test_segment_route_posts_group(courier: respx.MockRouter) -> None:
     )
 
 
+def test_default_route_is_couriers_documented_api(courier: respx.MockRouter) -> None:
+    """Without a route, identify goes to /profiles/{id} and track to /inbound/courier."""
+    with httpx_client(api_key="k") as client:
+        client.identify("u1", {"a": 1})
+        client.track("E", user_id="u1")
+        assert client.flush(5)
+    assert client.options.route == "api"
+    assert [path for path, _, _ in sent(courier)] == ["/profiles/u1", "/inbound/courier"]
+
+
 @pytest.mark.parametrize("route", ["segment", "api"])
 def test_page_is_not_sent_on_either_route(courier: respx.MockRouter, route: str) -> None:
     """page is validated and skipped: Courier answers 501 to it."""
@@ -209,7 +219,7 @@ def test_api_route_skips_group(courier: respx.MockRouter) -> None:
 def test_eu_region_sends_to_the_eu_host() -> None:
     """region='eu' sends to api.eu.courier.com."""
     with respx.mock(base_url="https://api.eu.courier.com") as router:
-        route = router.post("/inbound/segment").respond(202, json={})
+        route = router.post("/inbound/courier").respond(202, json={})
         with httpx_client(api_key="k", region="eu") as client:
             client.track("E", user_id="u")
             client.flush(5)
@@ -220,7 +230,7 @@ def test_base_url_env_wins_over_region(monkeypatch: pytest.MonkeyPatch) -> None:
     """COURIER_BASE_URL replaces the region's host, path prefix included."""
     monkeypatch.setenv("COURIER_BASE_URL", "https://proxy.example.com/courier/")
     with respx.mock(base_url="https://proxy.example.com") as router:
-        route = router.post("/courier/inbound/segment").respond(202, json={})
+        route = router.post("/courier/inbound/courier").respond(202, json={})
         with httpx_client(api_key="k", region="eu") as client:
             client.track("E", user_id="u")
             client.flush(5)
@@ -242,4 +252,4 @@ def test_sync_transport_is_supported() -> None:
     with Client(api_key="k", transport=SyncOnly()) as client:
         client.track("E", user_id="u")
         assert client.flush(5)
-    assert seen == ["/inbound/segment"]
+    assert seen == ["/inbound/courier"]

@@ -380,7 +380,7 @@ def test_skip_mode_counts_a_call_without_identity_as_skipped(
 def test_skip_mode_still_sends_once_someone_is_known() -> None:
     """In a skip-mode scope, after identify() the calls are sent as usual."""
     courier = FakeCourier()
-    client = make_client(courier)
+    client = make_client(courier, route="segment")  # its bodies name the message type
     with analytics.scope(on_missing_identity="skip"):
         client.track("Before")
         client.identify("u1")
@@ -468,7 +468,8 @@ def test_a_snapshot_does_not_share_the_scopes_dicts(events: CapturedEvents) -> N
 def test_every_client_honours_the_one_scope() -> None:
     """Two Clients called in one scope both take its user and context."""
     first, second = FakeCourier(), FakeCourier()
-    a, b = make_client(first), make_client(second)
+    # Route segment: its bodies carry the anonymousId and context checked below.
+    a, b = make_client(first), make_client(second, route="segment")
     with analytics.scope(anonymous_id="anon-1", context={"ip": "203.0.113.7"}):
         a.identify("u1")
         b.track("E")

@@ -44,6 +44,16 @@ def test_mapped_track_sends_properties_as_data(client: httpx.Client, server: Dev
     assert server.events()[-1]["status"] == "Mapped"
 
 
+def test_segment_named_track_maps_by_its_short_name(
+    client: httpx.Client, server: DevServer
+) -> None:
+    """Segment-TrackEvent:<event> (as route api names it) uses a mapping of <event>."""
+    send_track(client, "c1", "Segment-TrackEvent:Order Completed")
+    send_track(client, "c2", "Order Completed")
+    assert [s["template"] for s in server.sends()] == ["tmpl_order", "tmpl_order"]
+    assert server.events()[0]["event"] == "Segment-TrackEvent:Order Completed"
+
+
 def test_courier_list_property_makes_list_send(client: httpx.Client, server: DevServer) -> None:
     """properties.courier.list redirects the send to a list."""
     send_track(client, "c1", "invoice.paid", courier={"list": "billing"})

@@ -206,8 +206,23 @@ def test_send_false_validates_and_sends_nothing(courier: FakeCourier) -> None:
 
 
 def test_queued_track_is_delivered_on_flush(courier: FakeCourier) -> None:
-    """A queued track reaches Courier's /inbound/segment by flush()."""
+    """A queued track reaches Courier's /inbound/courier by flush(), named as Segment's."""
     client = make(courier)
+    _, msg = client.track("u1", "Order Completed", {"total": 1})
+    assert client.flush() is True
+    body = orjson.loads(courier.requests[0].content)
+    assert courier.paths == ["/inbound/courier"]
+    assert (body["event"], body["messageId"]) == (
+        "Segment-TrackEvent:Order Completed",
+        msg["messageId"],
+    )
+
+
+def test_route_segment_posts_the_segment_message(courier: FakeCourier) -> None:
+    """With courier_options route="segment" the Segment message goes to /inbound/segment."""
+    client = segment.Client(
+        "test-key", courier_options={"route": "segment", "transport": courier.transport}
+    )
     _, msg = client.track("u1", "Order Completed", {"total": 1})
     assert client.flush() is True
     body = orjson.loads(courier.requests[0].content)
@@ -228,7 +243,7 @@ def test_host_is_couriers_base_url(courier: FakeCourier) -> None:
     client = make(courier, host="https://courier.internal.example")
     client.identify("u1", {"email": "a@example.com"})
     client.flush()
-    assert str(courier.requests[0].url) == "https://courier.internal.example/inbound/segment"
+    assert str(courier.requests[0].url) == "https://courier.internal.example/profiles/u1"
 
 
 @pytest.mark.parametrize(
@@ -248,7 +263,7 @@ def test_sync_mode_delivers_before_returning(courier: FakeCourier) -> None:
     """In sync_mode the request is made before the call returns."""
     client = make(courier, sync_mode=True)
     assert client.track("u1", "Clicked")[0] is True
-    assert courier.paths == ["/inbound/segment"]
+    assert courier.paths == ["/inbound/courier"]
 
 
 def test_sync_mode_failure_returns_false_and_reports(courier: FakeCourier) -> None:
@@ -297,9 +312,20 @@ def test_types_courier_ignores_are_accepted_not_sent(courier: FakeCourier, kind:
     assert client.stats.skipped == 1
 
 
-def test_group_is_delivered(courier: FakeCourier) -> None:
-    """group is posted to /inbound/segment like Segment's Courier destination does."""
+def test_group_is_skipped_on_the_default_route(courier: FakeCourier) -> None:
+    """group means nothing on Courier's documented API: accepted, counted skipped, not sent."""
     client = make(courier)
+    assert client.group("u1", "g1", {"plan": "pro"})[0] is True
+    client.flush()
+    assert courier.paths == []
+    assert client.stats.skipped == 1
+
+
+def test_group_is_delivered_on_route_segment(courier: FakeCourier) -> None:
+    """On route segment group is posted to /inbound/segment, as Segment's destination does."""
+    client = segment.Client(
+        "test-key", courier_options={"route": "segment", "transport": courier.transport}
+    )
     client.group("u1", "g1", {"plan": "pro"})
     client.flush()
     assert courier.paths == ["/inbound/segment"]

@@ -123,7 +123,7 @@ def test_join_works_in_sync_mode(courier: FakeCourier) -> None:
     client = segment.Client("k", sync_mode=True, courier_options={"transport": courier.transport})
     client.track("u1", "Clicked")
     client.join()
-    assert courier.paths == ["/inbound/segment"]
+    assert courier.paths == ["/inbound/courier"]
 
 
 def test_calls_after_shutdown_are_still_delivered(courier: FakeCourier) -> None:
@@ -188,7 +188,7 @@ def test_lifecycle_functions_without_a_write_key_raise_as_segment_does(name: str
 
 
 def test_module_every_call_type(courier: FakeCourier) -> None:
-    """Every module function works; only identify, track and group are delivered."""
+    """Every module function works; on the default route only identify and track are sent."""
     segment.write_key = "k"
     segment.courier_options = {"transport": courier.transport}
     results = [
@@ -201,7 +201,7 @@ def test_module_every_call_type(courier: FakeCourier) -> None:
     ]
     segment.shutdown()
     assert all(ok for ok, _ in results)
-    assert len(courier.requests) == 3
+    assert sorted(courier.paths) == ["/inbound/courier", "/profiles/u1"]
 
 
 def test_assigning_default_client_none_rebuilds() -> None:

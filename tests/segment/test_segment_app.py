@@ -39,7 +39,7 @@ def test_signup_event_is_unmapped_and_page_not_sent(courier_dev_server: DevServe
     segment_app.sign_up(42, "ada@example.com", "pro")
     segment_app.shutdown()
     events = courier_dev_server.events()
-    assert [e["type"] for e in events] == ["identify", "track"]
+    assert [e["type"] for e in events] == ["profile.merge", "track"]
     assert events[1]["status"] == "Unmapped"
 
 

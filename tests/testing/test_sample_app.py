@@ -64,7 +64,7 @@ def test_checkout_end_to_end_sends_confirmation(courier_dev_server: DevServer) -
     courier_analytics.flush()
     assert courier_dev_server.profiles()["u1"]["email"] == "ada@example.com"
     statuses = [(e["type"], e["status"]) for e in courier_dev_server.events()]
-    assert statuses == [("identify", "Accepted"), ("track", "Mapped")]
+    assert statuses == [("profile.merge", "Accepted"), ("track", "Mapped")]
     assert len(courier_dev_server.sends()) == 1
 
 
