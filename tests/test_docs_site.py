@@ -4,7 +4,8 @@ The site is built once (`mkdocs build --strict` into a temporary directory) and 
 HTML is read back: what a reader sees outside code must not contain reST roles (`:class:`),
 doctest prompts (`>>>`), reST `::` block markers, or Markdown that did not render; code must
 not show escaped pipes; tables need a header row; code blocks must fit the code column; the
-search must split words at punctuation.
+search must split words at punctuation. Where Debian's Chromium is installed, a few pages are
+also laid out in it at 390 and 1280 px: no code block and no page may overflow.
 Skipped when the `docs` extra (mkdocs) is not installed: `pip install -e '.[docs]'`.
 """
 
@@ -221,3 +222,42 @@ def test_search_finds_words_next_to_punctuation(site: Path) -> None:
     assert "(Django," in text
     words = {word.lower() for word in separator.split(text)}
     assert {"django", "flask", "fastapi", "flush", "max_queue_size"} <= words
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Marks, after layout, every code block and the page itself that is wider than its box.
+_PROBE = """<script>
+window.addEventListener("load", function () {
+  var wide = [];
+  document.querySelectorAll("article pre > code").forEach(function (code) {
+    if (code.scrollWidth > code.clientWidth + 1) { wide.push(code.textContent.slice(0, 60)); }
+  });
+  if (document.documentElement.scrollWidth > window.innerWidth) { wide.push("(the page)"); }
+  document.body.setAttribute("data-overflow", JSON.stringify(wide));
+});
+</script></body>"""
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs /usr/bin/chromium: run tests/devserver/install_browser.sh"
+)
+@pytest.mark.parametrize(
+    ("page", "width"),
+    [("reference", 390), ("configuration", 390), ("cli", 390), ("", 390), ("reference", 1280)],
+)
+def test_nothing_overflows_in_a_browser(site: Path, tmp_path: Path, page: str, width: int) -> None:
+    """In headless Chromium, no code block and no page is wider than the screen."""
+    html = (site / page / "index.html").read_text(encoding="utf-8")
+    probe = site / page / "probe.html"
+    probe.write_text(html.replace("</body>", _PROBE), encoding="utf-8")
+    dumped = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--no-first-run",
+         f"--user-data-dir={tmp_path}", f"--window-size={width},900",
+         "--virtual-time-budget=3000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    probe.unlink()
+    found = re.search(r'data-overflow="([^"]*)"', dumped.stdout)
+    assert found is not None, dumped.stderr[-2000:]
+    assert json.loads(found.group(1).replace("&quot;", '"')) == []
