@@ -7,12 +7,17 @@ the stand-in far faster than any client it is used to measure.
 Routes: Courier's (`/inbound/segment`, `/inbound/courier`, `/profiles/{id}`),
 which need the bearer key and are subject to faults; and the stand-in's own
 (`/` and `/__dev/*`), which need no key and are never faulted.
+
+Web pages must not drive it: a request whose `Host` is a name other than
+`localhost` or the bound host (DNS rebinding) is refused, and so is a
+state-changing `/__dev/*` request whose `Origin` is another site's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -39,6 +44,10 @@ INBOUND_ROUTES = {
 }
 SLOW_BODY_CHUNKS = 8
 PAGE_EVENTS = 500
+#: Characters of each event's data the page fetches (it shows 300).
+PAGE_PREVIEW_CHARS = 300
+#: Largest body accepted by the stand-in's own routes (`/__dev/faults` is tiny).
+MAX_DEV_BODY_BYTES = 64 * 1024
 
 # An ASGI app that returns a value makes uvicorn close the connection without
 # writing a byte: exactly a dropped connection. uvicorn logs that as an error;
@@ -53,6 +62,12 @@ class _QuietDrops(logging.Filter):
 
 
 _quiet_drops = _QuietDrops()
+
+FORBIDDEN_HOST = error(
+    403, "Forbidden: the Host is not this machine (a DNS-rebinding page?); use localhost or an IP"
+)
+FORBIDDEN_ORIGIN = error(403, "Forbidden: a page from another origin cannot change the stand-in")
+TOO_LARGE_FOR_DEV = error(413, "Request Entity Too Large: the stand-in's own routes take 64 KiB")
 
 
 def _without_dot_segments(path: str) -> str:
@@ -84,6 +99,34 @@ def _route_of(method: str, raw_path: bytes) -> tuple[str, str | None]:
                 return "method not allowed", None
             return f"{method} /profiles/{{user_id}}", user_id
     return "not found", None
+
+
+def _host_name(host_header: bytes) -> str:
+    """The name or address in a `Host` header, without port, brackets or final dot."""
+    host = host_header.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+def host_allowed(host_header: bytes | None, names: frozenset[str]) -> bool:
+    """Whether a request with this `Host` may be answered.
+
+    An IP address (any: the stand-in may be bound to one) or one of `names`
+    (`localhost` and the bound host). Any other name is what a DNS-rebinding
+    page sends, its own name resolving to this machine. No header (HTTP/1.0) is
+    not a browser's request.
+    """
+    if host_header is None:
+        return True
+    name = _host_name(host_header)
+    if name in names or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse(body: bytes) -> Any:
@@ -127,9 +170,10 @@ async def _send_answer(send: Send, answer: Answer, *, close: bool = False) -> No
 class DevApp:
     """The stand-in as an ASGI 3 application over one `DevState`."""
 
-    def __init__(self, state: DevState) -> None:
-        """Serve `state`."""
+    def __init__(self, state: DevState, *, host_names: frozenset[str] = frozenset()) -> None:
+        """Serve `state`; `host_names` are names besides `localhost` to answer to."""
         self.state = state
+        self.host_names = frozenset({"localhost", *(name.lower() for name in host_names)})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Event | None = None
         logging.getLogger("uvicorn.error").addFilter(_quiet_drops)
@@ -146,6 +190,9 @@ class DevApp:
             await self._lifespan(receive, send)
             return None
         if scope["type"] != "http":
+            return None
+        if not host_allowed(_header(scope, b"host"), self.host_names):
+            await _send_answer(send, FORBIDDEN_HOST)
             return None
         path: str = scope["path"]
         if path == "/" or path.startswith("/__dev/"):
@@ -203,11 +250,17 @@ class DevApp:
         with state.lock:
             answer = None
             if applies:
-                answer = self._handle(
-                    method, route, user_id, authorization, idempotency_key, payload
-                )
+                state.current_body = body
+                try:
+                    answer = self._handle(
+                        method, route, user_id, authorization, idempotency_key, payload
+                    )
+                finally:
+                    state.current_body = None
             if action is not None:
                 state.count_fault(action)
+                if action.kind == "error" and (action.status or 500) >= 500:
+                    self._remember_server_error(action, method, idempotency_key, authorization)
             state.count_request(route, _outcome(action, answer))
         if action is None and answer is not None:
             await _send_answer(send, answer)
@@ -240,9 +293,26 @@ class DevApp:
                 state.duplicates += 1
                 return stored
         answer = self._dispatch(method, route, user_id, payload)
-        if method == "POST" and idempotency_key and answer.status < 400:
-            state.idempotent_answers[idempotency_key] = answer
+        if method == "POST" and idempotency_key and answer.status != 400:
+            # As Courier: the first answer, whatever it was, except a validation failure.
+            state.idempotent_answers.add(idempotency_key, answer)
         return answer
+
+    def _remember_server_error(
+        self,
+        action: FaultAction,
+        method: str,
+        idempotency_key: str | None,
+        authorization: bytes | None,
+    ) -> None:
+        """Keep an injected 5xx as its key's first answer, as Courier keeps a 500 (locked)."""
+        state = self.state
+        if method != "POST" or not idempotency_key:
+            return
+        if not _courier.is_authorized(state, authorization):
+            return
+        answer = error(action.status or 500, "Internal Server Error", "api_error")
+        state.idempotent_answers.add(idempotency_key, answer)  # an earlier answer stays
 
     def _dispatch(self, method: str, route: str, user_id: str | None, payload: Any) -> Answer:
         if route == "POST /inbound/segment":
@@ -319,10 +389,17 @@ class DevApp:
 
     async def _dev(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._closing_event()
-        body = await _read_body(receive, self.state.max_body_bytes)
         method, path = scope["method"], scope["path"]
+        if method != "GET" and not _same_origin(scope):
+            await _send_answer(send, FORBIDDEN_ORIGIN, close=True)
+            return
+        body = await _read_body(receive, MAX_DEV_BODY_BYTES)
+        if body is None:  # answered before anything changes
+            await _send_answer(send, TOO_LARGE_FOR_DEV, close=True)
+            return
         if method == "GET" and path == "/":
-            page, csp = render_page(self.state.recent_events(PAGE_EVENTS))
+            events = self.state.recent_events_json(PAGE_EVENTS, preview=PAGE_PREVIEW_CHARS)
+            page, csp = render_page(orjson.loads(events))
             headers = [
                 (b"content-type", b"text/html; charset=utf-8"),
                 (b"content-length", b"%d" % len(page)),
@@ -339,7 +416,8 @@ class DevApp:
         state = self.state
         if method == "GET":
             if path == "/__dev/events":
-                return json_answer(200, state.recent_events(_limit(query)))
+                limit, preview = _limit(query, "limit"), _limit(query, "preview")
+                return Answer(200, state.recent_events_json(limit, preview=preview))
             if path == "/__dev/profiles":
                 return json_answer(200, state.profiles())
             if path == "/__dev/stats":
@@ -368,6 +446,13 @@ class DevApp:
         return json_answer(200, faults.to_dict())
 
 
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
 def _outcome(action: FaultAction | None, answer: Answer | None) -> str:
     """How a request ended, for the stats: its status, or the fault's name."""
     if answer is not None and (action is None or action.kind == "slow_body"):
@@ -377,11 +462,24 @@ def _outcome(action: FaultAction | None, answer: Answer | None) -> str:
     return "unknown"
 
 
-def _limit(query: bytes) -> int | None:
-    values = parse_qs(query.decode("latin-1")).get("limit")
+def _limit(query: bytes, name: str) -> int | None:
+    values = parse_qs(query.decode("latin-1")).get(name)
     return int(values[0]) if values and values[0].isdigit() else None
 
 
-def create_app(state: DevState) -> DevApp:
-    """Build the ASGI application serving `state` (for any ASGI server, in-process)."""
-    return DevApp(state)
+def _same_origin(scope: Scope) -> bool:
+    """Whether a request comes from no page (no `Origin`) or from the stand-in's own."""
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return True
+    host = _header(scope, b"host")
+    return host is not None and origin.lower() == b"http://" + host.lower()
+
+
+def create_app(state: DevState, *, host_names: frozenset[str] = frozenset()) -> DevApp:
+    """Build the ASGI application serving `state` (for any ASGI server, in-process).
+
+    `host_names`: names besides `localhost` (and any IP address) that clients may
+    use in `Host`, such as the name the server is bound to.
+    """
+    return DevApp(state, host_names=host_names)

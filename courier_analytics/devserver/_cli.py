@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from courier_analytics.devserver._faults import Faults
-from courier_analytics.devserver._server import DEFAULT_HOST, serve
+from courier_analytics.devserver._server import DEFAULT_HOST, exposure_warning, serve
 from courier_analytics.devserver._state import DEFAULT_API_KEY, DEFAULT_MAX_BODY_BYTES
 
 DEFAULT_PORT = 8787
@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"  Data Logs: {base_url}/")
         print(f"  Mapped:    {len(mappings)} event(s); Ctrl-C to stop", flush=True)
+        if (warning := exposure_warning(args.host)) is not None:
+            print(f"\n  WARNING: {warning}\n", file=sys.stderr, flush=True)
 
     try:
         serve(
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             accept_any_key=args.accept_any_key,
             max_body_bytes=args.max_body_bytes,
             on_ready=announce,
+            warn_exposure=False,  # announce() says it louder
         )
     except OSError as exc:
         print(

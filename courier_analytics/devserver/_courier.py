@@ -21,7 +21,7 @@ INVALID_JSON: Any = object()  # marks a body that is not JSON
 
 def json_answer(status: int, body: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:
     """An answer with a JSON body."""
-    return Answer(status, orjson.dumps(body), headers)
+    return Answer(status, bytes(memoryview(orjson.dumps(body))), headers)  # exact size
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error") -> Answer:
@@ -152,9 +152,10 @@ def inbound_segment(state: DevState, message: Any) -> Answer:
     message_id = message.get("messageId")
     if message_id is not None and (not isinstance(message_id, str) or not message_id):
         return invalid("messageId must be a non-empty string")
-    if message_id is not None and message_id in state.segment_answers:
+    seen = None if message_id is None else state.segment_answers.get(message_id)
+    if message_id is not None and seen is not None:
         _log_duplicate(state, "segment", message, message_id)
-        return state.segment_answers[message_id]
+        return seen
     kind = message.get("type")
     if not isinstance(kind, str) or not kind:
         return invalid("type is required")
@@ -164,7 +165,8 @@ def inbound_segment(state: DevState, message: Any) -> Answer:
     message_id = message_id or uuid.uuid4().hex
     answer = handler(state, message, message_id)
     if answer.status == 202:
-        state.segment_answers[message_id] = answer
+        state.segment_answers.add(message_id, answer)
+        state.message_ids_applied += 1
     return answer
 
 
@@ -281,7 +283,8 @@ def inbound_courier(state: DevState, message: Any) -> Answer:
         )
         send["messageId"] = message_id
         send["event"] = event
-    state.courier_message_ids.add(message_id)
+    state.courier_message_ids.add(message_id, True)
+    state.message_ids_applied += 1
     state.log_event(
         route="courier",
         type="track",

@@ -8,6 +8,8 @@ before the server thread starts.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
+import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -21,12 +23,31 @@ from courier_analytics.devserver._faults import Faults
 from courier_analytics.devserver._state import (
     DEFAULT_API_KEY,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_IDEMPOTENCY_RECORDS,
     DevState,
 )
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 10.0
+
+logger = logging.getLogger("courier_analytics.devserver")
+
+
+def exposure_warning(host: str) -> str | None:
+    """The warning to give when `host` makes the stand-in reachable from other machines."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    return (
+        f"the Courier stand-in is bound to {host}, reachable from other machines: anyone "
+        "who can reach it sees every event and profile it received and can reset it or "
+        "inject faults. Bind it to 127.0.0.1 unless you mean that."
+    )
 
 
 def _uvicorn_config(app: DevApp, *, log_level: str = "warning") -> uvicorn.Config:
@@ -79,6 +100,9 @@ class DevServer:
         port: Port to bind; 0 picks a free one.
         max_body_bytes: Bodies above this many bytes get 413.
         max_events: How many events and sends to remember.
+        max_event_bytes: Bodies (and sends) kept whole per event; a larger one keeps
+            a preview and `truncated: {"bytes": n}`.
+        max_idempotency_records: Idempotency records kept at most, each for 24 h.
     """
 
     def __init__(
@@ -92,6 +116,8 @@ class DevServer:
         port: int = 0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_events: int = DEFAULT_MAX_EVENTS,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_idempotency_records: int = DEFAULT_MAX_IDEMPOTENCY_RECORDS,
     ) -> None:
         self.state = DevState(
             api_key=api_key,
@@ -100,8 +126,10 @@ class DevServer:
             faults=faults,
             max_body_bytes=max_body_bytes,
             max_events=max_events,
+            max_event_bytes=max_event_bytes,
+            max_idempotency_records=max_idempotency_records,
         )
-        self.app = create_app(self.state)
+        self.app = create_app(self.state, host_names=frozenset({host}))
         self.host = host
         self._requested_port = port
         self._socket: socket.socket | None = None
@@ -144,6 +172,8 @@ class DevServer:
         """
         if self._thread is not None:
             raise RuntimeError("DevServer is already started.")
+        if (warning := exposure_warning(self.host)) is not None:
+            logger.warning(warning)
         self._socket = _bind(self.host, self._requested_port)
         server = uvicorn.Server(_uvicorn_config(self.app))
         sockets = [self._socket]
@@ -239,6 +269,7 @@ def serve(
     max_events: int = DEFAULT_MAX_EVENTS,
     on_ready: Callable[[str], None] | None = None,
     log_level: str = "warning",
+    warn_exposure: bool = True,
 ) -> None:
     """Run the stand-in in the foreground until interrupted (Ctrl-C).
 
@@ -253,6 +284,7 @@ def serve(
         max_events: How many events and sends to remember.
         on_ready: Called with the base URL once the socket is bound.
         log_level: uvicorn's log level.
+        warn_exposure: Log a WARNING when `host` is not a loopback address.
     """
     state = DevState(
         api_key=api_key,
@@ -262,10 +294,13 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_events=max_events,
     )
+    if warn_exposure and (warning := exposure_warning(host)) is not None:
+        logger.warning(warning)
     sock = _bind(host, port)
     try:
         if on_ready is not None:
             on_ready(_url(host, sock.getsockname()[1]))
-        uvicorn.Server(_uvicorn_config(create_app(state), log_level=log_level)).run(sockets=[sock])
+        app = create_app(state, host_names=frozenset({host}))
+        uvicorn.Server(_uvicorn_config(app, log_level=log_level)).run(sockets=[sock])
     finally:
         sock.close()

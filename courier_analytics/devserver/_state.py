@@ -5,15 +5,23 @@ it while the server's event loop writes it. Writers (`_courier.py`) take
 `state.lock` around a whole request; readers use the snapshot methods, which
 return copies. Stored profiles and events are never mutated in place after they
 are published (updates build new dicts), so shallow copies are safe snapshots.
+
+Memory is bounded: an event keeps its request body as the bytes received (up to
+`max_event_bytes`; beyond, a preview and a `truncated` marker), not as Python
+objects; idempotency records are kept up to a count and for 24 h, as Courier
+keeps them. What is stored is what was accepted; what is shown (the events API,
+the page, `events()`) is cut at `RENDER_DEPTH` levels, so nesting a client may
+send never breaks a view.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 
@@ -22,8 +30,125 @@ from courier_analytics.devserver._faults import FaultAction, FaultInjector, Faul
 DEFAULT_API_KEY = "dev-key"
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 DEFAULT_MAX_EVENTS = 10_000
+#: Request bodies kept whole per event; a larger one keeps a preview and a marker.
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+#: Characters of a body kept (and shown) when it is larger than `max_event_bytes`.
+TRUNCATED_PREVIEW_CHARS = 2048
+#: Idempotency records kept at most (the oldest go first), and for how long.
+DEFAULT_MAX_IDEMPOTENCY_RECORDS = 100_000
+IDEMPOTENCY_TTL_S = 24 * 3600.0
+#: Levels of a body shown; deeper values are replaced by a marker string.
+RENDER_DEPTH = 100
 SEGMENT_PREFIX = "Segment-TrackEvent:"
 _T = TypeVar("_T")
+_V = TypeVar("_V")
+
+
+def _exact(data: bytes) -> bytes:
+    """An exact-size copy: orjson's bytes keep a ~4 KB allocation however short they are."""
+    return bytes(memoryview(data))
+
+
+def capped(value: Any, depth: int = RENDER_DEPTH) -> Any:
+    """`value` with everything nested deeper than `depth` levels replaced by a marker."""
+    marker = f"\u2026 nested deeper than {depth} levels"
+
+    def cut(item: Any, level: int) -> Any:
+        if isinstance(item, dict):
+            return marker if level >= depth else {k: cut(v, level + 1) for k, v in item.items()}
+        if isinstance(item, list):
+            return marker if level >= depth else [cut(v, level + 1) for v in item]
+        return item
+
+    return cut(value, 0)
+
+
+def _render(body: bytes) -> bytes:
+    """A stored body as shown: itself, unless it may nest deeper than `RENDER_DEPTH`."""
+    if body.count(b"{") + body.count(b"[") <= RENDER_DEPTH:  # cannot be deeper
+        return body
+    return orjson.dumps(capped(orjson.loads(body)))
+
+
+class _StoredEvent(NamedTuple):
+    """An event as kept: its small fields as JSON, the body as received, the send."""
+
+    head: bytes  # JSON object of the small fields
+    body: bytes  # the request body (JSON), or a preview string when truncated
+    send: bytes  # JSON of the send, or b"null"
+
+    def to_json(self, *, preview: int | None = None) -> bytes:
+        """The event as JSON; with `preview`, `data` is its first characters and no send."""
+        if preview is None:
+            return b'%s,"data":%s,"send":%s}' % (self.head[:-1], _render(self.body), self.send)
+        text = self.body[: preview * 4].decode("utf-8", "replace")
+        if len(text) > preview:
+            text = text[:preview] + "\u2026"
+        return b'%s,"data":%s,"send":null}' % (self.head[:-1], orjson.dumps(text))
+
+
+class Records(Generic[_V]):
+    """Records by key, bounded by count (oldest out first) and by age.
+
+    Args:
+        max_count: Most records kept.
+        ttl_s: Seconds a record is kept.
+        clock: Monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, max_count: int, ttl_s: float, clock: Callable[[], float]) -> None:
+        self.max_count = max_count
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._items: collections.OrderedDict[str, tuple[float, _V]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> _V | None:
+        """The record for `key`, unless it is absent or expired."""
+        self._expire()
+        item = self._items.get(key)
+        return None if item is None else item[1]
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def add(self, key: str, value: _V) -> None:
+        """Keep `value` for `key` (a key already kept keeps its first value)."""
+        self._expire()
+        if key in self._items:
+            return
+        self._items[key] = (self._clock(), value)
+        while len(self._items) > self.max_count:
+            self._items.popitem(last=False)
+
+    def _expire(self) -> None:
+        oldest = self._clock() - self.ttl_s
+        items = self._items
+        while items:
+            stored_at, _ = next(iter(items.values()))
+            if stored_at > oldest:
+                return
+            items.popitem(last=False)
+
+
+def _encoded(value: Any) -> bytes:
+    """`value` as exact-size JSON, cut at `RENDER_DEPTH` if it nests too deep to encode."""
+    try:
+        return _exact(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return _exact(orjson.dumps(capped(value)))
+
+
+def _text(body: bytes) -> str:
+    text = body[: TRUNCATED_PREVIEW_CHARS * 4].decode("utf-8", "replace")
+    return text[:TRUNCATED_PREVIEW_CHARS] + "\u2026"
+
+
+def _preview(body: bytes) -> bytes:
+    """A body too large to keep: its first characters, as a JSON string."""
+    return _exact(orjson.dumps(_text(body)))
 
 
 def _deep_copy(value: _T) -> _T:
@@ -51,6 +176,11 @@ class DevState:
         faults: The faults to inject from the start (none by default).
         max_body_bytes: Larger request bodies are answered 413 (Courier: 6 MB).
         max_events: How many events (and sends) to keep; older ones are forgotten.
+        max_event_bytes: Bodies (and sends) kept whole per event; a larger one keeps
+            its first `TRUNCATED_PREVIEW_CHARS` characters and `truncated: {"bytes": n}`.
+        max_idempotency_records: Idempotency records (Idempotency-Keys, and
+            messageIds for deduplication) kept at most; each is kept 24 h.
+        clock: Monotonic seconds, for the records' age (injectable for tests).
     """
 
     def __init__(
@@ -62,6 +192,9 @@ class DevState:
         faults: Faults | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         max_events: int = DEFAULT_MAX_EVENTS,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_idempotency_records: int = DEFAULT_MAX_IDEMPOTENCY_RECORDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not api_key and not accept_any_key:
             raise ValueError("api_key must be non-empty (or pass accept_any_key=True).")
@@ -72,19 +205,26 @@ class DevState:
         self.mappings: dict[str, str] = dict(mappings or {})
         self.max_body_bytes = max_body_bytes
         self.max_events = max_events
+        self.max_event_bytes = max_event_bytes
+        self.max_idempotency_records = max_idempotency_records
+        self.clock = clock
+        #: The body of the request being handled (set by the app, under the lock).
+        self.current_body: bytes | None = None
         self.injector = FaultInjector(faults or Faults())
         self._clear()
 
+    def _records(self) -> Records[Any]:
+        return Records(self.max_idempotency_records, IDEMPOTENCY_TTL_S, self.clock)
+
     def _clear(self) -> None:
         self.profiles_by_id: dict[str, dict[str, Any]] = {}
-        self.event_log: collections.deque[dict[str, Any]] = collections.deque(
-            maxlen=self.max_events
-        )
-        self.send_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.max_events)
-        self.segment_answers: dict[str, Answer] = {}
-        self.courier_message_ids: set[str] = set()
-        self.idempotent_answers: dict[str, Answer] = {}
+        self.event_log: collections.deque[_StoredEvent] = collections.deque(maxlen=self.max_events)
+        self.send_log: collections.deque[bytes] = collections.deque(maxlen=self.max_events)
+        self.segment_answers: Records[Answer] = self._records()
+        self.courier_message_ids: Records[bool] = self._records()
+        self.idempotent_answers: Records[Answer] = self._records()
         self.requests: dict[str, dict[str, int]] = {}
+        self.message_ids_applied = 0
         self.duplicates = 0
         self.faults_injected: dict[str, int] = {}
         self.next_event_id = 1
@@ -103,18 +243,34 @@ class DevState:
         """Count one injected fault."""
         self.faults_injected[action.kind] = self.faults_injected.get(action.kind, 0) + 1
 
-    def log_event(self, **fields: Any) -> dict[str, Any]:
-        """Append an event to the log (adds `id` and `received`) and return it."""
+    def log_event(self, *, data: Any, send: dict[str, Any] | None, **fields: Any) -> None:
+        """Append an event to the log (adds `id` and `received`).
+
+        `data` is the request body: kept as the bytes received (`current_body`),
+        else encoded; `send` is encoded. Either, when larger than
+        `max_event_bytes`, keeps a preview and a `truncated` marker.
+        """
         event = {
             "id": self.next_event_id,
             "received": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             **fields,
         }
         self.next_event_id += 1
-        self.event_log.append(event)
-        if event.get("send") is not None:
-            self.send_log.append(event["send"])
-        return event
+        body = self.current_body if data is not None and self.current_body else _encoded(data)
+        truncated = {}
+        if len(body) > self.max_event_bytes:
+            truncated["bytes"] = len(body)
+            body = _preview(body)
+        send_json = b"null"
+        if send is not None:
+            send_json = _encoded(send)
+            if len(send_json) > self.max_event_bytes:
+                truncated["send_bytes"] = len(send_json)
+                send_json = _exact(orjson.dumps({"truncated": True, "preview": _text(send_json)}))
+            self.send_log.append(send_json)
+        if truncated:
+            event["truncated"] = truncated
+        self.event_log.append(_StoredEvent(_exact(orjson.dumps(event)), body, send_json))
 
     def template_for(self, courier_name: str, short_name: str) -> str | None:
         """The template an event is mapped to, by Courier's name or its short name."""
@@ -129,26 +285,38 @@ class DevState:
         """The event log, oldest first (`/__dev/events` serves it newest first)."""
         with self.lock:
             events = list(self.event_log)
-        return _deep_copy(events)
+        return [orjson.loads(event.to_json()) for event in events]
 
-    def recent_events(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The newest `limit` events (all when `None`), NEWEST first."""
+    def recent_events_json(self, limit: int | None = None, *, preview: int | None = None) -> bytes:
+        """The newest `limit` events (all when `None`), NEWEST first, as a JSON array.
+
+        With `preview`, each event's `data` is its first `preview` characters and
+        its `send` is left out, which bounds what the page fetches.
+        """
         with self.lock:
             count = len(self.event_log) if limit is None else min(limit, len(self.event_log))
             events = [self.event_log[-1 - index] for index in range(count)]
-        return _deep_copy(events)
+        return b"[" + b",".join(event.to_json(preview=preview) for event in events) + b"]"
+
+    def recent_events(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The newest `limit` events (all when `None`), NEWEST first."""
+        events: list[dict[str, Any]] = orjson.loads(self.recent_events_json(limit))
+        return events
 
     def profiles(self) -> dict[str, dict[str, Any]]:
-        """Stored profiles, user id -> profile (a deep copy)."""
+        """Stored profiles, user id -> profile (a deep copy, cut at `RENDER_DEPTH`)."""
         with self.lock:
             profiles = dict(self.profiles_by_id)
-        return _deep_copy(profiles)
+        try:
+            return _deep_copy(profiles)
+        except orjson.JSONEncodeError:  # nested too deep to encode: show it cut
+            return _deep_copy(capped(profiles, RENDER_DEPTH + 1))
 
     def sends(self) -> list[dict[str, Any]]:
         """The sends that mapped track events made, oldest first."""
         with self.lock:
             sends = list(self.send_log)
-        return _deep_copy(sends)
+        return [orjson.loads(send) for send in sends]
 
     def stats(self) -> dict[str, Any]:
         """Counters: requests by route and outcome, messageIds applied, duplicates, faults."""
@@ -156,7 +324,7 @@ class DevState:
             return {
                 "requests": {route: dict(counts) for route, counts in self.requests.items()},
                 "requests_total": sum(sum(counts.values()) for counts in self.requests.values()),
-                "message_ids_applied": len(self.segment_answers) + len(self.courier_message_ids),
+                "message_ids_applied": self.message_ids_applied,
                 "duplicates": self.duplicates,
                 "faults_injected": dict(self.faults_injected),
                 "events_logged": self.next_event_id - 1,
