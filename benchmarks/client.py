@@ -8,8 +8,11 @@ busy user), ``timing`` (``each``: also time every call and report percentiles),
 ``max_in_flight`` and ``event_loop`` (courier only; ``None`` keeps the client's
 default), ``settle_s``,
 ``courier_src`` (a directory holding another ``courier_analytics`` to measure),
-``connections`` (floor only). An ``https://`` URL is trusted through the CA the
-harness names in ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE`` (this process only).
+``connections`` (floor only), ``noop_plugins`` (courier only: how many no-op
+plugins to register), ``in_scope`` (courier only: each call made inside its own
+``analytics.scope(user_id=...)`` instead of passing ``user_id=``). An ``https://``
+URL is trusted through the CA the harness names in ``SSL_CERT_FILE`` /
+``REQUESTS_CA_BUNDLE`` (this process only).
 
 - ``deliver``: ``warmup`` tracks and a flush, then ``n`` tracks timed in the calling
   thread while the background worker delivers, then a flush. Reports the caller's
@@ -72,14 +75,35 @@ def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
     properties = PAYLOADS[spec["payload"]]
     users = _users(spec)
     count = len(users)
+    for n in range(int(spec.get("noop_plugins") or 0)):  # the cost of a plugin's dispatch
+        client.register(_NoopPlugin(f"noop-{n}"))
 
     def track(i: int) -> Any:
         return client.track("Order Completed", properties, user_id=users[i % count])
+
+    if spec.get("in_scope"):  # the user from a request scope instead of user_id=
+        from courier_analytics import scope
+
+        def track(i: int) -> Any:
+            with scope(user_id=users[i % count]):
+                return client.track("Order Completed", properties)
 
     def flush() -> None:
         client.flush(FLUSH_TIMEOUT_S)
 
     return track, flush
+
+
+class _NoopPlugin:
+    """A before plugin that passes every message on unchanged."""
+
+    type = "before"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def process(self, message: dict[str, Any]) -> dict[str, Any]:
+        return message
 
 
 def _segment(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:

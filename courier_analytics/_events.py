@@ -94,6 +94,12 @@ class Emitter:
 
         return unsubscribe
 
+    def clear(self) -> None:
+        """Unsubscribe every handler."""
+        with self._lock:
+            self._subscriptions = {}
+            self.handlers = {}
+
     def _set(self, name: str, subscriptions: tuple[tuple[object, Callable[..., Any]], ...]) -> None:
         subs = dict(self._subscriptions)
         handlers = dict(self.handlers)

@@ -12,13 +12,13 @@ import itertools
 import os
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, TypedDict, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, TypedDict, cast
 
 import attrs
 
 from courier_analytics._errors import MessageTooLargeError
 from courier_analytics._json import dumps, encode_datetime, loads
-from courier_analytics._plugins import Plugins
+from courier_analytics._plugins import Plugins, Step, run_plugins
 from courier_analytics._version import __version__
 
 if TYPE_CHECKING:
@@ -37,8 +37,18 @@ __all__ = [
 #: Courier refuses requests larger than 6 MB (answering 413).
 MAX_REQUEST_BYTES: Final = 6 * 1000 * 1000
 
+
+class _ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses changes: shared by every message, so no plugin may edit it."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("context.library belongs to courier-analytics and cannot be changed")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+
 #: `context.library` of every message, as the Segment spec asks.
-LIBRARY: Final = {"name": "courier-analytics", "version": __version__}
+LIBRARY: Final = _ReadOnlyDict(name="courier-analytics", version=__version__)
 
 _DEFAULT_CONTEXT: Final = {"library": LIBRARY}
 _UTC = _dt.timezone.utc
@@ -65,8 +75,9 @@ class Message:
     event: str | None
     body: bytes
     # Why this message goes no further than the call (not queued): a reason to skip
-    # it (str) or the error that cancelled it (a before plugin raised). Usually None.
-    _stop: str | Exception | None = attrs.field(default=None, kw_only=True, eq=False)
+    # it (str) or the error that cancelled it (a before plugin raised). None but on
+    # a _StoppedMessage, so that making an ordinary message costs nothing more.
+    _stop: ClassVar[str | Exception | None] = None
 
     @property
     def recipient(self) -> str:
@@ -86,6 +97,13 @@ class Message:
     def __repr__(self) -> str:
         # Type, id and size only: never the payload, which may hold personal data.
         return f"<Message {self.type} {self.message_id} ({len(self.body)} bytes)>"
+
+
+@attrs.frozen(repr=False)
+class _StoppedMessage(Message):
+    """A message that goes no further than the call: skipped, or cancelled by a plugin."""
+
+    _stop: str | Exception | None = attrs.field(kw_only=True, eq=False)  # type: ignore[misc]
 
 
 def _id(name: str, value: object) -> str | None:
@@ -340,57 +358,97 @@ class MessageFactory:
         if integrations is not None:
             data["integrations"] = _mapping("integrations", integrations)
         if user_id is None and anonymous_id is None:  # only when not require_identity
-            self._encode(kind, data)  # still validated in full: bad input raises
-            return Message(kind, mid, None, None, event, b"", stop=SKIPPED_NO_IDENTITY)
+            body = self._encode(kind, data)  # still validated in full: bad input raises
+            return _StoppedMessage(kind, mid, None, None, event, body, stop=SKIPPED_NO_IDENTITY)
         chains = self.plugins.chains
+        chain: tuple[Step, ...] = ()
         if chains and kind in chains:
-            return self._through_plugins(kind, data)
+            chain = chains[kind]
+            # The containers a plugin may change in place are its own copies, never
+            # the caller's dicts (the shared library dict refuses changes).
+            field = _PAYLOAD[kind]
+            if field is not None:
+                data[field] = dict(data[field])
+            if integrations is not None:
+                data["integrations"] = dict(data["integrations"])
+            ctx = data["context"]
+            if ctx is _DEFAULT_CONTEXT:  # else made by _context() for this message
+                ctx = data["context"] = {"library": LIBRARY}
+            made = dict(data)  # the fields as the call made them: all valid
+            result = run_plugins(chain, kind, data)
+            if type(result) is not dict or result != made or result["context"] is not ctx:
+                return self._after_plugins(kind, data, made, result, chain)
+            # No field was replaced; what changed inside the containers is checked
+            # by the encoding below.
+            ctx["library"] = LIBRARY
+            data = result
         # Every message has one: encoded here, it skips orjson's round trip to _default.
         data["timestamp"] = encode_datetime(data["timestamp"])
-        body = self._encode(kind, data)
+        try:
+            body = dumps(data)
+        except (TypeError, ValueError) as exc:
+            if chain:
+                raise _blame(kind, chain, exc) from exc
+            raise
+        if len(body) > self.max_bytes:
+            self._too_large(kind, body)
         if integrations is not None and not to_courier(data["integrations"]):
-            return Message(kind, mid, user_id, anonymous_id, event, body, stop=SKIPPED_INTEGRATIONS)
+            return _StoppedMessage(
+                kind, mid, user_id, anonymous_id, event, body, stop=SKIPPED_INTEGRATIONS
+            )
         return Message(kind, mid, user_id, anonymous_id, event, body)
 
     def _encode(self, kind: str, data: Mapping[str, Any]) -> bytes:
         body = dumps(data)
         if len(body) > self.max_bytes:
-            raise MessageTooLargeError(
-                f"the {kind} message is {len(body):,} bytes of JSON; Courier accepts at most "
-                f"{self.max_bytes:,} bytes per request, so send less data in one call"
-            )
+            self._too_large(kind, body)
         return body
 
-    def _through_plugins(self, kind: str, data: dict[str, Any]) -> Message:
-        """Hand the message to the plugins, then validate and encode what they return."""
-        for key in ("properties", "traits", "integrations"):  # theirs to change, not the caller's
-            value = data.get(key)
-            if value is not None:
-                data[key] = dict(value)
-        data["context"] = {**data["context"], "library": dict(LIBRARY)}
-        result = self.plugins.run(kind, data)
-        if not isinstance(result, Mapping):
-            # Dropped (None) or cancelled (the error): carried as far as the call.
-            mid, uid, aid = data["messageId"], data.get("userId"), data.get("anonymousId")
-            if isinstance(result, str):  # the name of the plugin that dropped it
-                why = f"plugin {result!r} dropped it"
-                return Message(kind, mid, uid, aid, data.get("event"), b"", stop=why)
-            try:
+    def _too_large(self, kind: str, body: bytes) -> NoReturn:
+        raise MessageTooLargeError(
+            f"the {kind} message is {len(body):,} bytes of JSON; Courier accepts at most "
+            f"{self.max_bytes:,} bytes per request, so send less data in one call"
+        )
+
+    def _after_plugins(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        made: dict[str, Any],
+        result: dict[str, Any] | str | Exception,
+        chain: tuple[Step, ...],
+    ) -> Message:
+        """The message after plugins that dropped, cancelled or replaced some of it."""
+        mid, uid, aid, event = (
+            made["messageId"],
+            made.get("userId"),
+            made.get("anonymousId"),
+            made.get("event"),
+        )
+        if not isinstance(result, dict):
+            # Dropped (the plugin's name) or cancelled (the error): goes no further.
+            try:  # the message as the plugins left it, for on_error and the Segment drop-in
                 body = dumps(data)
-            except (TypeError, ValueError):  # what a plugin left half-made: the ids will do
+            except (TypeError, ValueError):  # half-made by a plugin: the ids will do
                 body = dumps({"type": kind, "messageId": mid})
-            return Message(kind, mid, uid, aid, data.get("event"), body, stop=result)
+            why = f"plugin {result!r} dropped it" if isinstance(result, str) else result
+            return _StoppedMessage(kind, mid, uid, aid, event, body, stop=why)
         try:
-            final, uid, aid, event = _revalidate(kind, result)
-            body = self._encode(kind, final)
+            uid, aid, event = _revalidate(kind, result, made)
+            body = self._encode(kind, result)
         except (TypeError, ValueError) as exc:
-            names = ", ".join(repr(name) for name in self.plugins.names(kind))
-            raise type(exc)(f"the {kind} message as plugin(s) {names} left it: {exc}") from exc
-        mid = final["messageId"]
-        integrations = final.get("integrations")
+            raise _blame(kind, chain, exc) from exc
+        mid = result["messageId"]
+        integrations = result.get("integrations")
         if integrations is not None and not to_courier(integrations):
-            return Message(kind, mid, uid, aid, event, body, stop=SKIPPED_INTEGRATIONS)
+            return _StoppedMessage(kind, mid, uid, aid, event, body, stop=SKIPPED_INTEGRATIONS)
         return Message(kind, mid, uid, aid, event, body)
+
+
+def _blame(kind: str, chain: tuple[Step, ...], exc: Exception) -> Exception:
+    """`exc` (a TypeError or ValueError), its text naming the plugins the message went through."""
+    names = ", ".join(repr(name) for name, _, _ in chain)
+    return type(exc)(f"the {kind} message as plugin(s) {names} left it: {exc}")
 
 
 #: Reasons a message is skipped at the call (see `Client._dispatch`).
@@ -409,46 +467,72 @@ def to_courier(integrations: Mapping[str, Any]) -> bool:
     return setting is not False
 
 
-#: Fields a plugin may not leave in any other shape, per message type.
-_MAPPINGS: Final = {
-    "identify": ("traits",),
-    "track": ("properties",),
-    "group": ("traits",),
-    "page": ("properties",),
-    "screen": ("properties",),
-    "alias": (),
+#: The payload field of each message type (a mapping), if it has one.
+_PAYLOAD: Final[dict[str, str | None]] = {
+    "identify": "traits",
+    "track": "properties",
+    "group": "traits",
+    "page": "properties",
+    "screen": "properties",
+    "alias": None,
 }
 
 
 def _revalidate(
-    kind: str, message: Mapping[str, Any]
-) -> tuple[dict[str, Any], str | None, str | None, str | None]:
-    """Validate a message dict returned by the plugins as a call's arguments are."""
-    data = dict(message)
+    kind: str, data: dict[str, Any], made: dict[str, Any]
+) -> tuple[str | None, str | None, str | None]:
+    """Validate (in place) the message dict the plugins returned, as a call's arguments are.
+
+    `made` holds the fields as the call made them: a field still holding the very
+    same object is valid already.
+
+    Returns:
+        Its user id, anonymous id and event name.
+    """
     if data.get("type") != kind:
         raise ValueError(f"type must stay {kind!r}; a plugin cannot change it")
-    data["messageId"] = _message_id(data.get("messageId"))
-    uid, aid = _id("userId", data.get("userId")), _id("anonymousId", data.get("anonymousId"))
-    if uid is None and aid is None:
-        raise ValueError("userId or anonymousId is required: the message must stay someone's")
-    for key, value in (("userId", uid), ("anonymousId", aid)):
-        if value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    event = _name("event", data.get("event")) if kind == "track" else None
-    if kind == "group" and _id("groupId", data.get("groupId")) is None:
-        raise ValueError("groupId is required")
-    if kind == "alias" and (uid is None or _id("previousId", data.get("previousId")) is None):
-        raise ValueError("alias needs both previousId and userId")
-    if kind in ("page", "screen"):
+    mid = data.get("messageId")
+    if mid is not made["messageId"]:
+        data["messageId"] = _message_id(mid)
+    uid, aid = data.get("userId"), data.get("anonymousId")
+    if uid is not made.get("userId") or aid is not made.get("anonymousId"):
+        uid, aid = _id("userId", uid), _id("anonymousId", aid)
+        if uid is None and aid is None:
+            raise ValueError("userId or anonymousId is required: the message must stay someone's")
+        for key, value in (("userId", uid), ("anonymousId", aid)):
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+    event: str | None = None
+    if kind == "track":
+        event = data.get("event")
+        if event is not made.get("event"):
+            event = _name("event", event)
+    elif kind == "group":
+        if _id("groupId", data.get("groupId")) is None:
+            raise ValueError("groupId is required")
+    elif kind == "alias":
+        if uid is None or _id("previousId", data.get("previousId")) is None:
+            raise ValueError("alias needs both previousId and userId")
+    elif kind in ("page", "screen"):
         _name("name", data.get("name"), optional=True)
         _name("category", data.get("category"), optional=True)
-    for key in _MAPPINGS[kind]:
-        if _mapping(key, data.get(key)) is None:
-            data[key] = {}
-    data["timestamp"] = _timestamp(data.get("timestamp"))
-    context = _mapping("context", data.get("context"))
-    data["context"] = {**context, "library": LIBRARY} if context else _DEFAULT_CONTEXT
-    _mapping("integrations", data.get("integrations"))
-    return data, uid, aid, event
+    field = _PAYLOAD[kind]
+    if field is not None:
+        value = data.get(field)
+        if value is not made[field] and _mapping(field, value) is None:
+            data[field] = {}
+    timestamp = data.get("timestamp")
+    if timestamp is not made["timestamp"]:
+        data["timestamp"] = _timestamp(timestamp)
+    context = data.get("context")
+    if context is made["context"]:
+        context["library"] = LIBRARY  # ours, whatever a plugin did to its copy
+    else:
+        given = _mapping("context", context)
+        data["context"] = {**given, "library": LIBRARY} if given else _DEFAULT_CONTEXT
+    integrations = data.get("integrations")
+    if integrations is not made.get("integrations"):
+        _mapping("integrations", integrations)
+    return uid, aid, event

@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 
 from courier_analytics._errors import PluginError
 
-__all__ = ["STAGES", "TYPES", "Middleware", "Plugin", "Plugins"]
+__all__ = ["STAGES", "TYPES", "Middleware", "Plugin", "Plugins", "Step", "run_plugins"]
 
 logger = logging.getLogger("courier_analytics")
 
@@ -35,7 +35,8 @@ STAGES: Final = ("before", "enrichment")
 #: A source middleware: takes the message dict, returns it (or a new one) or None to drop it.
 Middleware = Callable[[dict[str, Any]], dict[str, Any] | None]
 
-_Step = tuple[str, str, Callable[[dict[str, Any]], object]]  # (name, stage, function)
+#: One step of a chain: (name, stage, the function to call with the message dict).
+Step = tuple[str, str, Callable[[dict[str, Any]], object]]
 
 
 class Plugin(Protocol):
@@ -64,8 +65,7 @@ class Plugins:
         self._lock = threading.Lock()
         self._entries: tuple[tuple[str, str, object], ...] = ()  # (name, stage, plugin)
         #: message type -> its steps; only types that have some. Read on the call path.
-        self.chains: dict[str, tuple[_Step, ...]] = {}
-        self._complained: set[str] = set()
+        self.chains: dict[str, tuple[Step, ...]] = {}
 
     def __repr__(self) -> str:
         return f"<Plugins {[name for name, _, _ in self._entries]!r}>"
@@ -112,6 +112,11 @@ class Plugins:
                 raise ValueError(f"no plugin named {name!r} is registered (registered: {known})")
             self._set(kept)
 
+    def clear(self) -> None:
+        """Remove every plugin and source middleware."""
+        with self._lock:
+            self._set(())
+
     def names(self, kind: str) -> list[str]:
         """Names of the plugins that a message of type `kind` goes through, in order."""
         return [name for name, _, _ in self.chains.get(kind, ())]
@@ -130,7 +135,7 @@ class Plugins:
 
     def _set(self, entries: tuple[tuple[str, str, object], ...]) -> None:
         """Store the entries and rebuild every chain (lock held)."""
-        chains: dict[str, tuple[_Step, ...]] = {}
+        chains: dict[str, tuple[Step, ...]] = {}
         for kind in TYPES:
             steps = [
                 (name, stage, function)
@@ -144,60 +149,69 @@ class Plugins:
         self._entries = entries
         self.chains = chains
 
-    # ----------------------------------------------------------------- running
 
-    def run(self, kind: str, data: dict[str, Any]) -> dict[str, Any] | str | PluginError:
-        """Run `kind`'s chain on `data`.
+def run_plugins(
+    chain: tuple[Step, ...], kind: str, data: dict[str, Any]
+) -> dict[str, Any] | str | PluginError:
+    """Run a message type's chain (from `Plugins.chains`) on `data`.
 
-        Returns:
-            The message to go on with; or the name of the `before` step that
-            dropped it; or the `PluginError` that cancelled it.
+    Returns:
+        The message to go on with; or the name of the `before` step that dropped
+        it; or the `PluginError` that cancelled it.
 
-        Raises:
-            TypeError: a `before` step returned something other than a mapping or None.
-        """
-        message_id = str(data.get("messageId"))
-        for name, stage, function in self.chains.get(kind, ()):
-            try:
-                result = function(data)
-            except Exception as exc:
-                if stage == "before":
-                    error = PluginError(
-                        f"{kind} {message_id} cancelled: before plugin {name!r} raised "
-                        f"{type(exc).__name__}",
-                        plugin=name,
-                        message_id=message_id,
-                    )
-                    error.__cause__ = exc
-                    return error
-                self._complain(name, f"raised {type(exc).__name__}")
+    Raises:
+        TypeError: a `before` step returned something other than a mapping or None.
+    """
+    for name, stage, function in chain:
+        try:
+            result = function(data)
+            if type(result) is dict:
+                data = result
                 continue
-            if result is None:
-                if stage == "before":
-                    return name
-                continue
-            if not isinstance(result, Mapping):
-                if stage == "before":
-                    raise TypeError(
-                        f"before plugin {name!r} returned {type(result).__name__}; it must "
-                        f"return the message dict, or None to drop the message"
-                    )
-                self._complain(name, f"returned {type(result).__name__}, not the message dict")
-                continue
-            data = result if isinstance(result, dict) else dict(result)
-        return data
+        except Exception as exc:
+            if stage == "before":
+                message_id = str(data.get("messageId"))
+                error = PluginError(
+                    f"{kind} {message_id} cancelled: before plugin {name!r} raised "
+                    f"{type(exc).__name__}",
+                    plugin=name,
+                    message_id=message_id,
+                )
+                error.__cause__ = exc
+                return error
+            _complain(name, function, f"raised {type(exc).__name__}")
+            continue
+        if result is None:
+            if stage == "before":
+                return name
+            continue
+        if not isinstance(result, Mapping):
+            if stage == "before":
+                raise TypeError(
+                    f"before plugin {name!r} returned {type(result).__name__}; it must "
+                    f"return the message dict, or None to drop the message"
+                )
+            _complain(name, function, f"returned {type(result).__name__}, not the message dict")
+            continue
+        data = dict(result)
+    return data
 
-    def _complain(self, name: str, what: str) -> None:
-        """Log an enrichment plugin's failure: once as a warning, then at DEBUG."""
-        first = name not in self._complained
-        self._complained.add(name)
-        logger.log(
-            logging.WARNING if first else logging.DEBUG,
-            "courier-analytics: enrichment plugin %r %s; skipped it, the message goes on%s",
-            name,
-            what,
-            " (later failures of this plugin are logged at DEBUG)" if first else "",
-        )
+
+#: The enrichment steps (by id) whose failure was logged as a warning already.
+_complained: set[int] = set()
+
+
+def _complain(name: str, function: object, what: str) -> None:
+    """Log an enrichment plugin's failure: once as a warning, then at DEBUG."""
+    first = id(function) not in _complained
+    _complained.add(id(function))
+    logger.log(
+        logging.WARNING if first else logging.DEBUG,
+        "courier-analytics: enrichment plugin %r %s; skipped it, the message goes on%s",
+        name,
+        what,
+        " (later failures of this plugin are logged at DEBUG)" if first else "",
+    )
 
 
 class _Middleware:

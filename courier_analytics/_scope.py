@@ -50,7 +50,7 @@ class User:
 
     id: str | None
     anonymous_id: str | None
-    traits: Mapping[str, Any] = _EMPTY
+    traits: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen

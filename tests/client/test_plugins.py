@@ -193,9 +193,27 @@ def test_a_plugin_modifying_properties_leaves_the_callers_dict_alone() -> None:
 
 
 def test_a_plugin_cannot_replace_context_library() -> None:
-    """context.library is always this library's, whatever a plugin sets."""
+    """context.library is always this library's: a replaced one is put back."""
     courier = FakeCourier()
     client = make_client(courier)
+
+    def forge(message: dict[str, Any]) -> dict[str, Any]:
+        message["context"]["library"] = {"name": "forged"}
+        return message
+
+    client.add_source_middleware(forge)
+    client.track("E", user_id="u1", context={"ip": "203.0.113.7"})
+    client.track("E", user_id="u1")
+    assert [b["context"]["library"]["name"] for b in sent(client, courier)] == [
+        "courier-analytics"
+    ] * 2
+    client.shutdown()
+
+
+def test_a_plugin_cannot_change_the_shared_library_dict() -> None:
+    """Editing context.library in place raises in the plugin: the message is cancelled."""
+    courier, reports = FakeCourier(), Reports()
+    client = make_client(courier, on_error=reports)
 
     def forge(message: dict[str, Any]) -> dict[str, Any]:
         message["context"]["library"]["name"] = "forged"
@@ -203,10 +221,10 @@ def test_a_plugin_cannot_replace_context_library() -> None:
 
     client.add_source_middleware(forge)
     client.track("E", user_id="u1")
+    client.deregister(client._plugins.names("track")[0])
     client.track("E", user_id="u1")
-    assert [b["context"]["library"]["name"] for b in sent(client, courier)] == [
-        "courier-analytics"
-    ] * 2
+    assert [b["context"]["library"]["name"] for b in sent(client, courier)] == ["courier-analytics"]
+    assert isinstance(reports.errors[0].__cause__, TypeError)
     client.shutdown()
 
 
@@ -613,4 +631,17 @@ def test_the_segment_drop_in_honours_integrations() -> None:
     shim.track("u1", "Sent")
     shim.flush()
     assert [b["event"] for b in courier.bodies] == ["Segment-TrackEvent:Sent"]
+    shim.shutdown()
+
+
+def test_the_segment_drop_in_returns_a_message_a_plugin_dropped() -> None:
+    """A plugin on the drop-in's engine dropping a call: (True, the message dict), nothing sent."""
+    courier = FakeCourier()
+    shim = SegmentClient("test-key", sync_mode=True, courier_options={"transport": courier})
+    shim.courier_client.add_source_middleware(lambda m: None)
+    ok, message = shim.track("u1", "Dropped", {"a": 1})
+    assert ok
+    assert (message["event"], message["properties"]) == ("Dropped", {"a": 1})
+    shim.flush()
+    assert courier.bodies == []
     shim.shutdown()
