@@ -86,13 +86,18 @@ def _lines(raw: bytes) -> list[bytes]:
 def _fields(lines: list[bytes]) -> dict[bytes, list[bytes]]:
     """The values of the fields this client reads, by lower-case name; all are checked."""
     fields: dict[bytes, list[bytes]] = {}
+    names = []
     for line in lines:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name.translate(None, _TOKEN):  # also obs-fold
+        if not colon or not name:
             _refuse(f"malformed header line {line[:60]!r}")
+        names.append(name)
         name = name.lower()
         if name in _FIELDS_READ:
             fields.setdefault(name, []).append(value.strip(b" \t"))
+    if b"".join(names).translate(None, _TOKEN):  # a name that is not a token; also obs-fold
+        bad = next(name for name in names if name.translate(None, _TOKEN))
+        _refuse(f"malformed header name {bad[:60]!r}")
     if b"content-length" in fields and b"transfer-encoding" in fields:
         _refuse("both Content-Length and Transfer-Encoding")  # RFC 9112, 6.1: smuggling
     return fields
