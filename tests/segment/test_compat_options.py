@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import httpx
@@ -169,7 +168,7 @@ def test_changing_a_setting_rebuilds_the_default_client(courier: FakeCourier) ->
     segment.flush()
     assert segment.default_client is not first
     # The first client delivers in the background as it retires, maybe after the second.
-    (second,) = [r for r in courier.requests if json.loads(r.content)["traits"] == {"a": 2}]
+    (second,) = [r for r in courier.requests if b'{"a":2}' in r.content]
     assert second.headers["Authorization"] == "Bearer second"
 
 
