@@ -64,7 +64,9 @@ class _QuietDrops(logging.Filter):
 _quiet_drops = _QuietDrops()
 
 FORBIDDEN_HOST = error(
-    403, "Forbidden: the Host is not this machine (a DNS-rebinding page?); use localhost or an IP"
+    403,
+    "Forbidden: the Host names another site (a DNS-rebinding page?); use localhost or an IP, "
+    "or start the stand-in with --allow-host <name> (DevServer(allowed_hosts=...))",
 )
 FORBIDDEN_ORIGIN = error(403, "Forbidden: a page from another origin cannot change the stand-in")
 TOO_LARGE_FOR_DEV = error(413, "Request Entity Too Large: the stand-in's own routes take 64 KiB")

@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mappings-file", metavar="FILE", help="JSON object: event -> template")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--allow-host",
+        dest="allowed_hosts",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also answer requests for this host name, e.g. a Docker service (repeatable)",
+    )
     faults = parser.add_argument_group("fault injection")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="added latency (mean)")
     faults.add_argument("--latency-jitter-ms", type=float, default=0.0)
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             on_ready=announce,
             warn_exposure=False,  # announce() says it louder
+            allowed_hosts=args.allowed_hosts,
         )
     except OSError as exc:
         print(

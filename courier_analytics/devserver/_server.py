@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -103,6 +103,8 @@ class DevServer:
         max_event_bytes: Bodies (and sends) kept whole per event; a larger one keeps
             a preview and `truncated: {"bytes": n}`.
         max_idempotency_records: Idempotency records kept at most, each for 24 h.
+        allowed_hosts: Host names to answer besides `localhost`, IP addresses and
+            `host` (for example a Docker service name); any other `Host` gets 403.
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class DevServer:
         max_events: int = DEFAULT_MAX_EVENTS,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_idempotency_records: int = DEFAULT_MAX_IDEMPOTENCY_RECORDS,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.state = DevState(
             api_key=api_key,
@@ -129,7 +132,7 @@ class DevServer:
             max_event_bytes=max_event_bytes,
             max_idempotency_records=max_idempotency_records,
         )
-        self.app = create_app(self.state, host_names=frozenset({host}))
+        self.app = create_app(self.state, host_names=frozenset({host, *allowed_hosts}))
         self.host = host
         self._requested_port = port
         self._socket: socket.socket | None = None
@@ -270,6 +273,7 @@ def serve(
     on_ready: Callable[[str], None] | None = None,
     log_level: str = "warning",
     warn_exposure: bool = True,
+    allowed_hosts: Iterable[str] = (),
 ) -> None:
     """Run the stand-in in the foreground until interrupted (Ctrl-C).
 
@@ -285,6 +289,7 @@ def serve(
         on_ready: Called with the base URL once the socket is bound.
         log_level: uvicorn's log level.
         warn_exposure: Log a WARNING when `host` is not a loopback address.
+        allowed_hosts: Host names to answer besides `localhost`, IP addresses and `host`.
     """
     state = DevState(
         api_key=api_key,
@@ -300,7 +305,7 @@ def serve(
     try:
         if on_ready is not None:
             on_ready(_url(host, sock.getsockname()[1]))
-        app = create_app(state, host_names=frozenset({host}))
+        app = create_app(state, host_names=frozenset({host, *allowed_hosts}))
         uvicorn.Server(_uvicorn_config(app, log_level=log_level)).run(sockets=[sock])
     finally:
         sock.close()

@@ -241,3 +241,11 @@ def test_a_raw_http_10_request_without_host_is_answered(server: DevServer) -> No
         assert connection.getresponse().status == 200
     finally:
         connection.close()
+
+
+def test_allowed_hosts_are_answered_too() -> None:
+    """A name given in allowed_hosts (a Docker service name, say) is answered; others not."""
+    with DevServer(allowed_hosts=["standin"]) as server:
+        for host, status in (("standin:8787", 200), ("other:8787", 403)):
+            answer = httpx.get(server.base_url + "/__dev/stats", headers={"Host": host})
+            assert answer.status_code == status
