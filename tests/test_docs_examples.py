@@ -37,6 +37,10 @@ from courier_analytics.devserver import DevServer, Faults
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("**/*.md")])
 NO_RUN = "<!-- no-run -->"
+#: Frameworks of the optional integrations: a page's example that needs one skips without it.
+OPTIONAL_FRAMEWORKS = frozenset(
+    {"django", "flask", "flask_login", "fastapi", "starlette", "celery"}
+)
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
 
 
@@ -90,6 +94,10 @@ def run(block: Block, namespace: dict[str, Any], role: str) -> None:
     where = f"{block.path}:{block.line}"
     try:
         exec(compile(block.source, where, "exec"), namespace)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in OPTIONAL_FRAMEWORKS:
+            pytest.fail(f"{role} at {where} raised ModuleNotFoundError: {exc}")
+        pytest.skip(f"{where} needs {exc.name}: install courier-analytics[test-integrations]")
     except BaseException as exc:
         pytest.fail(f"{role} at {where} raised {type(exc).__name__}: {exc}")
 

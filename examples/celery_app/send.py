@@ -1,16 +1,16 @@
-"""Ask for an export as a web request of USER would: `python send.py USER REPORT_ID`.
+"""Ask for an export as USER would: `python send.py USER REPORT_ID`.
 
 In a web app the framework integration opens the scope; here it is opened by
-hand. The task carries it to the worker, which tracks "Export Finished" for USER.
+hand. The task carries it to the worker, which tracks "Export Finished"
+for USER.
 """
 
 from __future__ import annotations
 
 import sys
 
-from tasks import export_report
-
 import courier_analytics as analytics
+from tasks import export_report
 
 if __name__ == "__main__":
     user, report_id = sys.argv[1], int(sys.argv[2])

@@ -5,7 +5,7 @@ folder (set CELERY_BROKER_URL to use Redis or RabbitMQ instead). From the
 repository root, with the local Courier stand-in running:
 
     courier-analytics dev --mappings-file examples/mappings.json
-    celery --workdir examples/celery_app -A tasks worker --pool prefork --concurrency 2
+    celery --workdir examples/celery_app -A tasks worker --pool prefork
     python examples/celery_app/send.py ada 42      # in a third terminal
 """
 
@@ -15,19 +15,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from celery import Celery
-
 import courier_analytics as analytics
+from celery import Celery
 from courier_analytics.integrations.celery import install
 
-# In production: the key from your secret store, and no base_url (Courier's own).
+# In production: the key from your secret store, and no base_url.
 analytics.configure(
     api_key=os.environ.get("COURIER_API_KEY", "dev-key"),
     base_url=os.environ.get("COURIER_BASE_URL", "http://127.0.0.1:8787"),
 )
 
 folder = Path(
-    os.environ.get("EXAMPLE_CELERY_DIR", Path(tempfile.gettempdir()) / "courier-celery-example")
+    os.environ.get(
+        "EXAMPLE_CELERY_DIR",
+        Path(tempfile.gettempdir()) / "courier-celery-example",
+    )
 )
 for name in ("queue", "processed", "results"):
     (folder / name).mkdir(parents=True, exist_ok=True)
@@ -35,7 +37,9 @@ for name in ("queue", "processed", "results"):
 app = Celery(
     "tasks",
     broker=os.environ.get("CELERY_BROKER_URL", "filesystem://"),
-    backend=os.environ.get("CELERY_RESULT_BACKEND", f"file://{folder / 'results'}"),
+    backend=os.environ.get(
+        "CELERY_RESULT_BACKEND", f"file://{folder / 'results'}"
+    ),
 )
 app.conf.update(
     broker_transport_options={
@@ -55,7 +59,7 @@ install(app, flush_after_task=True)
 
 @app.task
 def export_report(report_id: int) -> str:
-    """Build the report, then tell its requester: Courier maps the event to a notification."""
+    """Build the report, then tell its requester (Courier notifies them)."""
     url = f"https://reports.example.com/{report_id}.csv"
     # No user_id: the scope of whoever sent the task says who it is.
     analytics.track("Export Finished", {"report_id": report_id, "url": url})

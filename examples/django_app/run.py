@@ -1,4 +1,4 @@
-"""Run the example shop in one command: migrate, add the demo users, serve on port 8000.
+"""Run the example shop: migrate, add the demo users, serve on port 8000.
 
 Run the local Courier stand-in, then the shop (from the repository root):
 
@@ -37,7 +37,9 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     for username, password, email, first, last in DEMO_USERS:
         if not User.objects.filter(username=username).exists():
-            User.objects.create_user(username, email, password, first_name=first, last_name=last)
+            User.objects.create_user(
+                username, email, password, first_name=first, last_name=last
+            )
     port = os.environ.get("PORT", "8000")
     call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
 

@@ -1,4 +1,4 @@
-"""A minimal FastAPI shop: identify on login, track an event Courier turns into a notification.
+"""A minimal FastAPI shop: identify on login, track what Courier notifies about.
 
 Run the local Courier stand-in, then the app (from the repository root):
 
@@ -7,8 +7,10 @@ Run the local Courier stand-in, then the app (from the repository root):
 
 and try it: log in as ada (the answer is a token), then ship an order with it.
 
-    curl --json '{"username": "ada", "password": "lovelace"}' localhost:8000/login
-    curl -X POST -H "Authorization: Bearer <token>" localhost:8000/orders/42/ship
+    curl --json '{"username": "ada", "password": "lovelace"}' \\
+         localhost:8000/login
+    curl -X POST -H "Authorization: Bearer <token>" \\
+         localhost:8000/orders/42/ship
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 import secrets
 from typing import Any
 
+import courier_analytics as analytics
+from courier_analytics.integrations.asgi import CourierAnalyticsMiddleware
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 from starlette.authentication import (
@@ -27,9 +31,6 @@ from starlette.authentication import (
 )
 from starlette.middleware.authentication import AuthenticationMiddleware
 
-import courier_analytics as analytics
-from courier_analytics.integrations.asgi import CourierAnalyticsMiddleware
-
 # In production: the key from your secret store, and no base_url (Courier's).
 analytics.configure(
     api_key=os.environ.get("COURIER_API_KEY", "dev-key"),
@@ -38,24 +39,38 @@ analytics.configure(
 
 # Stand-ins for the app's user table and session store.
 USERS = {
-    "ada": {"password": "lovelace", "email": "ada@example.com", "name": "Ada Lovelace"},
-    "grace": {"password": "hopper", "email": "grace@example.com", "name": "Grace Hopper"},
+    "ada": {
+        "password": "lovelace",
+        "email": "ada@example.com",
+        "name": "Ada Lovelace",
+    },
+    "grace": {
+        "password": "hopper",
+        "email": "grace@example.com",
+        "name": "Grace Hopper",
+    },
 }
 TOKENS: dict[str, str] = {}
 
 
 class BearerTokens(AuthenticationBackend):  # type: ignore[misc]
-    """Authenticates `Authorization: Bearer <token>` against the tokens issued at login."""
+    """Checks `Authorization: Bearer <token>` against the tokens of /login."""
 
-    async def authenticate(self, conn: Any) -> tuple[AuthCredentials, SimpleUser] | None:
+    async def authenticate(
+        self, conn: Any
+    ) -> tuple[AuthCredentials, SimpleUser] | None:
         scheme, _, token = conn.headers.get("Authorization", "").partition(" ")
         user = TOKENS.get(token) if scheme.lower() == "bearer" else None
-        return (AuthCredentials(["authenticated"]), SimpleUser(user)) if user else None
+        return (
+            (AuthCredentials(["authenticated"]), SimpleUser(user))
+            if user
+            else None
+        )
 
 
 app = FastAPI()
-# add_middleware puts each new middleware outside the ones before it: the analytics
-# middleware first, so that authentication runs outside it and sets scope["user"].
+# add_middleware wraps the middleware added before: analytics first, so that
+# authentication runs outside it and has set scope["user"] when it runs.
 app.add_middleware(CourierAnalyticsMiddleware)
 app.add_middleware(AuthenticationMiddleware, backend=BearerTokens())
 
@@ -84,5 +99,7 @@ async def login(credentials: Credentials) -> dict[str, str]:
 async def ship(request: Request, order_id: int) -> dict[str, object]:
     # No user_id here: the request's scope has the authenticated user. Courier
     # maps "Order Shipped" to a notification template and sends it to the user.
-    analytics.track("Order Shipped", {"order_id": order_id, "carrier": "Pigeon Post"})
+    analytics.track(
+        "Order Shipped", {"order_id": order_id, "carrier": "Pigeon Post"}
+    )
     return {"order_id": order_id, "shipped_by": request.user.identity}

@@ -1,4 +1,4 @@
-"""A minimal Flask shop: identify on login, track an event Courier turns into a notification.
+"""A minimal Flask shop: identify on login, track what Courier notifies about.
 
 Run the local Courier stand-in, then the app (from the repository root):
 
@@ -16,16 +16,29 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, abort, request
-from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
-
 import courier_analytics as analytics
 from courier_analytics.integrations.flask import CourierAnalytics
+from flask import Flask, abort, request
+from flask_login import (
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_user,
+)
 
 # A stand-in for the app's user table.
 USERS = {
-    "ada": {"password": "lovelace", "email": "ada@example.com", "name": "Ada Lovelace"},
-    "grace": {"password": "hopper", "email": "grace@example.com", "name": "Grace Hopper"},
+    "ada": {
+        "password": "lovelace",
+        "email": "ada@example.com",
+        "name": "Ada Lovelace",
+    },
+    "grace": {
+        "password": "hopper",
+        "email": "grace@example.com",
+        "name": "Grace Hopper",
+    },
 }
 
 
@@ -37,9 +50,11 @@ class User(UserMixin):  # type: ignore[misc]
 
 
 app = Flask(__name__)
-app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "example-only-not-secret")
+app.config["SECRET_KEY"] = os.environ.get(
+    "SECRET_KEY", "example-only-not-secret"
+)
 app.config["COURIER_ANALYTICS"] = {
-    # In production: the key from your secret store, and no base_url (Courier's).
+    # In production: the key from your secret store, and no base_url.
     "api_key": os.environ.get("COURIER_API_KEY", "dev-key"),
     "base_url": os.environ.get("COURIER_BASE_URL", "http://127.0.0.1:8787"),
 }
@@ -71,7 +86,9 @@ def login() -> dict[str, str]:
 def ship(order_id: int) -> dict[str, object]:
     # No user_id here: the request's scope knows who is logged in. Courier maps
     # "Order Shipped" to a notification template and sends it to the user.
-    analytics.track("Order Shipped", {"order_id": order_id, "carrier": "Pigeon Post"})
+    analytics.track(
+        "Order Shipped", {"order_id": order_id, "carrier": "Pigeon Post"}
+    )
     return {"order_id": order_id, "shipped_by": current_user.id}
 
 

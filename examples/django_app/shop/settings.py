@@ -1,4 +1,4 @@
-"""Settings of the example shop: the parts that matter for courier-analytics are marked."""
+"""The example shop's settings; "courier-analytics:" marks what it needs."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # courier-analytics: after AuthenticationMiddleware, so that it sees request.user.
+    # courier-analytics: after AuthenticationMiddleware (it reads request.user).
     "courier_analytics.integrations.django.CourierAnalyticsMiddleware",
 ]
 
