@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import courier_analytics as analytics
 from courier_analytics.devserver import DevServer, Faults
 
 KEY = "integrations-key-7c2e"
@@ -25,3 +26,13 @@ def courier(server: DevServer) -> DevServer:
     server.set_faults(Faults())
     server.reset()
     return server
+
+
+@pytest.fixture(autouse=True)
+def _segment_route() -> None:
+    """The module-level client on route "segment", whose messages carry the whole context.
+
+    (Route "api" sends a track's properties only: the integrations' context would not
+    reach the stand-in to be checked. tests/conftest.py restores the setting.)
+    """
+    analytics.route = "segment"

@@ -50,7 +50,7 @@ def test_events_are_delivered_before_the_handler_returns(courier: DevServer) -> 
     assert handler({"user": "u-lambda"}, Context(30_000)) == "ok"
     events = courier.events()
     assert [(e["type"], e["user"]) for e in events] == [
-        ("profile.merge", "u-lambda"),
+        ("identify", "u-lambda"),
         ("track", "u-lambda"),
     ]
     assert courier.sends()[0]["template"] == "tmpl_export"
