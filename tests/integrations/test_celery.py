@@ -54,6 +54,7 @@ class Worker:
             "COURIER_BASE_URL": courier.base_url,
             "FLUSH_AFTER_TASK": "1" if flush else "0",
             "TRACK_AT_IMPORT": "1",
+            "COURIER_TEST_ROUTE": "segment",  # the route whose messages carry the context
             "PYTHONPATH": str(HERE.parent),
         }
         command = [
