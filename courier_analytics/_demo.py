@@ -24,22 +24,15 @@ MAPPED_EVENT = "Segment-TrackEvent:Order Completed"
 
 def _steps(client: Client) -> list[tuple[str, Callable[[], str]]]:
     """(label, call) for each call of the demo, in order."""
+    contact = {"email": "carrier.pigeon@example.com", "phone_number": "+15555550100"}
+    profile = {"name": "Carrier Pigeon", "plan": "pro"}
+    order = {"order_id": "A-17", "total": 42.5}
     return [
-        (
-            "identify {email, phone_number}",
-            lambda: client.identify(
-                USER, {"email": "carrier.pigeon@example.com", "phone_number": "+15555550100"}
-            ),
-        ),
-        (
-            "identify {name, plan}",
-            lambda: client.identify(USER, {"name": "Carrier Pigeon", "plan": "pro"}),
-        ),
+        ("identify {email, phone_number}", lambda: client.identify(USER, contact)),
+        ("identify {name, plan}", lambda: client.identify(USER, profile)),
         (
             'track "Order Completed" {order_id, total}',
-            lambda: client.track(
-                "Order Completed", {"order_id": "A-17", "total": 42.5}, user_id=USER
-            ),
+            lambda: client.track("Order Completed", order, user_id=USER),
         ),
         (
             'track "Pricing Viewed"',

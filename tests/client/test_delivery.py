@@ -566,22 +566,25 @@ def test_a_message_in_backoff_holds_back_only_its_own_user() -> None:
         if body["userId"] == "a":
             return status(503)
         delivered_b.append(body["properties"]["n"])
-        if len(delivered_b) == 5:
-            others_done.set()
         return accept(request, body, attempt)
+
+    def counted(message: Any) -> None:  # after the worker counted it delivered
+        if message.user_id == "b" and client.stats.delivered == 5:
+            others_done.set()
 
     reports = Reports()
     slow_retry = RetryPolicy(max_retries=3, initial_wait=30, max_wait=30, jitter=0)
     client = make_client(
         FakeCourier(rule), max_in_flight=1, retry=slow_retry, on_error=reports, ordering="strict"
     )
+    client.on("delivered", counted)
     client.track("E", {"n": 0}, user_id="a")  # fails, then waits 30 s to retry
     client.track("E", {"n": 1}, user_id="a")  # held back behind it, in order
     for n in range(5):
         client.track("E", {"n": n}, user_id="b")
-    assert others_done.wait(5)  # not 30 s: the one slot was free for user b
+    assert others_done.wait(25)  # before the 30 s backoff ends: the slot was free for b
     assert delivered_b == [0, 1, 2, 3, 4]
-    assert client.stats.pending == 2
+    assert (client.stats.delivered, client.stats.failed) == (5, 0)
     client.shutdown(0.1)
     assert [(type(e), m.user_id) for e, m in reports.calls] == [(NotDeliveredError, "a")] * 2
     assert client.stats.failed == 2
