@@ -282,3 +282,24 @@ def test_outside_a_request_a_call_without_ids_still_raises(project: None) -> Non
     analytics.configure(api_key="k", send=False)
     with pytest.raises(ValueError, match="user_id or anonymous_id"):
         analytics.track("Nobody")
+
+
+def test_a_failing_user_lookup_never_breaks_the_view(
+    courier_settings: dict[str, Any], courier: DevServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """request.user raising (say, the database is down) is logged; the view still runs."""
+    from django.contrib.auth import middleware as auth_middleware
+
+    def broken(request: Any) -> Any:
+        raise RuntimeError("database unavailable")
+
+    client = Client()
+    client.cookies["ajs_anonymous_id"] = "%22anon-2%22"
+    original = auth_middleware.get_user
+    auth_middleware.get_user = broken
+    try:
+        answer = client.get("/whoami")
+    finally:
+        auth_middleware.get_user = original
+    assert answer.json() == {"user_id": None, "anonymous_id": "anon-2"}
+    assert "loading request.user raised RuntimeError" in caplog.text

@@ -98,18 +98,25 @@ class CourierAnalyticsMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self._async:
             return self.__acall__(request)
-        user = getattr(request, "user", None)
-        with self._scope(request, _user_id(user) if user is not None else self._no_user()):
+        if hasattr(request, "user"):
+            user_id = _safely(lambda: _user_id(request.user))
+        else:
+            user_id = self._no_user()
+        with self._scope(request, user_id):
             return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         auser: Callable[[], Awaitable[Any]] | None = getattr(request, "auser", None)
-        if auser is not None:  # Django 5+: the user loaded without blocking the loop
-            user_id = _user_id(await auser())
-        elif hasattr(request, "user"):
-            user_id = await sync_to_async(_user_id)(request.user)
-        else:
-            user_id = self._no_user()
+        try:
+            if auser is not None:  # Django 5+: the user loaded without blocking the loop
+                user_id = _user_id(await auser())
+            elif hasattr(request, "user"):
+                user_id = await sync_to_async(_user_id)(request.user)
+            else:
+                user_id = self._no_user()
+        except Exception as exc:
+            _lookup_failed(exc)
+            user_id = None
         with self._scope(request, user_id):
             response: HttpResponseBase = await self.get_response(request)
             return response
@@ -149,6 +156,22 @@ class CourierAnalyticsMiddleware:
             context=context,
             on_missing_identity="skip",
         )
+
+
+def _safely(lookup: Callable[[], str | None]) -> str | None:
+    """`lookup()`, or `None` (logged) if it raises: analytics never breaks the view."""
+    try:
+        return lookup()
+    except Exception as exc:
+        _lookup_failed(exc)
+        return None
+
+
+def _lookup_failed(exc: Exception) -> None:
+    logger.warning(
+        "courier-analytics: loading request.user raised %s; the request's events carry no user id",
+        type(exc).__name__,
+    )
 
 
 def _user_id(user: Any) -> str | None:
