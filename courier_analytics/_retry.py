@@ -132,9 +132,9 @@ class RetryPolicy:
     Network errors, timeouts, 408, 429 and 5xx (except 501) retry; any other status
     is final. The n-th wait is `initial_wait * multiplier**n`, capped at `max_wait`,
     with up to `jitter` of it removed at random, and raised to the server's
-    `Retry-After` when that is longer (up to `MAX_RETRY_AFTER`, one hour). A retry
-    that could not start before `max_time` is not made: the message fails then,
-    rather than retry early.
+    `Retry-After` when that is longer (up to one hour; a longer one is not waited for:
+    the message fails at once, saying so). A retry that could not start before
+    `max_time` is not made: the message fails then, rather than retry early.
 
     Attributes:
         max_retries: Retries after the first attempt (0 tries once).
