@@ -8,7 +8,7 @@ What non-JSON-native values become:
 
 | value | JSON |
 |---|---|
-| `datetime`, `date`, `time` (and subclasses) | ISO 8601 (UTC ends in `Z`; naive stays naive) |
+| `datetime`, `date`, `time` (and subclasses) | ISO 8601 (UTC as `+00:00`; naive stays naive) |
 | `Decimal` | number (`float`); NaN/infinite -> `null` |
 | `float` NaN, `inf`, `-inf` | `null` (JSON has no such numbers; as `JSON.stringify`) |
 | `UUID` | its canonical string |
@@ -50,13 +50,13 @@ from typing import Any, NoReturn
 import attrs
 import orjson
 
-__all__ = ["MAX_DEPTH", "dumps", "encode_datetime", "loads"]
+__all__ = ["MAX_DEPTH", "dumps", "encode_datetime", "encode_timestamp", "loads"]
 
 #: Deepest nesting accepted (orjson's own limit is 254 levels; the message envelope
 #: uses a few of them).
 MAX_DEPTH = 250
 
-_DATETIME_OPTIONS = orjson.OPT_UTC_Z
+_DATETIME_OPTIONS = 0  # UTC as `+00:00`, as isoformat() and Segment's library write it
 _OPTIONS = _DATETIME_OPTIONS | orjson.OPT_PASSTHROUGH_DATETIME
 _OPTIONS_NON_STR_KEYS = _OPTIONS | orjson.OPT_NON_STR_KEYS
 _KEY_TYPES = (str, int, float, bool, type(None), _dt.datetime, _dt.date, _dt.time, enum.Enum,
@@ -109,6 +109,18 @@ def encode_datetime(value: _dt.datetime) -> orjson.Fragment:
     if type(value) is not _dt.datetime or not (tz is None or type(tz) is _dt.timezone):
         value = _plain_datetime(value)  # stdlib fixed offsets are always valid
     return orjson.Fragment(orjson.dumps(value, option=_DATETIME_OPTIONS))
+
+
+def encode_timestamp(value: _dt.datetime) -> orjson.Fragment:
+    """An aware UTC datetime as a message's `timestamp`: `2026-03-04T05:06:07.089+00:00`.
+
+    Milliseconds and `+00:00`, as Segment's library writes it (`isoformat(timespec=
+    "milliseconds")`), cut from orjson's encoding, which is several times faster.
+    """
+    raw = orjson.dumps(value)  # b'"2026-03-04T05:06:07.089123+00:00"', or no fraction
+    if raw[20:21] == b".":
+        return orjson.Fragment(raw[:24] + b'+00:00"')
+    return orjson.Fragment(raw[:20] + b'.000+00:00"')
 
 
 def _default(obj: Any) -> Any:

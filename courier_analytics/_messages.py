@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, TypedDict, cas
 import attrs
 
 from courier_analytics._errors import MessageTooLargeError
-from courier_analytics._json import dumps, encode_datetime, loads
+from courier_analytics._json import dumps, encode_timestamp, loads
 from courier_analytics._plugins import Plugins, Step, run_plugins
 from courier_analytics._version import __version__
 
@@ -383,7 +383,7 @@ class MessageFactory:
             ctx["library"] = LIBRARY
             data = result
         # Every message has one: encoded here, it skips orjson's round trip to _default.
-        data["timestamp"] = encode_datetime(data["timestamp"])
+        data["timestamp"] = encode_timestamp(data["timestamp"])
         try:
             body = dumps(data)
         except (TypeError, ValueError) as exc:
@@ -435,6 +435,7 @@ class MessageFactory:
             return _StoppedMessage(kind, mid, uid, aid, event, body, stop=why)
         try:
             uid, aid, event = _revalidate(kind, result, made)
+            result["timestamp"] = encode_timestamp(result["timestamp"])
             body = self._encode(kind, result)
         except (TypeError, ValueError) as exc:
             raise _blame(kind, chain, exc) from exc

@@ -36,7 +36,7 @@ def test_track_message_has_the_segment_spec_shape() -> None:
     assert data == {
         "type": "track",
         "messageId": "m-1",
-        "timestamp": "2026-01-02T03:04:05Z",
+        "timestamp": "2026-01-02T03:04:05.000+00:00",
         "userId": "u1",
         "event": "Clicked",
         "properties": {"plan": "pro"},
@@ -111,15 +111,23 @@ def test_default_message_ids_are_unique_uuids() -> None:
 def test_naive_timestamp_is_read_as_local_time() -> None:
     """A naive datetime is local time and is sent converted to UTC."""
     naive = dt.datetime(2026, 5, 1, 12, 0, 0)
-    expected = naive.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expected = naive.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000+00:00")
     assert track(timestamp=naive)["timestamp"] == expected
+
+
+def test_timestamp_has_milliseconds_and_an_offset_that_python_3_10_reads() -> None:
+    """The timestamp is written as Segment's library writes it, and fromisoformat reads it."""
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, 89_123, tzinfo=dt.timezone.utc)
+    text = track(timestamp=when)["timestamp"]
+    assert text == "2026-03-04T05:06:07.089+00:00" == when.isoformat(timespec="milliseconds")
+    assert dt.datetime.fromisoformat(text) == when.replace(microsecond=89_000)
 
 
 def test_aware_timestamp_is_converted_to_utc() -> None:
     """An aware datetime in another zone is sent as the same instant in UTC."""
     paris = dt.timezone(dt.timedelta(hours=2))
     when = dt.datetime(2026, 5, 1, 14, 0, tzinfo=paris)
-    assert track(timestamp=when)["timestamp"] == "2026-05-01T12:00:00Z"
+    assert track(timestamp=when)["timestamp"] == "2026-05-01T12:00:00.000+00:00"
 
 
 def test_numeric_user_id_is_stringified() -> None:
@@ -157,7 +165,7 @@ class Item:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "2026-01-02T03:04:05Z"),
+        (dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "2026-01-02T03:04:05+00:00"),
         (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05"),
         (dt.date(2026, 1, 2), "2026-01-02"),
         (Decimal("9.99"), 9.99),

@@ -73,7 +73,7 @@ def test_segment_route_posts_identify_unchanged(courier: respx.MockRouter) -> No
     assert body == {
         "type": "identify",
         "messageId": "m-1",
-        "timestamp": "2026-03-04T05:06:07Z",
+        "timestamp": "2026-03-04T05:06:07.000+00:00",
         "userId": "u1",
         "traits": {"email": "a@example.com"},
         "context": {"library": LIBRARY},
@@ -88,7 +88,7 @@ def test_segment_route_posts_track_unchanged(courier: respx.MockRouter) -> None:
     assert body == {
         "type": "track",
         "messageId": "m-1",
-        "timestamp": "2026-03-04T05:06:07Z",
+        "timestamp": "2026-03-04T05:06:07.000+00:00",
         "userId": "u1",
         "event": "Order Completed",
         "properties": {"total": 10},
