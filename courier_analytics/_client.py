@@ -36,7 +36,7 @@ from courier_analytics._scope import Frame, commit, current_frame
 from courier_analytics._transport import AnyTransport, Sender, make_sender
 from courier_analytics._worker import Worker, WorkerUnavailable
 
-__all__ = ["Client", "Stats"]
+__all__ = ["Client", "Stats", "dispatch", "make_message"]
 
 logger = logging.getLogger("courier_analytics")
 
@@ -865,6 +865,26 @@ class Client:
         # daemon and dies with the interpreter, so exit waits here instead.
         options = self._options
         self.shutdown(options.exit_timeout if options.flush_at_exit else 0.0)
+
+
+# The seam for code that wraps a client behind other call signatures (the Segment
+# drop-in): make a message as a call would, then send it on as a call would.
+
+
+def make_message(client: Client, make: Callable[[MessageFactory], Message]) -> Message:
+    """`make(factory)` with the client's own message factory (validation, size, plugins).
+
+    Raises what a call of the client raises for bad input.
+    """
+    return make(client._factory)
+
+
+def dispatch(client: Client, message: Message) -> str:
+    """Queue, skip or drop `message` exactly as the client's calls do; returns its id.
+
+    What becomes of it is counted in `stats` and passed to `on_error` as for any call.
+    """
+    return client._dispatch(message)
 
 
 def _enable_debug_logging() -> None:

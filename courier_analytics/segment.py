@@ -30,11 +30,13 @@ is an `AssertionError` (what Segment's `require()` raises) as well as a `TypeErr
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import logging
 import numbers
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -42,7 +44,7 @@ import httpx
 
 from courier_analytics import _errors
 from courier_analytics._client import Client as CourierClient
-from courier_analytics._client import Stats
+from courier_analytics._client import Stats, dispatch, make_message
 from courier_analytics._default import DefaultClient, install, proxy
 from courier_analytics._messages import Message, MessageFactory
 from courier_analytics._options import Options
@@ -104,6 +106,10 @@ _SEGMENT_KEYS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
+#: What a call reports as it drops a message it could not queue.
+_DROPS: Final = (_errors.QueueFullError, _errors.ClientClosedError)
+
+
 class InvalidArgumentError(AssertionError, TypeError, ValueError):
     """A call or the client got a bad argument; raised at once, nothing is queued.
 
@@ -148,12 +154,45 @@ def _or_none(value: object) -> object:
     return value or None
 
 
-def _segment_dict(message: Message) -> dict[str, Any]:
-    """The message as Segment's library returns it: its keys present even when empty."""
+def _clean(value: object) -> object:
+    """A copy of the caller's value as Segment's `clean()` returns it, Python types kept.
+
+    Dicts and lists are copied (sets and tuples become lists), `Decimal` becomes a
+    float and an `Enum` its value; dates, numbers, strings and anything else stay as
+    given. The message was validated before this runs: no cycles, bounded depth.
+    """
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (str, bool, numbers.Number, _dt.date)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_clean(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return _clean(value.value)
+    return value
+
+
+def _segment_dict(message: Message, given: Mapping[str, object] | None = None) -> dict[str, Any]:
+    """The message as Segment's library returns it: its keys present even when empty.
+
+    With `given`, the caller's own mappings (`traits`, `properties`, `context`,
+    `integrations`), those fields hold copies of the caller's Python values, as
+    Segment returns them (a `date` stays a `date`); the rest, and what was sent, is
+    the JSON snapshot taken at the call.
+    """
     data = message.to_dict()
     for key in _SEGMENT_KEYS.get(message.type, ()):
         data.setdefault(key, None)
     data.setdefault("integrations", {})
+    for key, value in (given or {}).items():
+        if not value:
+            continue
+        cleaned = _clean(value)
+        if key == "context" and isinstance(cleaned, dict):
+            cleaned["library"] = data["context"]["library"]
+        data[key] = cleaned
     return data
 
 
@@ -161,11 +200,16 @@ def _proxy_transport(proxies: object, base_url: str) -> httpx.AsyncHTTPTransport
     """Turn requests-style `proxies` (a dict by scheme, or one URL) into an httpx transport."""
     if not proxies:
         return None
+    where = "proxies"
     if isinstance(proxies, str):
         url: object = proxies
     elif isinstance(proxies, Mapping):
         scheme = urlsplit(base_url).scheme
-        url = proxies.get(scheme) or proxies.get(f"{scheme}://") or proxies.get("all")
+        for key in (scheme, f"{scheme}://", "all"):
+            url = proxies.get(key)
+            if url:
+                where = f"proxies[{key!r}]"
+                break
     else:
         raise InvalidArgumentError(
             f"proxies must be a dict such as {{'https': 'http://proxy:3128'}} or a URL, "
@@ -173,7 +217,33 @@ def _proxy_transport(proxies: object, base_url: str) -> httpx.AsyncHTTPTransport
         )
     if not url:
         return None
-    return httpx.AsyncHTTPTransport(proxy=str(url))
+    proxy = _proxy_url(where, url)
+    try:
+        return httpx.AsyncHTTPTransport(proxy=proxy)
+    except (ValueError, ImportError, httpx.InvalidURL) as exc:  # httpx masks passwords
+        raise InvalidArgumentError(f"{where} is not a usable proxy URL: {exc}") from exc
+
+
+def _proxy_url(where: str, value: object) -> str:
+    """A proxy URL as requests reads it: without a scheme it is `http://`."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(
+            f"{where} must be a proxy URL such as 'http://proxy:3128', not {type(value).__name__}"
+        )
+    url = value.strip()
+    if "://" not in url:
+        url = "http://" + url  # requests' prepend_scheme_if_needed(proxy, "http")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or too big
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{where} is not a valid proxy URL: {exc}") from None
+    if not parts.hostname or any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidArgumentError(
+            f"{where} is not a valid proxy URL: give host:port or scheme://host:port, "
+            "e.g. 'http://proxy.internal:3128'"
+        )
+    return url
 
 
 def _host(host: str | None) -> dict[str, Any]:
@@ -219,7 +289,9 @@ class Client:
 
     Every method returns `(success, message)` like Segment's: `success` is
     `False` when the message was dropped (queue full) or, in `sync_mode`, not
-    delivered; `message` is the Segment-spec dict. Nothing is raised for
+    delivered; `message` is the Segment-spec dict, holding copies of your own
+    values as Segment's does (what is sent is the JSON snapshot taken at the
+    call). Nothing is raised for
     run-time problems; bad arguments raise
     [`InvalidArgumentError`][courier_analytics.segment.InvalidArgumentError].
 
@@ -246,7 +318,8 @@ class Client:
         sync_mode: Deliver each message before the call returns.
         timeout: Seconds allowed for each of connect, write and read of a request.
         proxies: A requests-style dict (`{"https": "http://proxy:3128"}`) or a
-            proxy URL; requests go through it.
+            proxy URL; requests go through it. Without a scheme a proxy is
+            `http://`, as requests reads it.
         thread: Accepted and ignored: one worker keeps up to 128 requests in flight.
         upload_size: Accepted and ignored: Courier has no batch endpoint.
         upload_interval: Seconds an idle worker waits before looking at the queue
@@ -345,8 +418,10 @@ class Client:
         options.update(courier_options or {})
         self._options = options
         self._lock = threading.Lock()
-        self._failed: set[str] = set()
-        self._in_call: set[str] = set()  # ids of messages whose call is still running
+        # id(message) -> success so far, for each call that has not returned yet; the
+        # worker thread writes it too, so both hold the lock.
+        self._calls_lock = threading.Lock()
+        self._calls: dict[int, bool] = {}
         self._engine: CourierClient | None = None
         self._engine = self._build()  # validates the options now, as Segment does
 
@@ -389,31 +464,41 @@ class Client:
         return self.courier_client.stats
 
     def _report(self, error: BaseException, message: Message) -> None:
-        """The engine's `on_error`: note failures seen during a call, then tell the user."""
-        if message.message_id in self._in_call:  # the call is still waiting: it returns False
-            self._failed.add(message.message_id)
+        """The engine's `on_error`: fail the call still waiting for it, then tell the user.
+
+        As in Segment's library, a call returns `False` for a message it did not
+        queue (a drop, reported during the call) and, in `sync_mode` only, for one
+        that was not delivered. A delivery failure in the background never changes
+        what an earlier call returned, however early it arrives.
+        """
+        if self._options.get("sync_mode") or isinstance(error, _DROPS):
+            with self._calls_lock:
+                if id(message) in self._calls:
+                    self._calls[id(message)] = False
         handler = self.on_error
         if handler is not None:
             handler(error, [_segment_dict(message)])
 
-    def _enqueue(self, make: Callable[[MessageFactory], Message]) -> tuple[bool, dict[str, Any]]:
+    def _enqueue(
+        self, kind: str, make: Callable[[MessageFactory], Message], given: Mapping[str, object]
+    ) -> tuple[bool, dict[str, Any]]:
+        """Make and send a message; `given` holds the caller's own mappings, by Segment key."""
         engine = self.courier_client
         try:
-            message = make(engine._factory)
+            message = make_message(engine, make)
         except _errors.MessageTooLargeError as exc:
             raise MessageTooLargeError(str(exc)) from exc
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(str(exc)) from exc
-        self._in_call.add(message.message_id)
+        key = id(message)
+        with self._calls_lock:
+            self._calls[key] = True
         try:
-            engine._dispatch(message)
+            dispatch(engine, message)
         finally:
-            self._in_call.discard(message.message_id)
-        ok = True
-        if self._failed and message.message_id in self._failed:
-            self._failed.discard(message.message_id)
-            ok = False
-        return ok, _segment_dict(message)
+            with self._calls_lock:
+                ok = self._calls.pop(key)
+        return ok, _segment_dict(message, given if message.type == kind else None)
 
     # ------------------------------------------------------------- the calls
 
@@ -442,6 +527,7 @@ class Client:
             `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
+            "identify",
             lambda f: f.identify(
                 _id(user_id),
                 _or_none(traits),
@@ -450,7 +536,8 @@ class Client:
                 timestamp=_timestamp(timestamp),
                 message_id=_message_id(message_id),
                 integrations=_or_none(integrations),
-            )
+            ),
+            {"traits": traits, "context": context, "integrations": integrations},
         )
 
     def track(
@@ -480,6 +567,7 @@ class Client:
             `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
+            "track",
             lambda f: f.track(
                 event,
                 _or_none(properties),
@@ -489,7 +577,8 @@ class Client:
                 timestamp=_timestamp(timestamp),
                 message_id=_message_id(message_id),
                 integrations=_or_none(integrations),
-            )
+            ),
+            {"properties": properties, "context": context, "integrations": integrations},
         )
 
     def alias(
@@ -507,6 +596,7 @@ class Client:
             `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
+            "alias",
             lambda f: f.alias(
                 _id(previous_id),
                 _id(user_id),
@@ -514,7 +604,8 @@ class Client:
                 timestamp=_timestamp(timestamp),
                 message_id=_message_id(message_id),
                 integrations=_or_none(integrations),
-            )
+            ),
+            {"context": context, "integrations": integrations},
         )
 
     def group(
@@ -534,6 +625,7 @@ class Client:
             `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
         return self._enqueue(
+            "group",
             lambda f: f.group(
                 _id(group_id),
                 _or_none(traits),
@@ -543,7 +635,8 @@ class Client:
                 timestamp=_timestamp(timestamp),
                 message_id=_message_id(message_id),
                 integrations=_or_none(integrations),
-            )
+            ),
+            {"traits": traits, "context": context, "integrations": integrations},
         )
 
     def page(
@@ -600,6 +693,7 @@ class Client:
         message_id: object,
     ) -> tuple[bool, dict[str, Any]]:
         return self._enqueue(
+            kind,
             lambda f: f.view(
                 kind,
                 _or_none(name),
@@ -611,7 +705,8 @@ class Client:
                 timestamp=_timestamp(timestamp),
                 message_id=_message_id(message_id),
                 integrations=_or_none(integrations),
-            )
+            ),
+            {"properties": properties, "context": context, "integrations": integrations},
         )
 
     # ------------------------------------------------------------- lifecycle

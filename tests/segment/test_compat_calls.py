@@ -17,9 +17,10 @@ from .conftest import FakeCourier
 UTC = dt.timezone.utc
 
 
-def make(courier: FakeCourier, **options: object) -> segment.Client:
-    """A drop-in client delivering to the in-memory Courier."""
-    return segment.Client("test-key", courier_options={"transport": courier.transport}, **options)
+def make(courier: FakeCourier, route: str = "api", **options: object) -> segment.Client:
+    """A drop-in client delivering to the in-memory Courier on `route`."""
+    courier_options = {"transport": courier.transport, "route": route}
+    return segment.Client("test-key", courier_options=courier_options, **options)
 
 
 @pytest.fixture
@@ -129,21 +130,21 @@ def test_aware_timestamp_is_kept(client: segment.Client) -> None:
     """An aware timestamp is sent as that instant, in UTC."""
     when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     _, msg = client.track("u1", "Clicked", timestamp=when)
-    assert msg["timestamp"] == "2024-05-01T10:00:00Z"
+    assert msg["timestamp"] == "2024-05-01T10:00:00.000+00:00"
 
 
 def test_old_naive_timestamp_is_read_as_utc(client: segment.Client) -> None:
     """A naive timestamp older than 5 s is UTC, as Segment guesses."""
     _, msg = client.identify("u1", timestamp=dt.datetime(2020, 1, 1, 8, 30))
-    assert msg["timestamp"] == "2020-01-01T08:30:00Z"
+    assert msg["timestamp"] == "2020-01-01T08:30:00.000+00:00"
 
 
 def test_naive_now_is_read_as_local_time(client: segment.Client) -> None:
     """A naive datetime.now() is local time, as Segment guesses."""
     now = dt.datetime.now()
     _, msg = client.identify("u1", timestamp=now)
-    sent = dt.datetime.fromisoformat(msg["timestamp"].replace("Z", "+00:00"))
-    assert sent == now.astimezone(UTC)
+    sent = dt.datetime.fromisoformat(msg["timestamp"])
+    assert sent == now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 @pytest.mark.parametrize("bad", ["2024-01-01", dt.date(2024, 1, 1), 1700000000])
@@ -329,3 +330,98 @@ def test_group_is_delivered_on_route_segment(courier: FakeCourier) -> None:
     client.group("u1", "g1", {"plan": "pro"})
     client.flush()
     assert courier.paths == ["/inbound/segment"]
+
+
+# ------------------------------------- the returned message and the snapshot sent
+
+
+def test_returned_message_holds_the_callers_python_values(courier: FakeCourier) -> None:
+    """A date trait comes back as a date, as Segment returns it; Courier gets its ISO string."""
+    client = make(courier, route="segment")  # sends the Segment message itself
+    ok, msg = client.identify("u1", {"born": dt.date(1981, 2, 2), "tags": ("a", "b")})
+    assert client.flush()
+    assert ok
+    assert msg["traits"] == {"born": dt.date(1981, 2, 2), "tags": ["a", "b"]}
+    assert orjson.loads(courier.requests[0].content)["traits"]["born"] == "1981-02-02"
+
+
+def test_returned_values_are_cleaned_as_segment_cleans_them(client: segment.Client) -> None:
+    """Decimal becomes float, sets and tuples lists, an Enum its value; datetimes stay."""
+    import decimal
+    import enum
+
+    class Plan(enum.Enum):
+        PRO = "pro"
+
+    when = dt.datetime(2020, 1, 1, tzinfo=UTC)
+    properties = {"total": decimal.Decimal("9.5"), "ids": {7}, "plan": Plan.PRO, "at": when}
+    _, msg = client.track("u1", "Paid", properties, {"ip": "203.0.113.7"})
+    assert msg["properties"] == {"total": 9.5, "ids": [7], "plan": "pro", "at": when}
+    assert msg["context"]["ip"] == "203.0.113.7"
+    assert msg["context"]["library"]["name"] == "courier-analytics"
+
+
+def test_what_is_sent_is_a_snapshot_taken_at_the_call(courier: FakeCourier) -> None:
+    """Changing the caller's dict after the call changes neither the message sent nor returned."""
+    client = make(courier, route="segment")  # sends the Segment message itself
+    properties = {"items": [1, 2]}
+    _, msg = client.track("u1", "Cart", properties)
+    properties["items"].append(3)
+    assert client.flush()
+    assert msg["properties"] == {"items": [1, 2]}
+    assert orjson.loads(courier.requests[0].content)["properties"] == {"items": [1, 2]}
+
+
+def test_timestamps_are_written_as_segment_writes_them(courier: FakeCourier) -> None:
+    """Returned and sent: milliseconds and +00:00, which Python 3.10's fromisoformat reads."""
+    client = make(courier, route="segment")  # sends the Segment message itself
+    when = dt.datetime(2024, 5, 1, 10, 0, 0, 123_456, tzinfo=UTC)
+    _, msg = client.track("u1", "Clicked", timestamp=when)
+    assert client.flush()
+    sent = orjson.loads(courier.requests[0].content)["timestamp"]
+    assert msg["timestamp"] == sent == "2024-05-01T10:00:00.123+00:00"
+    assert dt.datetime.fromisoformat(sent) == when.replace(microsecond=123_000)
+
+
+# ---------------------------------------------- a failure during the call (#16)
+
+
+def test_a_failure_reported_before_an_async_call_returns_leaves_it_successful(
+    courier: FakeCourier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Async mode: a message queued is (True, msg), even if it fails before the call returns."""
+    courier.status = 400
+    failed = threading.Event()
+    client = make(courier, on_error=lambda error, batch: failed.set())
+    worker = client.courier_client._worker
+    put = worker.put
+
+    def put_then_wait_for_the_failure(*args: object) -> bool:
+        accepted = put(*args)  # type: ignore[arg-type]
+        assert failed.wait(30)  # the worker has reported the failure; the call is still on
+        return accepted
+
+    monkeypatch.setattr(worker, "put", put_then_wait_for_the_failure)
+    ok, _ = client.track("u1", "Clicked")
+    assert ok is True
+    assert client._calls == {}
+
+
+def test_calls_from_many_threads_leave_no_state_behind(courier: FakeCourier) -> None:
+    """Concurrent calls whose messages fail: each returns once, nothing is remembered after."""
+    courier.status = 400
+    client = make(courier)
+    results: list[bool] = []
+
+    def calls() -> None:
+        results.extend(client.track("u1", "Clicked")[0] for _ in range(100))
+
+    threads = [threading.Thread(target=calls) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert client.flush()
+    assert results == [True] * 800
+    assert client.stats.failed == 800
+    assert client._calls == {}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -87,6 +91,60 @@ def test_proxies_of_wrong_type_raise() -> None:
     """proxies that are neither a dict nor a URL raise AssertionError."""
     with pytest.raises(AssertionError, match="proxies"):
         segment.Client("k", proxies=3128, send=False)  # type: ignore[arg-type]
+
+
+class _RecordingProxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy that answers every request itself and records its target."""
+
+    targets: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.targets.append(self.path)  # absolute-form: the proxy sees the full URL
+        body = b'{"messageId": "m"}'
+        self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def proxy_port() -> Iterator[int]:
+    """A recording forward proxy on 127.0.0.1; yields its port."""
+    _RecordingProxy.targets = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingProxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_scheme_less_proxies_are_http_proxies_as_requests_reads_them(proxy_port: int) -> None:
+    """{"http": "host:port"} (no scheme, as requests accepts) sends through http://host:port."""
+    address = f"127.0.0.1:{proxy_port}"
+    client = segment.Client(
+        "k", host="http://127.0.0.1:9", sync_mode=True, proxies={"http": address, "https": address}
+    )
+    ok, _ = client.track("u1", "Clicked")
+    assert ok
+    assert _RecordingProxy.targets == ["http://127.0.0.1:9/inbound/courier"]
+    client.shutdown()
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["http://", "proxy.internal:99999", "proxy internal:3128", "ftp://user:s3cret@proxy:21"],
+)
+def test_an_invalid_proxy_raises_invalid_argument_error(proxy: str) -> None:
+    """A proxy URL without a host, with a bad port or scheme, raises at construction."""
+    with pytest.raises(segment.InvalidArgumentError, match=r"proxies\['https'\]") as info:
+        segment.Client("k", proxies={"https": proxy}, send=False)
+    assert "s3cret" not in str(info.value)
 
 
 def test_log_handler_receives_debug_records() -> None:
