@@ -164,8 +164,11 @@ def test_forwarded_for_only_from_trusted_proxies(courier: DevServer) -> None:
                 "/whoami", headers={"X-Test-Login": "ada", "X-Forwarded-For": "198.51.100.9"}
             )
 
-    asyncio.run(main(starlette_app(courier)))
-    asyncio.run(main(starlette_app(courier, trusted_proxies=["10.0.0.0/8"])))
+    # Both apps first: each configures the default client, and a client rebuilt
+    # between the requests would deliver the first one's event in the background.
+    plain, trusting = starlette_app(courier), starlette_app(courier, trusted_proxies=["10.0.0.0/8"])
+    asyncio.run(main(plain))
+    asyncio.run(main(trusting))
     assert [e["data"]["context"]["ip"] for e in delivered(courier)] == ["10.0.0.3", "198.51.100.9"]
 
 
