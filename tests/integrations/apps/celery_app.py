@@ -38,7 +38,13 @@ app.conf.update(
 )
 if "COURIER_TEST_ROUTE" in os.environ:  # the worker: "segment" carries the context
     analytics.configure(route=os.environ["COURIER_TEST_ROUTE"])
-install(app, flush_after_task=os.environ.get("FLUSH_AFTER_TASK") == "1", flush_timeout=30)
+# Generous timeouts: a loaded machine must not turn slow delivery into a loss.
+install(
+    app,
+    flush_after_task=os.environ.get("FLUSH_AFTER_TASK") == "1",
+    flush_timeout=30,
+    shutdown_timeout=30,
+)
 
 if os.environ.get("TRACK_AT_IMPORT") == "1":  # the worker's main process, before it forks
     analytics.track("Worker Booted", {"pid": os.getpid()}, user_id="ops")
