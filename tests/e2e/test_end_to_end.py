@@ -96,6 +96,21 @@ def test_rate_limits_with_retry_after_are_survived(
     assert (client.stats.delivered, client.stats.retried) == (5, 5)
 
 
+def test_a_transient_500_then_success_ends_delivered(
+    server: DevServer, make_client: MakeClient
+) -> None:
+    """A first 500 (Courier replays one to a seen Idempotency-Key) is retried: all lands once."""
+    server.set_faults(Faults(fail_next=1, fail_with=500))
+    client = make_client()
+    client.identify("u1", {"plan": "pro"})
+    client.track("Order Completed", {"n": 1}, user_id="u1")
+    assert client.flush(10)
+    assert (client.stats.delivered, client.stats.retried, client.stats.failed) == (2, 1, 0)
+    assert server.profiles() == {"u1": {"plan": "pro"}}
+    assert [e["event"] for e in server.events()][-1] == "Segment-TrackEvent:Order Completed"
+    assert len(server.sends()) == 1
+
+
 def test_dropped_connections_are_retried(server: DevServer, make_client: MakeClient) -> None:
     """A connection closed without an answer is retried and the event lands once."""
     server.set_faults(Faults(fail_next=3, fail_with="drop"))
