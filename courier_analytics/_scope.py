@@ -20,7 +20,7 @@ import inspect
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import attrs
 
@@ -53,8 +53,7 @@ class User:
     traits: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@attrs.frozen
-class _State:
+class _State(NamedTuple):
     """One immutable state of a frame; its dicts are never modified after creation."""
 
     user_id: str | None = None
@@ -62,6 +61,10 @@ class _State:
     traits: Mapping[str, Any] = _EMPTY
     context: Mapping[str, Any] = _EMPTY
     on_missing_identity: MissingIdentity = "raise"
+
+
+#: The state outside every scope: nothing known.
+_ROOT: Final = _State()
 
 
 class Frame:
@@ -120,8 +123,7 @@ class Frame:
             merged = {**state.traits, **given} if given else state.traits
         else:
             merged = dict(given) if given else _EMPTY
-        new = attrs.evolve(
-            state,
+        new = state._replace(
             user_id=uid if uid is not None else state.user_id,
             anonymous_id=aid if aid is not None else state.anonymous_id,
             traits=merged,
@@ -133,7 +135,7 @@ class Frame:
         return User(state.user_id, state.anonymous_id, dict(state.traits))
 
     def reset(self) -> None:
-        self.state = attrs.evolve(self.state, user_id=None, anonymous_id=None, traits=_EMPTY)
+        self.state = self.state._replace(user_id=None, anonymous_id=None, traits=_EMPTY)
 
 
 _current: Final[contextvars.ContextVar[Frame | None]] = contextvars.ContextVar(
@@ -228,7 +230,7 @@ class scope:  # lower case: used like a function, `with analytics.scope(...)`
         self._tokens: list[contextvars.Token[Frame | None]] = []
 
     def _state(self, outer: Frame | None) -> _State:
-        base = _State() if outer is None else outer.state
+        base = _ROOT if outer is None else outer.state
         user_id = base.user_id if self._user_id is None else self._user_id
         # Another user's traits are not this one's (as analytics.js's identify).
         traits = base.traits if base.user_id is None or user_id == base.user_id else _EMPTY
@@ -238,15 +240,13 @@ class scope:  # lower case: used like a function, `with analytics.scope(...)`
         if self._context is not None:
             context = {**context, **self._context}
         return _State(
-            user_id=user_id,
-            anonymous_id=base.anonymous_id if self._anonymous_id is None else self._anonymous_id,
-            traits=traits,
-            context=context,
-            on_missing_identity=(
-                base.on_missing_identity
-                if self._on_missing_identity is None
-                else self._on_missing_identity
-            ),
+            user_id,
+            base.anonymous_id if self._anonymous_id is None else self._anonymous_id,
+            traits,
+            context,
+            base.on_missing_identity
+            if self._on_missing_identity is None
+            else self._on_missing_identity,
         )
 
     def __enter__(self) -> scope:
