@@ -106,10 +106,6 @@ _SEGMENT_KEYS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
-#: What a call reports as it drops a message it could not queue.
-_DROPS: Final = (_errors.QueueFullError, _errors.ClientClosedError)
-
-
 class InvalidArgumentError(AssertionError, TypeError, ValueError):
     """A call or the client got a bad argument; raised at once, nothing is queued.
 
@@ -418,10 +414,10 @@ class Client:
         options.update(courier_options or {})
         self._options = options
         self._lock = threading.Lock()
-        # id(message) -> success so far, for each call that has not returned yet; the
-        # worker thread writes it too, so both hold the lock.
+        # id(message) -> (the calling thread, success so far), for each call that has
+        # not returned yet; the worker thread writes it too, so both hold the lock.
         self._calls_lock = threading.Lock()
-        self._calls: dict[int, bool] = {}
+        self._calls: dict[int, tuple[int, bool]] = {}
         self._engine: CourierClient | None = None
         self._engine = self._build()  # validates the options now, as Segment does
 
@@ -467,14 +463,17 @@ class Client:
         """The engine's `on_error`: fail the call still waiting for it, then tell the user.
 
         As in Segment's library, a call returns `False` for a message it did not
-        queue (a drop, reported during the call) and, in `sync_mode` only, for one
-        that was not delivered. A delivery failure in the background never changes
-        what an earlier call returned, however early it arrives.
+        queue (dropped or cancelled: reported on the calling thread, during the
+        call) and, in `sync_mode` only, for one that was not delivered. A delivery
+        failure in the background never changes what a call returns, however early
+        it arrives.
         """
-        if self._options.get("sync_mode") or isinstance(error, _DROPS):
-            with self._calls_lock:
-                if id(message) in self._calls:
-                    self._calls[id(message)] = False
+        with self._calls_lock:
+            call = self._calls.get(id(message))
+            if call is not None:
+                caller, _ = call
+                if caller == threading.get_ident() or self._options.get("sync_mode"):
+                    self._calls[id(message)] = (caller, False)
         handler = self.on_error
         if handler is not None:
             handler(error, [_segment_dict(message)])
@@ -492,12 +491,12 @@ class Client:
             raise InvalidArgumentError(str(exc)) from exc
         key = id(message)
         with self._calls_lock:
-            self._calls[key] = True
+            self._calls[key] = (threading.get_ident(), True)
         try:
             dispatch(engine, message)
         finally:
             with self._calls_lock:
-                ok = self._calls.pop(key)
+                _, ok = self._calls.pop(key)
         return ok, _segment_dict(message, given if message.type == kind else None)
 
     # ------------------------------------------------------------- the calls

@@ -425,3 +425,24 @@ def test_calls_from_many_threads_leave_no_state_behind(courier: FakeCourier) -> 
     assert results == [True] * 800
     assert client.stats.failed == 800
     assert client._calls == {}
+
+
+class _Refuser:
+    """A before plugin that raises: the message is cancelled at the call."""
+
+    name = "refuser"
+    type = "before"
+
+    def process(self, message: dict[str, object]) -> dict[str, object]:
+        raise RuntimeError("refused")
+
+
+def test_a_message_cancelled_during_the_call_returns_false(courier: FakeCourier) -> None:
+    """A message never queued (a plugin cancelled it) is (False, msg) in async mode too."""
+    seen: list[BaseException] = []
+    client = make(courier, on_error=lambda error, batch: seen.append(error))
+    client.courier_client.register(_Refuser())
+    ok, _ = client.track("u1", "Clicked")
+    assert ok is False
+    assert isinstance(seen[0], courier_analytics.PluginError)
+    assert courier.requests == []
