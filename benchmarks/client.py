@@ -184,28 +184,40 @@ def _percentile(sorted_ns: list[int], fraction: float) -> float:
 
 
 def _floor_requests(spec: dict[str, Any], count: int) -> list[bytes]:
-    """Whole HTTP/1.1 requests as courier-analytics sends them (route ``segment``)."""
+    """Whole HTTP/1.1 requests as courier-analytics sends tracks on its default route."""
+    from courier_analytics import Options
+
+    route = Options(api_key=API_KEY).route
     url = urlsplit(spec["url"])
     users = _users(spec)
     properties = PAYLOADS[spec["payload"]]
+    path = "/inbound/courier" if route == "api" else "/inbound/segment"
     head = (
-        f"POST /inbound/segment HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
         f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
         "Accept: application/json\r\nUser-Agent: floor\r\n"
     ).encode()
     requests = []
     for i in range(count):
-        body = json.dumps(
-            {
+        user, message_id = users[i % len(users)], str(uuid.uuid4())
+        if route == "api":
+            message: dict[str, Any] = {
+                "event": "Segment-TrackEvent:Order Completed",
+                "messageId": message_id,
+                "type": "track",
+                "properties": properties,
+                "userId": user,
+            }
+        else:
+            message = {
                 "type": "track",
                 "event": "Order Completed",
-                "userId": users[i % len(users)],
+                "userId": user,
                 "properties": properties,
-                "messageId": str(uuid.uuid4()),
+                "messageId": message_id,
                 "timestamp": "2026-11-28T12:00:00.000000+00:00",
-            },
-            separators=(",", ":"),
-        ).encode()
+            }
+        body = json.dumps(message, separators=(",", ":")).encode()
         requests.append(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
     return requests
 
