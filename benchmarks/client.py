@@ -67,7 +67,6 @@ def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
     client = Client(
         api_key=API_KEY,
         base_url=spec["url"],
-        route="segment",  # the requests the floor sends (the default is route "api")
         max_queue_size=QUEUE_SIZE,
         flush_at_exit=False,
         **options,
