@@ -118,7 +118,7 @@ def encode_timestamp(value: _dt.datetime) -> orjson.Fragment:
     "milliseconds")`), cut from orjson's encoding, which is several times faster.
     """
     raw = orjson.dumps(value)  # b'"2026-03-04T05:06:07.089123+00:00"', or no fraction
-    if raw[20:21] == b".":
+    if raw[20] == 0x2E:  # "."
         return orjson.Fragment(raw[:24] + b'+00:00"')
     return orjson.Fragment(raw[:20] + b'.000+00:00"')
 
