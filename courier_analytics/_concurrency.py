@@ -6,9 +6,10 @@ while on a short or CPU-bound path more requests only cost connections. The
 limit starts small and is adjusted once per *window* (about two round trips'
 worth of answers, at least 20 ms, at most 1 s):
 
-- while messages wait for a free slot and the last step up raised throughput by
-  at least 30 %, the limit doubles (up to ``ceiling``, the ``max_in_flight``
-  option);
+- while messages wait for a free slot, answers take no longer than twice the
+  quickest window's (the wait is distance, not a queue in this process or at the
+  server), and the last step up raised throughput by at least 30 %, the limit
+  doubles (up to ``ceiling``, the ``max_in_flight`` option);
 - when a step up bought no throughput, the limit goes back to where it was and
   stays there for a few seconds before it probes again;
 - when answers show congestion (a network error, 408, 429 or 5xx), the limit
@@ -34,6 +35,13 @@ MAX_WINDOW_S: Final = 1.0
 PLATEAU_HOLD_S: Final = 3.0
 #: After congestion: seconds before growing again.
 CONGESTION_HOLD_S: Final = 1.0
+#: No growth while a window's mean answer time exceeds this many times the quickest
+#: window's: the extra time is queueing (CPU-bound here or at the server), which more
+#: requests in flight would only lengthen.
+QUEUEING: Final = 2.0
+#: The quickest window's answer time creeps up by this factor per second, so that a
+#: path that became slower (Courier farther away) is learnt again within a minute.
+QUICKEST_DRIFT: Final = 1.02
 
 
 class Concurrency:
@@ -52,12 +60,18 @@ class Concurrency:
         self._congested = 0
         self._hold_until = now
         self._previous: tuple[int, float] | None = None  # (limit, rate) before a step up
+        self._waited = 0.0  # seconds the answers of this window took, summed
+        self._timed = 0
+        self._quickest = float("inf")  # the lowest mean answer time of a window
 
-    def record(self, congested: bool) -> None:
-        """Count one answer (or failure to get one)."""
+    def record(self, congested: bool, seconds: float | None = None) -> None:
+        """Count one answer (or failure to get one), and how long it took if known."""
         self._answers += 1
         if congested:
             self._congested += 1
+        elif seconds is not None:
+            self._waited += seconds
+            self._timed += 1
 
     def update(self, now: float, backlog: bool) -> int:
         """Adjust the limit at the end of a window and return it.
@@ -72,6 +86,11 @@ class Concurrency:
         ):
             return self.limit
         rate = self._answers / elapsed
+        queueing = False
+        if self._timed:
+            mean = self._waited / self._timed
+            self._quickest = min(mean, self._quickest * QUICKEST_DRIFT**elapsed)
+            queueing = mean > QUEUEING * self._quickest
         if self._congested:
             self.limit = max(1, self.limit // 2)
             self._previous = None
@@ -82,8 +101,9 @@ class Concurrency:
             if rate < before_rate * GAIN:  # the step up bought nothing: step back, rest
                 self.limit = before_limit
                 self._hold_until = now + PLATEAU_HOLD_S
-        elif backlog and now >= self._hold_until and self.limit < self.ceiling:
+        elif backlog and not queueing and now >= self._hold_until and self.limit < self.ceiling:
             self._previous = (self.limit, rate)
             self.limit = min(self.ceiling, self.limit * 2)
         self._since, self._answers, self._congested = now, 0, 0
+        self._waited, self._timed = 0.0, 0
         return self.limit

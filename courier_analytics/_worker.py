@@ -500,6 +500,7 @@ class Worker:
         assert capacity is not None
         concurrency = self._concurrency
         assert concurrency is not None
+        sent = time.monotonic()
         try:
             async with capacity:  # slots and retries share max_in_flight
                 response = await sender.send(request)
@@ -522,7 +523,7 @@ class Worker:
             logger.info("courier-analytics: %s answers again", self._origin)
         status = response.status
         if self._route.accepted(status):
-            concurrency.record(congested=False)
+            concurrency.record(congested=False, seconds=time.monotonic() - sent)
             return Outcome(status, delivered=True)
         retry = is_retryable_status(status)
         concurrency.record(congested=retry)

@@ -5,11 +5,18 @@ from __future__ import annotations
 from courier_analytics._concurrency import START, Concurrency
 
 
-def window(limit: Concurrency, now: float, rate: float, *, backlog: bool = True) -> float:
-    """Feed one window's answers at ``rate`` per second; return the window's end time."""
+def window(
+    limit: Concurrency,
+    now: float,
+    rate: float,
+    *,
+    backlog: bool = True,
+    seconds: float | None = None,
+) -> float:
+    """Feed one window's answers at ``rate`` per second, each taking ``seconds``."""
     answers = 2 * limit.limit
     for _ in range(answers):
-        limit.record(congested=False)
+        limit.record(congested=False, seconds=seconds)
     end = now + answers / rate
     limit.update(end, backlog)
     return end
@@ -26,7 +33,8 @@ def test_the_limit_grows_while_throughput_grows() -> None:
     limit = Concurrency(256, 0.0)
     now = 0.0
     for _ in range(12):
-        now = window(limit, now, rate=limit.limit * 50.0)  # latency-bound: 20 ms per request
+        # latency-bound: every answer takes 20 ms, however many are in flight
+        now = window(limit, now, rate=limit.limit * 50.0, seconds=0.02)
     assert limit.limit == 256
 
 
@@ -71,3 +79,14 @@ def test_congestion_never_takes_the_limit_below_one() -> None:
         now += 0.05
         limit.update(now, backlog=True)
     assert limit.limit == 1
+
+
+def test_no_growth_while_answers_queue() -> None:
+    """Answers slower than twice the quickest window's mean queueing: the limit stays."""
+    limit = Concurrency(256, 0.0)
+    now = window(limit, 0.0, rate=800.0, seconds=0.02)  # 16 in flight, 20 ms each
+    assert limit.limit == 2 * START  # a first step up
+    now = window(limit, now, rate=1_600.0, seconds=0.02)  # it paid: keep it
+    for _ in range(5):  # now every answer waits in a queue: 60 ms for a 20 ms path
+        now = window(limit, now, rate=limit.limit * 50.0, seconds=0.06)
+    assert limit.limit == 2 * START
