@@ -35,6 +35,9 @@ __all__ = [
 #: rather than hold its user's later messages for hours or until shutdown.
 MAX_RETRY_AFTER = 3600.0
 
+#: The jitter's own generator: not the `random` module's shared one.
+_jitter_source = random.Random()
+
 
 def is_retryable_status(status: int) -> bool:
     """Whether an HTTP status is worth retrying: 408, 429 and 5xx except 501."""
@@ -159,12 +162,16 @@ class RetryPolicy:
         """Attempts in all: the first one plus `max_retries`."""
         return self.max_retries + 1
 
-    def waits(self, rand: Callable[[], float] = random.random) -> Iterator[float]:
+    def waits(self, rand: Callable[[], float] | None = None) -> Iterator[float]:
         """The backoff's own wait before each retry, one per retry allowed.
 
         Args:
-            rand: Gives a number in [0, 1) for the jitter of each wait.
+            rand: Gives a number in [0, 1) for the jitter of each wait; by default
+                a generator of the package's own, so retries on the worker thread
+                never move the `random` module's shared state under the app (or
+                under Hypothesis, which warns when that state changes mid-test).
         """
+        rand = rand or _jitter_source.random
         expo = backoff.expo(base=self.multiplier, factor=self.initial_wait, max_value=self.max_wait)
         next(expo)  # backoff's generators open with a bare yield
         jitter = min(self.jitter, 1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import random
 from typing import Any
 
 import httpx
@@ -169,3 +170,15 @@ def test_an_endless_retry_after_frees_the_lane_at_once(retry_after: str) -> None
     assert isinstance(error, RetriesExhaustedError)
     assert error.message_id == first
     assert "more than the 3600s a retry waits at most" in str(error)
+
+
+def test_retries_leave_the_random_modules_state_alone() -> None:
+    """Jitter comes from the package's own generator: the app's `random` state is untouched."""
+    random.seed(1234)
+    before = random.getstate()
+    courier = FakeCourier(fails_once(503))
+    with make_client(courier) as client:
+        client.track("E", user_id="u1")
+        assert client.flush(5)
+        assert client.stats.retried == 1
+    assert random.getstate() == before
