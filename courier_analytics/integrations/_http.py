@@ -39,6 +39,7 @@ __all__ = [
     "page_context",
     "parse_cookie_header",
     "request_context",
+    "user_id_text",
 ]
 
 logger = logging.getLogger("courier_analytics")
@@ -177,6 +178,17 @@ def client_ip(
         if not _trusted(address, trusted_proxies):
             break
     return str(nearest)
+
+
+def user_id_text(found: object) -> str | None:
+    """A user lookup's answer as a scope's `user_id`: `None` for no user, or an empty id.
+
+    An app's lookup may answer `""` for "nobody" (an empty session value); that is
+    no user, not an error that would break the request.
+    """
+    if found is None:
+        return None
+    return str(found) or None
 
 
 def anonymous_id_from_cookie(value: str | None) -> str | None:

@@ -29,6 +29,7 @@ from courier_analytics.integrations._http import (
     page_context,
     parse_cookie_header,
     request_context,
+    user_id_text,
 )
 
 __all__ = ["CourierAnalyticsMiddleware"]
@@ -48,7 +49,8 @@ class CourierAnalyticsMiddleware:
 
     The scope's user is `scope["user"]` when an authentication middleware set one
     (Starlette's `AuthenticationMiddleware`: put it *outside* this one) and it is
-    authenticated, else `user_id(scope)` when given. The anonymous id comes from
+    authenticated (its `identity`), else `user_id(scope)` when given (also for a
+    user whose `identity` is not implemented). The anonymous id comes from
     analytics.js's `ajs_anonymous_id` cookie; the context holds `ip` (the socket
     peer, or `X-Forwarded-For` from `trusted_proxies` only), `userAgent`,
     `locale` and `page`. A user id is never read from a cookie or header. Calls
@@ -118,7 +120,11 @@ class CourierAnalyticsMiddleware:
         user = scope.get("user")
         try:
             if user is not None and getattr(user, "is_authenticated", False):
-                return str(user.identity)
+                try:
+                    return user_id_text(user.identity)
+                except NotImplementedError:  # Starlette's BaseUser: ask user_id() instead
+                    if self.user_id is None:
+                        raise
             if self.user_id is None:
                 return None
             found = self.user_id(scope)
@@ -131,7 +137,7 @@ class CourierAnalyticsMiddleware:
                 type(exc).__name__,
             )
             return None
-        return None if found is None else str(found)
+        return user_id_text(found)
 
     def _scope(self, scope: Scope, user_id: str | None) -> analytics.scope:
         headers = _headers(scope)

@@ -32,6 +32,7 @@ from courier_analytics.integrations._http import (
     client_ip,
     page_context,
     request_context,
+    user_id_text,
 )
 
 __all__ = ["CourierAnalytics"]
@@ -126,7 +127,7 @@ class CourierAnalytics:
                 type(exc).__name__,
             )
             return None
-        return None if found is None else str(found)
+        return user_id_text(found)
 
 
 def _flask_login_user_id() -> str | None:
@@ -137,5 +138,4 @@ def _flask_login_user_id() -> str | None:
 
     if not current_user.is_authenticated:
         return None
-    user_id = current_user.get_id()
-    return None if user_id is None else str(user_id)
+    return user_id_text(current_user.get_id())

@@ -18,6 +18,7 @@ from starlette.applications import Starlette  # noqa: E402
 from starlette.authentication import (  # noqa: E402
     AuthCredentials,
     AuthenticationBackend,
+    BaseUser,
     SimpleUser,
 )
 from starlette.middleware import Middleware  # noqa: E402
@@ -132,6 +133,42 @@ def test_an_async_user_id_callable_is_used_without_an_authenticated_user(
     with TestClient(starlette_app(courier, user_id=user_id)) as client:
         assert client.get("/whoami").json()["user_id"] == "from-callable"
         assert client.get("/whoami", headers={"X-Test-Login": "ada"}).json()["user_id"] == "ada"
+
+
+def test_a_user_id_callable_returning_an_empty_id_never_breaks_the_request(
+    courier: DevServer,
+) -> None:
+    """user_id(scope) returning "" (no user) answers the request; events carry no user."""
+    with TestClient(starlette_app(courier, user_id=lambda scope: "")) as client:
+        client.cookies.set("ajs_anonymous_id", "%22anon-3%22")
+        response = client.get("/whoami")
+        assert response.status_code == 200
+        assert response.json() == {"user_id": None, "anonymous_id": "anon-3"}
+
+
+class NoIdentityUser(BaseUser):  # type: ignore[misc]
+    """An authenticated user as Starlette's docs write one: no `identity`."""
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+
+def test_a_scope_user_without_identity_falls_back_to_the_user_id_callable(
+    courier: DevServer,
+) -> None:
+    """scope["user"] whose identity raises NotImplementedError: user_id(scope) names the user."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse(str(analytics.user()))(scope, receive, send)
+
+    async def with_user(scope: Any, receive: Any, send: Any) -> None:
+        scope["user"] = NoIdentityUser()
+        await middleware(scope, receive, send)
+
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+    middleware = CourierAnalyticsMiddleware(app, user_id=lambda scope: "from-callable")
+    assert "id='from-callable'" in TestClient(with_user).get("/").text  # no lifespan
 
 
 def test_a_forged_user_cookie_is_ignored_and_the_anonymous_cookie_used(

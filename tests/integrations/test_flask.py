@@ -121,6 +121,17 @@ def test_a_failing_user_id_callable_never_breaks_the_request(
     assert "user_id callable raised LookupError" in caplog.text
 
 
+def test_a_user_id_callable_returning_an_empty_id_never_breaks_the_request(
+    courier: DevServer,
+) -> None:
+    """A user_id callable returning "" (no user) answers the request; events carry no user."""
+    client = make_app(courier, user_id=lambda: "").test_client()
+    client.set_cookie("ajs_anonymous_id", "%22anon-1%22")
+    response = client.get("/whoami")
+    assert response.status_code == 200
+    assert response.json == {"user_id": None, "anonymous_id": "anon-1"}
+
+
 def test_anonymous_cookie_is_used_and_a_forged_user_cookie_is_not(courier: DevServer) -> None:
     """ajs_anonymous_id gives the anonymousId; ajs_user_id is ignored."""
     client = make_app(courier).test_client()

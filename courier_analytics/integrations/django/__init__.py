@@ -40,6 +40,7 @@ from courier_analytics.integrations._http import (
     client_ip,
     page_context,
     request_context,
+    user_id_text,
 )
 
 __all__ = ["CourierAnalyticsMiddleware", "configure_from_settings"]
@@ -178,5 +179,4 @@ def _user_id(user: Any) -> str | None:
     """The id of Django's `request.user` when authenticated, else `None`."""
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    pk = getattr(user, "pk", None)
-    return None if pk is None else str(pk)
+    return user_id_text(getattr(user, "pk", None))
