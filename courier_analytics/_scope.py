@@ -68,12 +68,19 @@ _ROOT: Final = _State()
 
 
 class Frame:
-    """The current scope's state, swapped whole on each change (identify, reset)."""
+    """The current scope's state, swapped whole on each change (identify, reset).
 
-    __slots__ = ("state",)
+    It also knows the `scope` object that opened it and the context variable's
+    token to restore what was there before, so that one scope object may be
+    entered by many tasks or threads at once.
+    """
+
+    __slots__ = ("owner", "state", "token")
 
     def __init__(self, state: _State) -> None:
         self.state = state
+        self.owner: object = None
+        self.token: contextvars.Token[Frame | None] | None = None
 
     def fill(
         self, user_id: object, anonymous_id: object, context: object
@@ -227,7 +234,6 @@ class scope:  # lower case: used like a function, `with analytics.scope(...)`
         self._traits = None if traits is None else dict(traits)
         self._context = None if context is None else dict(context)
         self._on_missing_identity = on_missing_identity
-        self._tokens: list[contextvars.Token[Frame | None]] = []
 
     def _state(self, outer: Frame | None) -> _State:
         base = _ROOT if outer is None else outer.state
@@ -251,7 +257,8 @@ class scope:  # lower case: used like a function, `with analytics.scope(...)`
 
     def __enter__(self) -> scope:
         frame = Frame(self._state(_current.get()))
-        self._tokens.append(_current.set(frame))
+        frame.owner = self
+        frame.token = _current.set(frame)
         return self
 
     def __exit__(
@@ -260,12 +267,19 @@ class scope:  # lower case: used like a function, `with analytics.scope(...)`
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _current.reset(self._tokens.pop())
+        # The innermost frame this object opened in *this* context: the object may
+        # be open in other tasks and threads too, each with a frame of its own.
+        frame = _current.get()
+        while frame is not None and frame.owner is not self:
+            outer = frame.token.old_value if frame.token is not None else None
+            frame = outer if isinstance(outer, Frame) else None
+        if frame is None or frame.token is None:
+            raise RuntimeError("analytics.scope left in a context where it was not entered")
+        _current.reset(frame.token)
 
     def _recreate(self) -> scope:
         again = scope.__new__(scope)
         again.__dict__.update(self.__dict__)
-        again._tokens = []
         return again
 
     def __call__(self, func: F) -> F:

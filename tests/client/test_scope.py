@@ -275,6 +275,66 @@ def test_the_same_scope_object_can_be_entered_again_nested(events: CapturedEvent
     assert analytics.user() is None
 
 
+def test_one_scope_object_shared_by_tasks_that_leave_out_of_order(events: CapturedEvents) -> None:
+    """A module-level scope entered by three tasks, left first-in-first-out, never raises."""
+    shared = analytics.scope(user_id="system")
+    entered = [asyncio.Event() for _ in range(3)]
+
+    async def handler(n: int) -> str | None:
+        with shared:
+            entered[n].set()
+            for other in entered:
+                await other.wait()
+            for _ in range(n):  # task 0 leaves first, then 1, then 2
+                await asyncio.sleep(0)
+            analytics.track("Ran", {"n": n})
+        user = analytics.user()
+        return None if user is None else user.id
+
+    async def main() -> list[str | None]:
+        return await asyncio.gather(*(handler(n) for n in range(3)))
+
+    assert asyncio.run(main()) == [None, None, None]
+    assert sorted(who(m) for m in events.messages) == [("system", None)] * 3
+
+
+def test_one_scope_object_shared_by_threads(events: CapturedEvents) -> None:
+    """A module-level scope entered by two threads and left first-in-first-out never raises."""
+    shared = analytics.scope(user_id="system")
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        with shared:
+            first_in.set()
+            assert second_in.wait(30)
+            analytics.track("Ran")
+        first_out.set()
+
+    def second() -> None:
+        assert first_in.wait(30)
+        with shared:
+            second_in.set()
+            assert first_out.wait(30)
+            analytics.track("Ran")
+
+    def run(target: Any) -> None:
+        try:
+            target()
+            assert analytics.user() is None
+        except BaseException as exc:  # reported to the test's thread
+            first_out.set()
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert [who(m) for m in events.messages] == [("system", None)] * 2
+
+
 # --------------------------------------------------------------------- decorator
 
 
