@@ -97,10 +97,12 @@ class BlockingRunner:
     def _execute(
         self, job: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
     ) -> None:
-        try:
-            result, error = job(), None
-        except BaseException as exc:  # handed to the awaiting coroutine
-            result, error = None, exc
+        result, error = None, None
+        if not future.done():  # else its caller gave up (a deadline): never run it late
+            try:
+                result = job()
+            except BaseException as exc:  # handed to the awaiting coroutine
+                error = exc
         with self._lock:  # before the answer, so the call it lets in finds this thread
             if self._backlog:
                 self._backlog -= 1

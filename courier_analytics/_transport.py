@@ -11,7 +11,9 @@ configured in the environment (`HTTPS_PROXY` and friends), which httpx then hono
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import time
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -71,13 +73,15 @@ def _within_limit(body: bytearray, piece: bytes) -> bytes:
 
 
 def _send_sync(
-    transport: httpx.BaseTransport, request: httpx.Request
+    transport: httpx.BaseTransport, request: httpx.Request, deadline: float
 ) -> tuple[int, str | None, bytes]:
     response = transport.handle_request(request)
     try:
         body = bytearray()
         for piece in _bounded(response).iter_bytes():
             body += _within_limit(body, piece)
+            if time.monotonic() > deadline:  # a trickled body: free this thread
+                raise httpx.ReadTimeout("no whole answer by the request's deadline")
         return response.status_code, response.headers.get("retry-after"), bytes(body)
     finally:
         response.close()
@@ -177,7 +181,8 @@ class HttpxSender:
         base_url: Courier's URL, e.g. `https://api.courier.com`.
         api_key: Sent as `Authorization: Bearer <api_key>`; never logged.
         timeout: Seconds allowed for connecting, writing, reading and waiting for a
-            pooled connection, each.
+            pooled connection, each; and twice that for the whole request, so an
+            answer trickled byte by byte cannot hold it longer.
         transport: The httpx transport to send with.
         threads: Most threads that run a synchronous transport's requests; they start
             as requests wait for one, and end after 30 s without work (but one).
@@ -200,6 +205,7 @@ class HttpxSender:
         self._base_url = base_url.rstrip("/")
         self._headers = _headers(api_key)
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        self._deadline = 2 * timeout  # connect, then the whole answer, as the native client
         self._runner: BlockingRunner | None = None
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
@@ -232,10 +238,19 @@ class HttpxSender:
     async def send(self, request: Request) -> Response:
         """Send one request and read the whole answer.
 
+        httpx's timeouts bound each read, not the whole answer: a server sending a
+        byte now and then would hold the request (and its user's lane) for ever. So
+        the whole request has a deadline too.
+
         Raises:
             httpx.TransportError: the request could not be sent or its answer read.
         """
-        built = self._build(request)
+        try:
+            return await asyncio.wait_for(self._send(self._build(request)), self._deadline)
+        except asyncio.TimeoutError as exc:  # TimeoutError since 3.11, an alias
+            raise httpx.ReadTimeout(f"no whole answer within {self._deadline:g}s") from exc
+
+    async def _send(self, built: httpx.Request) -> Response:
         if self._async is not None:
             response = await self._async.handle_async_request(built)
             try:
@@ -248,7 +263,8 @@ class HttpxSender:
         transport, runner = self._sync, self._runner
         if transport is None or runner is None:  # pragma: no cover - one of the two is set
             raise RuntimeError("the sender has no transport")
-        return Response(*await runner.run(lambda: _send_sync(transport, built)))
+        deadline = time.monotonic() + self._deadline
+        return Response(*await runner.run(lambda: _send_sync(transport, built, deadline)))
 
     async def aclose(self) -> None:
         """Close an asynchronous transport's connections; let the threads end."""

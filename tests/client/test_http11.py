@@ -331,3 +331,44 @@ def test_an_async_transport_s_connections_close_with_the_sender() -> None:
 
     run(server, scenario)
     assert server.connections == 2
+
+
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer with an endless head, one byte at a time, far faster than any read timeout."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 202 Accepted\r\nX-Slow: ")
+    try:
+        while True:
+            writer.write(b"a")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_an_httpx_answer_trickled_byte_by_byte_ends_at_a_deadline(kind: str) -> None:
+    """Through httpx too, a server trickling its answer cannot keep a request past 2 x timeout."""
+    transport: httpx.AsyncBaseTransport | httpx.BaseTransport = httpx.AsyncHTTPTransport()
+    if kind == "sync":
+        transport = httpx.HTTPTransport()
+
+    async def scenario() -> None:
+        listener = await asyncio.start_server(trickle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        sender = HttpxSender(f"http://127.0.0.1:{port}", "k", timeout=1, transport=transport)
+        try:
+            # 1 s per read is never reached; the guard only bounds a failure of this test
+            with pytest.raises(httpx.ReadTimeout, match="whole answer"):
+                await asyncio.wait_for(sender.send(Request("/inbound/segment", b"{}")), 60)
+        finally:
+            await sender.aclose()
+            listener.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        if isinstance(transport, httpx.BaseTransport):
+            transport.close()  # a synchronous transport is the caller's to close

@@ -149,3 +149,21 @@ def test_calls_wait_for_a_running_thread_when_none_can_start(
         return list(results)
 
     assert asyncio.run(scenario()) == [0, 1, 2, 3, 4]
+
+
+def test_a_call_given_up_before_a_thread_takes_it_never_runs() -> None:
+    """A queued call whose caller stopped waiting (a deadline) is not sent late."""
+    release, ran = threading.Event(), []
+
+    async def scenario() -> None:
+        runner = BlockingRunner(1, "test-runner")
+        busy = runner.run(lambda: release.wait(60))
+        late = runner.run(lambda: ran.append("late"))
+        late.cancel()
+        release.set()
+        await busy
+        assert await runner.run(lambda: 42) == 42  # the thread went on, in order
+        runner.close()
+
+    asyncio.run(scenario())
+    assert ran == []
