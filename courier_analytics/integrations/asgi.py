@@ -59,7 +59,8 @@ class CourierAnalyticsMiddleware:
     user for the rest of it.
 
     On `lifespan.shutdown` it awaits `courier_analytics.aflush(flush_timeout)`
-    after the app's own shutdown handlers, without blocking the event loop.
+    after the app's own shutdown handlers (also when one of them failed), without
+    blocking the event loop.
 
     Args:
         app: The ASGI app to wrap.
@@ -107,7 +108,11 @@ class CourierAnalyticsMiddleware:
 
     def _flushing_at_shutdown(self, send: Send) -> Send:
         async def send_after_flush(message: Message) -> None:
-            shutting_down = message.get("type") == "lifespan.shutdown.complete"
+            # Failed too: what the shutdown handlers tracked before failing still goes.
+            shutting_down = message.get("type") in (
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            )
             if shutting_down and not await analytics.aflush(self.flush_timeout):
                 logger.warning(
                     "courier-analytics: flush at shutdown gave up after %ss", self.flush_timeout

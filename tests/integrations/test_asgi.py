@@ -263,6 +263,40 @@ def test_lifespan_shutdown_flushes_what_the_shutdown_handlers_tracked(courier: D
     ]
 
 
+def test_a_failed_lifespan_shutdown_still_flushes(courier: DevServer) -> None:
+    """A shutdown handler that tracks and then fails: the middleware still flushes."""
+    courier.set_faults(Faults(latency_ms=100))
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                analytics.track("Server Stopped", user_id="ops")
+                await send({"type": "lifespan.shutdown.failed", "message": "cleanup failed"})
+                return
+
+    async def lifespan() -> list[str]:
+        incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[str] = []
+
+        async def receive() -> dict[str, str]:
+            return incoming.pop(0)
+
+        async def send(message: dict[str, str]) -> None:
+            sent.append(message["type"])
+
+        await CourierAnalyticsMiddleware(app)({"type": "lifespan"}, receive, send)
+        return sent
+
+    sent = asyncio.run(lifespan())
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.failed"]
+    # No flush here: the shutdown already waited for delivery.
+    assert [e["event"] for e in courier.events()] == ["Segment-TrackEvent:Server Stopped"]
+
+
 def test_a_fastapi_dependency_that_identifies_sets_the_user(courier: DevServer) -> None:
     """FastAPI auth as a dependency: its identify() reaches the endpoint's track."""
 
