@@ -140,6 +140,12 @@ def _check_base_url(url: object, source: str) -> SplitResult:
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{source} must be an http:// or https:// URL with a host")
+    try:
+        parts.hostname.encode("idna")  # what the request's Host header is made of
+    except UnicodeError:
+        raise ConfigurationError(
+            f"{source} is not a valid host name (an empty label, or one over 63 characters)"
+        ) from None
     if "@" in parts.netloc:
         raise ConfigurationError(
             f"{source} must not carry credentials (user:password@host); Courier takes the "

@@ -185,10 +185,13 @@ def test_a_non_str_key_is_refused() -> None:
         ("https://api.courier.com:port", "not a valid URL"),
         ("https://[::1", "not a valid URL"),
         ("https://", "with a host"),
+        ("https://api..courier.com", "not a valid host name"),
+        ("https://.courier.com", "not a valid host name"),
+        ("https://" + "a" * 64 + ".courier.com", "not a valid host name"),
     ],
 )
 def test_a_base_url_that_requests_would_mangle_is_refused(url: str, words: str) -> None:
-    """Spaces, non-ASCII, queries, fragments, userinfo and bad ports fail at construction."""
+    """Spaces, non-ASCII, queries, fragments, userinfo, bad ports and hosts fail at construction."""
     with pytest.raises(ConfigurationError, match=r"^base_url ") as info:
         Client(api_key="k", base_url=url)
     assert words in str(info.value)
