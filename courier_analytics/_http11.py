@@ -125,13 +125,13 @@ def _parse_head(raw: bytes) -> _Head:
     if status < 100 or status == 101:  # 101: we never asked to switch protocols
         _refuse(f"unexpected status {status}")
     fields = _fields(lines[1:])
-    keep_alive = status_line[1] == b"1"
-    for value in fields.get(b"connection", ()):
-        tokens = {token.strip().lower() for token in value.split(b",")}
-        if b"close" in tokens:
-            keep_alive = False
-        elif b"keep-alive" in tokens:
-            keep_alive = True
+    tokens = {
+        token.strip(b" \t").lower()
+        for value in fields.get(b"connection", ())
+        for token in value.split(b",")
+    }  # of every Connection field: `close` in any of them wins (RFC 9112, 9.6)
+    http_1_1 = status_line[1] == b"1"
+    keep_alive = b"close" not in tokens and (http_1_1 or b"keep-alive" in tokens)
     retry_after = fields.get(b"retry-after")
     retry = retry_after[0].decode("latin-1") if retry_after else None
     length = None
@@ -140,6 +140,8 @@ def _parse_head(raw: bytes) -> _Head:
     chunked = b"transfer-encoding" in fields
     if chunked and [v.lower() for v in fields[b"transfer-encoding"]] != [b"chunked"]:
         _refuse("a Transfer-Encoding other than chunked")
+    if chunked and not http_1_1:  # faulty framing: read it, then close (RFC 9112, 6.1)
+        keep_alive = False
     if status in (204, 304) or status < 200:
         length, chunked = 0, False
     elif length is None and not chunked:  # delimited by the server closing the connection

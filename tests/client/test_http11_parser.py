@@ -292,3 +292,25 @@ def test_a_body_of_exactly_one_mib_is_read_and_one_byte_more_is_refused(chunked:
     limit = 1024 * 1024
     assert ours(answer(limit), [1000, 70_000]) == (202, b"x" * limit)
     assert ours(answer(limit + 1), [1000, 70_000]) is None
+
+
+def keeps_alive(raw: bytes) -> bool:
+    """Whether the native parser would reuse the connection after the answer ``raw``."""
+    answer = _Reader().feed(raw)
+    assert answer is not None, "a whole answer"
+    return answer.keep_alive
+
+
+def test_connection_close_wins_over_keep_alive_in_any_order() -> None:
+    """A `close` token in any Connection field closes the connection (RFC 9112, 9.6)."""
+    fields = [b"Connection: keep-alive\r\n", b"Connection: close\r\n"]
+    for order in (fields, fields[::-1]):
+        raw = H + b"".join(order) + b"Content-Length: 2\r\n\r\n{}"
+        assert not keeps_alive(raw)
+
+
+def test_a_chunked_http_1_0_answer_closes_its_connection() -> None:
+    """Transfer-Encoding in an HTTP/1.0 answer is faulty framing: never reuse (RFC 9112, 6.1)."""
+    head = b"HTTP/1.0 202 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = head + b"0\r\n\r\n"
+    assert not keeps_alive(raw)
