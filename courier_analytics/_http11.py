@@ -390,6 +390,7 @@ class Http11Pool:
         self._resolved: list[str] = []
         self._resolved_at = 0.0
         self._resolver: BlockingRunner | None = None
+        self._lookup: asyncio.Future[list[str]] | None = None  # the one under way
         try:
             self._resolved = [str(ipaddress.ip_address(self._host))]
         except ValueError:  # a host name: resolved on a thread started now, see _addresses
@@ -467,16 +468,21 @@ class Http11Pool:
         asyncio would resolve on the loop's default executor, which refuses work
         once interpreter shutdown begins, so delivery at exit could not connect. The
         thread is started with the pool, since 3.12+ refuses new threads at exit.
+        Connections opened together share one lookup: on the one thread, a lookup
+        each would run in turn, and the last ones could time out waiting.
         """
         if self._resolver is None:  # an IP address
             return self._resolved
-        now = time.monotonic()
-        if self._resolved and now - self._resolved_at < _DNS_TTL:
+        if self._resolved and time.monotonic() - self._resolved_at < _DNS_TTL:
             return self._resolved
+        if self._lookup is None or self._lookup.done():
+            self._lookup = asyncio.ensure_future(self._resolve(self._resolver))
+        return await asyncio.shield(self._lookup)  # one connect timing out ends no other's
+
+    async def _resolve(self, resolver: BlockingRunner) -> list[str]:
+        now = time.monotonic()
         host, port = self._host, self._port
-        infos = await self._resolver.run(
-            lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        )
+        infos = await resolver.run(lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         self._resolved, self._resolved_at = addresses, now
         return addresses
@@ -491,6 +497,8 @@ class Http11Pool:
             connection.close()
         self._open.clear()
         self._idle.clear()
+        if self._lookup is not None:
+            self._lookup.cancel()
         if self._resolver is not None:
             self._resolver.close()
         await asyncio.sleep(0)  # let the transports run their close callbacks

@@ -383,3 +383,30 @@ def test_an_httpx_answer_trickled_byte_by_byte_ends_at_a_deadline(kind: str) -> 
     finally:
         if isinstance(transport, httpx.BaseTransport):
             transport.close()  # a synchronous transport is the caller's to close
+
+
+def test_connections_opened_together_share_one_host_name_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eight connections opened at once wait for one DNS lookup, not eight in turn on one thread."""
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "localhost":
+            lookups.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(base_url: str) -> list[Any]:
+        p = pool(base_url.replace("127.0.0.1", "localhost"))
+        try:
+            return await asyncio.gather(*(p.send(p.build("/x", b"{}")) for _ in range(8)))
+        finally:
+            await p.aclose()
+
+    answers = run(server, scenario)
+    assert [a.status for a in answers] == [202] * 8
+    assert lookups == ["localhost"]
