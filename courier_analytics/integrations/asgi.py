@@ -49,8 +49,9 @@ class CourierAnalyticsMiddleware:
 
     The scope's user is `scope["user"]` when an authentication middleware set one
     (Starlette's `AuthenticationMiddleware`: put it *outside* this one) and it is
-    authenticated (its `identity`), else `user_id(scope)` when given (also for a
-    user whose `identity` is not implemented). The anonymous id comes from
+    authenticated (its `identity`; the `username` of a Starlette `SimpleUser`
+    from releases without `identity`), else `user_id(scope)` when given (also
+    for a user whose `identity` is not implemented). The anonymous id comes from
     analytics.js's `ajs_anonymous_id` cookie; the context holds `ip` (the socket
     peer, or `X-Forwarded-For` from `trusted_proxies` only), `userAgent`,
     `locale` and `page`. A user id is never read from a cookie or header. Calls
@@ -129,7 +130,7 @@ class CourierAnalyticsMiddleware:
                     return user_id_text(user.identity)
                 except NotImplementedError:  # Starlette's BaseUser: ask user_id() instead
                     if self.user_id is None:
-                        raise
+                        return _username_of_simple_user(user)
             if self.user_id is None:
                 return None
             found = self.user_id(scope)
@@ -170,6 +171,19 @@ class CourierAnalyticsMiddleware:
             context=context,
             on_missing_identity="skip",
         )
+
+
+def _username_of_simple_user(user: object) -> str | None:
+    """The id of Starlette's `SimpleUser` from releases whose `identity` raised.
+
+    Starlette's `SimpleUser` implemented `identity` (as its username) only in
+    2026; before, it raised `NotImplementedError`, and its username is the one id
+    it has. Any other user without an identity raises again, to be logged.
+    """
+    kind = type(user)
+    if kind.__module__ == "starlette.authentication" and kind.__name__ == "SimpleUser":
+        return user_id_text(getattr(user, "username", None))
+    raise NotImplementedError(f"{kind.__name__}.identity")
 
 
 def _headers(scope: Scope) -> dict[str, str]:

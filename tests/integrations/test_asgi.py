@@ -171,6 +171,18 @@ def test_a_scope_user_without_identity_falls_back_to_the_user_id_callable(
     assert "id='from-callable'" in TestClient(with_user).get("/").text  # no lifespan
 
 
+def test_starlettes_simple_user_without_identity_is_attributed_by_username(
+    courier: DevServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SimpleUser as Starlette shipped it before 2026 (identity raising) still names the user."""
+    monkeypatch.setattr(SimpleUser, "identity", BaseUser.identity)
+    with TestClient(starlette_app(courier)) as client:
+        for _ in range(3):
+            answer = client.get("/whoami", headers={"X-Test-Login": "ada"}).json()
+            assert answer["user_id"] == "ada"
+    assert "raised" not in caplog.text
+
+
 def test_a_forged_user_cookie_is_ignored_and_the_anonymous_cookie_used(
     courier: DevServer,
 ) -> None:
