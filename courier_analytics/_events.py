@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from courier_analytics._messages import Message
+from courier_analytics._plugins import FirstFailures
 
 __all__ = ["EVENTS", "Emitter", "EventName", "MessageView"]
 
@@ -69,7 +70,7 @@ class Emitter:
         self._subscriptions: dict[str, tuple[tuple[object, Callable[..., Any]], ...]] = {}
         #: event name -> its handlers; only names that have some. Read without a lock.
         self.handlers: dict[str, tuple[Callable[..., Any], ...]] = {}
-        self._complained: set[int] = set()
+        self._complained = FirstFailures()
 
     def on(self, name: EventName, handler: Callable[..., Any]) -> Callable[[], None]:
         """Call `handler` on every `name` event; return a function that unsubscribes.
@@ -118,8 +119,7 @@ class Emitter:
             try:
                 handler(*args)
             except Exception as exc:
-                first = id(handler) not in self._complained
-                self._complained.add(id(handler))
+                first = self._complained.first(handler)
                 logger.log(
                     logging.WARNING if first else logging.DEBUG,
                     "courier-analytics: a %r event handler raised %s; ignored%s",

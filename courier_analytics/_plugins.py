@@ -18,12 +18,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 from courier_analytics._errors import PluginError
 
-__all__ = ["STAGES", "TYPES", "Middleware", "Plugin", "Plugins", "Step", "run_plugins"]
+__all__ = [
+    "STAGES",
+    "TYPES",
+    "FirstFailures",
+    "Middleware",
+    "Plugin",
+    "Plugins",
+    "Step",
+    "run_plugins",
+]
 
 logger = logging.getLogger("courier_analytics")
 
@@ -197,14 +207,41 @@ def run_plugins(
     return data
 
 
-#: The enrichment steps (by id) whose failure was logged as a warning already.
-_complained: set[int] = set()
+class FirstFailures:
+    """Remembers which callables failed already, so that each is warned about once.
+
+    Held weakly where the callable allows it: a plain set of ids would take a
+    new function, made where a freed one lived, for the old one and log its first
+    failure at DEBUG only.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._weak: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._strong: set[Any] = set()  # callables that take no weak reference
+
+    def first(self, function: object) -> bool:
+        """Whether this is `function`'s first failure (and remember it)."""
+        with self._lock:
+            try:
+                if function in self._weak:
+                    return False
+                self._weak.add(function)
+            except TypeError:  # no weak reference to it: it is kept alive here
+                key = function if getattr(type(function), "__hash__", None) else id(function)
+                if key in self._strong:
+                    return False
+                self._strong.add(key)
+            return True
+
+
+#: The enrichment steps whose failure was logged as a warning already.
+_complained = FirstFailures()
 
 
 def _complain(name: str, function: object, what: str) -> None:
     """Log an enrichment plugin's failure: once as a warning, then at DEBUG."""
-    first = id(function) not in _complained
-    _complained.add(id(function))
+    first = _complained.first(function)
     logger.log(
         logging.WARNING if first else logging.DEBUG,
         "courier-analytics: enrichment plugin %r %s; skipped it, the message goes on%s",

@@ -257,6 +257,27 @@ def test_a_raising_handler_is_logged_once_and_never_breaks_delivery(
     client.shutdown()
 
 
+def test_each_new_raising_handler_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A handler subscribed after another raised and was dropped gets its own WARNING."""
+    client = make_client(FakeCourier())
+    with caplog.at_level(logging.DEBUG, "courier_analytics"):
+        for _ in range(5):  # each a new function, where the last one was freed
+
+            def broken(view: MessageView) -> None:
+                raise RuntimeError("handler bug")
+
+            unsubscribe = client.on("delivered", broken)
+            client.track("E", user_id="u1")
+            assert client.flush(5)
+            unsubscribe()
+            del broken
+    records = [r for r in caplog.records if "event handler raised" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.WARNING] * 5
+    client.shutdown()
+
+
 def test_on_refuses_an_unknown_event_listing_the_known_ones() -> None:
     """on("deliverd", ...) is a ValueError naming the events."""
     client = make_client(FakeCourier())

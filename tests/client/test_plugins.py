@@ -360,6 +360,21 @@ def test_an_enrichment_plugin_that_raises_is_skipped_and_logged_once(
     client.shutdown()
 
 
+def test_each_new_raising_enrichment_plugin_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plugin registered after another raised and was deregistered gets its own WARNING."""
+    client = make_client(FakeCourier())
+    with caplog.at_level(logging.DEBUG, "courier_analytics"):
+        for n in range(5):  # each a new function, where the last one was freed
+            client.register(Plain(f"flaky-{n}", "enrichment", process=lambda m: 1 / 0))
+            client.track("E", user_id="u1")
+            client.deregister(f"flaky-{n}")
+    flaky = [r for r in caplog.records if "'flaky-" in r.getMessage()]
+    assert [r.levelno for r in flaky] == [logging.WARNING] * 5
+    client.shutdown()
+
+
 def test_an_enrichment_plugin_returning_a_non_dict_is_ignored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
