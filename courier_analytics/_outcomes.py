@@ -49,7 +49,13 @@ def error_detail(body: bytes) -> str:
     except orjson.JSONDecodeError:
         return ""
     message = data.get("message") if isinstance(data, dict) else None
-    return message[:200] if isinstance(message, str) else ""
+    if not isinstance(message, str):
+        return ""
+    text = message[:200]
+    if text.isprintable():
+        return text
+    # Escaped, so that a server's message cannot forge log lines or send escape codes
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def origin_of(base_url: str) -> str:

@@ -72,6 +72,16 @@ def _within_limit(body: bytearray, piece: bytes) -> bytes:
     return piece
 
 
+def _blanked(body: bytes, status: int, key: bytes) -> bytes:
+    """An error answer's body without the API key, should the server (a proxy?) echo it.
+
+    The body's message goes into error reports and log lines, which never show the key.
+    """
+    if status >= 300 and key and key in body:
+        return body.replace(key, b"***")
+    return body
+
+
 def _send_sync(
     transport: httpx.BaseTransport, request: httpx.Request, deadline: float
 ) -> tuple[int, str | None, bytes]:
@@ -120,6 +130,7 @@ class NativeSender:
     """Sends requests over the lean keep-alive HTTP/1.1 client of `_http11.py`."""
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float, max_connections: int):
+        self._key = api_key.encode("ascii")
         self._pool = Http11Pool(
             base_url, _headers(api_key), timeout=timeout, max_idle=max_connections
         )
@@ -132,8 +143,14 @@ class NativeSender:
         extra = b""
         if request.idempotency_key is not None:
             extra = b"Idempotency-Key: " + request.idempotency_key.encode() + b"\r\n"
-        raw = await self._pool.send(self._pool.build(request.path, request.body, extra))
-        return Response(raw.status, raw.retry_after, raw.body)
+        try:
+            raw = await self._pool.send(self._pool.build(request.path, request.body, extra))
+        except httpx.RemoteProtocolError as exc:  # its text quotes the answer, maybe the key
+            text = str(exc)
+            if self._key and self._key.decode() in text:
+                raise httpx.RemoteProtocolError(text.replace(self._key.decode(), "***")) from None
+            raise
+        return Response(raw.status, raw.retry_after, _blanked(raw.body, raw.status, self._key))
 
     async def aclose(self) -> None:
         """Close every connection."""
@@ -204,6 +221,7 @@ class HttpxSender:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = _headers(api_key)
+        self._key = api_key.encode("ascii")
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._deadline = 2 * timeout  # connect, then the whole answer, as the native client
         self._runner: BlockingRunner | None = None
@@ -246,9 +264,12 @@ class HttpxSender:
             httpx.TransportError: the request could not be sent or its answer read.
         """
         try:
-            return await asyncio.wait_for(self._send(self._build(request)), self._deadline)
+            status, retry_after, body = await asyncio.wait_for(
+                self._send(self._build(request)), self._deadline
+            )
         except asyncio.TimeoutError as exc:  # TimeoutError since 3.11, an alias
             raise httpx.ReadTimeout(f"no whole answer within {self._deadline:g}s") from exc
+        return Response(status, retry_after, _blanked(body, status, self._key))
 
     async def _send(self, built: httpx.Request) -> Response:
         if self._async is not None:

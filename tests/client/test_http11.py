@@ -410,3 +410,59 @@ def test_connections_opened_together_share_one_host_name_lookup(
     answers = run(server, scenario)
     assert [a.status for a in answers] == [202] * 8
     assert lookups == ["localhost"]
+
+
+KEY = "sk_test_SECRET123"
+ECHO = b'{"message": "no access with Bearer ' + KEY.encode() + b'"}'
+
+
+def test_a_key_echoed_in_an_error_body_never_leaves_the_native_sender() -> None:
+    """A server (or proxy) echoing the key in an error answer: the body comes back without it."""
+    answer = b"HTTP/1.1 401 No\r\nContent-Length: %d\r\n\r\n" % len(ECHO) + ECHO
+    server = RawServer(lambda n, raw: answer)
+
+    async def scenario(base_url: str) -> Any:
+        sender = NativeSender(base_url, KEY, timeout=5, max_connections=1)
+        try:
+            return await sender.send(Request("/inbound/courier", b"{}"))
+        finally:
+            await sender.aclose()
+
+    response = run(server, scenario)
+    assert response.status == 401
+    assert KEY.encode() not in response.body
+    assert b"no access with Bearer ***" in response.body
+
+
+def test_a_key_echoed_in_an_error_body_never_leaves_an_httpx_sender() -> None:
+    """Through httpx too, the key is blanked out of an error answer's body."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(401, content=ECHO))
+
+    async def scenario() -> Any:
+        sender = HttpxSender("https://api.courier.com", KEY, timeout=5, transport=transport)
+        try:
+            return await sender.send(Request("/inbound/courier", b"{}"))
+        finally:
+            await sender.aclose()
+
+    response = asyncio.run(scenario())
+    assert KEY.encode() not in response.body
+    assert b"no access with Bearer ***" in response.body
+
+
+def test_a_key_echoed_in_a_malformed_answer_is_not_in_the_error() -> None:
+    """A broken answer quoting the key: the protocol error's text shows it blanked out."""
+    answer = b"HTTP/1.1 202 OK\r\nBearer " + KEY.encode() + b"\r\n\r\n"
+    server = RawServer(lambda n, raw: answer)
+
+    async def scenario(base_url: str) -> Any:
+        sender = NativeSender(base_url, KEY, timeout=5, max_connections=1)
+        try:
+            return await sender.send(Request("/inbound/courier", b"{}"))
+        finally:
+            await sender.aclose()
+
+    with pytest.raises(httpx.RemoteProtocolError, match="malformed header line") as info:
+        run(server, scenario)
+    assert KEY not in str(info.value)
+    assert "Bearer ***" in str(info.value)

@@ -193,3 +193,10 @@ def test_stopped_while_retrying_names_the_last_failure(message: Message) -> None
     )
     assert error.__cause__ is last.error
     assert summary(Outcome(503)) == "HTTP 503"
+
+
+def test_error_detail_cannot_forge_log_lines() -> None:
+    """A server's message with line breaks or escape codes is shown escaped, on one line."""
+    detail = error_detail(b'{"message": "bad\\r\\nCRITICAL forged\\u001b[2J\\u0000"}')
+    assert detail == "bad\\r\\nCRITICAL forged\\x1b[2J\\x00"
+    assert detail.isprintable()
