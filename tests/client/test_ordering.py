@@ -135,11 +135,15 @@ def test_a_track_waiting_to_retry_holds_back_nothing_else() -> None:
     client = Client(
         api_key="k", route="segment", transport=courier, retry=SLOW_RETRY, on_error=reports
     )
+    counted = threading.Semaphore(0)  # released once the worker has counted a delivery
+    client.on("delivered", lambda message: counted.release())
     courier.expected = 2
     client.track("E", {"n": 0}, user_id="u1", message_id="first")  # 503, retry in 30 s
     client.identify("u1", {"n": 1})
     client.track("E", {"n": 2}, user_id="u1")
     assert courier.delivered.wait(10)  # not 30 s: nothing waited for the retry
+    assert counted.acquire(timeout=10)
+    assert counted.acquire(timeout=10)
     assert [(k, n) for k, _, _, n in courier.events if k == "answered"] == [
         ("answered", 1),
         ("answered", 2),
