@@ -82,6 +82,14 @@ def _blanked(body: bytes, status: int, key: bytes) -> bytes:
     return body
 
 
+def _blanked_error(exc: httpx.TransportError, key: bytes) -> httpx.TransportError:
+    """`exc`, or its like without the API key if its text quotes the answer and the key."""
+    text, secret = str(exc), key.decode("ascii")
+    if not secret or secret not in text:
+        return exc
+    return type(exc)(text.replace(secret, "***"))
+
+
 def _send_sync(
     transport: httpx.BaseTransport, request: httpx.Request, deadline: float
 ) -> tuple[int, str | None, bytes]:
@@ -145,11 +153,11 @@ class NativeSender:
             extra = b"Idempotency-Key: " + request.idempotency_key.encode() + b"\r\n"
         try:
             raw = await self._pool.send(self._pool.build(request.path, request.body, extra))
-        except httpx.RemoteProtocolError as exc:  # its text quotes the answer, maybe the key
-            text = str(exc)
-            if self._key and self._key.decode() in text:
-                raise httpx.RemoteProtocolError(text.replace(self._key.decode(), "***")) from None
-            raise
+        except httpx.TransportError as exc:
+            blanked = _blanked_error(exc, self._key)
+            if blanked is exc:
+                raise  # as it is: its cause says what happened (refused, DNS, TLS...)
+            raise blanked from None
         return Response(raw.status, raw.retry_after, _blanked(raw.body, raw.status, self._key))
 
     async def aclose(self) -> None:
@@ -269,6 +277,11 @@ class HttpxSender:
             )
         except asyncio.TimeoutError as exc:  # TimeoutError since 3.11, an alias
             raise httpx.ReadTimeout(f"no whole answer within {self._deadline:g}s") from exc
+        except httpx.TransportError as exc:  # its text may quote the answer (h11's do)
+            blanked = _blanked_error(exc, self._key)
+            if blanked is exc:
+                raise
+            raise blanked from None
         return Response(status, retry_after, _blanked(body, status, self._key))
 
     async def _send(self, built: httpx.Request) -> Response:

@@ -466,3 +466,28 @@ def test_a_key_echoed_in_a_malformed_answer_is_not_in_the_error() -> None:
         run(server, scenario)
     assert KEY not in str(info.value)
     assert "Bearer ***" in str(info.value)
+
+
+def test_a_key_quoted_in_an_httpx_error_is_not_in_the_error() -> None:
+    """httpx's (h11's) errors quote a bad line too: the key in it is blanked out."""
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError(f"illegal header line: b'Bearer {KEY}'")
+
+    with pytest.raises(httpx.RemoteProtocolError, match="illegal header line") as info:
+        send_with_key(httpx.MockTransport(broken))
+    assert KEY not in str(info.value)
+    assert "Bearer ***" in str(info.value)
+
+
+def send_with_key(transport: httpx.AsyncBaseTransport) -> Any:
+    """Send one request with ``KEY`` through an HttpxSender with ``transport``."""
+
+    async def scenario() -> Any:
+        sender = HttpxSender("https://api.courier.com", KEY, timeout=5, transport=transport)
+        try:
+            return await sender.send(Request("/inbound/courier", b"{}"))
+        finally:
+            await sender.aclose()
+
+    return asyncio.run(scenario())
