@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import itertools
+import math
 import random
 import ssl
 from collections.abc import Callable, Iterator
@@ -79,10 +80,14 @@ def parse_retry_after(value: str | None, now: _dt.datetime | None = None) -> flo
     if not value:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    # float() alone reads more than HTTP numbers: `5_0`, other scripts' digits, `nan`.
+    if value.isascii() and "_" not in value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            pass
+        else:
+            return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

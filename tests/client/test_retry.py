@@ -182,3 +182,9 @@ def test_retries_leave_the_random_modules_state_alone() -> None:
         assert client.flush(5)
         assert client.stats.retried == 1
     assert random.getstate() == before
+
+
+@pytest.mark.parametrize("value", ["5_0", "\u0665", "nan", "NaN", "1_000"])
+def test_retry_after_reads_only_plain_ascii_numbers(value: str) -> None:
+    """Underscores, non-ASCII digits and NaN, which float() accepts, are unreadable."""
+    assert parse_retry_after(value, NOW) is None
