@@ -52,7 +52,7 @@ __all__ = [
 
 logger = logging.getLogger("courier_analytics")
 
-#: Names of the module-level settings: exactly the fields of :class:`Options`.
+#: Names of the module-level settings: exactly the fields of `Options`.
 SETTINGS: frozenset[str] = frozenset(field.name for field in attrs.fields(Options))
 
 P = ParamSpec("P")

@@ -792,7 +792,7 @@ courier_options: Mapping[str, Any] | None = None
 
 #: The client behind the module-level functions, built on the first call from the
 #: settings above (``None`` until then; assigning ``None`` makes the next call rebuild,
-#: assigning a :class:`Client` makes the module functions use it).
+#: assigning a `Client` makes the module functions use it).
 default_client: Client | None = None
 
 _defaults: DefaultClient[Client] = DefaultClient(

@@ -178,12 +178,18 @@ def _username_of_simple_user(user: object) -> str | None:
 
     Starlette's `SimpleUser` implemented `identity` (as its username) only in
     2026; before, it raised `NotImplementedError`, and its username is the one id
-    it has. Any other user without an identity raises again, to be logged.
+    it has. Any other user without an identity gives no user id, with a warning
+    that says to pass `user_id=`.
     """
     kind = type(user)
     if kind.__module__ == "starlette.authentication" and kind.__name__ == "SimpleUser":
         return user_id_text(getattr(user, "username", None))
-    raise NotImplementedError(f"{kind.__name__}.identity")
+    logger.warning(
+        "courier-analytics: %s has no identity and no user_id= was given; the "
+        "request's events carry no user id",
+        kind.__name__,
+    )
+    return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -171,6 +171,26 @@ def test_a_scope_user_without_identity_falls_back_to_the_user_id_callable(
     assert "id='from-callable'" in TestClient(with_user).get("/").text  # no lifespan
 
 
+def test_a_scope_user_without_identity_and_no_callable_gives_no_user_and_says_so(
+    courier: DevServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user class with no identity and no user_id=: the request goes on, a warning names it."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse(str(analytics.user()))(scope, receive, send)
+
+    async def with_user(scope: Any, receive: Any, send: Any) -> None:
+        scope["user"] = NoIdentityUser()
+        await middleware(scope, receive, send)
+
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+    middleware = CourierAnalyticsMiddleware(app)
+    answer = TestClient(with_user).get("/")  # no lifespan
+    assert answer.status_code == 200
+    assert "id=None" in answer.text
+    assert "NoIdentityUser has no identity and no user_id= was given" in caplog.text
+
+
 def test_starlettes_simple_user_without_identity_is_attributed_by_username(
     courier: DevServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
