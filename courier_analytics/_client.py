@@ -665,19 +665,10 @@ class Client:
             return self._stopped(message, message._stop)
         if _capture.recorders:
             return self._capture(message)
-        if not self._send or not self._route.delivers(message.type):
-            with self._lock:
-                self._made += 1
-                self._skipped += 1
-            if logger.isEnabledFor(logging.DEBUG):
-                why = "send=False" if not self._send else f"route {self._route.name!r}"
-                logger.debug(
-                    "courier-analytics: skipped %s %s (%s does not deliver it)",
-                    message.type,
-                    message.message_id,
-                    why,
-                )
-            return message.message_id
+        if not self._send:
+            return self._stopped(message, "send=False")
+        if not self._route.delivers(message.type):
+            return self._stopped(message, f"route {self._route.name!r} does not deliver it")
         error: CourierAnalyticsError | None = None
         done: Future[None] | None = Future() if self._sync_mode else None
         with self._lock:
