@@ -154,10 +154,11 @@ class NoIdentityUser(BaseUser):  # type: ignore[misc]
         return True
 
 
-def test_a_scope_user_without_identity_falls_back_to_the_user_id_callable(
-    courier: DevServer,
-) -> None:
-    """scope["user"] whose identity raises NotImplementedError: user_id(scope) names the user."""
+def no_identity_client(courier: DevServer, **options: Any) -> TestClient:
+    """A client for an app answering `analytics.user()`, behind the middleware, as NoIdentityUser.
+
+    Without lifespan: the test client talks to a bare ASGI callable.
+    """
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await PlainTextResponse(str(analytics.user()))(scope, receive, send)
@@ -167,25 +168,23 @@ def test_a_scope_user_without_identity_falls_back_to_the_user_id_callable(
         await middleware(scope, receive, send)
 
     analytics.configure(api_key=KEY, base_url=courier.base_url)
-    middleware = CourierAnalyticsMiddleware(app, user_id=lambda scope: "from-callable")
-    assert "id='from-callable'" in TestClient(with_user).get("/").text  # no lifespan
+    middleware = CourierAnalyticsMiddleware(app, **options)
+    return TestClient(with_user)
+
+
+def test_a_scope_user_without_identity_falls_back_to_the_user_id_callable(
+    courier: DevServer,
+) -> None:
+    """scope["user"] whose identity raises NotImplementedError: user_id(scope) names the user."""
+    client = no_identity_client(courier, user_id=lambda scope: "from-callable")
+    assert "id='from-callable'" in client.get("/").text
 
 
 def test_a_scope_user_without_identity_and_no_callable_gives_no_user_and_says_so(
     courier: DevServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A user class with no identity and no user_id=: the request goes on, a warning names it."""
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await PlainTextResponse(str(analytics.user()))(scope, receive, send)
-
-    async def with_user(scope: Any, receive: Any, send: Any) -> None:
-        scope["user"] = NoIdentityUser()
-        await middleware(scope, receive, send)
-
-    analytics.configure(api_key=KEY, base_url=courier.base_url)
-    middleware = CourierAnalyticsMiddleware(app)
-    answer = TestClient(with_user).get("/")  # no lifespan
+    answer = no_identity_client(courier).get("/")
     assert answer.status_code == 200
     assert "id=None" in answer.text
     assert "NoIdentityUser has no identity and no user_id= was given" in caplog.text
