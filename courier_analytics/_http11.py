@@ -33,7 +33,7 @@ import httpx
 
 from courier_analytics._threads import BlockingRunner
 
-__all__ = ["MAX_BODY", "Http11Pool", "RawResponse"]
+__all__ = ["MAX_BODY", "Http11Pool", "OnAnswer", "RawResponse"]
 
 _MAX_HEAD = 64 * 1024  # status line and headers; trailers likewise
 MAX_BODY = 1024 * 1024  # bytes of an answer's body: Courier's are a few hundred
@@ -276,75 +276,150 @@ class _Reader:
         return self._answer(bytes(self._body))
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection; one request at a time."""
+#: Called once per request with its connection and answer, or the error that ended it.
+OnAnswer = Callable[["_Connection", "RawResponse | None", "httpx.TransportError | None"], None]
+
+
+#: Bytes read from a connection at a time. Courier's answers are a few hundred bytes.
+_READ_SIZE = 16 * 1024
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One keep-alive connection; one request at a time.
+
+    A buffered protocol: asyncio reads into this connection's small buffer, where
+    a plain protocol has it allocate 256 KiB for every read (then shrink it), which
+    cost more than the rest of reading an answer together.
+
+    A request is started with `start`, which writes it and returns at once; its
+    callback runs from `data_received` (or `connection_lost`) once the answer is
+    complete, with no future or task in between: on a busy worker, most answers
+    are followed by the next request on the same connection from that callback.
+    The deadline is one timer per connection, re-armed only when it fires while a
+    later request is still running, not a timer per request.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.received_any = False
-        self._waiter: asyncio.Future[RawResponse] | None = None
+        self._on_answer: OnAnswer | None = None
         self._reader = _Reader()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadline = 0.0
+        self._timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._buffer = memoryview(bytearray(_READ_SIZE))
 
     # -- asyncio callbacks
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._buffer[:nbytes]))
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        on_answer = self._on_answer
+        if on_answer is None:
             # Bytes nobody asked for: the connection is out of step; never reuse it.
             self.close()
             return
         try:
             response = self._reader.feed(data)
         except httpx.RemoteProtocolError as exc:
-            waiter.set_exception(exc)
+            self._on_answer = None
             self.close()
+            on_answer(self, None, exc)
             return
         if response is not None:
-            waiter.set_result(response)
+            self._on_answer = None
+            on_answer(self, response, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        self._cancel_timer()
+        on_answer, self._on_answer = self._on_answer, None
+        if on_answer is None:
             return
         try:
-            waiter.set_result(self._reader.end())
+            response = self._reader.end()
         except httpx.RemoteProtocolError as error:
-            waiter.set_exception(error)
+            on_answer(self, None, error)
+        else:
+            on_answer(self, response, None)
 
     # -- use
 
-    async def request(self, data: bytes, timeout: float) -> RawResponse:
-        """Write `data` (a whole request) and wait for the whole answer."""
-        transport = self.transport
-        if transport is None or self.closed:
+    def start(self, data: bytes, timeout: float, on_answer: OnAnswer) -> None:
+        """Write `data` (a whole request); `on_answer` gets the whole answer, or the error.
+
+        `on_answer` runs once, from the event loop, never from within `start`.
+
+        Raises:
+            httpx.RemoteProtocolError: the connection is closed (nothing was written).
+        """
+        transport, loop = self.transport, self._loop
+        if transport is None or loop is None or self.closed:
             raise httpx.RemoteProtocolError("the connection is closed")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[RawResponse] = loop.create_future()
-        self._waiter = waiter
+        self._on_answer = on_answer
         self._reader = _Reader()
         self.received_any = False
+        self._deadline = loop.time() + timeout
+        self._timeout = timeout
         transport.write(data)
-        timer = loop.call_later(timeout, self._time_out, waiter, timeout)
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+
+    async def request(self, data: bytes, timeout: float) -> RawResponse:
+        """Write `data` (a whole request) and wait for the whole answer."""
+        waiter: asyncio.Future[RawResponse] = asyncio.get_running_loop().create_future()
+
+        def on_answer(
+            connection: _Connection,
+            response: RawResponse | None,
+            error: httpx.TransportError | None,
+        ) -> None:
+            if waiter.done():  # cancelled meanwhile
+                return
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                assert response is not None  # one of the two is given
+                waiter.set_result(response)
+
+        self.start(data, timeout, on_answer)
         try:
             return await waiter
         finally:
-            timer.cancel()
-            self._waiter = None
+            self._on_answer = None  # cancelled: later bytes are out of step
 
-    def _time_out(self, waiter: asyncio.Future[RawResponse], timeout: float) -> None:
-        if not waiter.done():
-            waiter.set_exception(httpx.ReadTimeout(f"no answer within {timeout}s"))
-            self.close()
+    def _check_deadline(self) -> None:
+        self._timer = None
+        on_answer, loop = self._on_answer, self._loop
+        if on_answer is None or loop is None:
+            return  # idle: the next request arms a new timer
+        if loop.time() < self._deadline:  # a later request than the one it was armed for
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+            return
+        self._on_answer = None
+        self.close()
+        on_answer(self, None, httpx.ReadTimeout(f"no answer within {self._timeout}s"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         """Close now (no graceful TLS shutdown: there is nothing left to say)."""
         self.closed = True
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.abort()
 
@@ -403,28 +478,52 @@ class Http11Pool:
             extra_headers, b"Content-Length: ", b"%d" % len(body), b"\r\n\r\n", body,
         ))  # fmt: skip
 
-    async def send(self, data: bytes) -> RawResponse:
+    def start(self, data: bytes, on_answer: OnAnswer) -> _Connection | None:
+        """Send a request made by `build` on an idle connection, if one is open.
+
+        Returns the connection, which the caller gives back with `release` (or
+        `discard`) from `on_answer`; `None` when no idle connection is open (then use
+        `send`, which opens one).
+        """
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                connection.start(data, self._timeout, on_answer)
+                return connection
+            self._open.discard(connection)
+        return None
+
+    def release(self, connection: _Connection, keep_alive: bool) -> None:
+        """A connection's answer is read: keep it for reuse if it can be, else close it."""
+        if keep_alive and not connection.closed and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        else:
+            self.discard(connection)
+
+    async def send(self, data: bytes, fresh_only: bool = False) -> RawResponse:
         """Send a request made by `build` and return the answer.
 
         A request that fails on a reused connection before any byte of answer came
         (the server closed it while idle) is tried once more on a new connection.
+
+        Args:
+            data: The whole request.
+            fresh_only: Open a new connection rather than reuse an idle one.
         """
-        for fresh_only in (False, True):
-            connection, reused = await self._acquire(fresh_only)
+        for fresh in (fresh_only, True):
+            connection, reused = await self._acquire(fresh)
             try:
                 response = await connection.request(data, self._timeout)
             except httpx.RemoteProtocolError:
-                self._discard(connection)
-                if reused and not connection.received_any and not fresh_only:
+                self.discard(connection)
+                if reused and not connection.received_any and not fresh:
                     continue
                 raise
             except BaseException:
-                self._discard(connection)
+                self.discard(connection)
                 raise
-            if response.keep_alive and not connection.closed and len(self._idle) < self._max_idle:
-                self._idle.append(connection)
-            else:
-                self._discard(connection)
+            self.release(connection, response.keep_alive)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -487,7 +586,8 @@ class Http11Pool:
         self._resolved, self._resolved_at = addresses, now
         return addresses
 
-    def _discard(self, connection: _Connection) -> None:
+    def discard(self, connection: _Connection) -> None:
+        """Close a connection whose request failed."""
         connection.close()
         self._open.discard(connection)
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
-from courier_analytics._http11 import MAX_BODY, Http11Pool
+from courier_analytics._http11 import MAX_BODY, Http11Pool, RawResponse, _Connection
 from courier_analytics._routes import Request
 from courier_analytics._threads import BlockingRunner
 from courier_analytics._version import __version__
@@ -31,6 +33,7 @@ __all__ = [
     "AnyTransport",
     "HttpxSender",
     "NativeSender",
+    "OnDone",
     "Response",
     "Sender",
     "environment_proxy",
@@ -134,34 +137,100 @@ class Sender(Protocol):
         """Release connections."""
 
 
+#: Called once with the answer to a request started with `NativeSender.start`, or
+#: with the error that ended it.
+OnDone = Callable[["Response | None", "httpx.TransportError | None"], None]
+
+
 class NativeSender:
-    """Sends requests over the lean keep-alive HTTP/1.1 client of `_http11.py`."""
+    """Sends requests over the lean keep-alive HTTP/1.1 client of `_http11.py`.
+
+    Besides `send`, it offers `start`: a request written on an idle connection
+    whose answer comes back by callback, with no task or future per request. The
+    worker uses it for every request an idle connection can take.
+    """
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float, max_connections: int):
         self._key = api_key.encode("ascii")
         self._pool = Http11Pool(
             base_url, _headers(api_key), timeout=timeout, max_idle=max_connections
         )
+        self._resending: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return "<NativeSender>"
 
-    async def send(self, request: Request) -> Response:
-        """Send one request and read the whole answer."""
+    def _build(self, request: Request) -> bytes:
         extra = b""
         if request.idempotency_key is not None:
             extra = b"Idempotency-Key: " + request.idempotency_key.encode() + b"\r\n"
+        return self._pool.build(request.path, request.body, extra)
+
+    def _response(self, raw: RawResponse) -> Response:
+        status, body = raw.status, raw.body
+        if status >= 300:
+            body = _blanked(body, status, self._key)
+        return Response(status, raw.retry_after, body)
+
+    async def send(self, request: Request) -> Response:
+        """Send one request and read the whole answer."""
+        return await self._send(self._build(request))
+
+    async def _send(self, data: bytes, fresh_only: bool = False) -> Response:
         try:
-            raw = await self._pool.send(self._pool.build(request.path, request.body, extra))
+            raw = await self._pool.send(data, fresh_only)
         except httpx.TransportError as exc:
             blanked = _blanked_error(exc, self._key)
             if blanked is exc:
                 raise  # as it is: its cause says what happened (refused, DNS, TLS...)
             raise blanked from None
-        return Response(raw.status, raw.retry_after, _blanked(raw.body, raw.status, self._key))
+        return self._response(raw)
+
+    def start(self, request: Request, on_done: OnDone) -> bool:
+        """Write the request on an idle connection and return; `on_done` gets the outcome.
+
+        `on_done` runs once, from the event loop, never from within `start`.
+
+        Returns:
+            Whether a connection was idle; if not, nothing was sent: use `send`.
+        """
+        data = self._build(request)
+        return self._pool.start(data, partial(self._answered, data, on_done)) is not None
+
+    def _answered(
+        self,
+        data: bytes,
+        on_done: OnDone,
+        connection: _Connection,
+        raw: RawResponse | None,
+        error: httpx.TransportError | None,
+    ) -> None:
+        if raw is not None:
+            self._pool.release(connection, raw.keep_alive)
+            on_done(self._response(raw), None)
+            return
+        self._pool.discard(connection)
+        assert error is not None  # one of the two is given
+        if isinstance(error, httpx.RemoteProtocolError) and not connection.received_any:
+            # The server closed the idle connection: once more on a new one, as `send` does.
+            task = asyncio.ensure_future(self._resend(data, on_done))
+            self._resending.add(task)
+            task.add_done_callback(self._resending.discard)
+            return
+        on_done(None, _blanked_error(error, self._key))
+
+    async def _resend(self, data: bytes, on_done: OnDone) -> None:
+        try:
+            response = await self._send(data, fresh_only=True)
+        except httpx.TransportError as exc:
+            on_done(None, exc)
+        else:
+            on_done(response, None)
 
     async def aclose(self) -> None:
-        """Close every connection."""
+        """Close every connection (a request started and not answered is dropped)."""
+        for task in list(self._resending):
+            task.cancel()
         await self._pool.aclose()
 
 

@@ -5,11 +5,18 @@ worker is busy) and the worker moves them into per-user *lanes* (`_lanes.py`),
 which release each message once its user's ordering allows: an `identify` after
 that user's earlier messages are answered and before any later one goes; tracks
 between two such barriers together, up to a per-user cap (`ordering="strict"`:
-one message per user at a time). Released messages are taken by slot coroutines
-that send them concurrently over one keep-alive connection pool; how many slots
-run is found at run time under the `max_in_flight` ceiling (`_concurrency.py`).
-A message waiting to retry keeps no slot; a track waiting to retry holds back
-nothing else, a barrier holds back its user's later messages.
+one message per user at a time). Released messages are sent concurrently over
+one keep-alive connection pool; how many are in flight is found at run time
+under the `max_in_flight` ceiling (`_concurrency.py`).
+
+The common case costs no task, future or timer per message: a released message
+goes out on an idle connection at once (`NativeSender.start`), and its answer is
+handled in the connection's callback, which then sends the next released
+message on the same connection. A message that finds no idle connection (one
+must be opened), any answer but an acceptance, and every sender other than the
+native one (httpx transports) take the general path: a task per message. A
+message waiting to retry holds no place in flight; a track waiting to retry
+holds back nothing else, a barrier holds back its user's later messages.
 
 The thread starts lazily on the first message. After `fork()` the child gets a
 fresh, unstarted worker with an empty queue (see `Client`), so nothing the
@@ -28,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -46,7 +54,7 @@ from courier_analytics._retry import (
     parse_retry_after,
 )
 from courier_analytics._routes import Request, Route
-from courier_analytics._transport import Sender
+from courier_analytics._transport import NativeSender, Response, Sender
 
 __all__ = ["Worker", "WorkerUnavailable"]
 
@@ -73,6 +81,10 @@ class _LoopWaiter:
     def _resolve(self) -> None:
         if not self.future.done():
             self.future.set_result(None)
+
+
+#: The outcome of an accepted answer, made once per status (outcomes are immutable).
+_DELIVERED = {status: Outcome(status, delivered=True) for status in (200, 201, 202, 204, 409)}
 
 
 class WorkerUnavailable(Exception):
@@ -129,16 +141,19 @@ class Worker:
         self._idle_events: list[_IdleWaiter] = []
         self._idle_lock = threading.Lock()
         self._lanes: Lanes | None = None
-        self._ready: asyncio.Queue[Message] | None = None
+        self._ready: deque[Message] = deque()  # released by their lanes, not yet sent
         self._concurrency: Concurrency | None = None
-        self._slots: set[asyncio.Task[None]] = set()
-        self._running = 0  # slots that have not decided to end
+        self._in_flight = 0  # released messages being sent (not waiting to retry)
+        self._ending = False  # the worker is ending: nothing more is sent
+        self._sending: dict[int, Message] = {}  # id() -> message, sent by callback
+        self._tasks: set[asyncio.Task[None]] = set()  # the general path's deliveries
+        self._room: deque[asyncio.Future[None]] = deque()  # retries waiting for room
+        self._native: NativeSender | None = None
         self._sender: Sender | None = None
         self._sender_error: Exception | None = None
         self._alarms: set[str] = set()  # ERRORs already logged, once each
         self._unreachable = False  # the last attempt got no answer (logged once)
         self._done: dict[int, Future[None]] = {}  # id(message) -> sync-mode waiter
-        self._capacity: asyncio.Semaphore | None = None
         self._retrying: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- producer side
@@ -314,17 +329,17 @@ class Worker:
         try:
             if self._sender is None:
                 raise self._sender_error or RuntimeError("no sender")
-            ready: asyncio.Queue[Message] = asyncio.Queue()
-            self._ready = ready
+            if isinstance(self._sender, NativeSender):
+                self._native = self._sender
+            self._ready = deque()
             self._lanes = Lanes(
-                ready.put_nowait,
+                self._ready.append,
                 strict=self._strict_order,
                 per_user=max(1, self._max_in_flight // 2),
             )
             self._concurrency = Concurrency(self._max_in_flight, time.monotonic())
-            self._running = 0
-            self._capacity = asyncio.Semaphore(self._max_in_flight)
-            self._add_slots(self._concurrency.limit)
+            self._in_flight = 0
+            self._ending = False
             while not self._stopping:
                 self._drain()
                 await self._sleep()
@@ -332,10 +347,15 @@ class Worker:
             reason = f"the worker failed ({type(exc).__name__}: {exc})"
             raise
         finally:
-            tasks = [*self._slots, *self._retrying]
+            self._ending = True  # nothing more is sent: what is left is reported
+            tasks = [*self._tasks, *self._retrying]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            sending, self._sending = list(self._sending.values()), {}
+            for message in sending:  # sent by callback and not answered: ended with us
+                self._signal_done(message)
+                self._fail(message, _outcomes.not_delivered(message, 1), _outcomes.SHUT_DOWN)
             self._abandon(self._take_all(), reason)
             if self._sender is not None:
                 await self._sender.aclose()
@@ -373,6 +393,8 @@ class Worker:
             self.held += 1
             add(queue.popleft())
             self._busy = True
+        if self._ready:
+            self._pump()
         if not queue and not self.held:
             if self._busy:  # told before flush() returns, so a flush sees its handlers run
                 self._busy = False
@@ -386,33 +408,83 @@ class Worker:
         for event in events:
             event.set()
 
-    def _add_slots(self, count: int) -> None:
-        self._running += count
-        for _ in range(count):
-            task = asyncio.create_task(self._slot())
-            self._slots.add(task)
-            task.add_done_callback(self._slots.discard)
+    def _pump(self) -> None:
+        """Send released messages while the concurrency limit allows."""
+        ready, concurrency, native = self._ready, self._concurrency, self._native
+        assert concurrency is not None  # set by _main()
+        if self._ending:
+            return
+        while ready and self._in_flight < concurrency.limit:
+            message = ready.popleft()
+            self._in_flight += 1
+            if native is None or not self._send_now(native, message):
+                task = asyncio.create_task(self._deliver(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    async def _slot(self) -> None:
-        """Send released messages one after another, while this slot is needed."""
-        ready, concurrency = self._ready, self._concurrency
-        assert ready is not None  # set by _main() before the slots start
-        assert concurrency is not None
-        while True:
-            if self._running > concurrency.limit:  # the limit went down: one slot fewer
-                self._running -= 1
+    def _send_now(self, native: NativeSender, message: Message) -> bool:
+        """Send on an idle connection, the answer handled by callback; False if none is idle."""
+        try:
+            request = self._route.request(message)
+        except Exception:
+            return False  # the general path reports it
+        sent = time.monotonic()
+        if not native.start(request, partial(self._answered, message, request, sent)):
+            return False
+        self._sending[id(message)] = message
+        return True
+
+    def _answered(
+        self,
+        message: Message,
+        request: Request,
+        sent: float,
+        response: Response | None,
+        error: httpx.TransportError | None,
+    ) -> None:
+        """The answer to a message sent by `_send_now` (or the error that ended it)."""
+        if self._sending.pop(id(message), None) is None:
+            return  # the worker stopped meanwhile and reported it
+        self._in_flight -= 1
+        if self._room:
+            self._make_room()
+        outcome = self._outcome(response, error, sent)
+        if outcome.delivered:
+            self._finish(message, outcome, 1)
+            self._finish_lane(message)
+        elif not self._settle(message, request, outcome, sent):
+            self._finish_lane(message)
+        self._answer_done()
+
+    def _answer_done(self) -> None:
+        """After an answer: adjust the limit, move queued messages on, send what may go."""
+        concurrency = self._concurrency
+        assert concurrency is not None  # set by _main()
+        concurrency.update(time.monotonic(), bool(self._ready))
+        self._drain()
+        if self._ready:
+            self._pump()
+
+    async def _deliver(self, message: Message) -> None:
+        """The general path: one released message's first attempt, in a task of its own."""
+        handed_over = False
+        try:
+            handed_over = await self._first_attempt(message)
+        finally:
+            self._in_flight -= 1
+            if self._room:
+                self._make_room()
+            if not handed_over:
+                self._finish_lane(message)
+        self._answer_done()
+
+    def _make_room(self) -> None:
+        """Let a retry that waits for room in flight go."""
+        while self._room:
+            waiter = self._room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
                 return
-            message = await ready.get()
-            handed_over = False
-            try:
-                handed_over = await self._first_attempt(message)
-            finally:
-                if not handed_over:
-                    self._finish_lane(message)
-            self._drain()
-            limit = concurrency.update(time.monotonic(), not ready.empty())
-            if limit > self._running:
-                self._add_slots(limit - self._running)
 
     def _finish_lane(self, message: Message) -> None:
         """A released message is done: let its user's next messages go."""
@@ -438,7 +510,7 @@ class Worker:
         try:
             request = self._route.request(message)
             attempts = 1
-            outcome = await self._attempt(request)
+            outcome = await self._attempt(request, counted=True)
         except asyncio.CancelledError:
             self._fail(message, _outcomes.not_delivered(message, attempts), _outcomes.SHUT_DOWN)
             raise
@@ -446,6 +518,10 @@ class Worker:
             error = _outcomes.exception_error(message, attempts, exc)
             self._fail(message, error, type(exc).__name__)
             return False
+        return self._settle(message, request, outcome, started)
+
+    def _settle(self, message: Message, request: Request, outcome: Outcome, started: float) -> bool:
+        """After a first attempt: a retry task (True), or finished, delivered or not (False)."""
         if outcome.retry and self._policy.max_retries:
             assert self._lanes is not None  # set by _main()
             self._lanes.detach(message)  # a track's retries hold back no one else
@@ -453,7 +529,7 @@ class Worker:
             self._retrying.add(task)
             task.add_done_callback(self._retrying.discard)
             return True
-        self._finish(message, outcome, attempts)
+        self._finish(message, outcome, 1)
         return False
 
     async def _retry(
@@ -493,22 +569,46 @@ class Worker:
             self._finish_lane(message)
             self._drain()
 
-    async def _attempt(self, request: Request) -> Outcome:
-        """Send the request once and say what came of it."""
-        sender, capacity = self._sender, self._capacity
+    async def _attempt(self, request: Request, counted: bool = False) -> Outcome:
+        """Send the request once and say what came of it.
+
+        Args:
+            request: The request.
+            counted: Its place in flight is already taken (a first attempt); a retry
+                waits for room under the `max_in_flight` ceiling and takes it here.
+        """
+        sender = self._sender
         assert sender is not None  # set by _main()
-        assert capacity is not None
-        concurrency = self._concurrency
-        assert concurrency is not None
+        if not counted:
+            while self._in_flight >= self._max_in_flight:
+                waiter = asyncio.get_running_loop().create_future()
+                self._room.append(waiter)
+                await waiter
+            self._in_flight += 1
         sent = time.monotonic()
         try:
-            async with capacity:  # slots and retries share max_in_flight
-                response = await sender.send(request)
+            response = await sender.send(request)
         except httpx.TransportError as exc:
-            retry = is_retryable_error(exc)
+            return self._outcome(None, exc, sent)
+        finally:
+            if not counted:
+                self._in_flight -= 1
+                if self._room:
+                    self._make_room()
+        return self._outcome(response, None, sent)
+
+    def _outcome(
+        self, response: Response | None, error: httpx.TransportError | None, sent: float
+    ) -> Outcome:
+        """What an attempt came to; counted for the concurrency limit."""
+        concurrency = self._concurrency
+        assert concurrency is not None  # set by _main()
+        if response is None:
+            assert error is not None  # one of the two is given
+            retry = is_retryable_error(error)
             concurrency.record(congested=retry)
             outcome = Outcome(
-                None, error=exc, retry=retry, detail=_outcomes.describe(exc, self._origin)
+                None, error=error, retry=retry, detail=_outcomes.describe(error, self._origin)
             )
             if retry and not self._unreachable:  # once per outage, not once per message
                 self._unreachable = True
@@ -524,7 +624,7 @@ class Worker:
         status = response.status
         if self._route.accepted(status):
             concurrency.record(congested=False, seconds=time.monotonic() - sent)
-            return Outcome(status, delivered=True)
+            return _DELIVERED.get(status) or Outcome(status, delivered=True)
         retry = is_retryable_status(status)
         concurrency.record(congested=retry)
         return Outcome(
@@ -598,9 +698,8 @@ class Worker:
     def _take_all(self) -> list[Message]:
         """Empty the lanes and the queue; what they held, oldest lanes first."""
         leftovers: list[Message] = []
-        ready = self._ready
-        while ready is not None and not ready.empty():  # released, not yet taken
-            leftovers.append(ready.get_nowait())
+        leftovers.extend(self._ready)  # released, not yet sent
+        self._ready.clear()
         if self._lanes is not None:
             leftovers.extend(self._lanes.drain())
         self.held = 0
