@@ -48,6 +48,22 @@ _TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*")
 _FIELDS_READ = {b"content-length", b"transfer-encoding", b"connection", b"retry-after"}
 
+# The usual head, checked whole by one match (see _parse_usual_head): the status
+# line as _STATUS_LINE; every line ends in CRLF; no NUL, VT or FF; each field name a
+# token; at most one each of Content-Length (plain digits), Connection, Retry-After
+# and Transfer-Encoding (chunked). `(?(3)(?!))` fails once group 3 is set: a repeat.
+_VALUE = rb"[\x01-\x09\x0e-\xff]*"  # any byte but NUL, LF, VT, FF and CR
+_USUAL_HEAD = re.compile(
+    rb"HTTP/1\.([01]) ([0-9]{3})(?: " + _VALUE + rb")?"
+    rb"(?:\r\n(?:"
+    rb"(?i:content-length):(?(3)(?!))[ \t]*([0-9]{1,20})[ \t]*"
+    rb"|(?i:connection):(?(4)(?!))(" + _VALUE + rb")"
+    rb"|(?i:retry-after):(?(5)(?!))(" + _VALUE + rb")"
+    rb"|(?i:transfer-encoding):(?(6)(?!))[ \t]*((?i:chunked))[ \t]*"
+    rb"|(?!(?i:content-length|connection|retry-after|transfer-encoding):)"
+    rb"[" + re.escape(_TOKEN) + rb"]+:" + _VALUE + rb"))*"
+)
+
 
 class RawResponse(NamedTuple):
     """Status, `Retry-After` header, body, and whether the connection can be reused."""
@@ -64,6 +80,9 @@ class _Head(NamedTuple):
     keep_alive: bool
     length: int | None  # None: chunked or until close
     chunked: bool
+
+
+_new = tuple.__new__  # makes a NamedTuple at half the cost of calling its class
 
 
 def _refuse(reason: str) -> NoReturn:
@@ -117,6 +136,45 @@ def _content_length(values: list[bytes]) -> int:
 
 
 def _parse_head(raw: bytes) -> _Head:
+    """The head's status and framing; refused unless it is well formed and within bounds."""
+    return _parse_usual_head(raw) or _parse_any_head(raw)
+
+
+def _parse_usual_head(raw: bytes) -> _Head | None:
+    """The head as `_parse_any_head` reads it, if it is of the usual kind, else None.
+
+    Most answers match `_USUAL_HEAD`, which checks the whole head in one C call and
+    picks out the fields read. Anything else (an interim or refused status, a
+    repeated field, a length over the limit, any fault) is left to `_parse_any_head`,
+    which gives the verdict and its reason: this one never refuses.
+    """
+    match = _USUAL_HEAD.fullmatch(raw)
+    if match is None:
+        return None
+    version, code, length, connection, retry_after, chunked = match.groups()
+    status = int(code)
+    if status < 200 or (length is not None and chunked is not None):
+        return None
+    http_1_1 = version == b"1"
+    keep_alive = http_1_1
+    if connection is not None:
+        tokens = {token.strip(b" \t").lower() for token in connection.split(b",")}
+        keep_alive = b"close" not in tokens and (http_1_1 or b"keep-alive" in tokens)
+    retry = None if retry_after is None else retry_after.strip(b" \t").decode("latin-1")
+    if status == 204 or status == 304:
+        keep_alive = keep_alive and (http_1_1 or chunked is None)
+        return _new(_Head, (status, retry, keep_alive, 0, False))
+    if chunked is not None:  # in HTTP/1.0 faulty framing: read it, then close
+        return _new(_Head, (status, retry, keep_alive and http_1_1, None, True))
+    if length is None:  # delimited by the server closing the connection
+        return _new(_Head, (status, retry, False, None, False))
+    size = int(length)
+    if size > MAX_BODY:
+        return None
+    return _new(_Head, (status, retry, keep_alive, size, False))
+
+
+def _parse_any_head(raw: bytes) -> _Head:
     lines = _lines(raw)
     status_line = _STATUS_LINE.fullmatch(lines[0])
     if status_line is None:
@@ -160,17 +218,35 @@ class _Reader:
     the connection is then closed, and what was read so far is dropped.
     """
 
+    head: _Head | None = None  # the answer's, once read
+    _searched = 0  # where the next search for a line end starts
+    _interim = 0  # bytes of interim answers (100 Continue) skipped
+    _chunk = 0  # size of the chunk (or Content-Length body) being read
+    _body: bytearray  # of a chunked answer
+
     def __init__(self) -> None:
         self.buffer = bytearray()
-        self.head: _Head | None = None
-        self._body = bytearray()
         self._step: Callable[[], RawResponse | None] = self._read_head
-        self._searched = 0  # where the next search for a line end starts
-        self._interim = 0  # bytes of interim answers (100 Continue) skipped
-        self._chunk = 0  # size of the chunk (or Content-Length body) being read
 
     def feed(self, data: bytes) -> RawResponse | None:
         """Add bytes; the answer if it is now complete."""
+        if self.head is None and not self.buffer:  # a head's first bytes: read in place
+            end = data.find(b"\r\n\r\n")
+            if 0 <= end <= _MAX_HEAD - self._interim:
+                raw = data[:end]
+                try:
+                    head = _parse_usual_head(raw) or _parse_any_head(raw)
+                except httpx.RemoteProtocolError:
+                    self.buffer += data  # as the steps below would leave it
+                    raise
+                status, retry_after, keep_alive, length, _ = head
+                if status >= 200:
+                    start = end + 4
+                    if length == len(data) - start:  # the usual: a whole answer, no more
+                        self.head, self._chunk, self._step = head, length, self._read_length
+                        return _new(RawResponse, (status, retry_after, data[start:], keep_alive))
+                    self._begin(head)
+                    data = data[start:]
         self.buffer += data
         while True:
             step = self._step
@@ -215,14 +291,19 @@ class _Reader:
             if head.status >= 200:
                 break
             self._interim += end + 4  # an interim answer (100 Continue): the real one follows
+        self._begin(head)
+        return None
+
+    def _begin(self, head: _Head) -> None:
+        """Read the body `head` announces."""
         self.head = head
         if head.chunked:
+            self._body = bytearray()
             self._step = self._read_chunk_line
         elif head.length is None:
             self._step = self._read_until_close
         else:
             self._chunk, self._step = head.length, self._read_length
-        return None
 
     def _read_length(self) -> RawResponse | None:
         length = self._chunk  # the whole body, as one chunk

@@ -32,7 +32,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from courier_analytics._http11 import _Reader
+from courier_analytics._http11 import (
+    RawResponse,
+    _parse_any_head,
+    _parse_usual_head,
+    _Reader,
+)
 
 T = TypeVar("T")
 Verdict = tuple[int, bytes] | None  # (status, body), or None: refused
@@ -314,3 +319,128 @@ def test_a_chunked_http_1_0_answer_closes_its_connection() -> None:
     head = b"HTTP/1.0 202 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
     raw = head + b"0\r\n\r\n"
     assert not keeps_alive(raw)
+
+
+# -- the fast path: most heads are read by one match, and whole answers in place
+
+Outcome = RawResponse | str  # the answer, or the reason it was refused
+
+
+def outcome(pieces: list[bytes]) -> Outcome:
+    """The whole answer (or the refusal's reason) from one reader fed ``pieces``, then closed."""
+    reader = _Reader()
+    try:
+        for piece in pieces:
+            answer = reader.feed(piece)
+            if answer is not None:
+                return answer
+        return reader.end()
+    except httpx.RemoteProtocolError as exc:
+        return str(exc)
+
+
+def any_head(raw: bytes) -> object:
+    """What the general head parser makes of ``raw``: the head, or the refusal's reason."""
+    try:
+        return _parse_any_head(raw)
+    except httpx.RemoteProtocolError as exc:
+        return str(exc)
+
+
+USUAL = {
+    "usual": H + b"Content-Type: application/json\r\nContent-Length: 2\r\nServer: x",
+    "upper-case": H + b"CONTENT-LENGTH:2\r\nCONNECTION: Close\r\nRETRY-AFTER: \t7 ",
+    "http-1.0-keep-alive": b"HTTP/1.0 200 OK\r\nConnection: x, Keep-Alive\r\nContent-Length: 0",
+    "http-1.0": b"HTTP/1.0 200 OK\r\nContent-Length: 0",
+    "until-close": H + b"Retry-After: Wed, 21 Oct 2026 07:28:00 GMT",
+    "chunked": H + b"Transfer-Encoding: Chunked ",
+    "chunked-http-1.0": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked",
+    "no-content": b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\nConnection: keep-alive",
+    "not-modified-chunked": b"HTTP/1.0 304 X\r\nConnection:keep-alive\r\nTransfer-Encoding:chunked",
+    "no-reason": b"HTTP/1.1 429\r\nRetry-After: 1\r\nContent-Length: 0",
+}
+LEFT_TO_THE_GENERAL_PARSER = {
+    "interim": b"HTTP/1.1 100 Continue",
+    "switching": b"HTTP/1.1 101 Switching Protocols",
+    "two-lengths": H + b"Content-Length: 2\r\ncontent-length: 2",
+    "length-list": H + b"Content-Length: 2, 2",
+    "two-connections": H + b"Connection: keep-alive\r\nConnection: close\r\nContent-Length: 0",
+    "two-retry-afters": H + b"Retry-After: 1\r\nRetry-After: 2\r\nContent-Length: 0",
+    "length-and-chunked": H + b"Content-Length: 2\r\nTransfer-Encoding: chunked",
+    "gzip": H + b"Transfer-Encoding: gzip",
+    "over-the-limit": H + b"Content-Length: 1048577",
+    "bare-lf": H + b"Content-Length: 2\nX: 1",
+    "lone-cr": H + b"X: a\rb\r\nContent-Length: 2",
+    "nul": H + b"X: a\x00b\r\nContent-Length: 2",
+    "form-feed": b"HTTP/1.1 202 \x0c\r\nContent-Length: 2",
+    "obs-fold": H + b"X: a\r\n b\r\nContent-Length: 2",
+    "space-before-colon": H + b"Content-Length : 2",
+    "empty-name": H + b": 2\r\nContent-Length: 2",
+    "version": b"HTTP/1.2 202 OK\r\nContent-Length: 2",
+    "status": b"HTTP/1.1 2020 OK\r\nContent-Length: 2",
+}
+
+
+@pytest.mark.parametrize("raw", USUAL.values(), ids=USUAL.keys())
+def test_the_usual_heads_are_read_by_one_match_as_the_general_parser_reads_them(raw: bytes) -> None:
+    """Each head of the usual kinds gets the fast reading, equal to the general one."""
+    head = _parse_usual_head(raw)
+    assert head is not None
+    assert head == _parse_any_head(raw)
+
+
+@pytest.mark.parametrize(
+    "raw", LEFT_TO_THE_GENERAL_PARSER.values(), ids=LEFT_TO_THE_GENERAL_PARSER.keys()
+)
+def test_any_other_head_is_left_to_the_general_parser(raw: bytes) -> None:
+    """A head of any other kind, well formed or not, gets no fast reading."""
+    assert _parse_usual_head(raw) is None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=answers())
+def test_the_fast_head_reading_is_the_general_one_or_none(answer: tuple[bytes, set[str]]) -> None:
+    """For any head, the fast reading is None or the general parser's, never a refused head."""
+    raw = answer[0].removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n").partition(b"\r\n\r\n")[0]
+    head = _parse_usual_head(raw)
+    assert head is None or head == any_head(raw)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=answers())
+def test_an_answer_in_one_piece_reads_as_the_same_answer_cut_after_its_first_byte(
+    answer: tuple[bytes, set[str]],
+) -> None:
+    """In one piece (read in place) or cut (step by step): the same answer, or the same refusal."""
+    raw, _ = answer
+    assert outcome([raw]) == outcome([raw[:1], raw[1:]])
+
+
+def test_a_whole_answer_in_one_piece_is_read_in_place_with_everything_it_says() -> None:
+    """Status, Retry-After, body and reuse come from the one piece, as read step by step."""
+    raw = b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}"
+    expected = RawResponse(429, "3", b"{}", True)
+    assert outcome([raw]) == outcome(list(map(bytes, zip(raw)))) == expected
+
+
+def test_stray_bytes_after_an_answer_in_one_piece_forbid_reuse() -> None:
+    """Bytes past the answer in the same piece: the answer is read, its connection not reused."""
+    answer = outcome([H + b"Content-Length: 2\r\n\r\n{}HTTP/1.1 500 Stray\r\n\r\n"])
+    assert answer == RawResponse(202, None, b"{}", False)
+
+
+@pytest.mark.parametrize(
+    "interim", [b"", b"HTTP/1.1 100 Continue\r\n\r\n"], ids=["alone", "after-100"]
+)
+def test_a_head_in_one_piece_is_held_to_the_64_kib_limit(interim: bytes) -> None:
+    """A head of 64 KiB (with any interim head before it) is read, one byte more is refused."""
+
+    def pieces(size: int) -> list[bytes]:
+        filler = b"X: " + b"x" * (size - len(H) - len(interim) - 22) + b"\r\n"
+        head = H + filler + b"Content-Length: 2"
+        assert len(interim) + len(head) == size
+        return [interim, head + b"\r\n\r\n{}"] if interim else [head + b"\r\n\r\n{}"]
+
+    limit = 64 * 1024
+    assert outcome(pieces(limit)) == RawResponse(202, None, b"{}", True)
+    assert str(outcome(pieces(limit + 1))).startswith("the answer's head over the")
