@@ -454,7 +454,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._deadline = loop.time() + timeout
         self._timeout = timeout
         transport.write(data)
-        if self._timer is None:
+        timer = self._timer
+        if timer is None or timer.when() > self._deadline:  # none, or armed for later
+            if timer is not None:
+                timer.cancel()
             self._timer = loop.call_at(self._deadline, self._check_deadline)
 
     async def request(self, data: bytes, timeout: float) -> RawResponse:

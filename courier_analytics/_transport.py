@@ -156,6 +156,7 @@ class NativeSender:
             base_url, _headers(api_key), timeout=timeout, max_idle=max_connections
         )
         self._resending: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def __repr__(self) -> str:
         return "<NativeSender>"
@@ -211,7 +212,11 @@ class NativeSender:
             return
         self._pool.discard(connection)
         assert error is not None  # one of the two is given
-        if isinstance(error, httpx.RemoteProtocolError) and not connection.received_any:
+        if (
+            isinstance(error, httpx.RemoteProtocolError)
+            and not connection.received_any
+            and not self._closing
+        ):
             # The server closed the idle connection: once more on a new one, as `send` does.
             task = asyncio.ensure_future(self._resend(data, on_done))
             self._resending.add(task)
@@ -228,7 +233,8 @@ class NativeSender:
             on_done(response, None)
 
     async def aclose(self) -> None:
-        """Close every connection (a request started and not answered is dropped)."""
+        """Close every connection; a request started and not answered ends with an error."""
+        self._closing = True
         for task in list(self._resending):
             task.cancel()
         await self._pool.aclose()

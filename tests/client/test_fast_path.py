@@ -1,0 +1,272 @@
+"""The callback path: a request started on an idle connection, its answer handled by callback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import socketserver
+import threading
+from typing import Any
+
+import httpx
+
+from courier_analytics import Client, NotDeliveredError
+from courier_analytics._http11 import Http11Pool, _Connection
+from courier_analytics._routes import Request
+from courier_analytics._transport import NativeSender, Response
+
+from .fakes import Reports
+from .test_http11 import OK, RawServer, run
+
+REQUEST = Request("/inbound/courier", b'{"n":1}')
+
+
+class Answers:
+    """Collects what `NativeSender.start` hands its callback, and says when it came."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Response | None, httpx.TransportError | None]] = []
+        self.came = asyncio.Event()
+
+    def __call__(self, response: Response | None, error: httpx.TransportError | None) -> None:
+        self.calls.append((response, error))
+        self.came.set()
+
+
+async def warmed(base_url: str, timeout: float = 5.0) -> NativeSender:
+    """A native sender with one idle keep-alive connection."""
+    sender = NativeSender(base_url, "key", timeout=timeout, max_connections=4)
+    assert (await sender.send(REQUEST)).status == 202
+    return sender
+
+
+def test_start_sends_nothing_without_an_idle_connection() -> None:
+    """With no connection open, start declines (the worker then uses send, which opens one)."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(base_url: str) -> None:
+        sender = NativeSender(base_url, "key", timeout=5, max_connections=4)
+        try:
+            assert sender.start(REQUEST, Answers()) is False
+        finally:
+            await sender.aclose()
+
+    run(server, scenario)
+    assert server.requests == []
+
+
+def test_start_answers_by_callback_on_the_idle_connection() -> None:
+    """The answer comes to the callback from the loop, not from start, on the same connection."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(base_url: str) -> list[Any]:
+        sender = await warmed(base_url)
+        answers = Answers()
+        try:
+            assert sender.start(REQUEST, answers) is True
+            assert answers.calls == []  # never from within start
+            await asyncio.wait_for(answers.came.wait(), 30)
+            return answers.calls
+        finally:
+            await sender.aclose()
+
+    calls = run(server, scenario)
+    assert [(response.status, error) for response, error in calls] == [(202, None)]
+    assert server.connections == 1
+
+
+def test_a_keep_alive_connection_closed_without_an_answer_is_replaced_silently() -> None:
+    """A request whose reused connection closes unanswered goes out once more on a new one."""
+    server = RawServer(lambda n, raw: None if n == 2 else OK)  # 2nd: closed, unanswered
+
+    async def scenario(base_url: str) -> list[Any]:
+        sender = await warmed(base_url)
+        answers = Answers()
+        try:
+            assert sender.start(REQUEST, answers) is True
+            await asyncio.wait_for(answers.came.wait(), 30)
+            return answers.calls
+        finally:
+            await sender.aclose()
+
+    calls = run(server, scenario)
+    assert [(response.status, error) for response, error in calls] == [(202, None)]
+    assert (len(server.requests), server.connections) == (3, 2)  # resent on a new connection
+
+
+def test_no_answer_by_the_deadline_ends_the_request_with_read_timeout() -> None:
+    """A started request whose answer never comes gets ReadTimeout, and its connection closes."""
+    server = RawServer(lambda n, raw: OK if n == 1 else b"")
+
+    async def scenario(base_url: str) -> list[Any]:
+        sender = await warmed(base_url, timeout=60)
+        sender._pool._timeout = 0.05  # times the answer only (see test_http11)
+        answers = Answers()
+        try:
+            assert sender.start(REQUEST, answers) is True
+            await asyncio.wait_for(answers.came.wait(), 60)
+            return answers.calls
+        finally:
+            await sender.aclose()
+
+    calls = run(server, scenario)
+    assert [(response, type(error)) for response, error in calls] == [(None, httpx.ReadTimeout)]
+
+
+class FakeTransport(asyncio.Transport):
+    """Takes writes and aborts; nothing goes anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_the_deadline_timer_follows_the_request_running_when_it_fires() -> None:
+    """A timer armed for an earlier request re-arms for a later one still within its deadline."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        connection, transport = _Connection(), FakeTransport()
+        connection.connection_made(transport)
+        seen: list[Any] = []
+        connection.start(b"one", 60, lambda c, r, e: seen.append(e))
+        timer = connection._timer
+        assert timer is not None
+        connection._deadline = loop.time() + 30  # as if a later request had started
+        connection._check_deadline()  # the timer fires: not yet this request's deadline
+        assert seen == []
+        assert not transport.aborted
+        assert connection._timer is not None
+        assert connection._timer is not timer
+        connection._deadline = loop.time() - 1
+        connection._check_deadline()
+        assert [type(error) for error in seen] == [httpx.ReadTimeout]
+        assert transport.aborted
+        assert connection._timer is None
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_connection_keeps_no_timer_after_its_deadline_passes() -> None:
+    """Once answered, the connection's timer ends when it fires and nothing is timed out."""
+
+    async def scenario() -> None:
+        connection, transport = _Connection(), FakeTransport()
+        connection.connection_made(transport)
+        seen: list[Any] = []
+        connection.start(b"one", 60, lambda c, r, e: seen.append((r, e)))
+        connection.data_received(OK)
+        connection._check_deadline()
+        assert [(r.status, e) for r, e in seen] == [(202, None)]
+        assert connection._timer is None
+        assert not transport.aborted
+
+    asyncio.run(scenario())
+
+
+class FirstThenHang(socketserver.ThreadingTCPServer):
+    """Answers the first request with 202 and never answers the later ones."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FirstThenHangHandler)
+        self.requests = 0
+        self.second = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _FirstThenHangHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: FirstThenHang = self.server  # type: ignore[assignment]
+        sock: socket.socket = self.request
+        buffer = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while b"\r\n\r\n" in buffer:
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(rest) < length:
+                    break
+                buffer = rest[length:]
+                server.requests += 1
+                if server.requests == 1:
+                    sock.sendall(OK)
+                else:
+                    server.second.set()
+                    server.release.wait(60)
+                    return
+
+
+def test_a_message_in_flight_when_the_client_shuts_down_is_reported_once() -> None:
+    """A message sent by callback and unanswered at shutdown is reported not delivered, once."""
+    server = FirstThenHang()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    reports = Reports()
+    client = Client(api_key="k", base_url=server.url, on_error=reports, timeout=60)
+    try:
+        client.track("First", user_id="u1")
+        assert client.flush(30)
+        client.track("Second", user_id="u2")  # goes out on the idle connection
+        assert server.second.wait(30)
+        client.shutdown(0.1)
+        assert [(type(error), message.event) for error, message in reports.calls] == [
+            (NotDeliveredError, "Second")
+        ]
+        assert client.stats.delivered == 1
+        assert client.stats.unaccounted == 0
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_http11_pool_start_declines_when_every_connection_is_busy() -> None:
+    """The pool starts a request only on an idle connection, never on a busy one."""
+    server = RawServer(lambda n, raw: OK if n == 1 else b"")
+
+    async def scenario(base_url: str) -> None:
+        pool = Http11Pool(base_url, [], timeout=60, max_idle=4)
+        try:
+            await pool.send(pool.build("/x", b"{}"))
+            assert pool.start(pool.build("/x", b"{}"), lambda c, r, e: None) is not None
+            assert pool.start(pool.build("/x", b"{}"), lambda c, r, e: None) is None
+        finally:
+            await pool.aclose()
+
+    run(server, scenario)
+
+
+def test_a_nearer_deadline_re_arms_the_timer_sooner() -> None:
+    """A request with a shorter timeout than the armed timer's is timed by its own deadline."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        connection, transport = _Connection(), FakeTransport()
+        connection.connection_made(transport)
+        connection.start(b"one", 60, lambda c, r, e: None)
+        connection.data_received(OK)
+        before = loop.time()
+        connection.start(b"two", 0.5, lambda c, r, e: None)
+        timer = connection._timer
+        assert timer is not None
+        assert timer.when() <= before + 1  # armed for "two", not left at "one"'s (60 s)
+        connection.close()
+
+    asyncio.run(scenario())
