@@ -40,6 +40,7 @@ MAX_BODY = 1024 * 1024  # bytes of an answer's body: Courier's are a few hundred
 _MAX_CHUNK_LINE = 4 * 1024  # a chunk's size line, extensions included
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DNS_TTL = 60.0  # seconds a host name's addresses are reused for new connections
+_HEADS_KEPT = 64  # request heads kept for reuse, by path (tracks all share one)
 
 # The grammar of RFC 9112, as strict as h11's except where noted in
 # tests/client/test_http11_parser.py: lines end in CRLF only, no obs-fold.
@@ -544,6 +545,7 @@ class Http11Pool:
         self._fixed = b"".join(name + b": " + value + b"\r\n" for name, value in lines)
         self._timeout = timeout
         self._max_idle = max_idle
+        self._heads: dict[tuple[str, bytes], bytes] = {}  # request heads by path, to reuse
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._resolved: list[str] = []
@@ -557,10 +559,15 @@ class Http11Pool:
 
     def build(self, path: str, body: bytes, extra_headers: bytes = b"") -> bytes:
         """The whole request: request line, headers and body, as one byte string."""
-        return b"".join((
-            b"POST ", self._prefix, path.encode("ascii"), b" HTTP/1.1\r\n", self._fixed,
-            extra_headers, b"Content-Length: ", b"%d" % len(body), b"\r\n\r\n", body,
-        ))  # fmt: skip
+        head = self._heads.get((path, extra_headers))
+        if head is None:
+            head = b"".join((
+                b"POST ", self._prefix, path.encode("ascii"), b" HTTP/1.1\r\n", self._fixed,
+                extra_headers, b"Content-Length: ",
+            ))  # fmt: skip
+            if len(self._heads) < _HEADS_KEPT:  # per-user paths (/profiles/{id}) fill it
+                self._heads[(path, extra_headers)] = head
+        return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
     def start(self, data: bytes, on_answer: OnAnswer) -> _Connection | None:
         """Send a request made by `build` on an idle connection, if one is open.

@@ -461,9 +461,7 @@ class Worker:
         concurrency = self._concurrency
         assert concurrency is not None  # set by _main()
         concurrency.update(time.monotonic(), bool(self._ready))
-        self._drain()
-        if self._ready:
-            self._pump()
+        self._drain()  # which sends what may go
 
     async def _deliver(self, message: Message) -> None:
         """The general path: one released message's first attempt, in a task of its own."""
