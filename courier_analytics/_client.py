@@ -20,7 +20,16 @@ import attrs
 from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
 from courier_analytics._events import Emitter, EventName
-from courier_analytics._messages import MAX_REQUEST_BYTES, Message, MessageFactory
+from courier_analytics._json import encode_field
+from courier_analytics._messages import (
+    ENVELOPE_BYTES,
+    MAX_REQUEST_BYTES,
+    Message,
+    MessageFactory,
+    compact,
+    new_message_id,
+    now_ms,
+)
 from courier_analytics._options import ErrorHandler, EventLoop, Options, Ordering, Region
 from courier_analytics._outcomes import origin_of
 from courier_analytics._plugins import Middleware, Plugin, Plugins
@@ -41,6 +50,9 @@ __all__ = ["Client", "Stats", "dispatch", "make_message"]
 logger = logging.getLogger("courier_analytics")
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+#: Length of a message id made by `new_message_id` (a UUID's 36 characters).
+QUICK_ID_BYTES = 36
 
 #: Seconds between two warnings about dropped messages (each drop is still reported).
 DROP_LOG_INTERVAL = 10.0
@@ -264,6 +276,11 @@ class Client:
         # For calls in a scope with on_missing_identity="skip" that knows no user.
         self._lenient = attrs.evolve(self._factory, require_identity=False)
         self._route = _make_route(options)
+        # Whether a track() may take the short way (see track); plugins, scopes and
+        # test capture can come and go, so they are looked at on each call.
+        self._quick = options.send and not options.sync_mode and self._route.delivers("track")
+        #: Room left for the properties and escaped strings of a quick track's body.
+        self._quick_room = options.max_message_bytes - ENVELOPE_BYTES - QUICK_ID_BYTES
         self._send = options.send
         self._sync_mode = options.sync_mode
         self._lock = threading.Lock()
@@ -441,6 +458,32 @@ class Client:
         Returns:
             The message's `messageId`.
         """
+        if (  # The common call, made here in one go: the same checks, a compact message.
+            type(user_id) is str
+            and type(event) is str
+            and anonymous_id is None
+            and context is None
+            and timestamp is None
+            and message_id is None
+            and integrations is None
+            and self._quick
+            and user_id
+            and user_id.isascii()
+            and event.isascii()
+            and event
+            and not event.isspace()
+            and (properties is None or type(properties) is dict)
+            and not _capture.recorders
+            and "track" not in self._plugins.chains
+            and current_frame() is None
+        ):
+            payload = b"{}" if properties is None else encode_field("properties", properties)
+            if len(payload) + 6 * (len(user_id) + len(event)) <= self._quick_room:
+                mid = new_message_id()
+                message = compact("track", mid, user_id, None, event, payload, now_ms())
+                with self._lock:
+                    self._made += 1  # before the worker can count it delivered: never negative
+                return self._put(message, None)
         factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
         frame = current_frame()
         if frame is not None:
@@ -669,10 +712,14 @@ class Client:
             return self._stopped(message, "send=False")
         if not self._route.delivers(message.type):
             return self._stopped(message, f"route {self._route.name!r} does not deliver it")
-        error: CourierAnalyticsError | None = None
         done: Future[None] | None = Future() if self._sync_mode else None
         with self._lock:
             self._made += 1  # before the worker can count it delivered: never negative
+        return self._put(message, done)
+
+    def _put(self, message: Message, done: Future[None] | None) -> str:
+        """Queue a message counted as made; drop it (counted and reported) if it cannot be."""
+        error: CourierAnalyticsError | None = None
         try:
             if self._worker.put(message, done):
                 if done is not None:  # sync mode: wait for this message's outcome

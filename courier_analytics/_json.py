@@ -50,7 +50,14 @@ from typing import Any, NoReturn
 import attrs
 import orjson
 
-__all__ = ["MAX_DEPTH", "dumps", "encode_datetime", "encode_timestamp", "loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "dumps",
+    "encode_datetime",
+    "encode_field",
+    "encode_timestamp",
+    "loads",
+]
 
 #: Deepest nesting accepted (orjson's own limit is 254 levels; the message envelope
 #: uses a few of them).
@@ -200,6 +207,21 @@ def dumps(obj: Any) -> bytes:
         except _Problem as problem:
             _raise(problem)
     return bytes(memoryview(encoded))
+
+
+def encode_field(name: str, value: Any) -> bytes:
+    """`value` encoded as `dumps` would encode it as the field `name` of a message.
+
+    The same checks, at the same depth, and an error names the key path from
+    `name` (e.g. `properties['cart']`); `name` must be a plain ASCII key. The
+    result is an exact-size copy, fit to be queued.
+    """
+    try:
+        # In a list: as deep as in the message, and the slice is the exact-size copy.
+        return orjson.dumps([value], default=_default, option=_OPTIONS)[1:-1]
+    except (orjson.JSONEncodeError, RecursionError):
+        pass
+    return dumps({name: value})[len(name) + 4 : -1]  # raises naming the path, if it must
 
 
 def _raise_problem(obj: Any, exc: Exception) -> NoReturn:

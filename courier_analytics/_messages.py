@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, TypedDict, cast
 
 import attrs
+import orjson
 
 from courier_analytics._errors import MessageTooLargeError
-from courier_analytics._json import dumps, encode_timestamp, loads
+from courier_analytics._json import dumps, encode_field, encode_timestamp, loads
 from courier_analytics._plugins import Plugins, Step, run_plugins
 from courier_analytics._version import __version__
 
@@ -54,9 +56,33 @@ _DEFAULT_CONTEXT: Final = {"library": LIBRARY}
 _UTC = _dt.timezone.utc
 
 
-@attrs.frozen(repr=False)
-class Message:
+class _Fields:
+    """The slots of a message, shared by the frozen `Message` and its `_Draft`."""
+
+    __slots__ = ("_data", "_stamp", "anonymous_id", "event", "message_id", "type", "user_id")
+
+    type: str
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    event: str | None
+    # The Segment-spec JSON, whole (`_stamp` None); or, for a compact message (an
+    # identify or track with the default context, no integrations and no plugins),
+    # only its traits or properties, the rest made again from the other fields
+    # when asked for: about half the bytes to keep while queued, and no decoding
+    # to make Courier's body from it (`ApiRoute`).
+    _data: bytes
+    # A compact message's timestamp, in milliseconds since the epoch (UTC).
+    _stamp: int | None
+
+
+_FIELDS: Final = ("type", "message_id", "user_id", "anonymous_id", "event", "_data", "_stamp")
+
+
+class Message(_Fields):
     """One analytics call, validated and encoded; what is queued, sent and reported.
+
+    Immutable: assigning an attribute raises `attrs.exceptions.FrozenInstanceError`.
 
     Attributes:
         type: `"identify"`, `"track"`, `"group"`, `"page"`, `"screen"` or `"alias"`.
@@ -68,16 +94,39 @@ class Message:
         body: The Segment-spec message as compact UTF-8 JSON.
     """
 
-    type: str
-    message_id: str
-    user_id: str | None
-    anonymous_id: str | None
-    event: str | None
-    body: bytes
+    __slots__ = ()
+    __match_args__ = ("type", "message_id", "user_id", "anonymous_id", "event", "body")
+
     # Why this message goes no further than the call (not queued): a reason to skip
     # it (str) or the error that cancelled it (a before plugin raised). None but on
     # a _StoppedMessage, so that making an ordinary message costs nothing more.
     _stop: ClassVar[str | Exception | None] = None
+
+    def __init__(
+        self,
+        type: str,
+        message_id: str,
+        user_id: str | None,
+        anonymous_id: str | None,
+        event: str | None,
+        body: bytes,
+    ) -> None:
+        fields = (type, message_id, user_id, anonymous_id, event, body, None)
+        for name, value in zip(_FIELDS, fields, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    def __delattr__(self, name: str) -> None:
+        raise attrs.exceptions.FrozenInstanceError
+
+    @property
+    def body(self) -> bytes:
+        """The Segment-spec message as compact UTF-8 JSON."""
+        if self._stamp is None:
+            return self._data
+        return _compact_body(self)
 
     @property
     def recipient(self) -> str:
@@ -94,16 +143,140 @@ class Message:
         result: dict[str, Any] = loads(self.body)
         return result
 
+    def _key(self) -> tuple[object, ...]:
+        return (self.type, self.message_id, self.user_id, self.anonymous_id, self.event, self.body)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (self.__class__, *self._key()))
+
     def __repr__(self) -> str:
         # Type, id and size only: never the payload, which may hold personal data.
-        return f"<Message {self.type} {self.message_id} ({len(self.body)} bytes)>"
+        return f"<Message {self.type} {self.message_id} ({self.size} bytes)>"
 
 
-@attrs.frozen(repr=False)
+class _Draft(_Fields):
+    """A message while it is filled in; then it becomes a `Message` (same slots)."""
+
+    __slots__ = ()
+
+
+_new_draft = object.__new__
+
+
+def compact(
+    kind: str,
+    message_id: str,
+    user_id: str | None,
+    anonymous_id: str | None,
+    event: str | None,
+    data: bytes,
+    stamp: int,
+) -> Message:
+    """A compact message: `data` is the JSON of its traits (identify) or properties (track).
+
+    The caller vouches for every field as `MessageFactory` checks them, each string
+    encodable as UTF-8, and `stamp` is milliseconds since the epoch.
+    """
+    draft = _new_draft(_Draft)
+    draft.type = kind
+    draft.message_id = message_id
+    draft.user_id = user_id
+    draft.anonymous_id = anonymous_id
+    draft.event = event
+    draft._data = data
+    draft._stamp = stamp
+    draft.__class__ = Message  # type: ignore[assignment]  # the same slots: now frozen
+    return cast(Message, draft)
+
+
+def _full(
+    kind: str,
+    message_id: str,
+    user_id: str | None,
+    anonymous_id: str | None,
+    event: str | None,
+    body: bytes,
+) -> Message:
+    """`Message(...)`, made faster (the frozen class's own `__init__` sets slot by slot)."""
+    draft = _new_draft(_Draft)
+    draft.type = kind
+    draft.message_id = message_id
+    draft.user_id = user_id
+    draft.anonymous_id = anonymous_id
+    draft.event = event
+    draft._data = body
+    draft._stamp = None
+    draft.__class__ = Message  # type: ignore[assignment]
+    return cast(Message, draft)
+
+
+def _restore(cls: type[Message], *fields: Any) -> Message:
+    """Unpickle a message (as its whole body)."""
+    message = cls.__new__(cls)
+    Message.__init__(message, *fields[:6])
+    if len(fields) > 6:
+        object.__setattr__(message, "_stop", fields[6])
+    return message
+
+
+_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MILLISECOND: Final = _dt.timedelta(milliseconds=1)
+_DEFAULT_CONTEXT_BYTES: Final = orjson.dumps({"library": LIBRARY})
+_DEFAULT_CONTEXT_JSON: Final = orjson.Fragment(_DEFAULT_CONTEXT_BYTES)
+
+
+def _compact_body(message: Message) -> bytes:
+    """The Segment-spec JSON of a compact message, as `MessageFactory` would encode it whole."""
+    stamp = encode_timestamp(_EPOCH + _dt.timedelta(milliseconds=cast(int, message._stamp)))
+    data: dict[str, Any] = {
+        "type": message.type,
+        "messageId": message.message_id,
+        "timestamp": stamp,
+    }
+    if message.user_id is not None:
+        data["userId"] = message.user_id
+    if message.anonymous_id is not None:
+        data["anonymousId"] = message.anonymous_id
+    if message.type == "track":
+        data["event"] = message.event
+        data["properties"] = orjson.Fragment(message._data)
+    else:
+        data["traits"] = orjson.Fragment(message._data)
+    data["context"] = _DEFAULT_CONTEXT_JSON
+    return orjson.dumps(data)
+
+
 class _StoppedMessage(Message):
     """A message that goes no further than the call: skipped, or cancelled by a plugin."""
 
-    _stop: str | Exception | None = attrs.field(kw_only=True, eq=False)  # type: ignore[misc]
+    __slots__ = ("_stop",)
+
+    _stop: str | Exception | None  # type: ignore[misc]
+
+    def __init__(
+        self,
+        type: str,
+        message_id: str,
+        user_id: str | None,
+        anonymous_id: str | None,
+        event: str | None,
+        body: bytes,
+        *,
+        stop: str | Exception | None,
+    ) -> None:
+        super().__init__(type, message_id, user_id, anonymous_id, event, body)
+        object.__setattr__(self, "_stop", stop)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (self.__class__, *self._key(), self._stop))
 
 
 def _id(name: str, value: object) -> str | None:
@@ -217,6 +390,30 @@ def _context(value: object) -> Mapping[str, Any]:
     context = _mapping("context", value)
     # A new dict: the caller's context is never modified.
     return {**context, "library": LIBRARY} if context else _DEFAULT_CONTEXT
+
+
+def now_ms() -> int:
+    """Now, in milliseconds since the epoch: a message's timestamp."""
+    return time.time_ns() // 1_000_000
+
+
+def _utf8(value: str | None) -> bool:
+    """Whether `value` (or `None`) can be encoded as UTF-8, as JSON needs (no lone surrogates)."""
+    if value is None or value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: The types made compact when they can be, and the field kept as JSON.
+_COMPACT: Final = {"identify": "traits", "track": "properties"}
+
+#: More than a compact body holds besides its payload and strings (each string
+#: counted six times, as if every character had to be escaped).
+ENVELOPE_BYTES: Final = 256 + len(_DEFAULT_CONTEXT_BYTES)
 
 
 class Shared(TypedDict):
@@ -346,15 +543,40 @@ class MessageFactory:
         user_id, anonymous_id = who
         event = fields.get("event")
         mid = _message_id(shared["message_id"])
-        timestamp = _timestamp(shared["timestamp"])
+        given = shared["timestamp"]
+        timestamp = None if given is None else _timestamp(given)
+        context = _context(shared["context"])
+        integrations = shared["integrations"]
+        if (
+            context is _DEFAULT_CONTEXT
+            and integrations is None
+            and kind in _COMPACT
+            and (user_id is not None or anonymous_id is not None)
+            and kind not in self.plugins.chains
+            and _utf8(mid)
+            and _utf8(user_id)
+            and _utf8(anonymous_id)
+            and _utf8(event)
+        ):
+            name = _COMPACT[kind]
+            payload = encode_field(name, fields[name])
+            stamp = now_ms() if timestamp is None else (timestamp - _EPOCH) // _MILLISECOND
+            message = compact(kind, mid, user_id, anonymous_id, event, payload, stamp)
+            strings = (mid, user_id or "", anonymous_id or "", event or "")
+            if len(payload) + 6 * sum(map(len, strings)) + ENVELOPE_BYTES > self.max_bytes:
+                body = message.body  # near the limit: the exact size
+                if len(body) > self.max_bytes:
+                    self._too_large(kind, body)
+            return message
+        if timestamp is None:
+            timestamp = _dt.datetime.now(_UTC)
         data: dict[str, Any] = {"type": kind, "messageId": mid, "timestamp": timestamp}
         if user_id is not None:
             data["userId"] = user_id
         if anonymous_id is not None:
             data["anonymousId"] = anonymous_id
         data.update(fields)
-        data["context"] = _context(shared["context"])
-        integrations = shared["integrations"]
+        data["context"] = context
         if integrations is not None:
             data["integrations"] = _mapping("integrations", integrations)
         if user_id is None and anonymous_id is None:  # only when not require_identity
@@ -396,7 +618,7 @@ class MessageFactory:
             return _StoppedMessage(
                 kind, mid, user_id, anonymous_id, event, body, stop=SKIPPED_INTEGRATIONS
             )
-        return Message(kind, mid, user_id, anonymous_id, event, body)
+        return _full(kind, mid, user_id, anonymous_id, event, body)
 
     def _encode(self, kind: str, data: Mapping[str, Any]) -> bytes:
         body = dumps(data)
@@ -443,7 +665,7 @@ class MessageFactory:
         integrations = result.get("integrations")
         if integrations is not None and not to_courier(integrations):
             return _StoppedMessage(kind, mid, uid, aid, event, body, stop=SKIPPED_INTEGRATIONS)
-        return Message(kind, mid, uid, aid, event, body)
+        return _full(kind, mid, uid, aid, event, body)
 
 
 def _blame(kind: str, chain: tuple[Step, ...], exc: Exception) -> Exception:

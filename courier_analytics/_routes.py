@@ -8,7 +8,7 @@ identify merges traits into `/profiles/{id}`, track posts to `/inbound/courier`.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 from urllib.parse import quote
 
 import attrs
@@ -122,22 +122,31 @@ class ApiRoute:
 
     def request(self, message: Message) -> Request:
         """identify -> `POST /profiles/{id}` (merge); track -> `POST /inbound/courier`."""
-        data = orjson.loads(message.body)
-        if message.type == "identify":
-            path = "/profiles/" + path_segment(message.recipient)
-            body = orjson.dumps({"profile": data.get("traits", {})})
+        if message._stamp is not None:
+            # Compact: the traits or properties are JSON already; nothing to decode.
+            payload = message._data
+            if message.type == "identify":
+                path = "/profiles/" + path_segment(message.recipient)
+                return Request(path, b'{"profile":' + payload + b"}")
+            properties: object = orjson.Fragment(payload)
+            event = cast(str, message.event)
         else:
-            path = "/inbound/courier"
-            body = orjson.dumps(
-                {
-                    "event": self.event_prefix + data["event"],
-                    "messageId": message.message_id,
-                    "type": "track",
-                    "properties": data.get("properties", {}),
-                    "userId": message.recipient,
-                }
-            )
-        return Request(path, body)
+            data = orjson.loads(message.body)
+            if message.type == "identify":
+                path = "/profiles/" + path_segment(message.recipient)
+                return Request(path, orjson.dumps({"profile": data.get("traits", {})}))
+            properties = data.get("properties", {})
+            event = data["event"]
+        body = orjson.dumps(
+            {
+                "event": self.event_prefix + event,
+                "messageId": message.message_id,
+                "type": "track",
+                "properties": properties,
+                "userId": message.recipient,
+            }
+        )
+        return Request("/inbound/courier", body)
 
     def accepted(self, status: int) -> bool:
         """2xx, or 409: `/inbound/courier` already has this messageId."""
