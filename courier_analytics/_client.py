@@ -28,7 +28,6 @@ from courier_analytics._messages import (
     MessageFactory,
     compact,
     new_message_id,
-    now_ms,
 )
 from courier_analytics._options import ErrorHandler, EventLoop, Options, Ordering, Region
 from courier_analytics._outcomes import origin_of
@@ -480,7 +479,8 @@ class Client:
             payload = b"{}" if properties is None else encode_field("properties", properties)
             if len(payload) + 6 * (len(user_id) + len(event)) <= self._quick_room:
                 mid = new_message_id()
-                message = compact("track", mid, user_id, None, event, payload, now_ms())
+                stamp = time.time_ns() // 1_000_000  # as now_ms()
+                message = compact("track", mid, user_id, None, event, payload, stamp)
                 with self._lock:
                     self._made += 1  # before the worker can count it delivered: never negative
                 return self._put(message, None)

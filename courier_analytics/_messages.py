@@ -194,7 +194,7 @@ def compact(
     draft._data = data
     draft._stamp = stamp
     draft.__class__ = Message  # type: ignore[assignment]  # the same slots: now frozen
-    return cast(Message, draft)
+    return draft  # type: ignore[return-value]
 
 
 def _full(
@@ -215,7 +215,7 @@ def _full(
     draft._data = body
     draft._stamp = None
     draft.__class__ = Message  # type: ignore[assignment]
-    return cast(Message, draft)
+    return draft  # type: ignore[return-value]
 
 
 def _restore(cls: type[Message], *fields: Any) -> Message:
@@ -348,31 +348,31 @@ def _timestamp(value: object) -> _dt.datetime:
         ) from None
 
 
-class _MessageIds:
-    """UUID4-shaped message ids: a random prefix per process and a counter.
-
-    `str(uuid.uuid4())` costs ~2.5 us, a third of a call; this costs ~0.3 us.
-    The prefix keeps 80 random bits (version and variant bits as UUID4 draws
-    them), the last 48 bits count from a random start; a forked child draws a new
-    prefix, so no two processes share ids.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Draw a new random prefix and counter start."""
-        bits = uuid.uuid4().hex
-        self._prefix = f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-"
-        self._counter = itertools.count(int(bits[20:], 16))
-
-    def __call__(self) -> str:
-        return self._prefix + format(next(self._counter) & 0xFFFF_FFFF_FFFF, "012x")
+# Message ids: UUID4-shaped, a random prefix per process and a counter.
+# `str(uuid.uuid4())` costs ~2.5 us, a third of a call; this costs ~0.2 us. The
+# prefix keeps 80 random bits (version and variant bits as UUID4 draws them), the
+# last 48 bits count from a random start; a forked child draws a new prefix, so no
+# two processes share ids. Module globals: the call path's cheapest lookups.
+_id_prefix = ""
+_id_counter = itertools.count()
 
 
-new_message_id = _MessageIds()
+def reset_message_ids() -> None:
+    """Draw a new random prefix and counter start for message ids."""
+    global _id_prefix, _id_counter
+    bits = uuid.uuid4().hex
+    _id_prefix = f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-"
+    _id_counter = itertools.count(int(bits[20:], 16))
+
+
+def new_message_id() -> str:
+    """A new UUID4-shaped message id, unique to this process."""
+    return f"{_id_prefix}{next(_id_counter) & 0xFFFF_FFFF_FFFF:012x}"
+
+
+reset_message_ids()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=new_message_id.reset)
+    os.register_at_fork(after_in_child=reset_message_ids)
 
 
 def _message_id(value: object) -> str:

@@ -486,3 +486,141 @@ def test_excess_nesting_names_a_short_path() -> None:
         track({"deep": _deep(100_000)})
     assert len(str(info.value)) < 300
     assert "more levels" in str(info.value)
+
+
+def _full_factory() -> MessageFactory:
+    """A factory whose track/identify take the whole-body path (a no-op plugin on each)."""
+    factory = MessageFactory()
+
+    class Noop:
+        name = "noop"
+        type = "before"
+
+        def process(self, message: dict[str, Any]) -> dict[str, Any]:
+            return message
+
+    factory.plugins.register(Noop())
+    return factory
+
+
+COMPACT_CALLS = [
+    (
+        "track",
+        ("Order Completed", {"total": 42.5, "items": [{"sku": "é", "at": dt.date(2026, 1, 2)}]}),
+    ),
+    ("track", ("Clicked", None)),
+    ("track", ('Ünïcode "quoted" event', {1: "int key", "nan": math.nan})),
+    ("identify", ("u1", {"email": "a@example.com", "phone_number": None})),
+]
+
+
+@pytest.mark.parametrize(("kind", "args"), COMPACT_CALLS)
+@pytest.mark.parametrize("who", [{"user_id": "u1é"}, {"anonymous_id": 'a"1'}])
+def test_a_compact_body_is_the_whole_encoding_byte_for_byte(
+    kind: str, args: tuple[Any, ...], who: dict[str, str]
+) -> None:
+    """A compact message's body is the very bytes the whole-body path encodes."""
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, 89_999, tzinfo=dt.timezone.utc)
+    call = {**CALL, "timestamp": when, "message_id": "m-1", "user_id": None, "anonymous_id": None}
+    call.update(who)
+    if kind == "identify":
+        args = (call.pop("user_id"), args[1])
+    compact = getattr(MessageFactory(), kind)(*args, **call)
+    whole = getattr(_full_factory(), kind)(*args, **call)
+    assert compact._stamp is not None
+    assert whole._stamp is None
+    assert compact.body == whole.body
+    assert compact == whole
+
+
+def test_a_message_is_immutable() -> None:
+    """Assigning or deleting an attribute of a message raises FrozenInstanceError."""
+    message = MessageFactory().track("E", None, **{**CALL, "user_id": "u", "anonymous_id": None})
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        message.user_id = "someone else"  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        del message.event  # type: ignore[misc]
+
+
+def test_a_message_survives_pickling() -> None:
+    """A pickled and unpickled message equals the original, body included."""
+    import pickle
+
+    message = MessageFactory().track(
+        "E", {"a": 1}, **{**CALL, "user_id": "u", "anonymous_id": None}
+    )
+    copy = pickle.loads(pickle.dumps(message))
+    assert (copy, copy.body) == (message, message.body)
+
+
+def test_timestamps_before_1970_keep_their_milliseconds() -> None:
+    """A compact message keeps a timestamp before the epoch as the whole path writes it."""
+    when = dt.datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=dt.timezone.utc)
+    assert track(None, timestamp=when)["timestamp"] == "1969-12-31T23:59:59.999+00:00"
+
+
+@pytest.fixture
+def sending() -> Iterator[Client]:
+    """A client that sends (to a fake Courier), so track() may take its short way."""
+    from .fakes import FakeCourier, make_client
+
+    with make_client(FakeCourier(), max_message_bytes=1000) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("event", "properties", "user_id"),
+    [
+        ("E", {"cart": {"items": [1, Opaque()]}}, "u"),
+        ("E", {"c": _cycle()}, "u"),
+        ("E", {"deep": _deep(300)}, "u"),
+        ("E", {"s": "\ud800"}, "u"),
+        ("E", {1: "a", "1": "b"}, "u"),
+        ("E", {"x": "y" * 2000}, "u"),
+        ("E", {}, "\ud800"),
+        ("", {}, "u"),
+        (" \t", {}, "u"),
+        ("E", {}, ""),
+    ],
+    ids=[
+        "object",
+        "cycle",
+        "deep",
+        "surrogate",
+        "same-key",
+        "large",
+        "bad-user",
+        "empty",
+        "blank",
+        "empty-user",
+    ],
+)
+def test_a_sending_clients_track_refuses_what_the_factory_refuses(
+    sending: Client, event: str, properties: dict[Any, Any], user_id: str
+) -> None:
+    """track() on a sending client raises the factory's own error, and counts nothing."""
+    factory = MessageFactory(max_bytes=1000)
+    with pytest.raises((TypeError, ValueError)) as expected:
+        factory.track(event, properties, **{**CALL, "user_id": user_id, "anonymous_id": None})
+    with pytest.raises(type(expected.value)) as raised:
+        sending.track(event, properties, user_id=user_id)
+    assert str(raised.value) == str(expected.value)
+    assert sending.stats.made == 0
+
+
+def test_a_track_exactly_at_the_size_limit_is_accepted() -> None:
+    """A body of exactly max_message_bytes passes; one byte more raises."""
+    from .fakes import FakeCourier, make_client
+
+    properties = {"x": "y" * 900}
+    size = (
+        MessageFactory()
+        .track("E", properties, **{**CALL, "user_id": "u", "anonymous_id": None})
+        .size
+    )
+    with make_client(FakeCourier(), max_message_bytes=size) as client:
+        client.track("E", properties, user_id="u")
+        with pytest.raises(MessageTooLargeError, match=f"{size + 1:,} bytes"):
+            client.track("E", {"x": "y" * 901}, user_id="u")
+        assert client.flush(5)
+        assert client.stats.delivered == 1

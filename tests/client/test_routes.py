@@ -16,8 +16,9 @@ import orjson
 import pytest
 import respx
 
-from courier_analytics import Client
-from courier_analytics._messages import LIBRARY
+from courier_analytics import Client, Message
+from courier_analytics._messages import LIBRARY, MessageFactory
+from courier_analytics._routes import ApiRoute
 from courier_analytics._transport import USER_AGENT
 
 from .fakes import NO_WAIT
@@ -253,3 +254,30 @@ def test_sync_transport_is_supported() -> None:
         client.track("E", user_id="u")
         assert client.flush(5)
     assert seen == ["/inbound/courier"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "args", "who"),
+    [
+        ("track", ("Order Completed", {"total": 42.5, "when": WHEN, 7: [1, "é"]}), "user_id"),
+        ("track", ('Ünïcode "quoted"', None), "anonymous_id"),
+        ("identify", ("u/1 é", {"email": "a@example.com", "gone": None}), None),
+        ("identify", (None, {"a": {"b": [1.5, True]}}), "anonymous_id"),
+    ],
+)
+def test_api_route_makes_the_same_bytes_from_compact_and_whole_messages(
+    kind: str, args: tuple[Any, ...], who: str | None
+) -> None:
+    """Courier's body from a compact message is byte for byte the one decoding makes."""
+    call = {"context": None, "timestamp": WHEN, "message_id": "m-1", "integrations": None}
+    if who is not None:
+        call[who] = 'u"1'
+    call.setdefault("anonymous_id", None)
+    if kind == "track":
+        call.setdefault("user_id", None)
+    compact = getattr(MessageFactory(), kind)(*args, **call)
+    assert compact._stamp is not None
+    whole = Message(kind, compact.message_id, compact.user_id, compact.anonymous_id,
+                    compact.event, compact.body)  # fmt: skip
+    route = ApiRoute(event_prefix="P:")
+    assert route.request(compact) == route.request(whole)
