@@ -20,7 +20,6 @@ import attrs
 from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
 from courier_analytics._events import Emitter, EventName
-from courier_analytics._json import encode_field
 from courier_analytics._messages import (
     ENVELOPE_BYTES,
     MAX_REQUEST_BYTES,
@@ -28,6 +27,7 @@ from courier_analytics._messages import (
     MessageFactory,
     compact,
     new_message_id,
+    pack,
 )
 from courier_analytics._options import ErrorHandler, EventLoop, Options, Ordering, Region
 from courier_analytics._outcomes import origin_of
@@ -49,9 +49,6 @@ __all__ = ["Client", "Stats", "dispatch", "make_message"]
 logger = logging.getLogger("courier_analytics")
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
-
-#: Length of a message id made by `new_message_id` (a UUID's 36 characters).
-QUICK_ID_BYTES = 36
 
 #: Seconds between two warnings about dropped messages (each drop is still reported).
 DROP_LOG_INTERVAL = 10.0
@@ -279,7 +276,7 @@ class Client:
         # test capture can come and go, so they are looked at on each call.
         self._quick = options.send and not options.sync_mode and self._route.delivers("track")
         #: Room left for the properties and escaped strings of a quick track's body.
-        self._quick_room = options.max_message_bytes - ENVELOPE_BYTES - QUICK_ID_BYTES
+        self._quick_room = options.max_message_bytes - ENVELOPE_BYTES
         self._send = options.send
         self._sync_mode = options.sync_mode
         self._lock = threading.Lock()
@@ -476,14 +473,15 @@ class Client:
             and "track" not in self._plugins.chains
             and current_frame() is None
         ):
-            payload = b"{}" if properties is None else encode_field("properties", properties)
-            if len(payload) + 6 * (len(user_id) + len(event)) <= self._quick_room:
-                mid = new_message_id()
-                stamp = time.time_ns() // 1_000_000  # as now_ms()
-                message = compact("track", mid, user_id, None, event, payload, stamp)
+            mid = new_message_id()
+            stamp = time.time_ns() // 1_000_000  # as now_ms()
+            data = pack(stamp, mid, "properties", {} if properties is None else properties)
+            if len(data) + 6 * (len(user_id) + len(event)) <= self._quick_room:
+                message = compact("track", user_id, None, event, data)
                 with self._lock:
                     self._made += 1  # before the worker can count it delivered: never negative
-                return self._put(message, None)
+                self._put(message, None)
+                return mid
         factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
         frame = current_frame()
         if frame is not None:
@@ -715,16 +713,17 @@ class Client:
         done: Future[None] | None = Future() if self._sync_mode else None
         with self._lock:
             self._made += 1  # before the worker can count it delivered: never negative
-        return self._put(message, done)
+        self._put(message, done)
+        return message.message_id
 
-    def _put(self, message: Message, done: Future[None] | None) -> str:
+    def _put(self, message: Message, done: Future[None] | None) -> None:
         """Queue a message counted as made; drop it (counted and reported) if it cannot be."""
         error: CourierAnalyticsError | None = None
         try:
             if self._worker.put(message, done):
                 if done is not None:  # sync mode: wait for this message's outcome
                     self._worker.wait_done(message, done, self._options.flush_timeout)
-                return message.message_id
+                return
             error = QueueFullError(
                 f"{message.type} {message.message_id} dropped: the queue is full "
                 f"({self._options.max_queue_size} messages pending)"
@@ -746,7 +745,6 @@ class Client:
                 self._events.message("call_after_close", message)
             self._events.failure("dropped", error, message)
         self._report(error, message)
-        return message.message_id
 
     def _stopped(self, message: Message, why: str | Exception) -> str:
         """Count a message that goes no further than the call: skipped, or cancelled."""

@@ -19,7 +19,7 @@ import attrs
 import orjson
 
 from courier_analytics._errors import MessageTooLargeError
-from courier_analytics._json import dumps, encode_field, encode_timestamp, loads
+from courier_analytics._json import _OPTIONS, _default, dumps, encode_field, encode_timestamp, loads
 from courier_analytics._plugins import Plugins, Step, run_plugins
 from courier_analytics._version import __version__
 
@@ -59,24 +59,24 @@ _UTC = _dt.timezone.utc
 class _Fields:
     """The slots of a message, shared by the frozen `Message` and its `_Draft`."""
 
-    __slots__ = ("_data", "_stamp", "anonymous_id", "event", "message_id", "type", "user_id")
+    __slots__ = ("_data", "_mid", "anonymous_id", "event", "type", "user_id")
 
     type: str
-    message_id: str
     user_id: str | None
     anonymous_id: str | None
     event: str | None
-    # The Segment-spec JSON, whole (`_stamp` None); or, for a compact message (an
-    # identify or track with the default context, no integrations and no plugins),
-    # only its traits or properties, the rest made again from the other fields
-    # when asked for: about half the bytes to keep while queued, and no decoding
-    # to make Courier's body from it (`ApiRoute`).
+    # A whole message: `_mid` is its message id and `_data` its Segment-spec JSON.
+    # A compact one (an identify or track with the default context, no integrations
+    # and no plugins): `_mid` is None and `_data` is `<ms>,"<id>",<payload>`, its
+    # timestamp in milliseconds since the epoch, its message id as JSON and the
+    # JSON of its traits or properties (see `pack`); the body is made again from
+    # them when asked for. About half the bytes to keep while queued, and Courier's
+    # body is made without decoding anything (`ApiRoute`).
+    _mid: str | None
     _data: bytes
-    # A compact message's timestamp, in milliseconds since the epoch (UTC).
-    _stamp: int | None
 
 
-_FIELDS: Final = ("type", "message_id", "user_id", "anonymous_id", "event", "_data", "_stamp")
+_FIELDS: Final = ("type", "_mid", "user_id", "anonymous_id", "event", "_data")
 
 
 class Message(_Fields):
@@ -111,7 +111,7 @@ class Message(_Fields):
         event: str | None,
         body: bytes,
     ) -> None:
-        fields = (type, message_id, user_id, anonymous_id, event, body, None)
+        fields = (type, message_id, user_id, anonymous_id, event, body)
         for name, value in zip(_FIELDS, fields, strict=True):
             object.__setattr__(self, name, value)
 
@@ -122,11 +122,17 @@ class Message(_Fields):
         raise attrs.exceptions.FrozenInstanceError
 
     @property
+    def message_id(self) -> str:
+        """The Segment `messageId`."""
+        mid = self._mid
+        return unpack(self._data)[1] if mid is None else mid
+
+    @property
     def body(self) -> bytes:
         """The Segment-spec message as compact UTF-8 JSON."""
-        if self._stamp is None:
-            return self._data
-        return _compact_body(self)
+        if self._mid is None:
+            return _compact_body(self)
+        return self._data
 
     @property
     def recipient(self) -> str:
@@ -171,28 +177,53 @@ class _Draft(_Fields):
 _new_draft = object.__new__
 
 
+def pack(stamp: int, message_id: str, name: str, payload: object) -> bytes:
+    """A compact message's data: `stamp` (ms), `message_id` and `payload`, its field `name`.
+
+    `payload` is checked and encoded as `MessageFactory` does, errors naming the
+    path from `name`; `message_id` has no `"` or backslash (see `compactable_id`).
+    """
+    try:
+        # One call encodes all three; in a list, the payload is as deep as in the
+        # message, and the slice is the exact-size copy fit to be queued.
+        return orjson.dumps([stamp, message_id, payload], default=_default, option=_OPTIONS)[1:-1]
+    except (orjson.JSONEncodeError, RecursionError):
+        pass
+    encoded = encode_field(name, payload)  # raises naming the path, if it must
+    return b"%d,%b,%b" % (stamp, orjson.dumps(message_id), encoded)
+
+
+def unpack(data: bytes) -> tuple[int, str, bytes]:
+    """A compact message's timestamp (ms), message id and payload JSON (see `pack`)."""
+    comma = data.index(b',"')
+    end = data.index(b'"', comma + 2)
+    return int(data[:comma]), data[comma + 2 : end].decode(), data[end + 2 :]
+
+
+def compactable_id(message_id: str) -> bool:
+    """Whether a message id can be kept in a compact message (ours always can)."""
+    return '"' not in message_id and "\\" not in message_id
+
+
 def compact(
     kind: str,
-    message_id: str,
     user_id: str | None,
     anonymous_id: str | None,
     event: str | None,
     data: bytes,
-    stamp: int,
 ) -> Message:
-    """A compact message: `data` is the JSON of its traits (identify) or properties (track).
+    """A compact message of `data` from `pack` (identify: traits; track: properties).
 
     The caller vouches for every field as `MessageFactory` checks them, each string
-    encodable as UTF-8, and `stamp` is milliseconds since the epoch.
+    encodable as UTF-8.
     """
     draft = _new_draft(_Draft)
     draft.type = kind
-    draft.message_id = message_id
+    draft._mid = None
     draft.user_id = user_id
     draft.anonymous_id = anonymous_id
     draft.event = event
     draft._data = data
-    draft._stamp = stamp
     draft.__class__ = Message  # type: ignore[assignment]  # the same slots: now frozen
     return draft  # type: ignore[return-value]
 
@@ -208,12 +239,11 @@ def _full(
     """`Message(...)`, made faster (the frozen class's own `__init__` sets slot by slot)."""
     draft = _new_draft(_Draft)
     draft.type = kind
-    draft.message_id = message_id
+    draft._mid = message_id
     draft.user_id = user_id
     draft.anonymous_id = anonymous_id
     draft.event = event
     draft._data = body
-    draft._stamp = None
     draft.__class__ = Message  # type: ignore[assignment]
     return draft  # type: ignore[return-value]
 
@@ -235,11 +265,11 @@ _DEFAULT_CONTEXT_JSON: Final = orjson.Fragment(_DEFAULT_CONTEXT_BYTES)
 
 def _compact_body(message: Message) -> bytes:
     """The Segment-spec JSON of a compact message, as `MessageFactory` would encode it whole."""
-    stamp = encode_timestamp(_EPOCH + _dt.timedelta(milliseconds=cast(int, message._stamp)))
+    stamp, mid, payload = unpack(message._data)
     data: dict[str, Any] = {
         "type": message.type,
-        "messageId": message.message_id,
-        "timestamp": stamp,
+        "messageId": mid,
+        "timestamp": encode_timestamp(_EPOCH + _dt.timedelta(milliseconds=stamp)),
     }
     if message.user_id is not None:
         data["userId"] = message.user_id
@@ -247,9 +277,9 @@ def _compact_body(message: Message) -> bytes:
         data["anonymousId"] = message.anonymous_id
     if message.type == "track":
         data["event"] = message.event
-        data["properties"] = orjson.Fragment(message._data)
+        data["properties"] = orjson.Fragment(payload)
     else:
-        data["traits"] = orjson.Fragment(message._data)
+        data["traits"] = orjson.Fragment(payload)
     data["context"] = _DEFAULT_CONTEXT_JSON
     return orjson.dumps(data)
 
@@ -553,17 +583,18 @@ class MessageFactory:
             and kind in _COMPACT
             and (user_id is not None or anonymous_id is not None)
             and kind not in self.plugins.chains
+            and compactable_id(mid)
             and _utf8(mid)
             and _utf8(user_id)
             and _utf8(anonymous_id)
             and _utf8(event)
         ):
-            name = _COMPACT[kind]
-            payload = encode_field(name, fields[name])
             stamp = now_ms() if timestamp is None else (timestamp - _EPOCH) // _MILLISECOND
-            message = compact(kind, mid, user_id, anonymous_id, event, payload, stamp)
-            strings = (mid, user_id or "", anonymous_id or "", event or "")
-            if len(payload) + 6 * sum(map(len, strings)) + ENVELOPE_BYTES > self.max_bytes:
+            name = _COMPACT[kind]
+            packed = pack(stamp, mid, name, fields[name])
+            message = compact(kind, user_id, anonymous_id, event, packed)
+            strings = (user_id or "", anonymous_id or "", event or "")
+            if len(packed) + 6 * sum(map(len, strings)) + ENVELOPE_BYTES > self.max_bytes:
                 body = message.body  # near the limit: the exact size
                 if len(body) > self.max_bytes:
                     self._too_large(kind, body)

@@ -527,8 +527,8 @@ def test_a_compact_body_is_the_whole_encoding_byte_for_byte(
         args = (call.pop("user_id"), args[1])
     compact = getattr(MessageFactory(), kind)(*args, **call)
     whole = getattr(_full_factory(), kind)(*args, **call)
-    assert compact._stamp is not None
-    assert whole._stamp is None
+    assert compact._mid is None
+    assert whole._mid is not None
     assert compact.body == whole.body
     assert compact == whole
 
