@@ -16,10 +16,13 @@ from types import TracebackType
 from typing import Any
 
 import attrs
+from orjson import JSONEncodeError
+from orjson import dumps as _orjson_dumps
 
 from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
 from courier_analytics._events import Emitter, EventName
+from courier_analytics._json import _OPTIONS, _default
 from courier_analytics._messages import (
     ENVELOPE_BYTES,
     MAX_REQUEST_BYTES,
@@ -49,6 +52,9 @@ __all__ = ["Client", "Stats", "dispatch", "make_message"]
 logger = logging.getLogger("courier_analytics")
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+_time_ns = time.time_ns
+_PACK_OPTIONS: dict[str, Any] = {"default": _default, "option": _OPTIONS}
 
 #: Seconds between two warnings about dropped messages (each drop is still reported).
 DROP_LOG_INTERVAL = 10.0
@@ -454,38 +460,45 @@ class Client:
         Returns:
             The message's `messageId`.
         """
+        factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
+        frame = current_frame()
+        if frame is not None:
+            uid, aid, ctx, factory = self._scoped(frame, uid, aid, ctx)
         if (  # The common call, made here in one go: the same checks, a compact message.
-            type(user_id) is str
+            type(uid) is str
             and type(event) is str
-            and anonymous_id is None
-            and context is None
+            and aid is None
+            and ctx is None
             and timestamp is None
             and message_id is None
             and integrations is None
             and self._quick
-            and user_id
-            and user_id.isascii()
+            and uid
+            and uid.isascii()
             and event.isascii()
             and event
             and not event.isspace()
             and (properties is None or type(properties) is dict)
             and not _capture.recorders
             and "track" not in self._plugins.chains
-            and current_frame() is None
         ):
             mid = new_message_id()
-            stamp = time.time_ns() // 1_000_000  # as now_ms()
-            data = pack(stamp, mid, "properties", {} if properties is None else properties)
-            if len(data) + 6 * (len(user_id) + len(event)) <= self._quick_room:
-                message = compact("track", user_id, None, event, data)
+            stamp = _time_ns() // 1_000_000  # as now_ms()
+            try:  # as pack() does, inline
+                data = _orjson_dumps([stamp, mid, properties or {}], **_PACK_OPTIONS)[1:-1]
+            except (JSONEncodeError, RecursionError):
+                data = pack(stamp, mid, "properties", properties)  # raises the call's error
+            if len(data) + 6 * (len(uid) + len(event)) <= self._quick_room:
+                message = compact("track", uid, None, event, data)
                 with self._lock:
                     self._made += 1  # before the worker can count it delivered: never negative
-                self._put(message, None)
+                try:
+                    if self._worker.put(message):
+                        return mid
+                    self._not_queued(message, None)
+                except WorkerUnavailable as exc:
+                    self._not_queued(message, exc)
                 return mid
-        factory, uid, aid, ctx = self._factory, user_id, anonymous_id, context
-        frame = current_frame()
-        if frame is not None:
-            uid, aid, ctx, factory = self._scoped(frame, uid, aid, ctx)
         return self._dispatch(
             factory.track(
                 event,
@@ -718,18 +731,25 @@ class Client:
 
     def _put(self, message: Message, done: Future[None] | None) -> None:
         """Queue a message counted as made; drop it (counted and reported) if it cannot be."""
-        error: CourierAnalyticsError | None = None
         try:
             if self._worker.put(message, done):
                 if done is not None:  # sync mode: wait for this message's outcome
                     self._worker.wait_done(message, done, self._options.flush_timeout)
                 return
+            self._not_queued(message, None)
+        except WorkerUnavailable as exc:
+            self._not_queued(message, exc)
+
+    def _not_queued(self, message: Message, closed: WorkerUnavailable | None) -> None:
+        """Count, log and report a message the worker refused: the queue was full, or closed."""
+        error: CourierAnalyticsError
+        if closed is None:
             error = QueueFullError(
                 f"{message.type} {message.message_id} dropped: the queue is full "
                 f"({self._options.max_queue_size} messages pending)"
             )
-        except WorkerUnavailable as exc:
-            error = ClientClosedError(f"{message.type} {message.message_id} dropped: {exc}")
+        else:
+            error = ClientClosedError(f"{message.type} {message.message_id} dropped: {closed}")
         with self._lock:
             self._dropped += 1
             drops = self._count_drop()

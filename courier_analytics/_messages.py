@@ -584,10 +584,10 @@ class MessageFactory:
             and (user_id is not None or anonymous_id is not None)
             and kind not in self.plugins.chains
             and compactable_id(mid)
-            and _utf8(mid)
-            and _utf8(user_id)
-            and _utf8(anonymous_id)
-            and _utf8(event)
+            and (mid.isascii() or _utf8(mid))
+            and (user_id is None or user_id.isascii() or _utf8(user_id))
+            and (anonymous_id is None or anonymous_id.isascii() or _utf8(anonymous_id))
+            and (event is None or event.isascii() or _utf8(event))
         ):
             stamp = now_ms() if timestamp is None else (timestamp - _EPOCH) // _MILLISECOND
             name = _COMPACT[kind]
