@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import logging
 import os
 import threading
@@ -286,7 +287,11 @@ class Client:
         self._send = options.send
         self._sync_mode = options.sync_mode
         self._lock = threading.Lock()
-        self._made = 0
+        # Messages made: one tick each, taken without the lock (`next` on a count is
+        # one atomic step, as message ids rely on too); `stats` reads it by taking a
+        # tick of its own under the lock, and subtracts the ticks reads took.
+        self._made = itertools.count()
+        self._made_reads = 0
         self._dropped = 0
         self._skipped = 0
         self._cancelled = 0
@@ -330,7 +335,9 @@ class Client:
         """A snapshot of this client's counters; see [`Stats`][courier_analytics.Stats]."""
         worker = self._worker
         with self._lock:
-            made, dropped, skipped = self._made, self._dropped, self._skipped
+            made = next(self._made) - self._made_reads
+            self._made_reads += 1
+            dropped, skipped = self._dropped, self._skipped
             cancelled = self._cancelled
         return Stats(
             made=made,
@@ -490,8 +497,7 @@ class Client:
                 data = pack(stamp, mid, "properties", properties)  # raises the call's error
             if len(data) + 6 * (len(uid) + len(event)) <= self._quick_room:
                 message = compact("track", uid, None, event, data)
-                with self._lock:
-                    self._made += 1  # before the worker can count it delivered: never negative
+                next(self._made)  # before the worker can count it delivered: never negative
                 try:
                     if self._worker.put(message):
                         return mid
@@ -724,8 +730,7 @@ class Client:
         if not self._route.delivers(message.type):
             return self._stopped(message, f"route {self._route.name!r} does not deliver it")
         done: Future[None] | None = Future() if self._sync_mode else None
-        with self._lock:
-            self._made += 1  # before the worker can count it delivered: never negative
+        next(self._made)  # before the worker can count it delivered: never negative
         self._put(message, done)
         return message.message_id
 
@@ -769,16 +774,16 @@ class Client:
     def _stopped(self, message: Message, why: str | Exception) -> str:
         """Count a message that goes no further than the call: skipped, or cancelled."""
         if isinstance(why, str):
+            next(self._made)
             with self._lock:
-                self._made += 1
                 self._skipped += 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "courier-analytics: skipped %s %s (%s)", message.type, message.message_id, why
                 )
             return message.message_id
+        next(self._made)
         with self._lock:
-            self._made += 1
             self._cancelled += 1
         logger.warning("courier-analytics: %s (passed to on_error)", why)
         self._report(why, message)
@@ -797,8 +802,8 @@ class Client:
         """Hand the message to the test recorders instead of sending it (counted as skipped)."""
         for recorder in _capture.recorders:
             recorder(message)
+        next(self._made)
         with self._lock:
-            self._made += 1
             self._skipped += 1
         return message.message_id
 
