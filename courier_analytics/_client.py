@@ -275,13 +275,14 @@ class Client:
             max_bytes=options.max_message_bytes,
             views_as_track=options.views_as_track,
             plugins=self._plugins,
+            compact=options.route == "api",
         )
         # For calls in a scope with on_missing_identity="skip" that knows no user.
         self._lenient = attrs.evolve(self._factory, require_identity=False)
         self._route = _make_route(options)
         # Whether a track() may take the short way (see track); plugins, scopes and
         # test capture can come and go, so they are looked at on each call.
-        self._quick = options.send and not options.sync_mode and self._route.delivers("track")
+        self._quick = options.send and not options.sync_mode and options.route == "api"
         #: Room left for the properties and escaped strings of a quick track's body.
         self._quick_room = options.max_message_bytes - ENVELOPE_BYTES
         self._send = options.send

@@ -468,12 +468,18 @@ class MessageFactory:
         require_identity: Refuse a call with no user and no anonymous id (ValueError);
             when `False` it makes a message stopped as skipped (a scope's
             `on_missing_identity="skip"`).
+        compact: Make compact messages where it can (identify and track with the
+            default context, no integrations and no plugins): fewer bytes queued,
+            and route `"api"` makes its requests without decoding; route
+            `"segment"`, which sends the whole Segment-spec body, is better off
+            without (its body would be made again per request).
     """
 
     max_bytes: int = MAX_REQUEST_BYTES
     views_as_track: bool = False
     plugins: Plugins = attrs.field(factory=Plugins)
     require_identity: bool = True
+    compact: bool = True
 
     def identify(
         self,
@@ -580,6 +586,7 @@ class MessageFactory:
         if (
             context is _DEFAULT_CONTEXT
             and integrations is None
+            and self.compact
             and kind in _COMPACT
             and (user_id is not None or anonymous_id is not None)
             and kind not in self.plugins.chains

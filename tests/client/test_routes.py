@@ -17,6 +17,7 @@ import pytest
 import respx
 
 from courier_analytics import Client, Message
+from courier_analytics._client import make_message
 from courier_analytics._messages import LIBRARY, MessageFactory
 from courier_analytics._routes import ApiRoute
 from courier_analytics._transport import USER_AGENT
@@ -281,3 +282,13 @@ def test_api_route_makes_the_same_bytes_from_compact_and_whole_messages(
                     compact.event, compact.body)  # fmt: skip
     route = ApiRoute(event_prefix="P:")
     assert route.request(compact) == route.request(whole)
+
+
+@pytest.mark.parametrize(("route", "compact"), [("api", True), ("segment", False)])
+def test_only_route_api_makes_compact_messages(route: Any, compact: bool) -> None:
+    """Route segment sends whole bodies, so its messages are kept whole, not remade per request."""
+    call: dict[str, Any] = {"user_id": "u1", "anonymous_id": None, "context": None}
+    call.update(timestamp=None, message_id=None, integrations=None)
+    with Client(api_key="k", route=route, send=False) as client:
+        message = make_message(client, lambda f: f.track("E", {"a": 1}, **call))
+    assert (message._mid is None) is compact
