@@ -448,13 +448,21 @@ class Worker:
         self._in_flight -= 1
         if self._room:
             self._make_room()
-        outcome = self._outcome(response, error, sent)
-        if outcome.delivered:
-            self._finish(message, outcome, 1)
+        concurrency = self._concurrency
+        assert concurrency is not None  # set by _main()
+        if response is not None and self._route.accepted(response.status):
+            if self._unreachable or self._events.handlers or logger.isEnabledFor(logging.DEBUG):
+                self._finish(message, self._outcome(response, None, sent), 1)
+            else:  # the usual answer, as _outcome and _finish take it, minus their cost
+                concurrency.record(False, time.monotonic() - sent)
+                self.delivered += 1
             self._finish_lane(message)
-        elif not self._settle(message, request, outcome, sent):
-            self._finish_lane(message)
-        self._answer_done()
+        else:
+            outcome = self._outcome(response, error, sent)
+            if not self._settle(message, request, outcome, sent):
+                self._finish_lane(message)
+        concurrency.update(time.monotonic(), bool(self._ready))
+        self._drain()  # which sends what may go
 
     def _answer_done(self) -> None:
         """After an answer: adjust the limit, move queued messages on, send what may go."""
