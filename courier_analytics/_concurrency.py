@@ -6,12 +6,17 @@ while on a short or CPU-bound path more requests only cost connections. The
 limit starts small and is adjusted once per *window* (about two round trips'
 worth of answers, at least 20 ms, at most 1 s):
 
-- while messages wait for a free slot, answers take no longer than twice the
+- a window in which the limit changed is not judged (it *settles*): it holds the
+  new connections' handshakes and first answers, which are slower than any after
+  them, so its throughput and answer times say nothing about the new limit;
+- while messages wait for a free slot and answers take no longer than twice the
   quickest window's (the wait is distance, not a queue in this process or at the
-  server), and the last step up raised throughput by at least 30 %, the limit
-  doubles (up to ``ceiling``, the ``max_in_flight`` option);
-- when a step up bought no throughput, the limit goes back to where it was and
-  stays there for a few seconds before it probes again;
+  server), the limit doubles (up to ``ceiling``, the ``max_in_flight`` option), as
+  TCP's slow start does; the first settled window after a step judges it, and
+  when that step raised throughput by at least 25 %, the same window may step up
+  again;
+- when a step up bought less, the limit goes back to where it was and stays there
+  for a few seconds before it probes again;
 - when answers show congestion (a network error, 408, 429 or 5xx), the limit
   halves, and it does not grow again for a second.
 
@@ -27,8 +32,9 @@ __all__ = ["Concurrency"]
 
 START: Final = 16
 #: Least gain (ratio of throughputs) for a step up to count: doubling a latency-bound
-#: limit nearly doubles throughput, while noise on a busy machine is often +-20 %.
-GAIN: Final = 1.30
+#: limit nearly doubles throughput once the step has settled, while noise on a busy
+#: machine is often +-20 % and a CPU-bound path gains next to nothing.
+GAIN: Final = 1.25
 MIN_WINDOW_S: Final = 0.02
 MAX_WINDOW_S: Final = 1.0
 #: After a step up that bought nothing: seconds before probing again.
@@ -59,6 +65,7 @@ class Concurrency:
         self._answers = 0
         self._congested = 0
         self._hold_until = now
+        self._settling = False  # the limit changed in this window: do not judge it
         self._previous: tuple[int, float] | None = None  # (limit, rate) before a step up
         self._waited = 0.0  # seconds the answers of this window took, summed
         self._timed = 0
@@ -85,25 +92,38 @@ class Concurrency:
             elapsed < MAX_WINDOW_S and self._answers < 2 * self.limit and not self._congested
         ):
             return self.limit
+        if self._congested:
+            self._change(max(1, self.limit // 2))
+            self._previous = None
+            self._hold_until = now + CONGESTION_HOLD_S
+        elif self._settling:
+            self._settling = False
+        else:
+            self._judge(now, elapsed, backlog)
+        self._since, self._answers, self._congested = now, 0, 0
+        self._waited, self._timed = 0.0, 0
+        return self.limit
+
+    def _judge(self, now: float, elapsed: float, backlog: bool) -> None:
+        """Weigh a settled window: take back a step that bought nothing, or step up."""
         rate = self._answers / elapsed
         queueing = False
         if self._timed:
             mean = self._waited / self._timed
             self._quickest = min(mean, self._quickest * QUICKEST_DRIFT**elapsed)
             queueing = mean > QUEUEING * self._quickest
-        if self._congested:
-            self.limit = max(1, self.limit // 2)
-            self._previous = None
-            self._hold_until = now + CONGESTION_HOLD_S
-        elif self._previous is not None:
+        if self._previous is not None:
             before_limit, before_rate = self._previous
             self._previous = None
             if rate < before_rate * GAIN:  # the step up bought nothing: step back, rest
-                self.limit = before_limit
+                self._change(before_limit)
                 self._hold_until = now + PLATEAU_HOLD_S
-        elif backlog and not queueing and now >= self._hold_until and self.limit < self.ceiling:
+                return
+        if backlog and not queueing and now >= self._hold_until and self.limit < self.ceiling:
             self._previous = (self.limit, rate)
-            self.limit = min(self.ceiling, self.limit * 2)
-        self._since, self._answers, self._congested = now, 0, 0
-        self._waited, self._timed = 0.0, 0
-        return self.limit
+            self._change(min(self.ceiling, self.limit * 2))
+
+    def _change(self, limit: int) -> None:
+        """Set a new limit; the window it starts in only settles."""
+        self._settling = limit != self.limit
+        self.limit = limit
