@@ -6,17 +6,22 @@ while on a short or CPU-bound path more requests only cost connections. The
 limit starts small and is adjusted once per *window* (about two round trips'
 worth of answers, at least 20 ms, at most 1 s):
 
-- a window in which the limit changed is not judged (it *settles*): it holds the
-  new connections' handshakes and first answers, which are slower than any after
-  them, so its throughput and answer times say nothing about the new limit;
+- a window in which the limit changed, the first one included, is not judged (it
+  *settles*): it holds the new connections' handshakes and first answers, which
+  are slower than any after them, so its throughput and answer times say nothing
+  about the new limit;
 - while messages wait for a free slot and answers take no longer than twice the
-  quickest window's (the wait is distance, not a queue in this process or at the
-  server), the limit doubles (up to ``ceiling``, the ``max_in_flight`` option), as
-  TCP's slow start does; the first settled window after a step judges it, and
-  when that step raised throughput by at least 25 %, the same window may step up
-  again;
-- when a step up bought less, the limit goes back to where it was and stays there
-  for a few seconds before it probes again;
+  quickest window's, two windows in a row (the wait is distance, not a queue in
+  this process or at the server), the limit doubles, up to ``ceiling`` (the
+  ``max_in_flight`` option), as TCP's slow start does: the settled window after a
+  step judges it (a window twice as long, so that the burst of answers that the
+  handshakes held back does not flatter the step), and when the step raised
+  throughput by at least 25 %, the same window may step up again;
+- when a step up bought less, in that window and in the next (a thread of the
+  application, a garbage collection or the machine's other work can slow one
+  window), the limit goes back to where it was and stays there for a second
+  before it probes again, then 2, 4 and at most 8 seconds after further such
+  steps in a row;
 - when answers show congestion (a network error, 408, 429 or 5xx), the limit
   halves, and it does not grow again for a second.
 
@@ -30,21 +35,34 @@ from typing import Final
 
 __all__ = ["Concurrency"]
 
-START: Final = 16
+START: Final = 32
 #: Least gain (ratio of throughputs) for a step up to count: doubling a latency-bound
 #: limit nearly doubles throughput once the step has settled, while noise on a busy
 #: machine is often +-20 % and a CPU-bound path gains next to nothing.
 GAIN: Final = 1.25
 MIN_WINDOW_S: Final = 0.02
+#: The window that judges a step up is this many windows long: just after the settling
+#: window, answers delayed by the new connections' handshakes arrive in a burst that
+#: would flatter the step (over TLS at 20 ms, 512 in flight measured 12,000 answers a
+#: second for one window and 6,000-7,000 after it, less than 256 gave).
+JUDGING: Final = 2
 MAX_WINDOW_S: Final = 1.0
-#: After a step up that bought nothing: seconds before probing again.
-PLATEAU_HOLD_S: Final = 3.0
+#: After a step up that bought nothing: seconds before probing again. The wait doubles
+#: after each such step in a row, up to PLATEAU_HOLD_MAX_S, and starts again from here
+#: after a step that paid: a step judged on a disturbed window is soon tried again,
+#: while a limit that is right stops costing probes.
+PLATEAU_HOLD_S: Final = 1.0
+PLATEAU_HOLD_MAX_S: Final = 8.0
 #: After congestion: seconds before growing again.
 CONGESTION_HOLD_S: Final = 1.0
 #: No growth while a window's mean answer time exceeds this many times the quickest
 #: window's: the extra time is queueing (CPU-bound here or at the server), which more
 #: requests in flight would only lengthen.
 QUEUEING: Final = 2.0
+#: Windows in a row without queueing before a step up (a window that judges a step
+#: counts as JUDGING): one quick window in a CPU-bound run is noise, and a step up
+#: from there costs connections (over TLS, handshakes that slow every answer).
+CALM: Final = 2
 #: The quickest window's answer time creeps up by this factor per second, so that a
 #: path that became slower (Courier farther away) is learnt again within a minute.
 QUICKEST_DRIFT: Final = 1.02
@@ -65,8 +83,11 @@ class Concurrency:
         self._answers = 0
         self._congested = 0
         self._hold_until = now
-        self._settling = False  # the limit changed in this window: do not judge it
+        self._settling = True  # the limit changed (here: was set) in this window: not judged
         self._previous: tuple[int, float] | None = None  # (limit, rate) before a step up
+        self._doubted = False  # a window found no gain from that step: the next decides
+        self._calm = 0  # windows judged since the last change without queueing, in a row
+        self._plateau_hold = PLATEAU_HOLD_S  # the rest after the next step that buys nothing
         self._waited = 0.0  # seconds the answers of this window took, summed
         self._timed = 0
         self._quickest = float("inf")  # the lowest mean answer time of a window
@@ -88,13 +109,16 @@ class Concurrency:
             backlog: Whether messages are waiting for a free slot.
         """
         elapsed = now - self._since
+        answers = 2 * self.limit
+        if self._previous is not None and not self._settling:
+            answers *= JUDGING  # a longer window weighs a step up
         if elapsed < MIN_WINDOW_S or (
-            elapsed < MAX_WINDOW_S and self._answers < 2 * self.limit and not self._congested
+            elapsed < MAX_WINDOW_S and self._answers < answers and not self._congested
         ):
             return self.limit
         if self._congested:
             self._change(max(1, self.limit // 2))
-            self._previous = None
+            self._previous, self._doubted = None, False
             self._hold_until = now + CONGESTION_HOLD_S
         elif self._settling:
             self._settling = False
@@ -112,18 +136,25 @@ class Concurrency:
             mean = self._waited / self._timed
             self._quickest = min(mean, self._quickest * QUICKEST_DRIFT**elapsed)
             queueing = mean > QUEUEING * self._quickest
+        self._calm = 0 if queueing else self._calm + (1 if self._previous is None else JUDGING)
         if self._previous is not None:
             before_limit, before_rate = self._previous
-            self._previous = None
+            if rate < before_rate * GAIN and not self._doubted:
+                self._doubted = True  # one more window before the step is taken back
+                return
+            self._previous, self._doubted = None, False
             if rate < before_rate * GAIN:  # the step up bought nothing: step back, rest
                 self._change(before_limit)
-                self._hold_until = now + PLATEAU_HOLD_S
+                self._hold_until = now + self._plateau_hold
+                self._plateau_hold = min(PLATEAU_HOLD_MAX_S, 2 * self._plateau_hold)
                 return
-        if backlog and not queueing and now >= self._hold_until and self.limit < self.ceiling:
+            self._plateau_hold = PLATEAU_HOLD_S
+        if backlog and self._calm >= CALM and now >= self._hold_until and self.limit < self.ceiling:
             self._previous = (self.limit, rate)
             self._change(min(self.ceiling, self.limit * 2))
 
     def _change(self, limit: int) -> None:
         """Set a new limit; the window it starts in only settles."""
         self._settling = limit != self.limit
+        self._calm = 0
         self.limit = limit

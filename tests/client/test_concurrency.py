@@ -1,30 +1,66 @@
-"""The adaptive limit on requests in flight, driven by an injected clock (no I/O)."""
+"""The adaptive limit on requests in flight, driven by an injected clock (no I/O).
+
+Answers arrive one at a time at a given rate, and the limit is updated after each,
+as the worker does.
+"""
 
 from __future__ import annotations
 
-from courier_analytics._concurrency import PLATEAU_HOLD_S, START, Concurrency
+from collections.abc import Callable
+
+from courier_analytics._concurrency import (
+    CONGESTION_HOLD_S,
+    JUDGING,
+    PLATEAU_HOLD_S,
+    START,
+    Concurrency,
+)
+
+Rate = Callable[[int], float]
 
 
-def window(
+def latency_bound(limit: int) -> float:
+    """Answers a second when each takes 20 ms however many are in flight."""
+    return limit * 50.0
+
+
+def cpu_bound(limit: int) -> float:
+    """Answers a second when the CPU sets the pace: the same at any limit."""
+    return 1_000.0
+
+
+def answers(
     limit: Concurrency,
     now: float,
     rate: float,
+    count: int,
     *,
+    seconds: float = 0.02,
     backlog: bool = True,
-    seconds: float | None = 0.02,
 ) -> float:
-    """Feed one window's answers at ``rate`` per second, each taking ``seconds``."""
-    answers = 2 * limit.limit
-    for _ in range(answers):
+    """Feed ``count`` answers at ``rate`` per second, each taking ``seconds``."""
+    for _ in range(count):
+        now += 1 / rate
         limit.record(congested=False, seconds=seconds)
-    end = now + answers / rate
-    limit.update(end, backlog)
-    return end
+        limit.update(now, backlog)
+    return now
 
 
-def latency_bound(limit: Concurrency) -> float:
-    """The rate of a path where every answer takes 20 ms, however many are in flight."""
-    return limit.limit * 50.0
+def run(
+    limit: Concurrency,
+    now: float,
+    rate: Rate,
+    *,
+    until: float | None = None,
+    change: bool = False,
+    seconds: float = 0.02,
+    backlog: bool = True,
+) -> float:
+    """Feed answers at ``rate(limit)`` until the time ``until`` or, with ``change``, a new limit."""
+    start, end = limit.limit, now + 10.0 if until is None else until
+    while now < end and not (change and limit.limit != start):
+        now = answers(limit, now, rate(limit.limit), 1, seconds=seconds, backlog=backlog)
+    return now
 
 
 def test_the_limit_starts_small_and_never_above_the_ceiling() -> None:
@@ -36,12 +72,24 @@ def test_the_limit_starts_small_and_never_above_the_ceiling() -> None:
 def test_the_window_after_a_step_up_settles_unjudged() -> None:
     """The window in which new connections open is not judged: a slow one keeps the step."""
     limit = Concurrency(512, 0.0)
-    now = window(limit, 0.0, rate=800.0)  # 16 in flight, 20 ms each
+    now = run(limit, 0.0, latency_bound, change=True)
     assert limit.limit == 2 * START
-    # connections opening: no more throughput than before, answers twice as slow
-    now = window(limit, now, rate=800.0, seconds=0.05)
+    # its two round trips' worth of answers: no faster than before, and slower
+    now = answers(limit, now, latency_bound(START), 4 * START, seconds=0.05)
     assert limit.limit == 2 * START
-    window(limit, now, rate=1_600.0)  # settled: the step paid, so the limit steps again
+    run(limit, now, latency_bound, change=True)  # settled: the step paid, so step again
+    assert limit.limit == 4 * START
+
+
+def test_one_window_without_gain_does_not_take_a_step_back() -> None:
+    """A step is taken back only when the window after the first one without gain agrees."""
+    limit = Concurrency(512, 0.0)
+    now = run(limit, 0.0, latency_bound, change=True)
+    now = answers(limit, now, latency_bound(2 * START), 4 * START)  # settles
+    # a window as long as a judging one, slowed by something else: no gain
+    now = answers(limit, now, latency_bound(START), JUDGING * 4 * START, seconds=0.03)
+    assert limit.limit == 2 * START
+    run(limit, now, latency_bound, change=True)  # the next window gains: a step up
     assert limit.limit == 4 * START
 
 
@@ -49,74 +97,83 @@ def test_the_limit_doubles_to_the_ceiling_while_latency_bound() -> None:
     """With a backlog and throughput rising with the limit, it doubles up to the ceiling."""
     limit = Concurrency(512, 0.0)
     now, seen = 0.0, [limit.limit]
-    for _ in range(12):
-        now = window(limit, now, rate=latency_bound(limit))
+    while limit.limit < 512 and now < 10.0:
+        now = run(limit, now, latency_bound, change=True)
         seen.append(limit.limit)
-    assert limit.limit == 512
-    assert sorted(set(seen)) == [16, 32, 64, 128, 256, 512]  # doubling, no step back
+    assert seen == [START << step for step in range(len(seen))]  # doubling, no step back
+    assert seen[-1] == 512
+    assert now < 1.0
 
 
 def test_a_step_up_that_buys_nothing_is_taken_back() -> None:
-    """When a settled window shows no gain from doubling, the limit returns and rests."""
+    """When the window after settling shows no gain from doubling, the limit returns."""
     limit = Concurrency(512, 0.0)
-    now = window(limit, 0.0, rate=1_000.0)  # CPU-bound: the same rate at any limit
+    now = run(limit, 0.0, cpu_bound, change=True)
     assert limit.limit == 2 * START
-    now = window(limit, now, rate=1_000.0)  # settles
-    now = window(limit, now, rate=1_100.0)  # judged: +10 % is noise, not a gain
+    run(limit, now, cpu_bound, change=True)
     assert limit.limit == START
 
 
 def test_after_a_step_back_the_limit_rests_then_probes_again() -> None:
     """A step up that bought nothing is not tried again for PLATEAU_HOLD_S."""
     limit = Concurrency(512, 0.0)
-    now = window(limit, 0.0, rate=1_000.0)  # a step up
-    now = window(limit, now, rate=1_000.0)  # settles
-    now = window(limit, now, rate=1_000.0)  # bought nothing: back to START
-    back_at = now
-    while now < back_at + PLATEAU_HOLD_S:
-        assert limit.limit == START
-        now = window(limit, now, rate=1_000.0)
+    now = run(limit, 0.0, cpu_bound, change=True)  # a step up
+    back = run(limit, now, cpu_bound, change=True)  # taken back
+    probe = run(limit, back, cpu_bound, change=True)
     assert limit.limit == 2 * START
+    assert PLATEAU_HOLD_S <= probe - back < PLATEAU_HOLD_S + 0.1
+
+
+def test_the_rest_doubles_after_each_step_in_a_row_that_buys_nothing() -> None:
+    """The second fruitless probe in a row is followed by twice the rest."""
+    limit = Concurrency(512, 0.0)
+    now = run(limit, 0.0, cpu_bound, change=True)  # a step up
+    now = run(limit, now, cpu_bound, change=True)  # taken back: rests PLATEAU_HOLD_S
+    now = run(limit, now, cpu_bound, change=True)  # probes again
+    back = run(limit, now, cpu_bound, change=True)  # taken back again
+    probe = run(limit, back, cpu_bound, change=True)
+    assert 2 * PLATEAU_HOLD_S <= probe - back < 2 * PLATEAU_HOLD_S + 0.1
 
 
 def test_no_growth_without_a_backlog() -> None:
     """Nothing waits for a slot: more slots would not help, so the limit stays."""
     limit = Concurrency(512, 0.0)
-    now = 0.0
-    for _ in range(5):
-        now = window(limit, now, rate=1_000.0, backlog=False)
+    run(limit, 0.0, latency_bound, until=2.0, backlog=False)
     assert limit.limit == START
 
 
 def test_no_growth_while_answers_queue() -> None:
     """Answers slower than twice the quickest window's mean are queueing: the limit stays."""
     limit = Concurrency(512, 0.0)
-    now = window(limit, 0.0, rate=800.0)  # 16 in flight, 20 ms each
-    now = window(limit, now, rate=1_600.0)  # 32 settle
-    now = window(limit, now, rate=1_600.0)  # 32 paid: a step to 64
-    assert limit.limit == 4 * START
-    now = window(limit, now, rate=3_200.0)  # 64 settle
-    # throughput still grew, but every answer now waits in a queue: 60 ms on a 20 ms path
-    for _ in range(5):
-        now = window(limit, now, rate=6_400.0, seconds=0.06)
-    assert limit.limit == 4 * START
+    now = run(limit, 0.0, latency_bound, change=True)  # learns 20 ms, steps to 32
+    # throughput still grows with the limit, but every answer waits in a queue: 60 ms
+    run(limit, now, latency_bound, until=2.0, seconds=0.06)
+    assert limit.limit == 2 * START
+
+
+def test_one_quick_window_among_queueing_ones_is_no_reason_to_grow() -> None:
+    """A step up needs two windows in a row whose answers do not queue."""
+    limit = Concurrency(512, 0.0)
+    window = 2 * START  # answers in a window that judges no step
+    now = answers(limit, 0.0, latency_bound(START), window)  # settles
+    now = answers(limit, now, latency_bound(START), window)  # learns 20 ms
+    for quick in (False, False, True, False, True, False):
+        now = answers(limit, now, latency_bound(START), window, seconds=0.02 if quick else 0.06)
+    assert limit.limit == START
 
 
 def test_congestion_halves_the_limit_and_pauses_growth() -> None:
     """An error or 429 in a window halves the limit; it does not grow again at once."""
     limit = Concurrency(512, 0.0)
     now = 0.0
-    for _ in range(5):
-        now = window(limit, now, rate=latency_bound(limit))
-    grown = limit.limit
-    assert grown > START
+    while limit.limit < 128:
+        now = run(limit, now, latency_bound, change=True)
     limit.record(congested=True)
     now += 0.05
     limit.update(now, backlog=True)
-    assert limit.limit == grown // 2
-    for _ in range(5):  # well within the hold
-        now = window(limit, now, rate=latency_bound(limit))
-    assert limit.limit == grown // 2
+    assert limit.limit == 64
+    run(limit, now, latency_bound, until=now + CONGESTION_HOLD_S - 0.01)
+    assert limit.limit == 64
 
 
 def test_congestion_never_takes_the_limit_below_one() -> None:
