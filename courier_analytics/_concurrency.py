@@ -17,11 +17,11 @@ worth of answers, at least 20 ms, at most 1 s):
   step judges it (a window twice as long, so that the burst of answers that the
   handshakes held back does not flatter the step), and when the step raised
   throughput by at least 25 %, the same window may step up again;
-- when a step up bought less, in that window and in the next (a thread of the
-  application, a garbage collection or the machine's other work can slow one
-  window), the limit goes back to where it was and stays there for a second
-  before it probes again, then 2, 4 and at most 8 seconds after further such
-  steps in a row;
+- when a step up bought less, the judging window goes on as long again (a thread
+  of the application, a garbage collection or the machine's other work can slow
+  a part of it); if the whole still shows less, the limit goes back to where it
+  was and stays there for a second before it probes again, then 2, 4 and at most
+  8 seconds after further such steps in a row;
 - when answers show congestion (a network error, 408, 429 or 5xx), the limit
   halves, and it does not grow again for a second.
 
@@ -85,7 +85,7 @@ class Concurrency:
         self._hold_until = now
         self._settling = True  # the limit changed (here: was set) in this window: not judged
         self._previous: tuple[int, float] | None = None  # (limit, rate) before a step up
-        self._doubted = False  # a window found no gain from that step: the next decides
+        self._doubted = False  # no gain from that step yet: the window goes on
         self._calm = 0  # windows judged since the last change without queueing, in a row
         self._plateau_hold = PLATEAU_HOLD_S  # the rest after the next step that buys nothing
         self._waited = 0.0  # seconds the answers of this window took, summed
@@ -109,9 +109,10 @@ class Concurrency:
             backlog: Whether messages are waiting for a free slot.
         """
         elapsed = now - self._since
+        previous = None if self._settling else self._previous
         answers = 2 * self.limit
-        if self._previous is not None and not self._settling:
-            answers *= JUDGING  # a longer window weighs a step up
+        if previous is not None:  # a longer window weighs a step up
+            answers *= JUDGING * (2 if self._doubted else 1)
         if elapsed < MIN_WINDOW_S or (
             elapsed < MAX_WINDOW_S and self._answers < answers and not self._congested
         ):
@@ -122,6 +123,13 @@ class Concurrency:
             self._hold_until = now + CONGESTION_HOLD_S
         elif self._settling:
             self._settling = False
+        elif (
+            previous is not None
+            and not self._doubted
+            and self._answers / elapsed < previous[1] * GAIN
+        ):
+            self._doubted = True  # no gain yet: the window goes on as long again
+            return self.limit
         else:
             self._judge(now, elapsed, backlog)
         self._since, self._answers, self._congested = now, 0, 0
@@ -139,9 +147,6 @@ class Concurrency:
         self._calm = 0 if queueing else self._calm + (1 if self._previous is None else JUDGING)
         if self._previous is not None:
             before_limit, before_rate = self._previous
-            if rate < before_rate * GAIN and not self._doubted:
-                self._doubted = True  # one more window before the step is taken back
-                return
             self._previous, self._doubted = None, False
             if rate < before_rate * GAIN:  # the step up bought nothing: step back, rest
                 self._change(before_limit)

@@ -82,11 +82,11 @@ def test_the_window_after_a_step_up_settles_unjudged() -> None:
 
 
 def test_one_window_without_gain_does_not_take_a_step_back() -> None:
-    """A step is taken back only when the window after the first one without gain agrees."""
+    """A judging window without gain goes on as long again, and the whole decides."""
     limit = Concurrency(512, 0.0)
     now = run(limit, 0.0, latency_bound, change=True)
     now = answers(limit, now, latency_bound(2 * START), 4 * START)  # settles
-    # a window as long as a judging one, slowed by something else: no gain
+    # a judging window's worth of answers slowed by something else: no gain yet
     now = answers(limit, now, latency_bound(START), JUDGING * 4 * START, seconds=0.03)
     assert limit.limit == 2 * START
     run(limit, now, latency_bound, change=True)  # the next window gains: a step up
