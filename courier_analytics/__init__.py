@@ -17,7 +17,7 @@ not ignored: the next call builds a new default client with it.
 
 from __future__ import annotations
 
-from courier_analytics import _default
+from courier_analytics import _default, _options
 from courier_analytics._client import Client, Stats
 from courier_analytics._default import (
     add_source_middleware,
@@ -111,7 +111,7 @@ base_url: str | None = None
 route: RouteName = "api"
 event_prefix: str = DEFAULT_EVENT_PREFIX
 max_queue_size: int = 10_000
-max_in_flight: int = 256
+max_in_flight: int = _options.DEFAULT_MAX_IN_FLIGHT
 ordering: Ordering = "identify"
 event_loop: EventLoop = "asyncio"
 flush_interval: float = 0.5

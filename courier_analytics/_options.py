@@ -17,7 +17,16 @@ from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._transport import AnyTransport, is_loopback
 
-__all__ = ["REGIONS", "ErrorHandler", "EventLoop", "Options", "Ordering", "Region"]
+__all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "REGIONS",
+    "ErrorHandler",
+    "EventLoop",
+    "Options",
+    "Ordering",
+    "Region",
+    "default_max_in_flight",
+]
 
 Region = Literal["us", "eu"]
 #: How a user's messages are ordered on the way out (see `Client`'s ``ordering``).
@@ -28,6 +37,33 @@ ErrorHandler = Callable[[BaseException, Message], Any]
 
 #: Courier's API host for each region.
 REGIONS: dict[str, str] = {"us": "https://api.courier.com", "eu": "https://api.eu.courier.com"}
+
+#: The default ceiling on requests in flight, before the open-file limit caps it.
+MAX_IN_FLIGHT = 512
+
+
+def default_max_in_flight() -> int:
+    """The default `max_in_flight`: 512, or a quarter of the open-file limit if lower.
+
+    Each request in flight holds a connection, so a process with a low soft limit on
+    open files (`ulimit -n`, 256 on macOS, often 1024 on Linux) keeps three quarters
+    of it for everything else. Where `resource` is missing (Windows), 512.
+    """
+    try:
+        import resource
+    except ImportError:
+        return MAX_IN_FLIGHT
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return MAX_IN_FLIGHT
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return MAX_IN_FLIGHT
+    return max(1, min(MAX_IN_FLIGHT, soft // 4))
+
+
+#: `max_in_flight` when none is given, read once when the package is imported.
+DEFAULT_MAX_IN_FLIGHT = default_max_in_flight()
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -174,7 +210,7 @@ class Options:
     route: RouteName = attrs.field(default="api", validator=_one_of(*get_args(RouteName)))
     event_prefix: str = DEFAULT_EVENT_PREFIX
     max_queue_size: int = attrs.field(default=10_000, validator=_whole)
-    max_in_flight: int = attrs.field(default=256, validator=_whole)
+    max_in_flight: int = attrs.field(default=DEFAULT_MAX_IN_FLIGHT, validator=_whole)
     ordering: Ordering = attrs.field(default="identify", validator=_one_of(*get_args(Ordering)))
     event_loop: EventLoop = attrs.field(default="asyncio", validator=_loop_available)
     flush_interval: float = attrs.field(default=0.5, validator=_positive)

@@ -6,8 +6,12 @@ as the worker does.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
+import pytest
+
+from courier_analytics import Client
 from courier_analytics._concurrency import (
     CONGESTION_HOLD_S,
     JUDGING,
@@ -15,6 +19,7 @@ from courier_analytics._concurrency import (
     START,
     Concurrency,
 )
+from courier_analytics._options import MAX_IN_FLIGHT, default_max_in_flight
 
 Rate = Callable[[int], float]
 
@@ -185,3 +190,39 @@ def test_congestion_never_takes_the_limit_below_one() -> None:
         now += 0.05
         limit.update(now, backlog=True)
     assert limit.limit == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no resource module")
+@pytest.mark.parametrize(
+    ("soft", "default"), [(256, 64), (1024, 256), (4096, MAX_IN_FLIGHT), (3, 1)]
+)
+def test_the_default_ceiling_is_capped_by_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch, soft: int, default: int
+) -> None:
+    """By default at most a quarter of the soft open-file limit goes to connections."""
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, resource.RLIM_INFINITY))
+    assert default_max_in_flight() == default
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no resource module")
+def test_an_unlimited_open_file_limit_leaves_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No open-file limit: the default ceiling is 512."""
+    import resource
+
+    infinity = resource.RLIM_INFINITY
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (infinity, infinity))
+    assert default_max_in_flight() == MAX_IN_FLIGHT
+
+
+def test_without_the_resource_module_the_default_is_512(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where `resource` cannot be imported (Windows), the default ceiling is 512."""
+    monkeypatch.setitem(sys.modules, "resource", None)
+    assert default_max_in_flight() == MAX_IN_FLIGHT
+
+
+def test_a_given_max_in_flight_is_not_capped() -> None:
+    """An explicit max_in_flight is used as given, above the open-file cap too."""
+    with Client(send=False, max_in_flight=5_000) as client:
+        assert client.options.max_in_flight == 5_000
