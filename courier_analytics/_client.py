@@ -300,7 +300,7 @@ class Client:
         self._route = _make_route(options)
         # Whether a track() may take the short way (see track); plugins, scopes and
         # test capture can come and go, so they are looked at on each call.
-        self._quick = options.send and not options.sync_mode and options.route == "api"
+        self._quick = not options.sync_mode and options.route == "api"
         #: Room left for the properties and escaped strings of a quick track's body.
         self._quick_room = options.max_message_bytes - ENVELOPE_BYTES
         self._send = options.send
@@ -516,6 +516,9 @@ class Client:
                 data = pack(stamp, mid, "properties", properties)  # raises the call's error
             if len(data) + 6 * (len(uid) + len(event)) <= self._quick_room:
                 message = compact("track", uid, None, event, data)
+                if not self._send:
+                    self._stopped(message, "send=False")
+                    return mid
                 next(self._made)  # before the worker can count it delivered: never negative
                 try:
                     if self._worker.put(message):
