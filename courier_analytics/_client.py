@@ -405,6 +405,24 @@ class Client:
             return self._identify_in_scope(
                 frame, user_id, traits, anonymous_id, context, timestamp, message_id, integrations
             )
+        if (  # The common call, made here in one go, as in track().
+            type(user_id) is str
+            and anonymous_id is None
+            and context is None
+            and timestamp is None
+            and message_id is None
+            and integrations is None
+            and self._quick
+            and user_id
+            and user_id.isascii()
+            and (traits is None or type(traits) is dict)
+            and not _capture.recorders
+            and "identify" not in self._plugins.chains
+        ):
+            mid = new_message_id()
+            data = pack(_time_ns() // 1_000_000, mid, "traits", traits or {})
+            if len(data) + 6 * len(user_id) <= self._quick_room:
+                return self._enqueue_quick(compact("identify", user_id, None, None, data), mid)
         return self._dispatch(
             self._factory.identify(
                 user_id,
@@ -516,6 +534,7 @@ class Client:
                 data = pack(stamp, mid, "properties", properties)  # raises the call's error
             if len(data) + 6 * (len(uid) + len(event)) <= self._quick_room:
                 message = compact("track", uid, None, event, data)
+                # As _enqueue_quick(message, mid), inline.
                 if not self._send:
                     self._stopped(message, "send=False")
                     return mid
@@ -755,6 +774,20 @@ class Client:
         next(self._made)  # before the worker can count it delivered: never negative
         self._put(message, done)
         return message.message_id
+
+    def _enqueue_quick(self, message: Message, mid: str) -> str:
+        """`_dispatch` of a message made the short way (see track), whose id is `mid`."""
+        if not self._send:
+            self._stopped(message, "send=False")
+            return mid
+        next(self._made)  # before the worker can count it delivered: never negative
+        try:
+            if self._worker.put(message):
+                return mid
+            self._not_queued(message, None)
+        except WorkerUnavailable as exc:
+            self._not_queued(message, exc)
+        return mid
 
     def _put(self, message: Message, done: Future[None] | None) -> None:
         """Queue a message counted as made; drop it (counted and reported) if it cannot be."""

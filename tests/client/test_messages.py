@@ -608,6 +608,24 @@ def test_a_sending_clients_track_refuses_what_the_factory_refuses(
     assert sending.stats.made == 0
 
 
+@pytest.mark.parametrize(
+    ("user_id", "traits"),
+    [("u", {"cart": [Opaque()]}), ("u", {"s": "\ud800"}), ("u", {"x": "y" * 2000}), ("", {})],
+    ids=["object", "surrogate", "large", "empty-user"],
+)
+def test_a_sending_clients_identify_refuses_what_the_factory_refuses(
+    sending: Client, user_id: str, traits: dict[str, Any]
+) -> None:
+    """identify() on a sending client raises the factory's own error, and counts nothing."""
+    factory = MessageFactory(max_bytes=1000)
+    with pytest.raises((TypeError, ValueError)) as expected:
+        factory.identify(user_id, traits, **{**CALL, "anonymous_id": None})
+    with pytest.raises(type(expected.value)) as raised:
+        sending.identify(user_id, traits)
+    assert str(raised.value) == str(expected.value)
+    assert sending.stats.made == 0
+
+
 def test_a_track_exactly_at_the_size_limit_is_accepted() -> None:
     """A body of exactly max_message_bytes passes; one byte more raises."""
     from .fakes import FakeCourier, make_client

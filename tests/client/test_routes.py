@@ -22,7 +22,7 @@ from courier_analytics._messages import LIBRARY, MessageFactory
 from courier_analytics._routes import ApiRoute
 from courier_analytics._transport import USER_AGENT
 
-from .fakes import NO_WAIT
+from .fakes import NO_WAIT, FakeCourier, make_client
 
 BASE = "https://api.courier.com"
 WHEN = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
@@ -292,3 +292,23 @@ def test_only_route_api_makes_compact_messages(route: Any, compact: bool) -> Non
     with Client(api_key="k", route=route, send=False) as client:
         message = make_message(client, lambda f: f.track("E", {"a": 1}, **call))
     assert (message._mid is None) is compact
+
+
+def test_calls_made_the_short_way_send_what_the_factory_makes() -> None:
+    """Plain identify() and track() calls (made without the factory) send the same bodies."""
+    courier = FakeCourier()
+    with make_client(courier) as client:
+        client.identify("u1", {"email": "a@example.com", "gone": None})
+        message_id = client.track("Order Completed", {"total": 1.5}, user_id="u1")
+        assert client.flush(5)
+    assert courier.paths() == ["/profiles/u1", "/inbound/courier"]
+    assert courier.bodies == [
+        {"profile": {"email": "a@example.com", "gone": None}},
+        {
+            "event": "Segment-TrackEvent:Order Completed",
+            "messageId": message_id,
+            "type": "track",
+            "properties": {"total": 1.5},
+            "userId": "u1",
+        },
+    ]
