@@ -146,7 +146,9 @@ class Message(_Fields):
 
     def to_dict(self) -> dict[str, Any]:
         """Decode the Segment-spec message (a fresh dict on every call)."""
-        result: dict[str, Any] = loads(self.body)
+        if self._mid is None:
+            return _compact_dict(self)
+        result: dict[str, Any] = loads(self._data)
         return result
 
     def _key(self) -> tuple[object, ...]:
@@ -263,23 +265,50 @@ _DEFAULT_CONTEXT_BYTES: Final = orjson.dumps({"library": LIBRARY})
 _DEFAULT_CONTEXT_JSON: Final = orjson.Fragment(_DEFAULT_CONTEXT_BYTES)
 
 
-def _compact_body(message: Message) -> bytes:
-    """The Segment-spec JSON of a compact message, as `MessageFactory` would encode it whole."""
+# The last second formatted, as (seconds since the epoch, "YYYY-MM-DDTHH:MM:SS"):
+# messages made in a burst share it. Swapped whole, so readers need no lock.
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def format_ms(stamp: int) -> str:
+    """A timestamp in milliseconds since the epoch as a message writes it (see `encode_timestamp`).
+
+    `2026-03-04T05:06:07.089+00:00`: milliseconds and `+00:00`, as Segment's library.
+    """
+    global _last_second
+    second, milli = divmod(stamp, 1000)
+    cached = _last_second
+    if cached[0] != second:
+        # isoformat() pads the year to 4 digits: the first 19 characters are the second.
+        cached = _last_second = (second, (_EPOCH + _dt.timedelta(seconds=second)).isoformat()[:19])
+    return f"{cached[1]}.{milli:03d}+00:00"
+
+
+def _compact_head(message: Message) -> tuple[dict[str, Any], bytes]:
+    """A compact message's fields before its payload, and the payload's JSON."""
     stamp, mid, payload = unpack(message._data)
-    data: dict[str, Any] = {
-        "type": message.type,
-        "messageId": mid,
-        "timestamp": encode_timestamp(_EPOCH + _dt.timedelta(milliseconds=stamp)),
-    }
+    data: dict[str, Any] = {"type": message.type, "messageId": mid, "timestamp": format_ms(stamp)}
     if message.user_id is not None:
         data["userId"] = message.user_id
     if message.anonymous_id is not None:
         data["anonymousId"] = message.anonymous_id
     if message.type == "track":
         data["event"] = message.event
-        data["properties"] = orjson.Fragment(payload)
-    else:
-        data["traits"] = orjson.Fragment(payload)
+    return data, payload
+
+
+def _compact_dict(message: Message) -> dict[str, Any]:
+    """`to_dict()` of a compact message: what decoding its body gives, without the body."""
+    data, payload = _compact_head(message)
+    data[_COMPACT[message.type]] = loads(payload)
+    data["context"] = {"library": dict(LIBRARY)}
+    return data
+
+
+def _compact_body(message: Message) -> bytes:
+    """The Segment-spec JSON of a compact message, as `MessageFactory` would encode it whole."""
+    data, payload = _compact_head(message)
+    data[_COMPACT[message.type]] = orjson.Fragment(payload)
     data["context"] = _DEFAULT_CONTEXT_JSON
     return orjson.dumps(data)
 

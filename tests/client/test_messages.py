@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 
 from courier_analytics import Client, Message, MessageTooLargeError
@@ -642,3 +643,34 @@ def test_a_track_exactly_at_the_size_limit_is_accepted() -> None:
             client.track("E", {"x": "y" * 901}, user_id="u")
         assert client.flush(5)
         assert client.stats.delivered == 1
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        dt.datetime(2026, 3, 4, 5, 6, 7, 89_999, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=dt.timezone.utc),
+        dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.timezone.utc),
+    ],
+    ids=str,
+)
+def test_a_compact_timestamp_reads_as_the_whole_encoding_writes_it(when: dt.datetime) -> None:
+    """The milliseconds kept by a compact message format as encode_timestamp writes the datetime."""
+    from courier_analytics._json import encode_timestamp
+    from courier_analytics._messages import _EPOCH, _MILLISECOND, format_ms
+
+    expected = orjson.dumps(encode_timestamp(when)).decode().strip('"')
+    assert format_ms((when - _EPOCH) // _MILLISECOND) == expected
+    assert format_ms((when - _EPOCH) // _MILLISECOND) == expected  # from the cache, too
+
+
+def test_to_dict_of_a_compact_message_is_its_decoded_body() -> None:
+    """A compact message's to_dict() equals decoding its body, and is a fresh dict each time."""
+    call = {**CALL, "user_id": "u", "anonymous_id": "a"}
+    message = MessageFactory().track("E", {"a": [1, {"b": None}]}, **call)
+    first = message.to_dict()
+    assert first == orjson.loads(message.body)
+    first["context"]["library"]["name"] = "changed"
+    assert message.to_dict() == orjson.loads(message.body)
