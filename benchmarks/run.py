@@ -5,11 +5,16 @@
     python -m benchmarks.run --only small_20ms --rounds 5   # one scenario while tuning
 
 Each client runs in its own subprocess (so CPU and RSS are that client's alone)
-against a server in another process (so the server never shares its GIL): the
-package's Courier stand-in for courier-analytics, a minimal ``/v1/batch`` sink for
-Segment's library, both on uvicorn + httptools + uvloop on 127.0.0.1 with the same
-added latency per request. Rounds interleave the clients scenario by scenario (and
-swap who goes first) so both see the same noise; figures are medians over rounds
+against a server in another process (so the server never shares its GIL): minimal
+sinks that do the same little work per request (read and parse the body, count,
+answer as the real API does), Courier's endpoints for courier-analytics and
+``/v1/batch`` for Segment's library, both on uvicorn + httptools + uvloop on
+127.0.0.1 with the same added latency per request. The server shares the two cores
+with the client, which the real Courier does not; ``--courier-server standin``
+serves courier-analytics from the package's Courier stand-in instead, whose CPU per
+request (some 50 us here) then weighs on the client that sends one request per
+event. Rounds interleave the clients scenario by scenario (and swap who goes
+first) so both see the same noise; figures are medians over rounds
 and the report is the ratio courier-analytics / segment-analytics-python.
 
 The ``tls_*`` scenarios use a second pair of servers on https: a throwaway CA and
@@ -19,7 +24,7 @@ via httpx's SSL context) and ``REQUESTS_CA_BUNDLE`` (Segment's library, via
 requests). The servers report connections and TLS handshakes per scenario.
 
 The ``floor`` is a reference that is not a library (see ``benchmarks/client.py``):
-prebuilt requests on keep-alive connections against the same stand-in; the report
+prebuilt requests on keep-alive connections against the same server; the report
 gives courier-analytics / floor for CPU per event.
 
 Writes ``benchmarks/results/latest.json`` (``--out``) and a plot for the docs,
@@ -443,6 +448,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="directory holding the courier_analytics to measure (default: the installed one),"
         " e.g. a baseline from `git archive HEAD courier_analytics | tar -x -C /tmp/base`",
     )
+    parser.add_argument(
+        "--courier-server",
+        choices=("sink", "standin"),
+        default="sink",
+        help="server for courier-analytics and the floor: a minimal sink that does per "
+        "request what Segment's sink does (default), or the package's Courier stand-in "
+        "(which costs the shared cores some 50 us of CPU per request)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="limit per client run (s)")
     parser.add_argument("--out", type=Path, help=f"JSON result file ({DEFAULT_OUT.name})")
     parser.add_argument("--plot", type=Path, help="PNG plot (docs/assets/performance.png)")
@@ -512,6 +525,7 @@ def write_result(
             "warmup": args.warmup,
             "max_in_flight": args.max_in_flight,
             "event_loop": args.event_loop,
+            "courier_server": args.courier_server,
             "payload_bytes": {"small": payload_bytes("small"), "kb": payload_bytes("kb")},
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -555,10 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     lifetime = args.timeout * 4 + 3600
     tls = any(SCENARIOS.get(name, {}).get("tls") for name in args.scenarios)
     ca = ThrowawayCA() if tls else None
-    servers = {kind: Server(kind, lifetime) for kind in LIBS}
+    kinds = {"courier": "courier" if args.courier_server == "sink" else "standin"}
+    kinds["segment"] = "segment"
+    servers = {lib: Server(kinds[lib], lifetime) for lib in LIBS}
     if ca is not None:
-        for kind in LIBS:
-            servers[kind + "_tls"] = Server(kind, lifetime, (ca.cert_file, ca.key_file))
+        for lib in LIBS:
+            servers[lib + "_tls"] = Server(kinds[lib], lifetime, (ca.cert_file, ca.key_file))
     rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
     try:
         for index in range(args.rounds):

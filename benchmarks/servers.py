@@ -1,6 +1,14 @@
-"""The benchmark's server process: the Courier stand-in or a Segment ``/v1/batch`` sink.
+"""The benchmark's server process: a Courier sink, the Courier stand-in, or a Segment sink.
 
-Run as ``python -m benchmarks.servers --kind courier|segment [--tls-cert F --tls-key F]``.
+Run as ``python -m benchmarks.servers --kind courier|standin|segment [--tls-cert F --tls-key F]``.
+
+``courier`` and ``segment`` are minimal sinks that do the same little work per request
+(read the body, parse its JSON, check the path, count, answer as the real API does), so
+that the server, which shares the machine's two cores with the client, costs both
+clients alike per request: the real Courier's CPU is not on the user's machine.
+``standin`` is the package's Courier stand-in (validation, idempotency store, Data
+Logs), which costs some 45-60 us of CPU per request here: against it, a client that
+sends one request per event competes with the server for the cores.
 It binds 127.0.0.1 on a free port, serves with uvicorn (httptools, uvloop: the same
 stack for both kinds; TLS through uvicorn's ``ssl`` when a certificate is given) in a
 thread, prints ``{"url": ...}`` and then obeys JSON-line commands on stdin:
@@ -124,6 +132,44 @@ class SegmentSink:
             self.counter.add(events, scope.get("client"))
 
 
+class CourierSink:
+    """Answers Courier's endpoints the client uses, as Courier does, doing no more than
+    `SegmentSink` per request: ``POST /inbound/courier`` and ``/inbound/segment`` 202,
+    ``POST /profiles/{id}`` 200; a wrong key 401; anything else 404."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.latency_s = 0.0
+        self.hang = False
+        self.authorization = b"Bearer " + API_KEY.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        if self.hang:
+            await _hang(receive)
+            return
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        path = scope["path"]
+        authorized = (b"authorization", self.authorization) in scope["headers"]
+        status, answer, events = 404, b'{"message":"not found"}', 0
+        if not authorized:
+            status, answer = 401, b'{"message":"Unauthorized"}'
+        elif scope["method"] == "POST" and path in COURIER_PATHS:
+            message_id = orjson.loads(body).get("messageId", "")
+            status, answer, events = 202, orjson.dumps({"messageId": message_id}), 1
+        elif scope["method"] == "POST" and path.startswith("/profiles/"):
+            orjson.loads(body)
+            status, answer, events = 200, b'{"status":"SUCCESS"}', 1
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+        if events:
+            self.counter.add(events, scope.get("client"))
+
+
 class CourierStandIn:
     """The package's Courier stand-in, wrapped to count the events it accepts."""
 
@@ -174,7 +220,7 @@ def _config(app: App, cert: str | None, key: str | None) -> uvicorn.Config:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("courier", "segment"), required=True)
+    parser.add_argument("--kind", choices=("courier", "standin", "segment"), required=True)
     parser.add_argument("--max-lifetime", type=float, default=1800.0)
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve https")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
@@ -185,8 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     watchdog.start()
 
     counter = Counter()
-    courier = CourierStandIn(counter) if args.kind == "courier" else None
-    sink = SegmentSink(counter) if args.kind == "segment" else None
+    courier = CourierStandIn(counter) if args.kind == "standin" else None
+    sink: SegmentSink | CourierSink | None = None
+    if args.kind != "standin":
+        sink = SegmentSink(counter) if args.kind == "segment" else CourierSink(counter)
     app: App = courier if courier is not None else sink  # type: ignore[assignment]
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
