@@ -120,8 +120,8 @@ def run_demo(*, route: str = "api", out: TextIO, keep_running: bool = False) -> 
             file=out,
         )
         if route == "api":
-            print("Route 'segment' posts to /inbound/segment as Segment's destination does: "
-                  "`courier-analytics demo --route segment`.", file=out)  # fmt: skip
+            hint = "Route 'segment' posts to /inbound/segment as Segment's destination does"
+            print(f"{hint}: `courier-analytics demo --route segment`.", file=out)
         if not keep_running:
             print(
                 "Run `courier-analytics demo --keep-running` to browse the Data Logs page.",

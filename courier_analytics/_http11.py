@@ -561,10 +561,8 @@ class Http11Pool:
         """The whole request: request line, headers and body, as one byte string."""
         head = self._heads.get((path, extra_headers))
         if head is None:
-            head = b"".join((
-                b"POST ", self._prefix, path.encode("ascii"), b" HTTP/1.1\r\n", self._fixed,
-                extra_headers, b"Content-Length: ",
-            ))  # fmt: skip
+            line = b"POST %s%s HTTP/1.1\r\n" % (self._prefix, path.encode("ascii"))
+            head = line + self._fixed + extra_headers + b"Content-Length: "
             if len(self._heads) < _HEADS_KEPT:  # per-user paths (/profiles/{id}) fill it
                 self._heads[(path, extra_headers)] = head
         return b"%s%d\r\n\r\n%s" % (head, len(body), body)

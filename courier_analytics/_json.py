@@ -66,8 +66,8 @@ MAX_DEPTH = 250
 _DATETIME_OPTIONS = 0  # UTC as `+00:00`, as isoformat() and Segment's library write it
 _OPTIONS = _DATETIME_OPTIONS | orjson.OPT_PASSTHROUGH_DATETIME
 _OPTIONS_NON_STR_KEYS = _OPTIONS | orjson.OPT_NON_STR_KEYS
-_KEY_TYPES = (str, int, float, bool, type(None), _dt.datetime, _dt.date, _dt.time, enum.Enum,
-              uuid.UUID)  # fmt: skip
+_KEY_SCALARS = (str, int, float, bool, type(None))
+_KEY_TYPES = (*_KEY_SCALARS, _dt.datetime, _dt.date, _dt.time, enum.Enum, uuid.UUID)
 _NATIVE_LEAVES = (uuid.UUID, bool, float, orjson.Fragment)
 #: Path segments shown at each end of a long key path (the middle is elided).
 _PATH_ENDS = 6
@@ -102,8 +102,9 @@ def _plain_datetime(value: _dt.datetime) -> _dt.datetime:
             f"({type(exc).__name__}: {exc}); use a zoneinfo.ZoneInfo or datetime.timezone"
         ) from None
     tz = None if offset is None else _dt.timezone(offset)
-    return _dt.datetime(value.year, value.month, value.day, value.hour, value.minute,
-                        value.second, value.microsecond, tz, fold=value.fold)  # fmt: skip
+    date = (value.year, value.month, value.day)
+    time = (value.hour, value.minute, value.second, value.microsecond)
+    return _dt.datetime(*date, *time, tz, fold=value.fold)  # plain, even from a subclass
 
 
 def encode_datetime(value: _dt.datetime) -> orjson.Fragment:

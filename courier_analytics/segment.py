@@ -655,8 +655,8 @@ class Client:
         Returns:
             `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
-        return self._view("page", user_id, category, name, properties, context, timestamp,
-                          anonymous_id, integrations, message_id)  # fmt: skip
+        view = (category, name, properties, context, timestamp)
+        return self._view("page", user_id, *view, anonymous_id, integrations, message_id)
 
     def screen(
         self,
@@ -675,8 +675,8 @@ class Client:
         Returns:
             `(success, message)`: see [`Client`][courier_analytics.segment.Client].
         """
-        return self._view("screen", user_id, category, name, properties, context, timestamp,
-                          anonymous_id, integrations, message_id)  # fmt: skip
+        view = (category, name, properties, context, timestamp)
+        return self._view("screen", user_id, *view, anonymous_id, integrations, message_id)
 
     def _view(
         self,
