@@ -124,9 +124,7 @@ class Concurrency:
         elif self._settling:
             self._settling = False
         elif (
-            previous is not None
-            and not self._doubted
-            and self._answers / elapsed < previous[1] * GAIN
+            previous is not None and not self._doubted and self._rate(elapsed) < previous[1] * GAIN
         ):
             self._doubted = True  # no gain yet: the window goes on as long again
             return self.limit
@@ -138,7 +136,7 @@ class Concurrency:
 
     def _judge(self, now: float, elapsed: float, backlog: bool) -> None:
         """Weigh a settled window: take back a step that bought nothing, or step up."""
-        rate = self._answers / elapsed
+        rate = self._rate(elapsed)
         queueing = False
         if self._timed:
             mean = self._waited / self._timed
@@ -157,6 +155,19 @@ class Concurrency:
         if backlog and self._calm >= CALM and now >= self._hold_until and self.limit < self.ceiling:
             self._previous = (self.limit, rate)
             self._change(min(self.ceiling, self.limit * 2))
+
+    def _rate(self, elapsed: float) -> float:
+        """This window's answers per second, at most the limit per mean answer time.
+
+        More than that (Little's law) is answers that new connections held back
+        arriving in a burst, not throughput of this limit: counted, it flattered
+        the window after a settling one, and so a step up from there, or the step
+        after it, whose baseline it became.
+        """
+        rate = self._answers / elapsed
+        if self._waited > 0:
+            rate = min(rate, self.limit * self._timed / self._waited)
+        return rate
 
     def _change(self, limit: int) -> None:
         """Set a new limit; the window it starts in only settles."""

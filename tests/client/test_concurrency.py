@@ -98,6 +98,17 @@ def test_one_window_without_gain_does_not_take_a_step_back() -> None:
     assert limit.limit == 4 * START
 
 
+def test_a_burst_of_held_back_answers_is_not_a_gain() -> None:
+    """Answers beyond the limit per mean answer time (Little's law) are not throughput."""
+    limit = Concurrency(512, 0.0)
+    now = run(limit, 0.0, latency_bound, change=True)
+    now = answers(limit, now, latency_bound(2 * START), 4 * START)  # settles
+    # four times the rate before the step, but each answer took 40 ms: with 64 in
+    # flight, 1,600 a second at most, the rate before the step
+    answers(limit, now, 4 * latency_bound(START), 2 * JUDGING * 4 * START, seconds=0.04)
+    assert limit.limit == START
+
+
 def test_the_limit_doubles_to_the_ceiling_while_latency_bound() -> None:
     """With a backlog and throughput rising with the limit, it doubles up to the ceiling."""
     limit = Concurrency(512, 0.0)
@@ -150,10 +161,13 @@ def test_no_growth_without_a_backlog() -> None:
 def test_no_growth_while_answers_queue() -> None:
     """Answers slower than twice the quickest window's mean are queueing: the limit stays."""
     limit = Concurrency(512, 0.0)
-    now = run(limit, 0.0, latency_bound, change=True)  # learns 20 ms, steps to 32
-    # throughput still grows with the limit, but every answer waits in a queue: 60 ms
-    run(limit, now, latency_bound, until=2.0, seconds=0.06)
-    assert limit.limit == 2 * START
+    window = 2 * START  # answers in a window that judges no step
+    now = answers(limit, 0.0, latency_bound(START), window)  # settles
+    now = answers(limit, now, latency_bound(START), window)  # learns 20 ms
+    # every answer now takes 60 ms on a 20 ms path, and more in flight would go faster
+    while now < 2.0:
+        now = answers(limit, now, limit.limit / 0.06, window, seconds=0.06)
+    assert limit.limit == START
 
 
 def test_one_quick_window_among_queueing_ones_is_no_reason_to_grow() -> None:
