@@ -22,6 +22,10 @@ worth of answers, at least 20 ms, at most 1 s):
   a part of it); if the whole still shows less, the limit goes back to where it
   was and stays there for a second before it probes again, then 2, 4 and at most
   8 seconds after further such steps in a row;
+- a window in which the messages did not always outnumber the slots (the
+  application paused, or one user's messages are all in flight) is not judged
+  either: a step up pending then is neither kept for its gain nor taken back,
+  and a pause between bursts is not mistaken for a step that bought nothing;
 - when answers show congestion (a network error, 408, 429 or 5xx), the limit
   halves, and it does not grow again for a second.
 
@@ -84,6 +88,7 @@ class Concurrency:
         self._congested = 0
         self._hold_until = now
         self._settling = True  # the limit changed (here: was set) in this window: not judged
+        self._starved = False  # a message found no other waiting in this window: not judged
         self._previous: tuple[int, float] | None = None  # (limit, rate) before a step up
         self._doubted = False  # no gain from that step yet: the window goes on
         self._calm = 0  # windows judged since the last change without queueing, in a row
@@ -108,6 +113,8 @@ class Concurrency:
             now: The current ``time.monotonic()``.
             backlog: Whether messages are waiting for a free slot.
         """
+        if not backlog:
+            self._starved = True
         elapsed = now - self._since
         previous = None if self._settling else self._previous
         answers = 2 * self.limit
@@ -123,18 +130,20 @@ class Concurrency:
             self._hold_until = now + CONGESTION_HOLD_S
         elif self._settling:
             self._settling = False
+        elif self._starved:  # slots stood idle: no verdict on the limit, nor a baseline
+            self._previous, self._doubted, self._calm = None, False, 0
         elif (
             previous is not None and not self._doubted and self._rate(elapsed) < previous[1] * GAIN
         ):
             self._doubted = True  # no gain yet: the window goes on as long again
             return self.limit
         else:
-            self._judge(now, elapsed, backlog)
-        self._since, self._answers, self._congested = now, 0, 0
+            self._judge(now, elapsed)
+        self._since, self._answers, self._congested, self._starved = now, 0, 0, False
         self._waited, self._timed = 0.0, 0
         return self.limit
 
-    def _judge(self, now: float, elapsed: float, backlog: bool) -> None:
+    def _judge(self, now: float, elapsed: float) -> None:
         """Weigh a settled window: take back a step that bought nothing, or step up."""
         rate = self._rate(elapsed)
         queueing = False
@@ -152,7 +161,7 @@ class Concurrency:
                 self._plateau_hold = min(PLATEAU_HOLD_MAX_S, 2 * self._plateau_hold)
                 return
             self._plateau_hold = PLATEAU_HOLD_S
-        if backlog and self._calm >= CALM and now >= self._hold_until and self.limit < self.ceiling:
+        if self._calm >= CALM and now >= self._hold_until and self.limit < self.ceiling:
             self._previous = (self.limit, rate)
             self._change(min(self.ceiling, self.limit * 2))
 

@@ -158,6 +158,20 @@ def test_no_growth_without_a_backlog() -> None:
     assert limit.limit == START
 
 
+def test_a_pause_in_traffic_is_no_verdict_on_a_step() -> None:
+    """A window in which slots stood idle neither keeps nor takes back a pending step."""
+    limit = Concurrency(512, 0.0)
+    now = run(limit, 0.0, latency_bound, change=True)
+    now = answers(limit, now, latency_bound(2 * START), 4 * START)  # settles
+    now = answers(limit, now, latency_bound(2 * START), 8)  # the application pauses
+    limit.record(congested=False, seconds=0.02)
+    now += 5.0
+    limit.update(now, backlog=False)
+    assert limit.limit == 2 * START
+    run(limit, now, latency_bound, change=True)  # busy again: it steps up, not back
+    assert limit.limit == 4 * START
+
+
 def test_no_growth_while_answers_queue() -> None:
     """Answers slower than twice the quickest window's mean are queueing: the limit stays."""
     limit = Concurrency(512, 0.0)
