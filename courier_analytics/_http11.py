@@ -244,7 +244,8 @@ class _Reader:
                 if status >= 200:
                     start = end + 4
                     if length == len(data) - start:  # the usual: a whole answer, no more
-                        self.head, self._chunk, self._step = head, length, self._read_length
+                        # Read without a step: the reader stays as new, so the connection
+                        # reads its next answer with it (no reader is fed after an answer).
                         return _new(RawResponse, (status, retry_after, data[start:], keep_alive))
                     self._begin(head)
                     data = data[start:]
@@ -450,7 +451,9 @@ class _Connection(asyncio.BufferedProtocol):
         if transport is None or loop is None or self.closed:
             raise httpx.RemoteProtocolError("the connection is closed")
         self._on_answer = on_answer
-        self._reader = _Reader()
+        reader = self._reader
+        if reader.head is not None or reader.buffer:  # used: the usual answer leaves it new
+            self._reader = _Reader()
         self.received_any = False
         self._deadline = loop.time() + timeout
         self._timeout = timeout
