@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import threading
@@ -155,6 +156,11 @@ class Worker:
         self._unreachable = False  # the last attempt got no answer (logged once)
         self._done: dict[int, Future[None]] = {}  # id(message) -> sync-mode waiter
         self._retrying: set[asyncio.Task[None]] = set()
+        # Messages whose delivery or retry task has not taken its first step: a task
+        # cancelled then never runs its body, so the worker's end reports them itself.
+        # Keyed by a number of their own: one message object may be queued twice.
+        self._unstarted: dict[int, tuple[Message, int, Outcome | None]] = {}
+        self._task_keys = itertools.count()
 
     # ----------------------------------------------------------------- producer side
 
@@ -352,6 +358,11 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            unstarted, self._unstarted = list(self._unstarted.values()), {}
+            for message, attempts, last in unstarted:  # cancelled before they ran
+                self._signal_done(message)
+                error = _outcomes.not_delivered(message, attempts, last=last)
+                self._fail(message, error, _outcomes.SHUT_DOWN)
             sending, self._sending = list(self._sending.values()), {}
             for message in sending:  # sent by callback and not answered: ended with us
                 self._signal_done(message)
@@ -418,7 +429,9 @@ class Worker:
             message = ready.popleft()
             self._in_flight += 1
             if native is None or not self._send_now(native, message):
-                task = asyncio.create_task(self._deliver(message))
+                key = next(self._task_keys)
+                self._unstarted[key] = (message, 0, None)
+                task = asyncio.create_task(self._deliver(message, key))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
@@ -471,8 +484,9 @@ class Worker:
         concurrency.update(time.monotonic(), bool(self._ready))
         self._drain()  # which sends what may go
 
-    async def _deliver(self, message: Message) -> None:
+    async def _deliver(self, message: Message, key: int) -> None:
         """The general path: one released message's first attempt, in a task of its own."""
+        del self._unstarted[key]
         handed_over = False
         try:
             handed_over = await self._first_attempt(message)
@@ -529,9 +543,15 @@ class Worker:
     def _settle(self, message: Message, request: Request, outcome: Outcome, started: float) -> bool:
         """After a first attempt: a retry task (True), or finished, delivered or not (False)."""
         if outcome.retry and self._policy.max_retries:
+            if self._ending:  # an answer while the worker ends: no retry task would run
+                error = _outcomes.not_delivered(message, 1, last=outcome)
+                self._fail(message, error, f"{_outcomes.SHUT_DOWN}; {_outcomes.summary(outcome)}")
+                return False
             assert self._lanes is not None  # set by _main()
             self._lanes.detach(message)  # a track's retries hold back no one else
-            task = asyncio.create_task(self._retry(message, request, outcome, started))
+            key = next(self._task_keys)
+            self._unstarted[key] = (message, 1, outcome)
+            task = asyncio.create_task(self._retry(message, request, outcome, started, key))
             self._retrying.add(task)
             task.add_done_callback(self._retrying.discard)
             return True
@@ -539,7 +559,7 @@ class Worker:
         return False
 
     async def _retry(
-        self, message: Message, request: Request, outcome: Outcome, started: float
+        self, message: Message, request: Request, outcome: Outcome, started: float, key: int
     ) -> None:
         """Retry a message whose first attempt failed, then release its lane.
 
@@ -547,6 +567,7 @@ class Worker:
         retry never goes out before the server said it may); no retry starts after
         one monotonic deadline, `max_time` after the first attempt.
         """
+        del self._unstarted[key]
         policy = self._policy
         deadline = math.inf if policy.max_time is None else started + policy.max_time
         attempts, refusal = 1, None

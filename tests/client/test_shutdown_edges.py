@@ -1,0 +1,64 @@
+"""Shutdown edges of the worker: every message taken is reported once, however it ends."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+
+from courier_analytics import NotDeliveredError
+from courier_analytics._messages import Message
+from courier_analytics._retry import Outcome
+from courier_analytics._routes import Request
+
+from .fakes import FakeCourier, Reports, make_client
+
+REQUEST = Request("/inbound/courier", b"{}")
+
+
+def test_a_message_released_just_as_the_worker_stops_is_reported() -> None:
+    """A message handed to a delivery task in the worker's last round is reported, not lost."""
+    courier = FakeCourier()
+    courier.gate.clear()  # nothing is answered
+    reports = Reports()
+    client = make_client(courier, on_error=reports)
+    worker = client._worker
+    drain = worker._drain
+
+    def drain_then_stop() -> None:
+        drain()
+        if worker.held:
+            worker._stopping = True  # as `stop()` from another thread, right now
+
+    worker._drain = drain_then_stop  # type: ignore[method-assign]
+    client.track("E", user_id="u1")
+    thread = worker._thread
+    assert thread is not None
+    thread.join(30)
+    courier.gate.set()
+    assert [type(error) for error in reports.errors] == [NotDeliveredError]
+    assert client.stats.unaccounted == 0
+    client.shutdown(5)
+
+
+def test_a_retryable_answer_while_the_worker_ends_is_reported_not_retried() -> None:
+    """A retryable answer that comes while the worker is ending is reported, with no retry task."""
+    reports = Reports()
+    client = make_client(FakeCourier(), on_error=reports)
+    client.track("First", user_id="u1")
+    assert client.flush(30)
+    worker = client._worker
+    message = Message("track", "m-1", "u1", None, "E", b'{"type":"track"}')
+    settled: Future[tuple[bool, int]] = Future()
+
+    def settle_while_ending() -> None:  # on the worker's loop, as a callback answer would
+        worker._ending = True
+        assert worker._lanes is not None
+        worker._lanes.add(message)  # released, as a message in flight is
+        worker._ready.pop()
+        retrying = worker._settle(message, REQUEST, Outcome(503, retry=True), time.monotonic())
+        settled.set_result((retrying, len(worker._retrying)))
+
+    worker._call_soon(settle_while_ending)
+    assert settled.result(30) == (False, 0)
+    assert [(type(error), m.event) for error, m in reports.calls] == [(NotDeliveredError, "E")]
+    client.shutdown(5)
