@@ -499,12 +499,17 @@ class Worker:
         self._answer_done()
 
     def _make_room(self) -> None:
-        """Let a retry that waits for room in flight go."""
-        while self._room:
+        """Hand a free place in flight to the retry that has waited longest for one.
+
+        The place is taken here, for the retry: were it only woken, the first
+        attempts sent before it runs would take the place again, and under a steady
+        load at the ceiling it would wait for as long as messages keep coming.
+        """
+        while self._room and self._in_flight < self._max_in_flight:
             waiter = self._room.popleft()
             if not waiter.done():
+                self._in_flight += 1
                 waiter.set_result(None)
-                return
 
     def _finish_lane(self, message: Message) -> None:
         """A released message is done: let its user's next messages go."""
@@ -607,11 +612,19 @@ class Worker:
         sender = self._sender
         assert sender is not None  # set by _main()
         if not counted:
-            while self._in_flight >= self._max_in_flight:
+            if self._in_flight < self._max_in_flight and not self._room:
+                self._in_flight += 1
+            else:  # after the retries already waiting, in turn
                 waiter = asyncio.get_running_loop().create_future()
                 self._room.append(waiter)
-                await waiter
-            self._in_flight += 1
+                self._make_room()  # a place may be free (only cancelled waiters ahead)
+                try:
+                    await waiter  # its place is taken for it (see _make_room)
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled():  # given a place: give it back
+                        self._in_flight -= 1
+                        self._make_room()
+                    raise
         sent = time.monotonic()
         try:
             response = await sender.send(request)

@@ -1,16 +1,19 @@
-"""Shutdown edges of the worker: every message taken is reported once, however it ends."""
+"""Edges of the worker: shutdown reports every message once; a retry waiting for room gets it."""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import Future
+from typing import Any
+
+import httpx
 
 from courier_analytics import NotDeliveredError
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome
 from courier_analytics._routes import Request
 
-from .fakes import FakeCourier, Reports, make_client
+from .fakes import Answer, FakeCourier, Reports, accept, make_client
 
 REQUEST = Request("/inbound/courier", b"{}")
 
@@ -61,4 +64,26 @@ def test_a_retryable_answer_while_the_worker_ends_is_reported_not_retried() -> N
     worker._call_soon(settle_while_ending)
     assert settled.result(30) == (False, 0)
     assert [(type(error), m.event) for error, m in reports.calls] == [(NotDeliveredError, "E")]
+    client.shutdown(5)
+
+
+def test_a_retry_waiting_for_room_goes_before_later_first_attempts() -> None:
+    """At the max_in_flight ceiling a retry takes the next free place before new messages."""
+
+    def first_fails(request: httpx.Request, body: dict[str, Any], attempt: int) -> Answer:
+        if body.get("userId") == "a" and attempt == 1:
+            return httpx.Response(503)
+        return accept(request, body, attempt)
+
+    courier = FakeCourier(first_fails)
+    courier.gate.clear()  # the first request waits until every message is queued
+    client = make_client(courier, max_in_flight=1)
+    client.track("E", user_id="a")
+    for n in range(30):
+        client.track("E", user_id=f"b{n}")
+    courier.gate.set()
+    assert client.flush(30)
+    users = [body["userId"] for body in courier.bodies]
+    assert users.index("a", 1) <= 3  # its retry, right after a request or two
+    assert client.stats.unaccounted == 0
     client.shutdown(5)
