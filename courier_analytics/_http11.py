@@ -452,7 +452,7 @@ class _Connection(asyncio.BufferedProtocol):
             raise httpx.RemoteProtocolError("the connection is closed")
         self._on_answer = on_answer
         reader = self._reader
-        if reader.head is not None or reader.buffer:  # used: the usual answer leaves it new
+        if reader.head is not None or reader.buffer or reader._interim:  # used: else as new
             self._reader = _Reader()
         self.received_any = False
         self._deadline = loop.time() + timeout

@@ -270,3 +270,21 @@ def test_a_nearer_deadline_re_arms_the_timer_sooner() -> None:
         connection.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_reads_any_number_of_answers_after_interim_ones() -> None:
+    """Interim 100 Continue answers before each answer never add up to a refused head."""
+
+    async def scenario() -> list[Any]:
+        connection, transport = _Connection(), FakeTransport()
+        connection.connection_made(transport)
+        outcomes: list[Any] = []
+        for _ in range(3000):  # 3000 interim heads: more than one head's 64 KiB bound
+            connection.start(b"req", 60, lambda c, r, e: outcomes.append(e or r.status))
+            connection.data_received(b"HTTP/1.1 100 Continue\r\n\r\n")
+            connection.data_received(OK)
+        connection.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes == [202] * 3000
