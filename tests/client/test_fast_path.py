@@ -174,6 +174,7 @@ def test_an_idle_connection_keeps_no_timer_after_its_deadline_passes() -> None:
 class FirstThenHang(socketserver.ThreadingTCPServer):
     """Answers the first request with 202 and never answers the later ones."""
 
+    request_queue_size = 256  # the client opens many connections at once
     daemon_threads = True
     allow_reuse_address = True
 

@@ -73,6 +73,7 @@ HOSTILE = {
 class HostileServer(socketserver.ThreadingTCPServer):
     """Answers requests carrying ``POISONED`` with ``answer()``, the others with OK."""
 
+    request_queue_size = 256  # the client opens many connections at once
     daemon_threads = True
     allow_reuse_address = True
 
