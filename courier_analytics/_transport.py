@@ -229,6 +229,8 @@ class NativeSender:
             response = await self._send(data, fresh_only=True)
         except httpx.TransportError as exc:
             on_done(None, exc)
+        except Exception as exc:  # not expected: the message must still get its outcome
+            on_done(None, httpx.TransportError(f"{type(exc).__name__}: {exc}"))
         else:
             on_done(response, None)
 

@@ -146,7 +146,7 @@ class Worker:
         self._concurrency: Concurrency | None = None
         self._in_flight = 0  # released messages being sent (not waiting to retry)
         self._ending = False  # the worker is ending: nothing more is sent
-        self._sending: dict[int, Message] = {}  # id() -> message, sent by callback
+        self._sending: dict[int, Message] = {}  # messages sent by callback, by a key of their own
         self._tasks: set[asyncio.Task[None]] = set()  # the general path's deliveries
         self._room: deque[asyncio.Future[None]] = deque()  # retries waiting for room
         self._native: NativeSender | None = None
@@ -441,14 +441,18 @@ class Worker:
             request = self._route.request(message)
         except Exception:
             return False  # the general path reports it
-        sent = time.monotonic()
-        if not native.start(request, partial(self._answered, message, request, sent)):
+        sent, key = time.monotonic(), next(self._task_keys)
+        try:
+            if not native.start(request, partial(self._answered, key, message, request, sent)):
+                return False
+        except Exception:  # not expected; the general path sends it, or reports why not
             return False
-        self._sending[id(message)] = message
+        self._sending[key] = message
         return True
 
     def _answered(
         self,
+        key: int,
         message: Message,
         request: Request,
         sent: float,
@@ -456,7 +460,7 @@ class Worker:
         error: httpx.TransportError | None,
     ) -> None:
         """The answer to a message sent by `_send_now` (or the error that ended it)."""
-        if self._sending.pop(id(message), None) is None:
+        if self._sending.pop(key, None) is None:
             return  # the worker stopped meanwhile and reported it
         self._in_flight -= 1
         if self._room:

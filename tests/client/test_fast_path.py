@@ -281,7 +281,7 @@ def test_a_connection_reads_any_number_of_answers_after_interim_ones() -> None:
         connection.connection_made(transport)
         outcomes: list[Any] = []
         for _ in range(3000):  # 3000 interim heads: more than one head's 64 KiB bound
-            connection.start(b"req", 60, lambda c, r, e: outcomes.append(e or r.status))
+            connection.start(b"req", 60, lambda c, r, e: outcomes.append(e or (r and r.status)))
             connection.data_received(b"HTTP/1.1 100 Continue\r\n\r\n")
             connection.data_received(OK)
         connection.close()
@@ -289,3 +289,62 @@ def test_a_connection_reads_any_number_of_answers_after_interim_ones() -> None:
 
     outcomes = asyncio.run(scenario())
     assert outcomes == [202] * 3000
+
+
+class AlwaysOk(socketserver.ThreadingTCPServer):
+    """Answers every request with 202 on keep-alive connections."""
+
+    request_queue_size = 256  # the client opens many connections at once
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _AlwaysOkHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _AlwaysOkHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        buffer = b""
+        while data := sock.recv(65536):
+            buffer += data
+            while b"\r\n\r\n" in buffer:
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(rest) < length:
+                    break
+                buffer = rest[length:]
+                sock.sendall(OK)
+
+
+def test_one_message_object_queued_twice_is_sent_and_counted_twice() -> None:
+    """The callback path tells two sends of one Message object apart (nothing is lost)."""
+    server = AlwaysOk()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = Client(api_key="k", base_url=server.url, timeout=60)
+    try:
+        for n in range(50):  # together: several connections open, then stay idle
+            client.track("Warm", user_id=f"u{n}")
+        assert client.flush(30)  # the next sends go by callback
+        message = client._factory.track(
+            "Twice",
+            {},
+            user_id="u1",
+            anonymous_id=None,
+            context=None,
+            timestamp=None,
+            message_id=None,
+            integrations=None,
+        )
+        assert client._worker.put(message)
+        assert client._worker.put(message)
+        assert client.flush(30)
+        assert client.stats.delivered == 52
+    finally:
+        client.shutdown(5)
+        server.shutdown()
+        server.server_close()
