@@ -24,6 +24,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
@@ -512,6 +513,19 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
+#: asyncio's TLS protocol with a TLS read buffer of 32 KiB, from Python 3.11 (whose
+#: SSLProtocol keeps one buffer of `max_size` bytes per connection; 3.10's differs).
+if sys.version_info >= (3, 11):
+    from asyncio import sslproto
+
+    class _LeanTLS(sslproto.SSLProtocol):
+        max_size = 32 * 1024  # a TLS record is at most 16 KiB
+
+    _LEAN_TLS = True
+else:  # pragma: no cover - Python 3.10
+    _LEAN_TLS = False
+
+
 class Http11Pool:
     """Keep-alive HTTP/1.1 connections to one origin, used from one event loop.
 
@@ -640,18 +654,50 @@ class Http11Pool:
         error: OSError | None = None
         for address in await self._addresses():
             try:
-                await loop.create_connection(
-                    lambda: connection,
-                    address,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl else None,
-                )
+                if (
+                    self._ssl is not None
+                    and _LEAN_TLS
+                    and type(loop).__module__.startswith("asyncio")
+                ):
+                    await self._connect_tls(loop, connection, address, self._ssl)
+                else:
+                    await loop.create_connection(
+                        lambda: connection,
+                        address,
+                        self._port,
+                        ssl=self._ssl,
+                        server_hostname=self._host if self._ssl else None,
+                    )
             except OSError as exc:
                 error = exc
                 continue
             return
         raise error or OSError(f"no address for {self._host}")
+
+    async def _connect_tls(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        connection: _Connection,
+        address: str,
+        context: ssl.SSLContext,
+    ) -> None:
+        """Open a TLS connection whose TLS layer reads into 32 KiB, not 256 KiB.
+
+        As `loop.create_connection(ssl=...)` does (asyncio's own TLS protocol over a
+        plain connection, the handshake awaited), but with `_LeanTLS`: asyncio keeps
+        a 256 KiB read buffer per TLS connection, 128 MB for 512 connections, where
+        a TLS record is at most 16 KiB.
+        """
+        handshake: asyncio.Future[None] = loop.create_future()
+        protocol = _LeanTLS(  # the handshake's time is bounded by _acquire's wait_for
+            loop, connection, context, handshake, server_side=False, server_hostname=self._host
+        )
+        transport, _ = await loop.create_connection(lambda: protocol, address, self._port)
+        try:
+            await handshake
+        except BaseException:
+            transport.close()
+            raise
 
     async def _addresses(self) -> list[str]:
         """The host's IP addresses, resolved on our own thread and kept for a minute.
