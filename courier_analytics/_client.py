@@ -171,12 +171,12 @@ class Client:
             needs them. The default is 512, or a quarter of the process's soft
             open-file limit (`ulimit -n`) when that is lower (read when the package
             is imported); a value given here is used as given. Far from Courier
-            more is faster: 20,000 events 20 ms away took 1.6 s with up to 512 in
-            flight and 2.1 s with 256 (plain HTTP, the benchmark's stand-in).
+            more is faster: 20,000 events 20 ms away took 1.4 s with up to 512 in
+            flight and 2.0 s with 256 (plain HTTP).
             Close by, the limit grows only while throughput does. The cost is
             connections: each holds a file descriptor and, over HTTPS, costs a TLS
-            handshake when it opens and about 0.3 MB of buffers while open (the
-            benchmark peaked at 198 MB with 512 TLS connections, 121 MB with 256).
+            handshake when it opens and about 70 KB of TLS state while open (the
+            benchmark's client peaked at 85 MB with 512 TLS connections).
             Lower it to cap them, for example under a preforking server with many
             processes.
         ordering: `"identify"` (default): a user's `identify`, `alias` and `group`
