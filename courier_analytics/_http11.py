@@ -27,6 +27,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
@@ -34,7 +35,7 @@ import httpx
 
 from courier_analytics._threads import BlockingRunner
 
-__all__ = ["MAX_BODY", "Http11Pool", "OnAnswer", "RawResponse"]
+__all__ = ["MAX_BODY", "Http11Pool", "OnAnswer", "OnResult", "RawResponse"]
 
 _MAX_HEAD = 64 * 1024  # status line and headers; trailers likewise
 MAX_BODY = 1024 * 1024  # bytes of an answer's body: Courier's are a few hundred
@@ -362,6 +363,8 @@ class _Reader:
 
 #: Called once per request with its connection and answer, or the error that ended it.
 OnAnswer = Callable[["_Connection", "RawResponse | None", "httpx.TransportError | None"], None]
+#: Called once with the answer to a request started with `Http11Pool.start`, or the error.
+OnResult = Callable[["RawResponse | None", "httpx.TransportError | None"], None]
 
 
 #: Bytes read from a connection at a time. Courier's answers are a few hundred bytes.
@@ -563,6 +566,8 @@ class Http11Pool:
         self._timeout = timeout
         self._max_idle = max_idle
         self._heads: dict[tuple[str, bytes], bytes] = {}  # request heads by path, to reuse
+        self._resending: set[asyncio.Task[None]] = set()  # see _answered
+        self._closing = False
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._resolved: list[str] = []
@@ -584,21 +589,59 @@ class Http11Pool:
                 self._heads[(path, extra_headers)] = head
         return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
-    def start(self, data: bytes, on_answer: OnAnswer) -> _Connection | None:
+    def start(self, data: bytes, on_answer: OnResult) -> _Connection | None:
         """Send a request made by `build` on an idle connection, if one is open.
 
-        Returns the connection, which the caller gives back with `release` (or
-        `discard`) from `on_answer`; `None` when no idle connection is open (then use
+        `on_answer` gets the answer, or the error, once, from the event loop; the
+        connection is then kept or closed as `send` does, and a request that failed
+        on it before any byte of answer came goes once more on a new connection.
+        Returns the connection; `None` when no idle connection is open (then use
         `send`, which opens one).
         """
         idle = self._idle
         while idle:
             connection = idle.pop()
             if not connection.closed:
-                connection.start(data, self._timeout, on_answer)
+                connection.start(data, self._timeout, partial(self._answered, data, on_answer))
                 return connection
             self._open.discard(connection)
         return None
+
+    def _answered(
+        self,
+        data: bytes,
+        on_answer: OnResult,
+        connection: _Connection,
+        raw: RawResponse | None,
+        error: httpx.TransportError | None,
+    ) -> None:
+        """The end of a request made by `start`: the connection kept or closed, as in `send`."""
+        if raw is not None:
+            self.release(connection, raw.keep_alive)
+            on_answer(raw, None)
+            return
+        self.discard(connection)
+        assert error is not None  # one of the two is given
+        if (
+            isinstance(error, httpx.RemoteProtocolError)
+            and not connection.received_any
+            and not self._closing
+        ):  # the server closed the idle connection: once more on a new one
+            task = asyncio.ensure_future(self._resend(data, on_answer))
+            self._resending.add(task)
+            task.add_done_callback(self._resending.discard)
+            return
+        on_answer(None, error)
+
+    async def _resend(self, data: bytes, on_answer: OnResult) -> None:
+        try:
+            raw = await self.send(data, fresh_only=True)
+        except httpx.TransportError as exc:
+            on_answer(None, exc)
+        except Exception as exc:  # not expected: the request must still get its outcome
+            on_answer(None, httpx.TransportError(f"{type(exc).__name__}: {exc}"))
+        else:
+            on_answer(raw, None)
 
     def release(self, connection: _Connection, keep_alive: bool) -> None:
         """A connection's answer is read: keep it for reuse if it can be, else close it."""
@@ -730,7 +773,10 @@ class Http11Pool:
         self._open.discard(connection)
 
     async def aclose(self) -> None:
-        """Close every connection, idle or busy."""
+        """Close every connection, idle or busy; a request started and not answered fails."""
+        self._closing = True
+        for task in list(self._resending):
+            task.cancel()
         for connection in list(self._open):
             connection.close()
         self._open.clear()

@@ -22,7 +22,7 @@ from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
-from courier_analytics._http11 import MAX_BODY, Http11Pool, RawResponse, _Connection
+from courier_analytics._http11 import MAX_BODY, Http11Pool, RawResponse
 from courier_analytics._routes import Request
 from courier_analytics._threads import BlockingRunner
 from courier_analytics._version import __version__
@@ -155,8 +155,6 @@ class NativeSender:
         self._pool = Http11Pool(
             base_url, _headers(api_key), timeout=timeout, max_idle=max_connections
         )
-        self._resending: set[asyncio.Task[None]] = set()
-        self._closing = False
 
     def __repr__(self) -> str:
         return "<NativeSender>"
@@ -175,11 +173,8 @@ class NativeSender:
 
     async def send(self, request: Request) -> Response:
         """Send one request and read the whole answer."""
-        return await self._send(self._build(request))
-
-    async def _send(self, data: bytes, fresh_only: bool = False) -> Response:
         try:
-            raw = await self._pool.send(data, fresh_only)
+            raw = await self._pool.send(self._build(request))
         except httpx.TransportError as exc:
             blanked = _blanked_error(exc, self._key)
             if blanked is exc:
@@ -196,49 +191,19 @@ class NativeSender:
             Whether a connection was idle; if not, nothing was sent: use `send`.
         """
         data = self._build(request)
-        return self._pool.start(data, partial(self._answered, data, on_done)) is not None
+        return self._pool.start(data, partial(self._answered, on_done)) is not None
 
     def _answered(
-        self,
-        data: bytes,
-        on_done: OnDone,
-        connection: _Connection,
-        raw: RawResponse | None,
-        error: httpx.TransportError | None,
+        self, on_done: OnDone, raw: RawResponse | None, error: httpx.TransportError | None
     ) -> None:
         if raw is not None:
-            self._pool.release(connection, raw.keep_alive)
             on_done(self._response(raw), None)
-            return
-        self._pool.discard(connection)
-        assert error is not None  # one of the two is given
-        if (
-            isinstance(error, httpx.RemoteProtocolError)
-            and not connection.received_any
-            and not self._closing
-        ):
-            # The server closed the idle connection: once more on a new one, as `send` does.
-            task = asyncio.ensure_future(self._resend(data, on_done))
-            self._resending.add(task)
-            task.add_done_callback(self._resending.discard)
-            return
-        on_done(None, _blanked_error(error, self._key))
-
-    async def _resend(self, data: bytes, on_done: OnDone) -> None:
-        try:
-            response = await self._send(data, fresh_only=True)
-        except httpx.TransportError as exc:
-            on_done(None, exc)
-        except Exception as exc:  # not expected: the message must still get its outcome
-            on_done(None, httpx.TransportError(f"{type(exc).__name__}: {exc}"))
         else:
-            on_done(response, None)
+            assert error is not None  # one of the two is given
+            on_done(None, _blanked_error(error, self._key))
 
     async def aclose(self) -> None:
         """Close every connection; a request started and not answered ends with an error."""
-        self._closing = True
-        for task in list(self._resending):
-            task.cancel()
         await self._pool.aclose()
 
 

@@ -249,8 +249,8 @@ def test_http11_pool_start_declines_when_every_connection_is_busy() -> None:
         pool = Http11Pool(base_url, [], timeout=60, max_idle=4)
         try:
             await pool.send(pool.build("/x", b"{}"))
-            assert pool.start(pool.build("/x", b"{}"), lambda c, r, e: None) is not None
-            assert pool.start(pool.build("/x", b"{}"), lambda c, r, e: None) is None
+            assert pool.start(pool.build("/x", b"{}"), lambda r, e: None) is not None
+            assert pool.start(pool.build("/x", b"{}"), lambda r, e: None) is None
         finally:
             await pool.aclose()
 
