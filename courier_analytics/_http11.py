@@ -238,7 +238,7 @@ class _Reader:
             if 0 <= end <= _MAX_HEAD - self._interim:
                 raw = data[:end]
                 try:
-                    head = _parse_usual_head(raw) or _parse_any_head(raw)
+                    head = _parse_head(raw)
                 except httpx.RemoteProtocolError:
                     self.buffer += data  # as the steps below would leave it
                     raise

@@ -195,11 +195,17 @@ def pack(stamp: int, message_id: str, name: str, payload: object) -> bytes:
     return b"%d,%b,%b" % (stamp, orjson.dumps(message_id), encoded)
 
 
+def pieces(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """A compact message's data as it is kept: timestamp digits, id as JSON, payload JSON."""
+    comma = data.index(b',"')
+    end = data.index(b'"', comma + 2) + 1
+    return data[:comma], data[comma + 1 : end], data[end + 1 :]
+
+
 def unpack(data: bytes) -> tuple[int, str, bytes]:
     """A compact message's timestamp (ms), message id and payload JSON (see `pack`)."""
-    comma = data.index(b',"')
-    end = data.index(b'"', comma + 2)
-    return int(data[:comma]), data[comma + 2 : end].decode(), data[end + 2 :]
+    stamp, message_id, payload = pieces(data)
+    return int(stamp), message_id[1:-1].decode(), payload
 
 
 def compactable_id(message_id: str) -> bool:

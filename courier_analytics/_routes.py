@@ -14,7 +14,7 @@ from urllib.parse import quote
 import attrs
 import orjson
 
-from courier_analytics._messages import Message
+from courier_analytics._messages import Message, pieces
 
 __all__ = [
     "DEFAULT_EVENT_PREFIX",
@@ -144,20 +144,18 @@ class ApiRoute:
         The same bytes as `request` makes by decoding (the pieces are orjson's own
         encoding of the same values; tests/client/test_routes.py pins it).
         """
-        data = message._data  # <ms>,"<message id>",<payload> (see _messages.pack)
-        comma = data.index(b',"')
-        end = data.index(b'"', comma + 2) + 1
+        _, message_id, payload = pieces(message._data)  # see _messages.pack
         if message.type == "identify":
             path = "/profiles/" + path_segment(message.recipient)
-            return Request(path, b'{"profile":' + data[end + 1 :] + b"}")
+            return Request(path, b'{"profile":' + payload + b"}")
         body = b"".join(
             (
                 b'{"event":',
                 orjson.dumps(self.event_prefix + cast(str, message.event)),
                 b',"messageId":',
-                data[comma + 1 : end],
+                message_id,
                 b',"type":"track","properties":',
-                data[end + 1 :],
+                payload,
                 b',"userId":',
                 orjson.dumps(message.recipient),
                 b"}",
