@@ -462,9 +462,7 @@ class Worker:
         """The answer to a message sent by `_send_now` (or the error that ended it)."""
         if self._sending.pop(key, None) is None:
             return  # the worker stopped meanwhile and reported it
-        self._in_flight -= 1
-        if self._room:
-            self._make_room()
+        self._free_place()
         concurrency = self._concurrency
         assert concurrency is not None  # set by _main()
         if response is not None and self._route.accepted(response.status):
@@ -478,8 +476,7 @@ class Worker:
             outcome = self._outcome(response, error, sent)
             if not self._settle(message, request, outcome, sent):
                 self._finish_lane(message)
-        concurrency.update(time.monotonic(), bool(self._ready))
-        self._drain()  # which sends what may go
+        self._answer_done()
 
     def _answer_done(self) -> None:
         """After an answer: adjust the limit, move queued messages on, send what may go."""
@@ -495,12 +492,16 @@ class Worker:
         try:
             handed_over = await self._first_attempt(message)
         finally:
-            self._in_flight -= 1
-            if self._room:
-                self._make_room()
+            self._free_place()
             if not handed_over:
                 self._finish_lane(message)
         self._answer_done()
+
+    def _free_place(self) -> None:
+        """A request in flight ended: its place goes to a waiting retry, if any."""
+        self._in_flight -= 1
+        if self._room:
+            self._make_room()
 
     def _make_room(self) -> None:
         """Hand a free place in flight to the retry that has waited longest for one.
@@ -626,8 +627,7 @@ class Worker:
                     await waiter  # its place is taken for it (see _make_room)
                 except asyncio.CancelledError:
                     if waiter.done() and not waiter.cancelled():  # given a place: give it back
-                        self._in_flight -= 1
-                        self._make_room()
+                        self._free_place()
                     raise
         sent = time.monotonic()
         try:
@@ -636,9 +636,7 @@ class Worker:
             return self._outcome(None, exc, sent)
         finally:
             if not counted:
-                self._in_flight -= 1
-                if self._room:
-                    self._make_room()
+                self._free_place()
         return self._outcome(response, None, sent)
 
     def _outcome(
