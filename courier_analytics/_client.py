@@ -17,13 +17,10 @@ from types import TracebackType
 from typing import Any
 
 import attrs
-from orjson import JSONEncodeError
-from orjson import dumps as _orjson_dumps
 
 from courier_analytics import _capture
 from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
 from courier_analytics._events import Emitter, EventName
-from courier_analytics._json import _OPTIONS, _default
 from courier_analytics._messages import (
     ENVELOPE_BYTES,
     MAX_REQUEST_BYTES,
@@ -31,6 +28,7 @@ from courier_analytics._messages import (
     MessageFactory,
     compact,
     new_message_id,
+    now_ms,
     pack,
 )
 from courier_analytics._options import (
@@ -60,9 +58,6 @@ __all__ = ["Client", "Stats", "dispatch", "make_message"]
 logger = logging.getLogger("courier_analytics")
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
-
-_time_ns = time.time_ns
-_PACK_OPTIONS: dict[str, Any] = {"default": _default, "option": _OPTIONS}
 
 #: Seconds between two warnings about dropped messages (each drop is still reported).
 DROP_LOG_INTERVAL = 10.0
@@ -420,7 +415,7 @@ class Client:
             and "identify" not in self._plugins.chains
         ):
             mid = new_message_id()
-            data = pack(_time_ns() // 1_000_000, mid, "traits", traits or {})
+            data = pack(now_ms(), mid, "traits", traits or {})
             if len(data) + 6 * len(user_id) <= self._quick_room:
                 return self._enqueue_quick(compact("identify", user_id, None, None, data), mid)
         return self._dispatch(
@@ -527,25 +522,9 @@ class Client:
             and "track" not in self._plugins.chains
         ):
             mid = new_message_id()
-            stamp = _time_ns() // 1_000_000  # as now_ms()
-            try:  # as pack() does, inline
-                data = _orjson_dumps([stamp, mid, properties or {}], **_PACK_OPTIONS)[1:-1]
-            except (JSONEncodeError, RecursionError):
-                data = pack(stamp, mid, "properties", properties)  # raises the call's error
+            data = pack(now_ms(), mid, "properties", properties or {})
             if len(data) + 6 * (len(uid) + len(event)) <= self._quick_room:
-                message = compact("track", uid, None, event, data)
-                # As _enqueue_quick(message, mid), inline.
-                if not self._send:
-                    self._stopped(message, "send=False")
-                    return mid
-                next(self._made)  # before the worker can count it delivered: never negative
-                try:
-                    if self._worker.put(message):
-                        return mid
-                    self._not_queued(message, None)
-                except WorkerUnavailable as exc:
-                    self._not_queued(message, exc)
-                return mid
+                return self._enqueue_quick(compact("track", uid, None, event, data), mid)
         return self._dispatch(
             factory.track(
                 event,
@@ -781,12 +760,7 @@ class Client:
             self._stopped(message, "send=False")
             return mid
         next(self._made)  # before the worker can count it delivered: never negative
-        try:
-            if self._worker.put(message):
-                return mid
-            self._not_queued(message, None)
-        except WorkerUnavailable as exc:
-            self._not_queued(message, exc)
+        self._put(message, None)
         return mid
 
     def _put(self, message: Message, done: Future[None] | None) -> None:

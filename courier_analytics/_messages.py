@@ -225,34 +225,27 @@ def compact(
     The caller vouches for every field as `MessageFactory` checks them, each string
     encodable as UTF-8.
     """
-    draft = _new_draft(_Draft)
-    draft.type = kind
-    draft._mid = None
-    draft.user_id = user_id
-    draft.anonymous_id = anonymous_id
-    draft.event = event
-    draft._data = data
-    draft.__class__ = Message  # type: ignore[assignment]  # the same slots: now frozen
-    return draft  # type: ignore[return-value]
+    return _made(kind, None, user_id, anonymous_id, event, data)
 
 
-def _full(
+def _made(
     kind: str,
-    message_id: str,
+    message_id: str | None,
     user_id: str | None,
     anonymous_id: str | None,
     event: str | None,
-    body: bytes,
+    data: bytes,
 ) -> Message:
-    """`Message(...)`, made faster (the frozen class's own `__init__` sets slot by slot)."""
+    """`Message(...)` (whole, or compact when `message_id` is None), made faster: the
+    frozen class's own `__init__` sets slot by slot."""
     draft = _new_draft(_Draft)
     draft.type = kind
     draft._mid = message_id
     draft.user_id = user_id
     draft.anonymous_id = anonymous_id
     draft.event = event
-    draft._data = body
-    draft.__class__ = Message  # type: ignore[assignment]
+    draft._data = data
+    draft.__class__ = Message  # type: ignore[assignment]  # the same slots: now frozen
     return draft  # type: ignore[return-value]
 
 
@@ -691,7 +684,7 @@ class MessageFactory:
             return _StoppedMessage(
                 kind, mid, user_id, anonymous_id, event, body, stop=SKIPPED_INTEGRATIONS
             )
-        return _full(kind, mid, user_id, anonymous_id, event, body)
+        return _made(kind, mid, user_id, anonymous_id, event, body)
 
     def _encode(self, kind: str, data: Mapping[str, Any]) -> bytes:
         body = dumps(data)
@@ -738,7 +731,7 @@ class MessageFactory:
         integrations = result.get("integrations")
         if integrations is not None and not to_courier(integrations):
             return _StoppedMessage(kind, mid, uid, aid, event, body, stop=SKIPPED_INTEGRATIONS)
-        return _full(kind, mid, uid, aid, event, body)
+        return _made(kind, mid, uid, aid, event, body)
 
 
 def _blame(kind: str, chain: tuple[Step, ...], exc: Exception) -> Exception:
