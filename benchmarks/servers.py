@@ -103,13 +103,18 @@ async def _hang(receive: Receive) -> None:
         await asyncio.wait_for(until_disconnect(), HANG_LIMIT_S)
 
 
-class SegmentSink:
-    """Answers ``POST /v1/batch`` like Segment's API (200 ``{"success": true}``)."""
+class _Sink:
+    """A minimal server: reads the body, waits the added latency (or hangs), then
+    answers what `answer` says and counts its events."""
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
         self.latency_s = 0.0
         self.hang = False
+
+    def answer(self, scope: Scope, body: bytes) -> tuple[int, bytes, int]:
+        """Status, body and events counted for a request."""
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,54 +125,41 @@ class SegmentSink:
             return
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        ok = scope["path"] == "/v1/batch" and scope["method"] == "POST"
-        events = len(orjson.loads(body).get("batch", ())) if ok else 0
-        answer = b'{"success":true}' if ok else b'{"message":"not found"}'
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
-        await send(
-            {"type": "http.response.start", "status": 200 if ok else 404, "headers": headers}
-        )
-        await send({"type": "http.response.body", "body": answer})
-        if ok:
-            self.counter.add(events, scope.get("client"))
-
-
-class CourierSink:
-    """Answers Courier's endpoints the client uses, as Courier does, doing no more than
-    `SegmentSink` per request: ``POST /inbound/courier`` and ``/inbound/segment`` 202,
-    ``POST /profiles/{id}`` 200; a wrong key 401; anything else 404."""
-
-    def __init__(self, counter: Counter) -> None:
-        self.counter = counter
-        self.latency_s = 0.0
-        self.hang = False
-        self.authorization = b"Bearer " + API_KEY.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        body = await _read_body(receive)
-        if self.hang:
-            await _hang(receive)
-            return
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        path = scope["path"]
-        authorized = (b"authorization", self.authorization) in scope["headers"]
-        status, answer, events = 404, b'{"message":"not found"}', 0
-        if not authorized:
-            status, answer = 401, b'{"message":"Unauthorized"}'
-        elif scope["method"] == "POST" and path in COURIER_PATHS:
-            message_id = orjson.loads(body).get("messageId", "")
-            status, answer, events = 202, orjson.dumps({"messageId": message_id}), 1
-        elif scope["method"] == "POST" and path.startswith("/profiles/"):
-            orjson.loads(body)
-            status, answer, events = 200, b'{"status":"SUCCESS"}', 1
+        status, answer, events = self.answer(scope, body)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
         if events:
             self.counter.add(events, scope.get("client"))
+
+
+class SegmentSink(_Sink):
+    """Answers ``POST /v1/batch`` like Segment's API (200 ``{"success": true}``)."""
+
+    def answer(self, scope: Scope, body: bytes) -> tuple[int, bytes, int]:
+        if scope["path"] == "/v1/batch" and scope["method"] == "POST":
+            return 200, b'{"success":true}', len(orjson.loads(body).get("batch", ()))
+        return 404, b'{"message":"not found"}', 0
+
+
+class CourierSink(_Sink):
+    """Answers Courier's endpoints the client uses, as Courier does, doing no more than
+    `SegmentSink` per request: ``POST /inbound/courier`` and ``/inbound/segment`` 202,
+    ``POST /profiles/{id}`` 200; a wrong key 401; anything else 404."""
+
+    authorization = b"Bearer " + API_KEY.encode()
+
+    def answer(self, scope: Scope, body: bytes) -> tuple[int, bytes, int]:
+        path = scope["path"]
+        if (b"authorization", self.authorization) not in scope["headers"]:
+            return 401, b'{"message":"Unauthorized"}', 0
+        if scope["method"] == "POST" and path in COURIER_PATHS:
+            message_id = orjson.loads(body).get("messageId", "")
+            return 202, orjson.dumps({"messageId": message_id}), 1
+        if scope["method"] == "POST" and path.startswith("/profiles/"):
+            orjson.loads(body)
+            return 200, b'{"status":"SUCCESS"}', 1
+        return 404, b'{"message":"not found"}', 0
 
 
 class CourierStandIn:
@@ -232,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 
     counter = Counter()
     courier = CourierStandIn(counter) if args.kind == "standin" else None
-    sink: SegmentSink | CourierSink | None = None
+    sink: _Sink | None = None
     if args.kind != "standin":
         sink = SegmentSink(counter) if args.kind == "segment" else CourierSink(counter)
     app: App = courier if courier is not None else sink  # type: ignore[assignment]
