@@ -43,6 +43,24 @@ async def warmed(base_url: str, timeout: float = 5.0) -> NativeSender:
     return sender
 
 
+async def start_once(base_url: str, answer_timeout: float | None = None) -> list[Any]:
+    """Start one request on a warmed sender's idle connection; what its callback got.
+
+    `answer_timeout` times the answer only, once the connection is open (see test_http11).
+    """
+    sender = await warmed(base_url, timeout=60)
+    if answer_timeout is not None:
+        sender._pool._timeout = answer_timeout
+    answers = Answers()
+    try:
+        assert sender.start(REQUEST, answers) is True
+        assert answers.calls == []  # never from within start
+        await asyncio.wait_for(answers.came.wait(), 60)
+        return answers.calls
+    finally:
+        await sender.aclose()
+
+
 def test_start_sends_nothing_without_an_idle_connection() -> None:
     """With no connection open, start declines (the worker then uses send, which opens one)."""
     server = RawServer(lambda n, raw: OK)
@@ -62,18 +80,7 @@ def test_start_answers_by_callback_on_the_idle_connection() -> None:
     """The answer comes to the callback from the loop, not from start, on the same connection."""
     server = RawServer(lambda n, raw: OK)
 
-    async def scenario(base_url: str) -> list[Any]:
-        sender = await warmed(base_url)
-        answers = Answers()
-        try:
-            assert sender.start(REQUEST, answers) is True
-            assert answers.calls == []  # never from within start
-            await asyncio.wait_for(answers.came.wait(), 30)
-            return answers.calls
-        finally:
-            await sender.aclose()
-
-    calls = run(server, scenario)
+    calls = run(server, start_once)
     assert [(response.status, error) for response, error in calls] == [(202, None)]
     assert server.connections == 1
 
@@ -82,17 +89,7 @@ def test_a_keep_alive_connection_closed_without_an_answer_is_replaced_silently()
     """A request whose reused connection closes unanswered goes out once more on a new one."""
     server = RawServer(lambda n, raw: None if n == 2 else OK)  # 2nd: closed, unanswered
 
-    async def scenario(base_url: str) -> list[Any]:
-        sender = await warmed(base_url)
-        answers = Answers()
-        try:
-            assert sender.start(REQUEST, answers) is True
-            await asyncio.wait_for(answers.came.wait(), 30)
-            return answers.calls
-        finally:
-            await sender.aclose()
-
-    calls = run(server, scenario)
+    calls = run(server, start_once)
     assert [(response.status, error) for response, error in calls] == [(202, None)]
     assert (len(server.requests), server.connections) == (3, 2)  # resent on a new connection
 
@@ -101,18 +98,7 @@ def test_no_answer_by_the_deadline_ends_the_request_with_read_timeout() -> None:
     """A started request whose answer never comes gets ReadTimeout, and its connection closes."""
     server = RawServer(lambda n, raw: OK if n == 1 else b"")
 
-    async def scenario(base_url: str) -> list[Any]:
-        sender = await warmed(base_url, timeout=60)
-        sender._pool._timeout = 0.05  # times the answer only (see test_http11)
-        answers = Answers()
-        try:
-            assert sender.start(REQUEST, answers) is True
-            await asyncio.wait_for(answers.came.wait(), 60)
-            return answers.calls
-        finally:
-            await sender.aclose()
-
-    calls = run(server, scenario)
+    calls = run(server, lambda base_url: start_once(base_url, answer_timeout=0.05))
     assert [(response, type(error)) for response, error in calls] == [(None, httpx.ReadTimeout)]
 
 
