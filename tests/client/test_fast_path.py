@@ -160,17 +160,19 @@ def test_an_idle_connection_keeps_no_timer_after_its_deadline_passes() -> None:
     asyncio.run(scenario())
 
 
-class FirstThenHang(socketserver.ThreadingTCPServer):
-    """Answers the first request with 202 and never answers the later ones."""
+class LoopbackServer(socketserver.ThreadingTCPServer):
+    """Answers each request with 202 on keep-alive connections, but from request number
+    `hang_from` on: those it holds unanswered until `release` is set."""
 
     request_queue_size = 256  # the client opens many connections at once
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _FirstThenHangHandler)
+    def __init__(self, hang_from: int | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _LoopbackHandler)
+        self.hang_from = hang_from
         self.requests = 0
-        self.second = threading.Event()
+        self.hanging = threading.Event()
         self.release = threading.Event()
 
     @property
@@ -178,15 +180,12 @@ class FirstThenHang(socketserver.ThreadingTCPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class _FirstThenHangHandler(socketserver.BaseRequestHandler):
+class _LoopbackHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        server: FirstThenHang = self.server  # type: ignore[assignment]
+        server: LoopbackServer = self.server  # type: ignore[assignment]
         sock: socket.socket = self.request
         buffer = b""
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                return
+        while data := sock.recv(65536):
             buffer += data
             while b"\r\n\r\n" in buffer:
                 head, _, rest = buffer.partition(b"\r\n\r\n")
@@ -195,17 +194,16 @@ class _FirstThenHangHandler(socketserver.BaseRequestHandler):
                     break
                 buffer = rest[length:]
                 server.requests += 1
-                if server.requests == 1:
-                    sock.sendall(OK)
-                else:
-                    server.second.set()
+                if server.hang_from is not None and server.requests >= server.hang_from:
+                    server.hanging.set()
                     server.release.wait(60)
                     return
+                sock.sendall(OK)
 
 
 def test_a_message_in_flight_when_the_client_shuts_down_is_reported_once() -> None:
     """A message sent by callback and unanswered at shutdown is reported not delivered, once."""
-    server = FirstThenHang()
+    server = LoopbackServer(hang_from=2)  # the first answered, the later ones never
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     reports = Reports()
@@ -214,7 +212,7 @@ def test_a_message_in_flight_when_the_client_shuts_down_is_reported_once() -> No
         client.track("First", user_id="u1")
         assert client.flush(30)
         client.track("Second", user_id="u2")  # goes out on the idle connection
-        assert server.second.wait(30)
+        assert server.hanging.wait(30)
         client.shutdown(0.1)
         assert [(type(error), message.event) for error, message in reports.calls] == [
             (NotDeliveredError, "Second")
@@ -280,39 +278,9 @@ def test_a_connection_reads_any_number_of_answers_after_interim_ones() -> None:
     assert outcomes == [202] * 3000
 
 
-class AlwaysOk(socketserver.ThreadingTCPServer):
-    """Answers every request with 202 on keep-alive connections."""
-
-    request_queue_size = 256  # the client opens many connections at once
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _AlwaysOkHandler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _AlwaysOkHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        buffer = b""
-        while data := sock.recv(65536):
-            buffer += data
-            while b"\r\n\r\n" in buffer:
-                head, _, rest = buffer.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(rest) < length:
-                    break
-                buffer = rest[length:]
-                sock.sendall(OK)
-
-
 def test_one_message_object_queued_twice_is_sent_and_counted_twice() -> None:
     """The callback path tells two sends of one Message object apart (nothing is lost)."""
-    server = AlwaysOk()
+    server = LoopbackServer()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     client = Client(api_key="k", base_url=server.url, timeout=60)
     try:
