@@ -694,6 +694,7 @@ class Worker:
         assert concurrency is not None  # set by _main()
         if response is None:
             assert error is not None  # one of the two is given
+            error.__traceback__ = None  # its frames hold the sender (see _outcomes.detached)
             retry = is_retryable_error(error)
             concurrency.record(congested=retry)
             outcome = Outcome(
