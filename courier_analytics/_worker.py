@@ -219,7 +219,8 @@ class Worker:
             if len(self.queue) + self.held >= self._max_queue_size:
                 return False
             cost = len(message._data)
-            if self.held_bytes + cost > self._max_queue_bytes:
+            held = self._bytes_taken - self._bytes_freed + self._wire  # held_bytes, inlined
+            if held + cost > self._max_queue_bytes:
                 return False
             self._bytes_taken += cost
             if done is not None:

@@ -217,3 +217,15 @@ def test_max_queue_bytes_is_a_module_setting() -> None:
     import courier_analytics
 
     assert courier_analytics.max_queue_bytes == DEFAULT_MAX_QUEUE_BYTES
+
+
+def test_the_segment_drop_in_takes_max_queue_bytes_in_courier_options() -> None:
+    """Segment has no such option: the drop-in passes it through courier_options."""
+    from courier_analytics.segment import Client as SegmentClient
+
+    client = SegmentClient("k", send=False, courier_options={"max_queue_bytes": 7_000_000})
+    try:
+        assert client._engine is not None
+        assert client._engine._options.max_queue_bytes == 7_000_000
+    finally:
+        client.shutdown()
