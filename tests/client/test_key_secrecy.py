@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import logging
 import socketserver
-import threading
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +22,8 @@ import httpx
 import pytest
 
 from courier_analytics import Client, RejectedError, RetryPolicy
+
+from .fakes import serving
 
 KEY = "sk_test_hostile_0123456789"
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -81,13 +82,8 @@ class _Echo(socketserver.StreamRequestHandler):
 def server(request: pytest.FixtureRequest) -> Iterator[EchoServer]:
     """A hostile server giving one kind of echoing answer."""
     echo = EchoServer(ANSWERS[request.param])
-    thread = threading.Thread(target=echo.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(echo):
         yield echo
-    finally:
-        echo.shutdown()
-        echo.server_close()
 
 
 def senders() -> dict[str, Any]:
@@ -131,17 +127,13 @@ def holders(root: object) -> Iterator[str]:
             todo.append((referent, f"{path}>{type(referent).__name__}"))
 
 
-@pytest.mark.parametrize("sender", sorted(senders()))
-def test_the_key_reaches_no_reported_error_and_no_log(
-    server: EchoServer, sender: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An answer echoing the key: nothing reachable from the report, no log record, holds it."""
-    caplog.set_level(logging.DEBUG)  # every logger: httpx's and httpcore's too
+def deliver_one(base_url: str, sender: str) -> BaseException:
+    """Track one event through `sender` with `KEY`, not retried; what on_error got."""
     reports: list[BaseException] = []
     transport = senders()[sender]()
     client = Client(
         api_key=KEY,
-        base_url=server.base_url,
+        base_url=base_url,
         transport=transport,
         retry=NO_RETRY,
         on_error=lambda exc, message: reports.append(exc),
@@ -153,8 +145,18 @@ def test_the_key_reaches_no_reported_error_and_no_log(
         client.shutdown(timeout=5)
         if isinstance(transport, httpx.HTTPTransport):
             transport.close()
-    assert len(reports) == 1
-    assert list(holders(reports[0])) == []
+    (error,) = reports
+    return error
+
+
+@pytest.mark.parametrize("sender", sorted(senders()))
+def test_the_key_reaches_no_reported_error_and_no_log(
+    server: EchoServer, sender: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer echoing the key: nothing reachable from the report, no log record, holds it."""
+    caplog.set_level(logging.DEBUG)  # every logger: httpx's and httpcore's too
+    error = deliver_one(server.base_url, sender)
+    assert list(holders(error)) == []
     for record in caplog.records:
         assert KEY not in record.getMessage()
         assert KEY not in (record.exc_text or "")
@@ -167,24 +169,8 @@ def test_a_json_escaped_key_is_blanked_after_decoding(
 ) -> None:
     """A 400 spelling the key with JSON escapes: the report says what Courier said, key blanked."""
     echo = EchoServer(escaped)
-    thread = threading.Thread(target=echo.serve_forever, daemon=True)
-    thread.start()
-    reports: list[BaseException] = []
-    client = Client(
-        api_key=KEY,
-        base_url=echo.base_url,
-        transport=senders()[sender](),
-        retry=NO_RETRY,
-        on_error=lambda exc, message: reports.append(exc),
-    )
-    try:
-        client.track("Signed Up", user_id="u1")
-        assert client.flush(timeout=30)
-    finally:
-        client.shutdown(timeout=5)
-        echo.shutdown()
-        echo.server_close()
-    (error,) = reports
+    with serving(echo):
+        error = deliver_one(echo.base_url, sender)
     assert isinstance(error, RejectedError)
     assert "no access for Bearer ***" in str(error)
     assert KEY not in caplog.text

@@ -20,6 +20,8 @@ import pytest
 from courier_analytics import Client, ConfigurationError, QueueFullError, RetryPolicy
 from courier_analytics._options import DEFAULT_MAX_QUEUE_BYTES
 
+from .fakes import serving
+
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}"
 SIZE = 200_000  # bytes of properties per message
 #: One retry, an hour after the first attempt: a message stays waiting to retry.
@@ -63,13 +65,8 @@ class _Busy(socketserver.StreamRequestHandler):
 def busy() -> Iterator[BusyCourier]:
     """A local Courier that answers 503 to everything."""
     server = BusyCourier()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class Errors(list[BaseException]):
