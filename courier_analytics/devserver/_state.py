@@ -187,7 +187,9 @@ class Profiles:
 
     def __setitem__(self, user_id: str, profile: Mapping[str, Any]) -> None:
         data = _encoded(profile)
-        self.pop(user_id, None)
+        replaced = self._items.pop(user_id, None)
+        if replaced is not None:
+            self.bytes -= len(replaced)
         if len(data) > self.max_bytes:
             self.evicted += 1
             logger.warning(
