@@ -193,12 +193,19 @@ def _username_of_simple_user(user: object) -> str | None:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers, lower-cased names; repeated ones joined with ", "."""
+    """The request's headers, lower-cased names; repeated ones joined into one.
+
+    Repeated `cookie` headers are joined with "; " (RFC 9113, 8.2.3: HTTP/2 and
+    HTTP/3 clients may send each cookie in a header of its own), others with ", "
+    (RFC 9110, 5.3).
+    """
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope.get("headers", ()):
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        if name in headers:
+            value = f"{headers[name]}{'; ' if name == 'cookie' else ', '}{value}"
+        headers[name] = value
     return headers
 
 

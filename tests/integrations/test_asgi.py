@@ -362,3 +362,27 @@ def test_other_scope_types_pass_through_untouched() -> None:
 
     asyncio.run(CourierAnalyticsMiddleware(app)({"type": "custom"}, None, None))  # type: ignore[arg-type]
     assert seen == ["custom"]
+
+
+ANON = "0b7e5d0e-6c1f-4d55-9f3a-2f1e8c4b7a90"
+
+
+def seen_by_the_app(headers: list[tuple[bytes, bytes]], **options: Any) -> dict[str, Any]:
+    """Call the middleware with one raw HTTP request; what the app saw of its scope."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["user"] = analytics.user()
+        seen["context"] = (analytics.scope.snapshot() or {}).get("context")
+
+    request = {"type": "http", "path": "/", "headers": headers, "client": ("203.0.113.9", 1)}
+    asyncio.run(CourierAnalyticsMiddleware(app, **options)(request, None, None))  # type: ignore[arg-type]
+    return seen
+
+
+def test_repeated_cookie_headers_are_joined_as_one_cookie_list() -> None:
+    """HTTP/2 sends each cookie in its own header: the anonymous id in the second is found."""
+    seen = seen_by_the_app(
+        [(b"cookie", b"session=abc"), (b"cookie", f"ajs_anonymous_id=%22{ANON}%22".encode())]
+    )
+    assert seen["user"].anonymous_id == ANON
