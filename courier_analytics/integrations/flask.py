@@ -20,7 +20,8 @@ See the Integrations pages of the documentation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import flask
 
@@ -39,8 +40,10 @@ __all__ = ["CourierAnalytics"]
 
 logger = logging.getLogger("courier_analytics")
 
-_SCOPE = "_courier_analytics_scope"
+#: Where a request's open scope is kept: its WSGI environ, which outlives Flask's contexts.
+_SCOPE = "courier_analytics.scope"
 UserId = Callable[[], "str | int | None"]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class CourierAnalytics:
@@ -80,10 +83,16 @@ class CourierAnalytics:
         options = apply_config(
             app.config.get("COURIER_ANALYTICS"), 'app.config["COURIER_ANALYTICS"]'
         )
+        initialised = "courier_analytics" in app.extensions
         app.extensions["courier_analytics"] = options
+        if initialised:  # a second init_app() replaces the options, not the hooks
+            return
         # First to open, last to close: the app's own hooks run inside the scope.
         app.before_request_funcs.setdefault(None, []).insert(0, self._open)
         app.teardown_request_funcs.setdefault(None, []).insert(0, self._close)
+        # Flask stops running teardown hooks at the first that raises, so ours may
+        # never run: the WSGI call ends the scope too, whatever raised.
+        app.wsgi_app = _EndingScopes(app.wsgi_app)  # type: ignore[method-assign]
 
     def _open(self) -> None:
         request = flask.request
@@ -109,12 +118,10 @@ class CourierAnalytics:
             on_missing_identity="skip",
         )
         scope.__enter__()
-        setattr(flask.g, _SCOPE, scope)
+        request.environ[_SCOPE] = scope
 
     def _close(self, exc: BaseException | None) -> None:
-        scope: analytics.scope | None = flask.g.pop(_SCOPE, None)
-        if scope is not None:
-            scope.__exit__(None, None, None)
+        _end_scope(flask.request.environ)
 
     def _current_user_id(self) -> str | None:
         """The current user's id, or `None`; a failing lookup never breaks the request."""
@@ -139,3 +146,57 @@ def _flask_login_user_id() -> str | None:
     if not current_user.is_authenticated:
         return None
     return user_id_text(current_user.get_id())
+
+
+def _end_scope(environ: dict[str, Any]) -> None:
+    """End the request's scope if it is still open (the first caller ends it)."""
+    scope: analytics.scope | None = environ.pop(_SCOPE, None)
+    if scope is not None:
+        scope.__exit__(None, None, None)
+
+
+class _EndingScopes:
+    """The app's WSGI callable, wrapped: a request's scope ends with its request.
+
+    Usually our teardown hook has ended it already. If another teardown hook
+    raised first, Flask skipped ours and the scope would stay in the thread's
+    context, so that the next request on the thread (gunicorn's sync and gthread
+    workers, uwsgi) ran as the previous user: it ends here instead. A response
+    streamed with `stream_with_context` keeps its request (and scope) open until
+    the server closes the body.
+    """
+
+    def __init__(self, wsgi_app: WSGIApp) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        try:
+            body = self.wsgi_app(environ, start_response)
+        except BaseException:
+            _end_scope(environ)
+            raise
+        if _SCOPE not in environ:  # ended with the request: the body is passed as it is
+            return body
+        return _EndingWithBody(body, environ)
+
+
+class _EndingWithBody:
+    """A streamed body that ends the request's scope when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], environ: dict[str, Any]) -> None:
+        self._body = body
+        self._chunks = iter(body)
+        self._environ = environ
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _end_scope(self._environ)

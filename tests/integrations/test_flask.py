@@ -225,3 +225,53 @@ def test_bad_configuration_fails_at_init_app() -> None:
         CourierAnalytics(app)
     with pytest.raises(TypeError, match="user_id must be a callable"):
         CourierAnalytics(user_id="ada")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raising_hook_runs", ["before ours", "after ours"])
+def test_a_raising_teardown_hook_never_leaks_the_scope_into_the_next_request(
+    courier: DevServer, raising_hook_runs: str
+) -> None:
+    """Another teardown hook raises: the next request on this thread is not the last user's."""
+    app = make_app(courier)
+
+    def flaky_database_close(exc: BaseException | None) -> None:
+        if flask.request.headers.get("X-Test-Login"):
+            raise ConnectionResetError("database went away")
+
+    if raising_hook_runs == "before ours":  # Flask runs teardown hooks last-registered first
+        app.teardown_request(flaky_database_close)
+    else:
+        app.teardown_request_funcs[None].insert(0, flaky_database_close)
+    client = app.test_client()
+    with pytest.raises(ConnectionResetError):
+        client.get("/whoami", headers={"X-Test-Login": "ada"})
+    assert analytics.user() is None
+    anonymous = client.get("/whoami").json  # on the same thread
+    assert anonymous == {"user_id": None, "anonymous_id": None}
+    assert [event["user"] for event in delivered(courier)] == ["ada"]
+
+
+def test_a_scope_still_open_when_the_app_returns_ends_when_the_body_is_closed() -> None:
+    """Flask < 3.1 keeps a streamed request open: its scope ends when the server closes the body."""
+    from courier_analytics.integrations.flask import _SCOPE, _EndingScopes
+
+    def streaming_app(environ: dict[str, Any], start_response: Any) -> Any:
+        scope = analytics.scope(user_id="ada")
+        scope.__enter__()
+        environ[_SCOPE] = scope  # as the extension's hook does; teardown deferred
+
+        class Body:
+            def __iter__(self) -> Any:
+                user = analytics.user()
+                yield (user.id if user else "nobody").encode()
+
+            def close(self) -> None:
+                raise ConnectionResetError("the body's own close failed")
+
+        return Body()
+
+    answer = _EndingScopes(streaming_app)({}, lambda *args: None)
+    assert b"".join(answer) == b"ada"
+    with pytest.raises(ConnectionResetError):
+        answer.close()  # type: ignore[attr-defined]
+    assert analytics.user() is None
