@@ -50,7 +50,10 @@ class _Installed:
         self.flush_timeout = flush_timeout
         self.shutdown_timeout = shutdown_timeout
         self.lock = threading.Lock()
-        self.open: dict[str, analytics.scope] = {}  # task id -> its scope (thread pools too)
+        # (task id, thread) -> the scope open around that run. The thread too: a
+        # redelivered task (acks_late) can run twice at once under one id, and each
+        # run's scope must end in the thread (context) it was opened in.
+        self.open: dict[tuple[str, int], analytics.scope] = {}
 
     # -- producer -------------------------------------------------------------
 
@@ -84,13 +87,13 @@ class _Installed:
             return
         scope.__enter__()
         with self.lock:
-            self.open[task_id] = scope
+            self.open[task_id, threading.get_ident()] = scope
 
     def postrun(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
         if task is None or task.app is not self.app:
             return
         with self.lock:
-            scope = self.open.pop(task_id or "", None)
+            scope = self.open.pop((task_id or "", threading.get_ident()), None)
         if scope is not None:
             scope.__exit__(None, None, None)
         if self.flush_after_task and not analytics.flush(self.flush_timeout):

@@ -386,3 +386,48 @@ def test_repeated_cookie_headers_are_joined_as_one_cookie_list() -> None:
         [(b"cookie", b"session=abc"), (b"cookie", f"ajs_anonymous_id=%22{ANON}%22".encode())]
     )
     assert seen["user"].anonymous_id == ANON
+
+
+class RaisingMiddleware:
+    """Placed after the analytics middleware: fails requests that carry X-Test-Boom."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (b"x-test-boom", b"1") in scope.get("headers", ()):
+            raise ConnectionResetError("a later middleware failed")
+        await self.app(scope, receive, send)
+
+
+async def boom(request: Request) -> PlainTextResponse:
+    analytics.track("Page Served")
+    raise ConnectionResetError("the endpoint failed")
+
+
+@pytest.mark.parametrize("raises", ["the endpoint", "a later middleware"])
+def test_an_exception_leaves_no_scope_in_the_task_for_the_next_request(
+    courier: DevServer, raises: str
+) -> None:
+    """The app or a later middleware raises: the next request in the same task is anonymous."""
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+    app = Starlette(
+        routes=[Route("/whoami", whoami), Route("/boom", boom)],
+        middleware=[
+            Middleware(AuthenticationMiddleware, backend=HeaderAuth()),
+            Middleware(CourierAnalyticsMiddleware),
+            Middleware(RaisingMiddleware),
+        ],
+    )
+    path, headers = ("/boom", {}) if raises == "the endpoint" else ("/whoami", {"X-Test-Boom": "1"})
+
+    async def main() -> Any:
+        # httpx runs an ASGI app in the task that sends the request: one task, reused.
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            with pytest.raises(ConnectionResetError):
+                await client.get(path, headers={"X-Test-Login": "ada", **headers})
+            assert analytics.user() is None
+            return (await client.get("/whoami")).json()
+
+    assert asyncio.run(main()) == {"user_id": None, "anonymous_id": None}

@@ -303,3 +303,67 @@ def test_a_failing_user_lookup_never_breaks_the_view(
         auth_middleware.get_user = original
     assert answer.json() == {"user_id": None, "anonymous_id": "anon-2"}
     assert "loading request.user raised RuntimeError" in caplog.text
+
+
+def test_a_failing_view_leaves_no_scope_on_the_thread(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """A sync view that raises: the next request on this thread is anonymous again."""
+    client = Client()
+    client.force_login(user("ada"))
+    with pytest.raises(ConnectionResetError):
+        client.get("/boom")
+    assert analytics.user() is None
+    assert Client().get("/whoami").json() == {"user_id": None, "anonymous_id": None}
+
+
+def test_a_failing_later_middleware_leaves_no_scope_on_the_thread(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """A middleware after ours raises: the next request on this thread is anonymous again."""
+    later = "integrations.apps.django_urls.RaisingMiddleware"
+    with override_settings(MIDDLEWARE=[*MIDDLEWARE, later]):
+        client = Client()
+        client.force_login(user("ada"))
+        with pytest.raises(ConnectionResetError):
+            client.get("/whoami", HTTP_X_TEST_BOOM="1")
+        assert analytics.user() is None
+        assert Client().get("/whoami").json() == {"user_id": None, "anonymous_id": None}
+
+
+def test_a_failing_request_finished_receiver_leaves_no_scope_on_the_thread(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """A request_finished receiver raises: the next request on this thread is anonymous."""
+    from django.core.signals import request_finished
+
+    def flaky_cleanup(**_: Any) -> None:
+        raise ConnectionResetError("cleanup failed")
+
+    client = Client()
+    client.force_login(user("ada"))
+    request_finished.connect(flaky_cleanup)
+    try:
+        with pytest.raises(ConnectionResetError):
+            client.get("/whoami")
+    finally:
+        request_finished.disconnect(flaky_cleanup)
+    assert analytics.user() is None
+    assert Client().get("/whoami").json() == {"user_id": None, "anonymous_id": None}
+
+
+def test_a_failing_async_view_leaves_no_scope_in_the_task(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """An async view that raises: the next request handled in the same task is anonymous."""
+    ada = user("ada")
+
+    async def main() -> Any:
+        client = AsyncClient()
+        await client.aforce_login(ada)
+        with pytest.raises(ConnectionResetError):
+            await client.get("/async-boom")
+        assert analytics.user() is None
+        return (await AsyncClient().get("/async-whoami")).json()
+
+    assert asyncio.run(main()) == {"user_id": None}
