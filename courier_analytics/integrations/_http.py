@@ -7,7 +7,10 @@ security rules:
   cookie, no header): only from the framework's authenticated user. A forged
   cookie must not attribute events, and so notifications, to someone else.
 - The *anonymous id* may come from analytics.js's `ajs_anonymous_id` cookie: it
-  names a browser, not an account.
+  names a browser, not an account. The visitor controls it, so only a UUID (what
+  analytics.js writes) is taken: a forged `"1"` or an email address is ignored,
+  and cannot name a user's profile. Route `"api"` also files anonymous messages
+  under `anonymous:<id>`, apart from every user's profile.
 - `ip` is the socket peer. `X-Forwarded-For` is read only when the peer is one of
   the `trusted_proxies` the app configured, and then only up to the first
   address that is not a trusted proxy (the client as the last trusted proxy saw it).
@@ -47,8 +50,8 @@ logger = logging.getLogger("courier_analytics")
 #: The cookie in which analytics.js keeps its anonymous id (JSON-encoded).
 ANONYMOUS_ID_COOKIE: Final = "ajs_anonymous_id"
 
-#: Longest anonymous id taken from a cookie; a longer one is ignored.
-MAX_ANONYMOUS_ID: Final = 200
+#: What analytics.js writes as an anonymous id: a UUID (v4), in its canonical text form.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -74,9 +77,9 @@ def _networks(value: object) -> tuple[_Network, ...]:
     return tuple(networks)
 
 
-def _cookie_name(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"anonymous_id_cookie must be a non-empty str, not {value!r}")
+def _cookie_name(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"anonymous_id_cookie must be a non-empty str or None, not {value!r}")
     return value
 
 
@@ -86,11 +89,20 @@ class RequestOptions:
 
     Attributes:
         trusted_proxies: Networks whose `X-Forwarded-For` is believed (empty: none).
-        anonymous_id_cookie: The cookie holding analytics.js's anonymous id.
+        anonymous_id_cookie: The cookie holding analytics.js's anonymous id, or
+            `None` to read no anonymous id from requests.
     """
 
     trusted_proxies: tuple[_Network, ...] = attrs.field(default=(), converter=_networks)
-    anonymous_id_cookie: str = attrs.field(default=ANONYMOUS_ID_COOKIE, converter=_cookie_name)
+    anonymous_id_cookie: str | None = attrs.field(
+        default=ANONYMOUS_ID_COOKIE, converter=_cookie_name
+    )
+
+    def anonymous_id(self, cookies: Mapping[str, str]) -> str | None:
+        """The anonymous id in a request's cookies, or `None` (none, not a UUID, or reading off)."""
+        if self.anonymous_id_cookie is None:
+            return None
+        return anonymous_id_from_cookie(cookies.get(self.anonymous_id_cookie))
 
 
 #: Names an integration's configuration may hold besides the module-level settings.
@@ -194,9 +206,11 @@ def user_id_text(found: object) -> str | None:
 def anonymous_id_from_cookie(value: str | None) -> str | None:
     """The anonymous id in analytics.js's cookie value, or `None` if there is none usable.
 
-    analytics.js stores it JSON-encoded and URL-escaped (`%22abc%22` is `abc`);
-    older versions stored it bare. A value that is empty, too long, not a string or
-    holds control characters is ignored.
+    analytics.js writes a UUID, JSON-encoded and URL-escaped (`%22<uuid>%22`);
+    older versions stored it bare. Anything that is not a UUID is ignored: the
+    visitor sets this cookie, and a value such as `"1"` could otherwise name a
+    user's profile (Courier files a message without a user id under its
+    anonymous id), merging traits into it and triggering notifications to it.
     """
     if not value:
         return None
@@ -209,9 +223,7 @@ def anonymous_id_from_cookie(value: str | None) -> str | None:
         if not isinstance(decoded, str):
             return None
         text = decoded.strip()
-    if not text or len(text) > MAX_ANONYMOUS_ID or not text.isprintable():
-        return None
-    return text
+    return text if _UUID.fullmatch(text) else None
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:

@@ -24,7 +24,6 @@ import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     ANONYMOUS_ID_COOKIE,
     RequestOptions,
-    anonymous_id_from_cookie,
     client_ip,
     page_context,
     parse_cookie_header,
@@ -68,7 +67,8 @@ class CourierAnalyticsMiddleware:
         user_id: Called as `user_id(scope)` (sync or async) for the user's id or
             `None` when no authenticated `scope["user"]` says it.
         trusted_proxies: IP addresses or networks whose `X-Forwarded-For` is believed.
-        anonymous_id_cookie: The cookie holding analytics.js's anonymous id.
+        anonymous_id_cookie: The cookie holding analytics.js's anonymous id (only
+            a UUID is taken, as analytics.js writes), or `None` to read none.
         flush_timeout: Seconds the flush at shutdown may take; `None` means the
             default client's `flush_timeout`.
 
@@ -83,7 +83,7 @@ class CourierAnalyticsMiddleware:
         *,
         user_id: UserId | None = None,
         trusted_proxies: Iterable[str] = (),
-        anonymous_id_cookie: str = ANONYMOUS_ID_COOKIE,
+        anonymous_id_cookie: str | None = ANONYMOUS_ID_COOKIE,
         flush_timeout: float | None = 5.0,
     ) -> None:
         if user_id is not None and not callable(user_id):
@@ -147,9 +147,6 @@ class CourierAnalyticsMiddleware:
 
     def _scope(self, scope: Scope, user_id: str | None) -> analytics.scope:
         headers = _headers(scope)
-        cookie = parse_cookie_header(headers.get("cookie", "")).get(
-            self.options.anonymous_id_cookie
-        )
         client = scope.get("client")
         path = scope.get("path", "")
         query = scope.get("query_string", b"").decode("latin-1")
@@ -167,7 +164,7 @@ class CourierAnalyticsMiddleware:
         )
         return analytics.scope(
             user_id=user_id,
-            anonymous_id=anonymous_id_from_cookie(cookie),
+            anonymous_id=self.options.anonymous_id(parse_cookie_header(headers.get("cookie", ""))),
             context=context,
             on_missing_identity="skip",
         )

@@ -28,7 +28,6 @@ import flask
 import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     RequestOptions,
-    anonymous_id_from_cookie,
     apply_config,
     client_ip,
     page_context,
@@ -97,7 +96,6 @@ class CourierAnalytics:
     def _open(self) -> None:
         request = flask.request
         options: RequestOptions = flask.current_app.extensions["courier_analytics"]
-        cookie = request.cookies.get(options.anonymous_id_cookie)
         context = request_context(
             ip=client_ip(
                 request.remote_addr, request.headers.get("X-Forwarded-For"), options.trusted_proxies
@@ -113,7 +111,7 @@ class CourierAnalytics:
         )
         scope = analytics.scope(
             user_id=self._current_user_id(),
-            anonymous_id=anonymous_id_from_cookie(cookie),
+            anonymous_id=options.anonymous_id(request.cookies),
             context=context,
             on_missing_identity="skip",
         )

@@ -35,7 +35,7 @@ import courier_analytics as analytics  # noqa: E402
 from courier_analytics.devserver import DevServer, Faults  # noqa: E402
 from courier_analytics.integrations.asgi import CourierAnalyticsMiddleware  # noqa: E402
 
-from .conftest import KEY  # noqa: E402
+from .conftest import ANONYMOUS_COOKIE, ANONYMOUS_ID, KEY  # noqa: E402
 
 
 class HeaderAuth(AuthenticationBackend):  # type: ignore[misc]
@@ -140,10 +140,13 @@ def test_a_user_id_callable_returning_an_empty_id_never_breaks_the_request(
 ) -> None:
     """user_id(scope) returning "" (no user) answers the request; events carry no user."""
     with TestClient(starlette_app(courier, user_id=lambda scope: "")) as client:
-        client.cookies.set("ajs_anonymous_id", "%22anon-3%22")
+        client.cookies.set("ajs_anonymous_id", ANONYMOUS_COOKIE)
         response = client.get("/whoami")
         assert response.status_code == 200
-        assert response.json() == {"user_id": None, "anonymous_id": "anon-3"}
+        assert response.json() == {
+            "user_id": None,
+            "anonymous_id": ANONYMOUS_ID,
+        }
 
 
 class NoIdentityUser(BaseUser):  # type: ignore[misc]
@@ -208,8 +211,11 @@ def test_a_forged_user_cookie_is_ignored_and_the_anonymous_cookie_used(
     """ajs_user_id never names the user; ajs_anonymous_id (JSON-encoded) is decoded."""
     with TestClient(starlette_app(courier)) as client:
         client.cookies.set("ajs_user_id", "%22victim%22")
-        client.cookies.set("ajs_anonymous_id", "%22anon-3%22")
-        assert client.get("/whoami").json() == {"user_id": None, "anonymous_id": "anon-3"}
+        client.cookies.set("ajs_anonymous_id", ANONYMOUS_COOKIE)
+        assert client.get("/whoami").json() == {
+            "user_id": None,
+            "anonymous_id": ANONYMOUS_ID,
+        }
 
 
 def test_a_call_knowing_no_user_is_skipped_and_the_endpoint_answers(courier: DevServer) -> None:
@@ -364,9 +370,6 @@ def test_other_scope_types_pass_through_untouched() -> None:
     assert seen == ["custom"]
 
 
-ANON = "0b7e5d0e-6c1f-4d55-9f3a-2f1e8c4b7a90"
-
-
 def seen_by_the_app(headers: list[tuple[bytes, bytes]], **options: Any) -> dict[str, Any]:
     """Call the middleware with one raw HTTP request; what the app saw of its scope."""
     seen: dict[str, Any] = {}
@@ -383,9 +386,9 @@ def seen_by_the_app(headers: list[tuple[bytes, bytes]], **options: Any) -> dict[
 def test_repeated_cookie_headers_are_joined_as_one_cookie_list() -> None:
     """HTTP/2 sends each cookie in its own header: the anonymous id in the second is found."""
     seen = seen_by_the_app(
-        [(b"cookie", b"session=abc"), (b"cookie", f"ajs_anonymous_id=%22{ANON}%22".encode())]
+        [(b"cookie", b"session=abc"), (b"cookie", f"ajs_anonymous_id={ANONYMOUS_COOKIE}".encode())]
     )
-    assert seen["user"].anonymous_id == ANON
+    assert seen["user"].anonymous_id == ANONYMOUS_ID
 
 
 class RaisingMiddleware:

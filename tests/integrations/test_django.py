@@ -20,7 +20,7 @@ from django.test import AsyncClient, Client, override_settings  # noqa: E402
 import courier_analytics as analytics  # noqa: E402
 from courier_analytics.devserver import DevServer  # noqa: E402
 
-from .conftest import KEY  # noqa: E402
+from .conftest import ANONYMOUS_COOKIE, ANONYMOUS_ID, KEY  # noqa: E402
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -104,10 +104,13 @@ def test_the_json_encoded_anonymous_id_cookie_is_decoded(
 ) -> None:
     """analytics.js's cookie value %22abc%22 is the anonymousId abc."""
     client = Client()
-    client.cookies["ajs_anonymous_id"] = "%22anon-123%22"
-    assert client.get("/whoami").json() == {"user_id": None, "anonymous_id": "anon-123"}
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
+    assert client.get("/whoami").json() == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     [event] = delivered(courier)
-    assert event["data"]["anonymousId"] == "anon-123"
+    assert event["data"]["anonymousId"] == ANONYMOUS_ID
     assert "userId" not in event["data"]
 
 
@@ -117,10 +120,13 @@ def test_a_forged_user_id_cookie_or_header_attributes_nothing(
     """An ajs_user_id cookie (or a header) never makes the request someone else's."""
     client = Client(HTTP_X_USER_ID="victim")
     client.cookies["ajs_user_id"] = "%22victim%22"
-    client.cookies["ajs_anonymous_id"] = "%22anon-9%22"
-    assert client.get("/whoami").json() == {"user_id": None, "anonymous_id": "anon-9"}
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
+    assert client.get("/whoami").json() == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     [event] = delivered(courier)
-    assert event["user"] == "anon-9"
+    assert event["user"] == ANONYMOUS_ID
     assert "userId" not in event["data"]
 
 
@@ -143,13 +149,13 @@ def test_identify_at_login_sets_the_user_for_the_rest_of_the_request(
     """A login view's identify() makes the following track carry the user."""
     grace = user("grace")
     client = Client()
-    client.cookies["ajs_anonymous_id"] = "%22anon-7%22"
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
     assert client.post("/signin", {"username": "grace"}).status_code == 200
     identify, track = delivered(courier)
     assert (identify["type"], identify["user"]) == ("identify", str(grace.pk))
     assert identify["data"]["traits"] == {"email": "grace@example.com"}
     assert (track["type"], track["user"]) == ("track", str(grace.pk))
-    assert track["data"]["anonymousId"] == "anon-7"
+    assert track["data"]["anonymousId"] == ANONYMOUS_ID
 
 
 def test_forwarded_for_is_ignored_without_trusted_proxies(
@@ -294,14 +300,17 @@ def test_a_failing_user_lookup_never_breaks_the_view(
         raise RuntimeError("database unavailable")
 
     client = Client()
-    client.cookies["ajs_anonymous_id"] = "%22anon-2%22"
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
     original = auth_middleware.get_user
     auth_middleware.get_user = broken
     try:
         answer = client.get("/whoami")
     finally:
         auth_middleware.get_user = original
-    assert answer.json() == {"user_id": None, "anonymous_id": "anon-2"}
+    assert answer.json() == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     assert "loading request.user raised RuntimeError" in caplog.text
 
 

@@ -15,7 +15,7 @@ import courier_analytics as analytics  # noqa: E402
 from courier_analytics.devserver import DevServer  # noqa: E402
 from courier_analytics.integrations.flask import CourierAnalytics  # noqa: E402
 
-from .conftest import KEY  # noqa: E402
+from .conftest import ANONYMOUS_COOKIE, ANONYMOUS_ID, KEY  # noqa: E402
 
 
 class User(flask_login.UserMixin):  # type: ignore[misc]
@@ -115,9 +115,12 @@ def test_a_failing_user_id_callable_never_breaks_the_request(
         raise LookupError("db down")
 
     client = make_app(courier, user_id=broken).test_client()
-    client.set_cookie("ajs_anonymous_id", "%22anon-1%22")
+    client.set_cookie("ajs_anonymous_id", ANONYMOUS_COOKIE)
     with caplog.at_level(logging.WARNING, logger="courier_analytics"):
-        assert client.get("/whoami").json == {"user_id": None, "anonymous_id": "anon-1"}
+        assert client.get("/whoami").json == {
+            "user_id": None,
+            "anonymous_id": ANONYMOUS_ID,
+        }
     assert "user_id callable raised LookupError" in caplog.text
 
 
@@ -126,20 +129,29 @@ def test_a_user_id_callable_returning_an_empty_id_never_breaks_the_request(
 ) -> None:
     """A user_id callable returning "" (no user) answers the request; events carry no user."""
     client = make_app(courier, user_id=lambda: "").test_client()
-    client.set_cookie("ajs_anonymous_id", "%22anon-1%22")
+    client.set_cookie("ajs_anonymous_id", ANONYMOUS_COOKIE)
     response = client.get("/whoami")
     assert response.status_code == 200
-    assert response.json == {"user_id": None, "anonymous_id": "anon-1"}
+    assert response.json == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
 
 
 def test_anonymous_cookie_is_used_and_a_forged_user_cookie_is_not(courier: DevServer) -> None:
     """ajs_anonymous_id gives the anonymousId; ajs_user_id is ignored."""
     client = make_app(courier).test_client()
-    client.set_cookie("ajs_anonymous_id", "%22anon-5%22")
+    client.set_cookie("ajs_anonymous_id", ANONYMOUS_COOKIE)
     client.set_cookie("ajs_user_id", "%22victim%22")
-    assert client.get("/whoami").json == {"user_id": None, "anonymous_id": "anon-5"}
+    assert client.get("/whoami").json == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     [event] = delivered(courier)
-    assert (event["user"], event["data"].get("userId")) == ("anon-5", None)
+    assert (event["user"], event["data"].get("userId")) == (
+        ANONYMOUS_ID,
+        None,
+    )
 
 
 def test_a_call_knowing_no_user_is_skipped_and_the_view_answers(courier: DevServer) -> None:

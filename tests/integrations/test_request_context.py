@@ -43,23 +43,32 @@ def test_without_trusted_proxies_forwarded_for_is_never_read() -> None:
     assert client_ip("10.0.0.2", "203.0.113.1", ()) == "10.0.0.2"
 
 
+UUID = "6f0d6a3e-84b1-4c1e-9a57-2b3c4d5e6f70"
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("%22abc-123%22", "abc-123"),
-        ('"abc"', "abc"),
-        ("abc", "abc"),  # stored bare by old analytics.js
+        (f"%22{UUID}%22", UUID),  # as analytics.js writes it
+        (f'"{UUID}"', UUID),
+        (UUID, UUID),  # stored bare by old analytics.js
+        (f"%22{UUID.upper()}%22", UUID.upper()),
+        ("%221%22", None),  # a guessable user id: never an anonymous id
+        ("1", None),
+        ("%22ada%40example.com%22", None),
+        ("%22abc-123%22", None),
+        (f"%22{UUID}x%22", None),
+        (f"%22{UUID[:-1]}%22", None),
         ("%22%22", None),
-        ("%7B%7D", "{}"),  # not JSON-quoted: taken as is
-        ("%22a%5Cu0000b%22", None),  # control character
-        ("%22" + "x" * 300 + "%22", None),
+        ("%7B%7D", None),
+        ("%22a%5Cu0000b%22", None),
         ("%22unterminated", None),
         ("", None),
         (None, None),
     ],
 )
 def test_anonymous_id_cookie_values(raw: str | None, expected: str | None) -> None:
-    """analytics.js's JSON-encoded, URL-escaped cookie decodes; junk is ignored."""
+    """analytics.js's JSON-encoded, URL-escaped UUID decodes; anything else is ignored."""
     assert anonymous_id_from_cookie(raw) == expected
 
 

@@ -35,7 +35,6 @@ from django.http import HttpRequest, HttpResponseBase
 import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     RequestOptions,
-    anonymous_id_from_cookie,
     apply_config,
     client_ip,
     page_context,
@@ -135,7 +134,6 @@ class CourierAnalyticsMiddleware:
 
     def _scope(self, request: HttpRequest, user_id: str | None) -> analytics.scope:
         meta = request.META
-        cookie = request.COOKIES.get(self.options.anonymous_id_cookie)
         try:
             url = request.build_absolute_uri()
         except DisallowedHost:  # Django answers 400 itself; analytics never breaks the view
@@ -153,7 +151,7 @@ class CourierAnalyticsMiddleware:
         )
         return analytics.scope(
             user_id=user_id,
-            anonymous_id=anonymous_id_from_cookie(cookie),
+            anonymous_id=self.options.anonymous_id(request.COOKIES),
             context=context,
             on_missing_identity="skip",
         )

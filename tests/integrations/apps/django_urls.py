@@ -58,6 +58,14 @@ async def async_whoami(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"user_id": user.id if user else None})
 
 
+def visit(request: HttpRequest) -> JsonResponse:
+    """An anonymous visitor's request: identify traits, track a mapped event."""
+    analytics.identify(traits={"email": "visitor@example.com"})
+    analytics.track("Export Finished", {"report": 7})
+    user = analytics.user()
+    return JsonResponse({"anonymous_id": user.anonymous_id if user else None})
+
+
 def boom(request: HttpRequest) -> HttpResponse:
     """Track, then fail as a view with a bug does."""
     analytics.track("Page Served")
@@ -89,6 +97,7 @@ urlpatterns = [
     path("interleaved", interleaved),
     path("interleaved-async", interleaved_async),
     path("async-whoami", async_whoami),
+    path("visit", visit),
     path("boom", boom),
     path("async-boom", async_boom),
 ]
