@@ -30,6 +30,8 @@ import orjson
 
 import courier_analytics
 from courier_analytics import _default
+from courier_analytics._errors import ConfigurationError
+from courier_analytics._options import Options
 
 __all__ = [
     "ANONYMOUS_ID_COOKIE",
@@ -37,6 +39,7 @@ __all__ = [
     "RequestOptions",
     "anonymous_id_from_cookie",
     "apply_config",
+    "check_settings",
     "client_ip",
     "locale_from",
     "page_context",
@@ -125,8 +128,19 @@ def apply_config(config: object, where: str) -> RequestOptions:
             setting nor a request option.
         ValueError: A request option's value is invalid.
     """
+    options, settings = _parse(config, where)
+    changed = {
+        name: value for name, value in settings.items() if getattr(courier_analytics, name) != value
+    }
+    if changed:
+        _default.configure(**changed)
+    return options
+
+
+def _parse(config: object, where: str) -> tuple[RequestOptions, dict[str, Any]]:
+    """A configuration's request options and its module-level settings, checked for shape."""
     if config is None:
-        return RequestOptions()
+        return RequestOptions(), {}
     if not isinstance(config, Mapping):
         raise TypeError(f"{where} must be a dict, not {type(config).__name__}")
     unknown = sorted(set(config) - _default.SETTINGS - OPTIONS)
@@ -134,14 +148,45 @@ def apply_config(config: object, where: str) -> RequestOptions:
         names = ", ".join(sorted(_default.SETTINGS | OPTIONS))
         raise TypeError(f"{where}: unknown name(s) {', '.join(unknown)}; known names: {names}")
     options = RequestOptions(**{name: config[name] for name in OPTIONS if name in config})
-    changed = {
-        name: value
-        for name, value in config.items()
-        if name in _default.SETTINGS and getattr(courier_analytics, name) != value
-    }
-    if changed:
-        _default.configure(**changed)
-    return options
+    return options, {name: config[name] for name in _default.SETTINGS if name in config}
+
+
+def check_settings(where: str, config: object = None) -> None:
+    """Validate, now, the whole configuration the default client will be built from.
+
+    The module-level settings, with `config`'s over them (not applied), are
+    validated as `Client(...)` validates them (through `Options`), so that a
+    missing API key or a bad value stops the app where its framework starts,
+    instead of failing calls inside requests later.
+
+    Args:
+        where: How the user names the configuration: `COURIER_ANALYTICS` (Django),
+            `app.config["COURIER_ANALYTICS"]` (Flask), or `courier_analytics` for
+            the module-level settings; a problem with one setting names it
+            (`COURIER_ANALYTICS["api_key"]`, `courier_analytics.region`).
+        config: A framework's configuration mapping, or `None`.
+
+    Raises:
+        TypeError: `config` is not a mapping or has an unknown name.
+        ValueError: A request option's value is invalid.
+        ConfigurationError: A setting is missing or invalid.
+    """
+    _, given = _parse(config, where)
+    settings = {name: getattr(courier_analytics, name) for name in _default.SETTINGS}
+    try:
+        Options(**{**settings, **given})
+    except ConfigurationError as exc:
+        # Options' messages start with the setting's name ("region must be one
+        # of ..."), or with where a value came from ("the COURIER_API_KEY ...").
+        text = str(exc)
+        name = text.split(" ", 1)[0]
+        if name not in _default.SETTINGS:
+            label = where
+        elif where == "courier_analytics":
+            label = f"courier_analytics.{name}"
+        else:
+            label = f'{where}["{name}"]'
+        raise ConfigurationError(f"{label}: {text}") from None
 
 
 def _address(text: str) -> _Address | None:

@@ -24,6 +24,7 @@ import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     ANONYMOUS_ID_COOKIE,
     RequestOptions,
+    check_settings,
     client_ip,
     page_context,
     parse_cookie_header,
@@ -58,9 +59,13 @@ class CourierAnalyticsMiddleware:
     `identify()` in the request (a login endpoint, an auth dependency) sets the
     user for the rest of it.
 
-    On `lifespan.shutdown` it awaits `courier_analytics.aflush(flush_timeout)`
-    after the app's own shutdown handlers (also when one of them failed), without
-    blocking the event loop.
+    At `lifespan.startup`, once the app's own start-up handlers have run (they
+    may set the settings), it validates the whole configuration as
+    `Client(...)` would: a missing API key or a bad value answers
+    `lifespan.startup.failed` naming the setting (`courier_analytics.api_key`),
+    and the server does not start. On `lifespan.shutdown` it awaits
+    `courier_analytics.aflush(flush_timeout)` after the app's own shutdown
+    handlers (also when one of them failed), without blocking the event loop.
 
     Args:
         app: The ASGI app to wrap.
@@ -99,7 +104,7 @@ class CourierAnalyticsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.app(scope, receive, self._flushing_at_shutdown(send))
+            await self.app(scope, receive, self._lifespan_send(send))
             return
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -107,20 +112,27 @@ class CourierAnalyticsMiddleware:
         with self._scope(scope, await self._current_user_id(scope)):
             await self.app(scope, receive, send)
 
-    def _flushing_at_shutdown(self, send: Send) -> Send:
-        async def send_after_flush(message: Message) -> None:
+    def _lifespan_send(self, send: Send) -> Send:
+        async def send_checked_or_flushed(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "lifespan.startup.complete":
+                # After the app's own start-up, which may set the settings: a bad
+                # configuration fails the start (the server exits), not each request.
+                try:
+                    check_settings("courier_analytics")
+                except (TypeError, ValueError) as exc:
+                    message = {"type": "lifespan.startup.failed", "message": str(exc)}
             # Failed too: what the shutdown handlers tracked before failing still goes.
-            shutting_down = message.get("type") in (
+            elif kind in (
                 "lifespan.shutdown.complete",
                 "lifespan.shutdown.failed",
-            )
-            if shutting_down and not await analytics.aflush(self.flush_timeout):
+            ) and not await analytics.aflush(self.flush_timeout):
                 logger.warning(
                     "courier-analytics: flush at shutdown gave up after %ss", self.flush_timeout
                 )
             await send(message)
 
-        return send_after_flush
+        return send_checked_or_flushed
 
     async def _current_user_id(self, scope: Scope) -> str | None:
         user = scope.get("user")

@@ -27,9 +27,10 @@ import threading
 from typing import Any, Final
 
 import orjson
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
 import courier_analytics as analytics
+from courier_analytics.integrations._http import check_settings
 
 __all__ = ["HEADER", "install"]
 
@@ -117,6 +118,22 @@ def _header(request: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class _CheckSettings(bootsteps.Step):  # type: ignore[misc]  # Celery ships no types
+    """A worker step: the worker does not start with a configuration that makes no client.
+
+    It runs as the worker is built, after Celery has imported the app's modules
+    (and set Django up, whose app config applies `COURIER_ANALYTICS`), before any
+    task runs: a missing API key or a bad value stops the worker with an error
+    naming the setting, instead of failing every task's calls.
+    """
+
+    name = "courier_analytics.CheckSettings"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        check_settings("courier_analytics")
+        super().__init__(parent, **kwargs)
+
+
 _installed: dict[int, _Installed] = {}
 
 
@@ -140,6 +157,12 @@ def install(
       `flush_timeout`) before the task counts as done, so before an `acks_late`
       task is acknowledged.
 
+    - **Start-up**: the worker validates the whole configuration as it starts
+      (a worker step) and does not start if it makes no client (no API key
+      anywhere, a bad value), naming the setting. Not here at `install()`: it
+      runs when the app's module is imported, and a Django project imports its
+      Celery app before its settings (and `COURIER_ANALYTICS`) are applied.
+
     Calling it again for the same app replaces its options.
 
     Args:
@@ -161,6 +184,7 @@ def install(
             raise ValueError(f"{name} must be 0 or more seconds, not {value!r}")
     installed = _Installed(celery_app, bool(flush_after_task), flush_timeout, shutdown_timeout)
     _installed[id(celery_app)] = installed
+    celery_app.steps["worker"].add(_CheckSettings)  # a set: installing twice adds it once
     uid = f"courier_analytics:{id(celery_app)}"
     # Signals are global; weak=False keeps the bound methods alive, and the
     # dispatch_uid makes a second install() replace the first.

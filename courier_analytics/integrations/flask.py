@@ -29,6 +29,7 @@ import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     RequestOptions,
     apply_config,
+    check_settings,
     client_ip,
     page_context,
     request_context,
@@ -59,7 +60,9 @@ class CourierAnalytics:
 
     `app.config["COURIER_ANALYTICS"]` is a dict of module-level settings
     (`api_key`, `route`, `region`, ...) and of `trusted_proxies` and
-    `anonymous_id_cookie`; it is applied when the extension is initialised.
+    `anonymous_id_cookie`; it is validated whole (with the module-level settings
+    and environment variables it does not set) and applied when the extension is
+    initialised.
 
     Args:
         app: The app, or `None` to call `init_app` later (app factories).
@@ -68,6 +71,7 @@ class CourierAnalytics:
 
     Raises:
         TypeError: `user_id` is not callable, or the config has an unknown name.
+        ConfigurationError: A setting is missing or invalid (with `app`).
     """
 
     def __init__(self, app: flask.Flask | None = None, *, user_id: UserId | None = None) -> None:
@@ -78,10 +82,18 @@ class CourierAnalytics:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
-        """Apply the app's `COURIER_ANALYTICS` config and open a scope in each of its requests."""
-        options = apply_config(
-            app.config.get("COURIER_ANALYTICS"), 'app.config["COURIER_ANALYTICS"]'
-        )
+        """Apply the app's `COURIER_ANALYTICS` config and open a scope in each of its requests.
+
+        Raises:
+            TypeError: The config is not a dict, or has an unknown name.
+            ConfigurationError: A setting is missing or invalid (no API key
+                anywhere, `"region": "asia"`): found here, at start-up, instead
+                of in every request.
+        """
+        config = app.config.get("COURIER_ANALYTICS")
+        where = 'app.config["COURIER_ANALYTICS"]'
+        check_settings(where, config)
+        options = apply_config(config, where)
         initialised = "courier_analytics" in app.extensions
         app.extensions["courier_analytics"] = options
         if initialised:  # a second init_app() replaces the options, not the hooks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -434,3 +435,47 @@ def test_an_exception_leaves_no_scope_in_the_task_for_the_next_request(
             return (await client.get("/whoami")).json()
 
     assert asyncio.run(main()) == {"user_id": None, "anonymous_id": None}
+
+
+def lifespan_startup(app: Any) -> dict[str, Any]:
+    """Run an app's lifespan start-up and shutdown as a server does; the start-up answer."""
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    answers: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        answers.append(message)
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    return answers[0]
+
+
+def test_a_bad_configuration_fails_the_lifespan_start_up_naming_the_setting() -> None:
+    """No API key anywhere: lifespan.startup.failed names it, so the server does not start."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:  # the app's start-up sets the settings
+        analytics.configure(region="asia", api_key=KEY)
+        yield
+
+    app = Starlette(lifespan=lifespan, middleware=[Middleware(CourierAnalyticsMiddleware)])
+    answer = lifespan_startup(app)
+    assert answer["type"] == "lifespan.startup.failed"
+    assert answer["message"].startswith("courier_analytics.region: region must be one of")
+    analytics.configure(region="us", api_key=None)
+    answer = lifespan_startup(Starlette(middleware=[Middleware(CourierAnalyticsMiddleware)]))
+    assert answer["message"].startswith("courier_analytics.api_key: api_key is required")
+
+
+def test_a_good_configuration_completes_the_lifespan_start_up() -> None:
+    """A valid configuration set by the app's start-up: lifespan.startup.complete."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        analytics.configure(api_key=KEY, send=False)
+        yield
+
+    app = Starlette(lifespan=lifespan, middleware=[Middleware(CourierAnalyticsMiddleware)])
+    assert lifespan_startup(app) == {"type": "lifespan.startup.complete"}

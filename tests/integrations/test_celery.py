@@ -232,3 +232,27 @@ def test_one_task_id_run_twice_at_once_ends_both_scopes(scoped_app: Any) -> None
         ]
         assert [r.result() for r in runs] == ["ada", "ada"]
         assert [pool.submit(run, scoped_app).result() for pool in (one, two)] == [None, None]
+
+
+def test_a_worker_without_an_api_key_does_not_start(broker_dir: Path) -> None:
+    """No API key anywhere: the worker stops at start-up naming it, before taking a task."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("COURIER_API_KEY", "COURIER_AUTH_TOKEN")
+    }
+    env.update(CELERY_TEST_DIR=str(broker_dir), PYTHONPATH=str(HERE.parent))
+    command = [
+        sys.executable, "-m", "celery", "-A", "integrations.apps.celery_app", "worker",
+        "--pool", "solo", "--loglevel", "WARNING",
+        "--without-heartbeat", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # it started after all: the test fails below
+            process.kill()
+            process.communicate()
+    assert process.returncode != 0
+    assert "courier_analytics.api_key: api_key is required" in stderr

@@ -376,3 +376,43 @@ def test_a_failing_async_view_leaves_no_scope_in_the_task(
         return (await AsyncClient().get("/async-whoami")).json()
 
     assert asyncio.run(main()) == {"user_id": None}
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"route": "segment"}, 'COURIER_ANALYTICS["api_key"]'),
+        ({"api_key": KEY, "region": "asia"}, 'COURIER_ANALYTICS["region"]'),
+        ({"api_key": KEY, "max_queue_size": 0}, 'COURIER_ANALYTICS["max_queue_size"]'),
+    ],
+)
+def test_a_bad_configuration_is_a_system_check_error_naming_the_setting(
+    project: None, config: dict[str, Any], named: str
+) -> None:
+    """No API key anywhere, or a bad value: manage.py check reports courier_analytics.E001."""
+    from django.core.checks import run_checks
+
+    with override_settings(COURIER_ANALYTICS=config):
+        [error] = [m for m in run_checks() if m.id == "courier_analytics.E001"]
+    assert error.msg.startswith(f"{named}: ")
+    assert KEY not in error.msg
+
+
+def test_a_good_configuration_passes_the_system_check(courier_settings: dict[str, Any]) -> None:
+    """A valid COURIER_ANALYTICS (or send=False without a key) raises no check error."""
+    from django.core.checks import run_checks
+
+    assert [m for m in run_checks() if m.id.startswith("courier_analytics")] == []
+    with override_settings(COURIER_ANALYTICS={"send": False}):
+        assert [m for m in run_checks() if m.id.startswith("courier_analytics")] == []
+
+
+def test_a_bad_configuration_stops_the_server_when_it_builds_the_middleware(
+    project: None,
+) -> None:
+    """gunicorn and uvicorn run no system checks: building the middleware refuses it."""
+    with (
+        override_settings(COURIER_ANALYTICS={"api_key": KEY, "region": "asia"}),
+        pytest.raises(ImproperlyConfigured, match=r'COURIER_ANALYTICS\["region"\]'),
+    ):
+        Client().get("/whoami")

@@ -287,3 +287,22 @@ def test_a_scope_still_open_when_the_app_returns_ends_when_the_body_is_closed() 
     with pytest.raises(ConnectionResetError):
         answer.close()  # type: ignore[attr-defined]
     assert analytics.user() is None
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"route": "segment"}, "api_key"),
+        ({"api_key": KEY, "region": "asia"}, "region"),
+    ],
+)
+def test_a_bad_setting_value_fails_at_init_app_naming_it(
+    config: dict[str, Any], named: str
+) -> None:
+    """No API key anywhere or "region": "asia": ConfigurationError at init_app, not per request."""
+    app = flask.Flask(__name__)
+    app.config["COURIER_ANALYTICS"] = config
+    with pytest.raises(analytics.ConfigurationError) as caught:
+        CourierAnalytics(app)
+    assert str(caught.value).startswith(f'app.config["COURIER_ANALYTICS"]["{named}"]: ')
+    assert analytics.region == "us"  # nothing applied
