@@ -14,6 +14,9 @@ security rules:
 - `ip` is the socket peer. `X-Forwarded-For` is read only when the peer is one of
   the `trusted_proxies` the app configured, and then only up to the first
   address that is not a trusted proxy (the client as the last trusted proxy saw it).
+  A server listening on a unix socket (gunicorn or uvicorn behind nginx) sees no
+  peer address: such a peer is a trusted proxy only if `trusted_proxies` holds
+  `"unix"`, because only the app's operator knows who may write to the socket.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import unquote
 
 import attrs
@@ -36,6 +39,7 @@ from courier_analytics._options import Options
 __all__ = [
     "ANONYMOUS_ID_COOKIE",
     "OPTIONS",
+    "UNIX_SOCKET",
     "RequestOptions",
     "anonymous_id_from_cookie",
     "apply_config",
@@ -56,28 +60,38 @@ ANONYMOUS_ID_COOKIE: Final = "ajs_anonymous_id"
 #: What analytics.js writes as an anonymous id: a UUID (v4), in its canonical text form.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
+#: The `trusted_proxies` entry that trusts a peer on a unix socket (one with no address).
+UNIX_SOCKET: Final = "unix"
+
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: A trusted proxy: a network, or `UNIX_SOCKET`.
+Proxy = _Network | Literal["unix"]
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 
-def _networks(value: object) -> tuple[_Network, ...]:
+def _proxies(value: object) -> tuple[Proxy, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise TypeError(
             "trusted_proxies must be a list of IP addresses or networks "
             f'(e.g. ["10.0.0.0/8"]), not {type(value).__name__}'
         )
-    networks = []
+    proxies: list[Proxy] = []
     for item in value:
         if not isinstance(item, str):
             raise TypeError(
                 f"trusted_proxies entries must be strings, not {type(item).__name__}: {item!r}"
             )
+        if item.strip() == UNIX_SOCKET:
+            proxies.append(UNIX_SOCKET)
+            continue
         try:
-            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            proxies.append(ipaddress.ip_network(item.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"trusted_proxies: {item!r} is not an IP address or network") from None
-    return tuple(networks)
+            raise ValueError(
+                f'trusted_proxies: {item!r} is not an IP address or network (or "unix")'
+            ) from None
+    return tuple(proxies)
 
 
 def _cookie_name(value: object) -> str | None:
@@ -91,12 +105,13 @@ class RequestOptions:
     """How an integration reads requests (the options beside the module-level settings).
 
     Attributes:
-        trusted_proxies: Networks whose `X-Forwarded-For` is believed (empty: none).
+        trusted_proxies: Networks whose `X-Forwarded-For` is believed (empty:
+            none), and `"unix"` if a peer on a unix socket is a trusted proxy.
         anonymous_id_cookie: The cookie holding analytics.js's anonymous id, or
             `None` to read no anonymous id from requests.
     """
 
-    trusted_proxies: tuple[_Network, ...] = attrs.field(default=(), converter=_networks)
+    trusted_proxies: tuple[Proxy, ...] = attrs.field(default=(), converter=_proxies)
     anonymous_id_cookie: str | None = attrs.field(
         default=ANONYMOUS_ID_COOKIE, converter=_cookie_name
     )
@@ -201,12 +216,12 @@ def _address(text: str) -> _Address | None:
         return None
 
 
-def _trusted(address: _Address, networks: tuple[_Network, ...]) -> bool:
-    return any(address in network for network in networks)
+def _trusted(address: _Address, proxies: tuple[Proxy, ...]) -> bool:
+    return any(address in proxy for proxy in proxies if proxy != UNIX_SOCKET)
 
 
 def client_ip(
-    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[_Network, ...]
+    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Proxy, ...]
 ) -> str | None:
     """The client's IP address: the socket peer, or what trusted proxies say it was.
 
@@ -215,18 +230,19 @@ def client_ip(
     client. An entry that is not an IP address ends the walk at the last address
     known good. Without `trusted_proxies`, or from a peer that is not one of them,
     the header is ignored: any client can send it.
+
+    A peer without an address (`None` or `""`: the server listens on a unix
+    socket) is a trusted proxy only with `"unix"` in `trusted_proxies`; else
+    there is no address to give.
     """
-    if peer is None:
-        return None
-    peer_address = _address(peer)
-    if (
-        not trusted_proxies
-        or not forwarded_for
-        or peer_address is None
-        or not _trusted(peer_address, trusted_proxies)
-    ):
-        return peer
-    nearest = peer_address
+    if not peer:
+        if UNIX_SOCKET not in trusted_proxies or not forwarded_for:
+            return None
+        nearest: _Address | None = None
+    else:
+        nearest = _address(peer)
+        if not forwarded_for or nearest is None or not _trusted(nearest, trusted_proxies):
+            return peer
     for hop in reversed(forwarded_for.split(",")):
         address = _address(hop)
         if address is None:
@@ -234,7 +250,7 @@ def client_ip(
         nearest = address
         if not _trusted(address, trusted_proxies):
             break
-    return str(nearest)
+    return None if nearest is None else str(nearest)
 
 
 def user_id_text(found: object) -> str | None:

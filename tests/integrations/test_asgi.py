@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -479,3 +480,40 @@ def test_a_good_configuration_completes_the_lifespan_start_up() -> None:
 
     app = Starlette(lifespan=lifespan, middleware=[Middleware(CourierAnalyticsMiddleware)])
     assert lifespan_startup(app) == {"type": "lifespan.startup.complete"}
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [(["unix"], "198.51.100.23"), ([], None)])
+def test_behind_a_proxy_on_a_unix_socket_the_ip_comes_from_forwarded_for_if_opted_in(
+    tmp_path: Any, trusted: list[str], expected: str | None
+) -> None:
+    """uvicorn on a unix socket (nginx in front) gives no peer: "unix" trusts it, else no ip."""
+    uvicorn = pytest.importorskip("uvicorn")
+    started = threading.Event()
+
+    async def context_ip(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            started.set()
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        ip = ((analytics.scope.snapshot() or {}).get("context") or {}).get("ip")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(ip).encode()})
+
+    analytics.configure(api_key=KEY, send=False)
+    path = str(tmp_path / "app.sock")
+    app = CourierAnalyticsMiddleware(context_ip, trusted_proxies=trusted)
+    server = uvicorn.Server(uvicorn.Config(app, uds=path, log_level="warning"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        assert started.wait(30)
+        transport = httpx.HTTPTransport(uds=path)
+        with httpx.Client(transport=transport, base_url="http://shop") as client:
+            answer = client.get("/", headers={"X-Forwarded-For": "198.51.100.23"})
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert answer.text == str(expected)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import courier_analytics as analytics
@@ -36,6 +38,29 @@ def test_client_ip_walks_forwarded_for_only_through_trusted_proxies(
 ) -> None:
     """X-Forwarded-For is read right to left, through trusted proxies only."""
     assert client_ip(peer, forwarded, PROXIES) == expected
+
+
+UNIX = RequestOptions(trusted_proxies=["unix", "10.0.0.0/8"]).trusted_proxies
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "proxies", "expected"),
+    [
+        (None, "203.0.113.1", UNIX, "203.0.113.1"),  # uvicorn on a unix socket: client None
+        ("", "203.0.113.1", UNIX, "203.0.113.1"),  # gunicorn: REMOTE_ADDR ""
+        ("", "1.1.1.1, 203.0.113.1, 10.0.0.9", UNIX, "203.0.113.1"),  # through more proxies
+        ("", "10.1.1.1, 10.0.0.9", UNIX, "10.1.1.1"),  # all trusted: the leftmost
+        ("", "not-an-ip", UNIX, None),  # nothing known good
+        ("", None, UNIX, None),
+        (None, "203.0.113.1", PROXIES, None),  # not opted in: the header is anyone's
+        ("", "203.0.113.1", (), None),
+    ],
+)
+def test_a_peer_on_a_unix_socket_is_a_trusted_proxy_only_when_opted_in(
+    peer: str | None, forwarded: str | None, proxies: tuple[Any, ...], expected: str | None
+) -> None:
+    """No peer address (a unix socket): X-Forwarded-For is read only with "unix" trusted."""
+    assert client_ip(peer, forwarded, proxies) == expected
 
 
 def test_without_trusted_proxies_forwarded_for_is_never_read() -> None:
