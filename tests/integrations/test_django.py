@@ -70,6 +70,13 @@ def user(name: str) -> Any:
     return found or User.objects.create_user(name, f"{name}@example.com", "pw")
 
 
+async def logged_in(who: Any) -> AsyncClient:
+    """An async test client with ``who`` logged in."""
+    client = AsyncClient()
+    await client.aforce_login(who)
+    return client
+
+
 def delivered(courier: DevServer) -> list[dict[str, Any]]:
     """Flush the default client and return the events the stand-in received."""
     assert analytics.flush(10)
@@ -219,11 +226,7 @@ def test_interleaved_async_requests_keep_their_own_users(
 
     async def main() -> None:
         django_urls.async_barrier = asyncio.Barrier(2)
-        clients = []
-        for who in users:
-            client = AsyncClient()
-            await client.aforce_login(who)
-            clients.append(client)
+        clients = [await logged_in(who) for who in users]
         answers = await asyncio.gather(*(c.get("/interleaved-async") for c in clients))
         assert [a.status_code for a in answers] == [200, 200]
 
@@ -241,9 +244,7 @@ def test_async_views_get_the_scope_through_async_middleware(
     ada = user("ada")
 
     async def main() -> Any:
-        client = AsyncClient()
-        await client.aforce_login(ada)
-        return (await client.get("/async-whoami")).json()
+        return (await (await logged_in(ada)).get("/async-whoami")).json()
 
     assert asyncio.run(main()) == {"user_id": str(ada.pk)}
     [event] = delivered(courier)
@@ -368,10 +369,8 @@ def test_a_failing_async_view_leaves_no_scope_in_the_task(
     ada = user("ada")
 
     async def main() -> Any:
-        client = AsyncClient()
-        await client.aforce_login(ada)
         with pytest.raises(ConnectionResetError):
-            await client.get("/async-boom")
+            await (await logged_in(ada)).get("/async-boom")
         assert analytics.user() is None
         return (await AsyncClient().get("/async-whoami")).json()
 

@@ -209,13 +209,20 @@ def test_interleaved_requests_keep_their_own_users(courier: DevServer) -> None:
     ]
 
 
-def test_trusted_proxies_from_the_app_config(courier: DevServer) -> None:
+@pytest.mark.parametrize(
+    ("trusted", "peer"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("unix", ""),  # gunicorn on a unix socket: REMOTE_ADDR "", trusted only when opted in
+    ],
+)
+def test_trusted_proxies_from_the_app_config(courier: DevServer, trusted: str, peer: str) -> None:
     """COURIER_ANALYTICS["trusted_proxies"] lets X-Forwarded-For name the client."""
     app = flask.Flask(__name__)
     app.config["COURIER_ANALYTICS"] = {
         "api_key": KEY,
         "base_url": courier.base_url,
-        "trusted_proxies": ["127.0.0.1"],
+        "trusted_proxies": [trusted],
     }
 
     @app.get("/")
@@ -224,7 +231,8 @@ def test_trusted_proxies_from_the_app_config(courier: DevServer) -> None:
         return "ok"
 
     CourierAnalytics(user_id=lambda: None).init_app(app)
-    app.test_client().get("/", headers={"X-Forwarded-For": "198.51.100.4"})
+    forwarded = {"X-Forwarded-For": "198.51.100.4"}
+    app.test_client().get("/", headers=forwarded, environ_base={"REMOTE_ADDR": peer})
     [event] = delivered(courier)
     assert event["data"]["context"]["ip"] == "198.51.100.4"
 
@@ -306,24 +314,3 @@ def test_a_bad_setting_value_fails_at_init_app_naming_it(
         CourierAnalytics(app)
     assert str(caught.value).startswith(f'app.config["COURIER_ANALYTICS"]["{named}"]: ')
     assert analytics.region == "us"  # nothing applied
-
-
-def test_behind_gunicorn_on_a_unix_socket_unix_trusts_the_proxy(courier: DevServer) -> None:
-    """REMOTE_ADDR "" (gunicorn on a unix socket) with "unix" trusted: X-Forwarded-For's client."""
-    app = flask.Flask(__name__)
-    app.config["COURIER_ANALYTICS"] = {
-        "api_key": KEY,
-        "base_url": courier.base_url,
-        "trusted_proxies": ["unix"],
-    }
-
-    @app.get("/")
-    def index() -> str:
-        analytics.track("Page Served", user_id="u1")
-        return "ok"
-
-    CourierAnalytics(user_id=lambda: None).init_app(app)
-    client = app.test_client()
-    client.get("/", headers={"X-Forwarded-For": "198.51.100.4"}, environ_base={"REMOTE_ADDR": ""})
-    [event] = delivered(courier)
-    assert event["data"]["context"]["ip"] == "198.51.100.4"

@@ -45,9 +45,15 @@ def visit() -> dict[str, Any]:
     return {"anonymous_id": user.anonymous_id if user else None}
 
 
-def request_with_cookie(framework: str, courier: DevServer, route: str, cookie: str) -> Any:
-    """GET /visit through ``framework``'s integration with ``ajs_anonymous_id=cookie``."""
-    config = {"api_key": KEY, "base_url": courier.base_url, "route": route}
+def request_with_cookie(
+    framework: str, courier: DevServer, route: str, cookie: str, **options: Any
+) -> Any:
+    """GET /visit through ``framework``'s integration with ``ajs_anonymous_id=cookie``.
+
+    ``options`` are request options (``anonymous_id_cookie``): in the framework's
+    configuration, or the ASGI middleware's arguments.
+    """
+    config = {"api_key": KEY, "base_url": courier.base_url, "route": route, **options}
     if framework == "flask":
         app = flask.Flask(__name__)
         app.config["COURIER_ANALYTICS"] = config
@@ -61,13 +67,14 @@ def request_with_cookie(framework: str, courier: DevServer, route: str, cookie: 
             client = DjangoClient()
             client.cookies["ajs_anonymous_id"] = cookie
             return client.get("/visit").json()
-    analytics.configure(**config)
+    analytics.configure(api_key=KEY, base_url=courier.base_url, route=route)
 
     async def endpoint(request: Request) -> JSONResponse:
         return JSONResponse(visit())
 
     asgi = Starlette(
-        routes=[Route("/visit", endpoint)], middleware=[Middleware(CourierAnalyticsMiddleware)]
+        routes=[Route("/visit", endpoint)],
+        middleware=[Middleware(CourierAnalyticsMiddleware, **options)],
     )
 
     async def main() -> Any:
@@ -130,28 +137,5 @@ def test_on_route_api_a_cookie_equal_to_a_uuid_user_id_stays_anonymous(
 def test_anonymous_id_cookie_none_reads_no_anonymous_id(courier: DevServer, framework: str) -> None:
     """anonymous_id_cookie=None: even analytics.js's own UUID cookie is not read."""
     cookie = "%226f0d6a3e-84b1-4c1e-9a57-2b3c4d5e6f70%22"
-    if framework == "asgi":
-        seen: dict[str, Any] = {}
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            seen["user"] = analytics.user()
-
-        middleware = CourierAnalyticsMiddleware(app, anonymous_id_cookie=None)
-        headers = [(b"cookie", f"ajs_anonymous_id={cookie}".encode())]
-        asyncio.run(middleware({"type": "http", "path": "/", "headers": headers}, None, None))  # type: ignore[arg-type]
-        assert seen["user"].anonymous_id is None
-        return
-    config = {"api_key": KEY, "base_url": courier.base_url, "anonymous_id_cookie": None}
-    if framework == "flask":
-        app = flask.Flask(__name__)
-        app.config["COURIER_ANALYTICS"] = config
-        app.get("/visit")(visit)
-        CourierAnalytics(app)
-        client = app.test_client()
-        client.set_cookie("ajs_anonymous_id", cookie)
-        assert client.get("/visit").json == {"anonymous_id": None}
-    else:
-        with override_settings(COURIER_ANALYTICS=config):
-            client = DjangoClient()
-            client.cookies["ajs_anonymous_id"] = cookie
-            assert client.get("/visit").json() == {"anonymous_id": None}
+    answer = request_with_cookie(framework, courier, "api", cookie, anonymous_id_cookie=None)
+    assert answer == {"anonymous_id": None}
