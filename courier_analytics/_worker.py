@@ -161,7 +161,8 @@ class Worker:
         self._ending = False  # the worker is ending: nothing more is sent
         self._sending: dict[int, Message] = {}  # messages sent by callback, by a key of their own
         self._tasks: set[asyncio.Task[None]] = set()  # the general path's deliveries
-        self._room: deque[asyncio.Future[None]] = deque()  # retries waiting for room
+        # Retries waiting for room, each with the bytes its request holds in flight
+        self._room: deque[tuple[asyncio.Future[None], int]] = deque()
         self._native: NativeSender | None = None
         self._sender: Sender | None = None
         self._sender_error: Exception | None = None
@@ -460,9 +461,10 @@ class Worker:
             return
         while ready and self._in_flight < concurrency.limit:
             # A request holds copies of its message's bytes while it is sent: it
-            # waits while they would pass max_queue_bytes, unless none is in flight.
+            # waits while they would pass max_queue_bytes, unless none is in flight,
+            # and after a retry that waits for room (which would starve otherwise).
             wire = WIRE_COPIES * len(ready[0]._data)
-            if self._in_flight and self.held_bytes + wire > self._max_queue_bytes:
+            if self._room or not self._fits(wire):
                 break
             message = ready.popleft()
             self._in_flight += 1
@@ -546,18 +548,29 @@ class Worker:
         if self._room:
             self._make_room()
 
+    def _fits(self, wire: int) -> bool:
+        """Whether a request holding `wire` bytes may go: within max_queue_bytes, or alone."""
+        return not self._in_flight or self.held_bytes + wire <= self._max_queue_bytes
+
     def _make_room(self) -> None:
         """Hand a free place in flight to the retry that has waited longest for one.
 
-        The place is taken here, for the retry: were it only woken, the first
-        attempts sent before it runs would take the place again, and under a steady
-        load at the ceiling it would wait for as long as messages keep coming.
+        The place (and its bytes) is taken here, for the retry: were it only woken,
+        the first attempts sent before it runs would take the place again, and under
+        a steady load at the ceiling it would wait for as long as messages keep coming.
         """
-        while self._room and self._in_flight < self._max_in_flight:
-            waiter = self._room.popleft()
-            if not waiter.done():
-                self._in_flight += 1
-                waiter.set_result(None)
+        room = self._room
+        while room and self._in_flight < self._max_in_flight:
+            waiter, wire = room[0]
+            if waiter.done():  # cancelled
+                room.popleft()
+                continue
+            if not self._fits(wire):
+                return  # until an answer frees bytes; none goes before it meanwhile
+            room.popleft()
+            self._in_flight += 1
+            self._wire += wire
+            waiter.set_result(None)
 
     def _finish_lane(self, message: Message) -> None:
         """A released message is done: let its user's next messages go."""
@@ -660,30 +673,32 @@ class Worker:
         """
         sender = self._sender
         assert sender is not None  # set by _main()
+        # A first attempt's copies are counted by _pump; a retry's wait for room in
+        # bytes too, as a first attempt's do
+        wire = 0 if counted else WIRE_COPIES * len(request.body)
         if not counted:
-            if self._in_flight < self._max_in_flight and not self._room:
+            if self._in_flight < self._max_in_flight and not self._room and self._fits(wire):
                 self._in_flight += 1
+                self._wire += wire
             else:  # after the retries already waiting, in turn
                 waiter = asyncio.get_running_loop().create_future()
-                self._room.append(waiter)
+                self._room.append((waiter, wire))
                 self._make_room()  # a place may be free (only cancelled waiters ahead)
                 try:
-                    await waiter  # its place is taken for it (see _make_room)
+                    await waiter  # its place and bytes are taken for it (see _make_room)
                 except asyncio.CancelledError:
                     if waiter.done() and not waiter.cancelled():  # given a place: give it back
+                        self._wire -= wire
                         self._free_place()
                     raise
         sent = time.monotonic()
-        # A first attempt's copies are counted by _pump
-        wire = 0 if counted else WIRE_COPIES * len(request.body)
-        self._wire += wire
         try:
             response = await sender.send(request)
         except httpx.TransportError as exc:
             return self._outcome(None, exc, sent)
         finally:
-            self._wire -= wire
             if not counted:
+                self._wire -= wire
                 self._free_place()
         return self._outcome(response, None, sent)
 

@@ -9,18 +9,23 @@ no figure depends on the machine's speed.
 
 from __future__ import annotations
 
+import asyncio
 import socketserver
 import threading
 import tracemalloc
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 
 from courier_analytics import Client, ConfigurationError, QueueFullError, RetryPolicy
 from courier_analytics._options import DEFAULT_MAX_QUEUE_BYTES
+from courier_analytics._worker import WIRE_COPIES
 
-from .fakes import serving
+from .fakes import message_id_of, serving
 
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}"
 SIZE = 200_000  # bytes of properties per message
@@ -226,3 +231,58 @@ def test_the_segment_drop_in_takes_max_queue_bytes_in_courier_options() -> None:
         assert client._engine._options.max_queue_bytes == 7_000_000
     finally:
         client.shutdown()
+
+
+class HoldingRetries(httpx.AsyncBaseTransport):
+    """Answers each first attempt 503 and holds each retry until two more are in flight
+    beside it, one waits for room, or every message left is held here: the peak of
+    held bytes while retries are sent."""
+
+    def __init__(self) -> None:
+        self.worker: Any = None
+        self.seen: Counter[str] = Counter()
+        self.retrying = 0
+        self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = orjson.loads(await request.aread())
+        key = message_id_of(request, body)
+        self.seen[key] += 1
+        if self.seen[key] == 1:
+            return httpx.Response(503)
+        self.retrying += 1
+        self.peak = max(self.peak, self.worker.held_bytes)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 60  # only should the test fail: never a hang
+        worker = self.worker
+        while self.retrying < 3 and not worker._room and worker.held > self.retrying:
+            if loop.time() > give_up:
+                break
+            await asyncio.sleep(0.001)
+        self.retrying -= 1
+        return httpx.Response(202, json={"messageId": key})
+
+
+def test_retries_sent_together_stay_within_the_byte_bound() -> None:
+    """Retries due at once wait for room in bytes as first attempts do: one goes past the bound."""
+    bound, count = 1_500_000, 5  # all queued and one first attempt fit: 1.4 MB
+    courier = HoldingRetries()
+    soon = RetryPolicy(max_retries=1, initial_wait=0.05, max_wait=0.05, max_time=None)
+    client = Client(
+        api_key="sk_test_bounds",
+        transport=courier,
+        retry=soon,
+        max_queue_bytes=bound,
+        max_message_bytes=bound,
+        flush_at_exit=False,
+    )
+    courier.worker = client._worker
+    try:
+        for user in range(count):
+            client.track("Big", {"blob": "r" * SIZE}, user_id=f"u{user}")
+        assert client.flush(timeout=120)
+        assert client.stats.delivered == count
+    finally:
+        client.shutdown(timeout=0)
+    one_request = WIRE_COPIES * (SIZE + 1000)
+    assert 0 < courier.peak <= bound + one_request
