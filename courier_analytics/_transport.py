@@ -98,9 +98,9 @@ def _blanked(body: bytes, status: int, key: bytes) -> bytes:
         return body  # not JSON: nothing reads a message from it
     secret = key.decode("ascii")
     try:
-        if secret not in repr(data):
-            return body
-        return orjson.dumps(_blank_strings(data, secret))
+        # Compared decoded, not through repr(), which escapes a key's backslash or quotes
+        blanked = _blank_strings(data, secret)
+        return body if blanked == data else orjson.dumps(blanked)
     except (RecursionError, orjson.JSONEncodeError):  # absurdly deep: keep nothing of it
         return b""
 

@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from courier_analytics import Client, RejectedError, RetryPolicy
+from courier_analytics._outcomes import error_detail
+from courier_analytics._transport import _blanked
 
 from .fakes import serving
 
@@ -174,3 +177,12 @@ def test_a_json_escaped_key_is_blanked_after_decoding(
     assert isinstance(error, RejectedError)
     assert "no access for Bearer ***" in str(error)
     assert KEY not in caplog.text
+
+
+@pytest.mark.parametrize("key", ["sk_back\\slash", "sk_\"quoted'", "sk_it's"])
+def test_a_key_with_a_backslash_or_quotes_is_blanked_in_a_json_error(key: str) -> None:
+    """A key that JSON or repr() escapes is blanked in the message read from a 400 too."""
+    body = orjson.dumps({"message": f"no access for \"Bearer {key}\" ('{key}')"})
+    detail = error_detail(_blanked(body, 400, key.encode()))
+    assert key not in detail
+    assert "Bearer ***" in detail
