@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-profile-bytes",
         type=int,
         default=DEFAULT_MAX_PROFILE_BYTES,
-        help="bytes of profiles' JSON kept, all together (default %(default)s)",
+        help="bytes of profiles' JSON and user ids kept, all together (default %(default)s)",
     )
     parser.add_argument(
         "--allow-host",

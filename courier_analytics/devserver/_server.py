@@ -106,7 +106,7 @@ class DevServer:
             a preview and `truncated: {"bytes": n}`.
         max_idempotency_records: Idempotency records kept at most, each for 24 h.
         max_profiles: Profiles kept at most; the least recently written go first.
-        max_profile_bytes: Bytes of profiles' JSON kept at most, all together; the
+        max_profile_bytes: Bytes of profiles' JSON and user ids kept at most, all together; the
             least recently written go first.
         allowed_hosts: Host names to answer besides `localhost`, IP addresses and
             `host` (for example a Docker service name); any other `Host` gets 403.

@@ -147,8 +147,9 @@ class Profiles:
 
     Reads decode a fresh dict (so callers may change what they get); writes encode
     it and make the profile the newest. Beyond `max_count` profiles or `max_bytes`
-    of JSON, the least recently written are forgotten (`evicted` counts them); a
-    profile larger than `max_bytes` alone is not kept at all.
+    of JSON and user ids (an id can be as large as a request), the least recently
+    written are forgotten (`evicted` counts them); a profile larger than
+    `max_bytes` alone is not kept at all.
 
     Args:
         max_count: Most profiles kept.
@@ -189,21 +190,21 @@ class Profiles:
         data = _encoded(profile)
         replaced = self._items.pop(user_id, None)
         if replaced is not None:
-            self.bytes -= len(replaced)
-        if len(data) > self.max_bytes:
+            self.bytes -= len(user_id) + len(replaced)
+        if len(user_id) + len(data) > self.max_bytes:
             self.evicted += 1
             logger.warning(
                 "courier-analytics devserver: a profile of %d bytes is over max_profile_bytes "
                 "(%d) and is not kept",
-                len(data),
+                len(user_id) + len(data),
                 self.max_bytes,
             )
             return
         self._items[user_id] = data
-        self.bytes += len(data)
+        self.bytes += len(user_id) + len(data)
         while len(self._items) > self.max_count or self.bytes > self.max_bytes:
-            _, oldest = self._items.popitem(last=False)
-            self.bytes -= len(oldest)
+            oldest_id, oldest = self._items.popitem(last=False)
+            self.bytes -= len(oldest_id) + len(oldest)
             self.evicted += 1
 
     def pop(self, user_id: str, default: object = None) -> object:
@@ -211,7 +212,7 @@ class Profiles:
         data = self._items.pop(user_id, None)
         if data is None:
             return default
-        self.bytes -= len(data)
+        self.bytes -= len(user_id) + len(data)
         profile: dict[str, Any] = orjson.loads(data)
         return profile
 
@@ -264,7 +265,7 @@ class DevState:
         max_idempotency_records: Idempotency records (Idempotency-Keys, and
             messageIds for deduplication) kept at most; each is kept 24 h.
         max_profiles: Profiles kept at most; the least recently written go first.
-        max_profile_bytes: Bytes of profiles' JSON kept at most, all together; the
+        max_profile_bytes: Bytes of profiles' JSON and user ids kept at most, all together; the
             least recently written go first, and a larger profile is not kept.
         clock: Monotonic seconds, for the records' age (injectable for tests).
     """

@@ -81,3 +81,14 @@ def test_reads_are_fresh_copies() -> None:
     assert profile is not None
     profile["tags"].append("b")
     assert profiles.get("u1") == {"tags": ["a"]}
+
+
+def test_user_ids_count_against_the_byte_bound() -> None:
+    """Profiles under long user ids (one can be as large as a request) stay within the bound."""
+    profiles = Profiles(100, 10_000)
+    for user in range(10):
+        profiles[f"{user}-" + "u" * 5_000] = {}
+    assert sum(len(user_id) for user_id in profiles) <= 10_000
+    assert profiles.bytes <= 10_000
+    profiles.pop(next(iter(profiles)))
+    assert profiles.bytes == sum(len(user_id) + 2 for user_id in profiles)
