@@ -314,3 +314,17 @@ def test_a_bad_setting_value_fails_at_init_app_naming_it(
         CourierAnalytics(app)
     assert str(caught.value).startswith(f'app.config["COURIER_ANALYTICS"]["{named}"]: ')
     assert analytics.region == "us"  # nothing applied
+
+
+def test_a_second_init_app_replaces_the_user_lookup_and_adds_no_second_hooks(
+    courier: DevServer,
+) -> None:
+    """Another CourierAnalytics on the same app: its user_id is used; hooks and wrapper stay one."""
+    from courier_analytics.integrations.flask import _EndingScopes
+
+    app = make_app(courier)  # the first extension: flask-login's user
+    CourierAnalytics(app, user_id=lambda: "bob")
+    assert isinstance(app.wsgi_app, _EndingScopes)
+    assert not isinstance(app.wsgi_app.wsgi_app, _EndingScopes)
+    assert len(app.before_request_funcs[None]) == len(app.teardown_request_funcs[None]) == 1
+    assert app.test_client().get("/whoami").json == {"user_id": "bob", "anonymous_id": None}
