@@ -178,9 +178,10 @@ class _EndingScopes:
     Usually our teardown hook has ended it already. If another teardown hook
     raised first, Flask skipped ours and the scope would stay in the thread's
     context, so that the next request on the thread (gunicorn's sync and gthread
-    workers, uwsgi) ran as the previous user: it ends here instead. A response
-    streamed with `stream_with_context` keeps its request (and scope) open until
-    the server closes the body.
+    workers, uwsgi) ran as the previous user: it ends here instead. Before Flask
+    3.1, a response streamed with `stream_with_context` keeps its request (and
+    scope) open until the server closes the body; from 3.1 on, Flask ends the
+    request before the body streams, and the scope with it.
     """
 
     def __init__(self, wsgi_app: WSGIApp) -> None:

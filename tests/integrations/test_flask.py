@@ -328,3 +328,26 @@ def test_a_second_init_app_replaces_the_user_lookup_and_adds_no_second_hooks(
     assert not isinstance(app.wsgi_app.wsgi_app, _EndingScopes)
     assert len(app.before_request_funcs[None]) == len(app.teardown_request_funcs[None]) == 1
     assert app.test_client().get("/whoami").json == {"user_id": "bob", "anonymous_id": None}
+
+
+def test_a_streamed_body_runs_as_the_docs_say_and_leaves_no_scope(courier: DevServer) -> None:
+    """stream_with_context: Flask 3.1+ streams after the scope ended; the next request is anonymous."""
+    from importlib.metadata import version
+
+    app = make_app(courier)
+
+    @app.get("/stream")
+    def stream() -> Any:
+        def body() -> Any:
+            user = analytics.user()
+            yield user.id if user and user.id else "nobody"
+
+        return flask.stream_with_context(body())
+
+    client = app.test_client()
+    with client.get("/stream", headers={"X-Test-Login": "ada"}) as response:
+        streamed = response.data
+    flask_major, flask_minor = (int(part) for part in version("flask").split(".")[:2])
+    assert streamed == (b"nobody" if (flask_major, flask_minor) >= (3, 1) else b"ada")
+    assert analytics.user() is None
+    assert client.get("/whoami").json == {"user_id": None, "anonymous_id": None}
