@@ -331,7 +331,7 @@ def test_a_second_init_app_replaces_the_user_lookup_and_adds_no_second_hooks(
 
 
 def test_a_streamed_body_runs_as_the_docs_say_and_leaves_no_scope(courier: DevServer) -> None:
-    """stream_with_context: Flask 3.1+ streams after the scope ended; the next request is anonymous."""
+    """stream_with_context: from Flask 3.1 the body streams after the scope; none is left."""
     from importlib.metadata import version
 
     app = make_app(courier)
