@@ -57,7 +57,7 @@ logger = logging.getLogger("courier_analytics")
 #: The cookie in which analytics.js keeps its anonymous id (JSON-encoded).
 ANONYMOUS_ID_COOKIE: Final = "ajs_anonymous_id"
 
-#: What analytics.js writes as an anonymous id: a UUID (v4), in its canonical text form.
+#: An anonymous id as analytics.js writes one: a UUID (it writes v4, lower-case; any is taken).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 #: The `trusted_proxies` entry that trusts a peer on a unix socket (one with no address).
