@@ -700,6 +700,9 @@ class Worker:
             if not counted:
                 self._wire -= wire
                 self._free_place()
+                # No answer callback follows a retry's attempt: what waited for its
+                # place goes now, not at the next wake-up (flush_interval)
+                self._drain()
         return self._outcome(response, None, sent)
 
     def _outcome(

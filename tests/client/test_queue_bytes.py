@@ -25,7 +25,7 @@ from courier_analytics import Client, ConfigurationError, QueueFullError, RetryP
 from courier_analytics._options import DEFAULT_MAX_QUEUE_BYTES
 from courier_analytics._worker import WIRE_COPIES
 
-from .fakes import message_id_of, serving
+from .fakes import FakeCourier, message_id_of, serving
 
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}"
 SIZE = 200_000  # bytes of properties per message
@@ -286,3 +286,33 @@ def test_retries_sent_together_stay_within_the_byte_bound() -> None:
         client.shutdown(timeout=0)
     one_request = WIRE_COPIES * (SIZE + 1000)
     assert 0 < courier.peak <= bound + one_request
+
+
+def test_a_first_attempt_goes_as_soon_as_a_retry_gives_back_its_place() -> None:
+    """A retry that fails again and backs off lets the next first attempt go at once."""
+    third = threading.Event()
+
+    def rule(request: httpx.Request, body: dict[str, Any], attempt: int) -> httpx.Response:
+        if body["userId"] == "u3":
+            third.set()
+        if body["userId"] != "u1":
+            return httpx.Response(202, json={})
+        if attempt == 1:
+            return httpx.Response(503)
+        return httpx.Response(503, headers={"Retry-After": "600"})  # backs off 10 minutes
+
+    courier = FakeCourier(rule)
+    client = Client(
+        api_key="sk_test_bounds",
+        transport=courier,
+        retry=RetryPolicy(max_retries=2, initial_wait=0, max_wait=0, max_time=None),
+        max_in_flight=1,
+        flush_interval=3600,  # no periodic wake-up sends it
+        flush_at_exit=False,
+    )
+    try:
+        for user in ("u1", "u2", "u3"):
+            client.track("Signed Up", {"n": int(user[1])}, user_id=user)
+        assert third.wait(timeout=60)
+    finally:
+        client.shutdown(timeout=0)
