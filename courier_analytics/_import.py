@@ -307,6 +307,25 @@ def make(
     )  # fmt: skip
 
 
+_ID_KEY: Final = b'"messageId":"'
+
+
+def _scan_id(line: bytes) -> str | None:
+    """The `messageId` of a line done by an earlier run, found without decoding it all."""
+    start = line.find(_ID_KEY)
+    if start >= 0:
+        start += len(_ID_KEY)
+        end = line.find(b'"', start)
+        if end > start and b"\\" not in line[start:end]:
+            return line[start:end].decode("utf-8", "replace")
+    try:  # spaced or escaped: decode it all
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    message_id = data.get("messageId") if isinstance(data, dict) else None
+    return message_id if isinstance(message_id, str) else None
+
+
 def _recipient(data: dict[str, Any]) -> str | None:
     who = data.get("userId") or data.get("anonymousId")
     return None if who is None else str(who)
@@ -619,6 +638,9 @@ class Importer:
         try:
             self.read_all(inputs)
             self.finish()
+        except KeyboardInterrupt:  # the second Ctrl-C: stop waiting, keep what is answered
+            self.interrupted = True
+            self.checkpoint()
         finally:
             if catch:
                 signal.signal(signal.SIGINT, previous)
@@ -693,20 +715,14 @@ class Importer:
             lines = item.lines()
             try:
                 first = next(lines, None)  # reads the head: its hash tells the input
-                tracked.skip = self.resume_point(tracked, saved)
-                tracked.read = tracked.skip
-                if saved is not None and saved.get("complete") and tracked.skip:
-                    self.tracked.append(tracked)
-                    tracked.done_reading = True
-                    self.counts.resumed += tracked.skip
-                    consumed_before += item.size or 0
-                    continue
+                tracked.skip = tracked.read = self.resume_point(tracked, saved)
                 self.tracked.append(tracked)
                 self.counts.resumed += tracked.skip
-                number = 0
                 stream = lines if first is None else _chain(first, lines)
                 for number, line in enumerate(stream, 1):
                     if number <= tracked.skip:
+                        # Done before; its id still marks a later copy as a duplicate.
+                        self.seen.add(hash(_scan_id(line)))
                         continue
                     self.one_line(tracked, number, line)
                     if time.monotonic() - self.last_checkpoint >= CHECKPOINT_S:
@@ -846,17 +862,18 @@ class Importer:
     def finish(self) -> None:
         """Wait for what is in flight (`--timeout` at most), then save the state a last time."""
         a = self.args
-        if not a.dry_run and self.outstanding:
-            if self.interrupted:
+        deadline = time.monotonic() + a.timeout
+        noted = False
+        while not a.dry_run and self.outstanding and time.monotonic() < deadline:
+            if self.interrupted and not noted:
+                noted = True
                 self.note(
-                    f"stopping: waiting up to {a.timeout:g}s for {_n(len(self.outstanding))} "
-                    "messages in flight (Ctrl-C again to stop at once)"
+                    f"stopping: waiting up to {deadline - time.monotonic():.0f}s for "
+                    f"{_n(len(self.outstanding))} messages in flight (Ctrl-C again to stop at once)"
                 )
-            deadline = time.monotonic() + a.timeout
-            while self.outstanding and time.monotonic() < deadline:
-                with self.cond:
-                    self.cond.wait(min(0.25, max(0.0, deadline - time.monotonic())))
-                self.maybe_checkpoint()
+            with self.cond:
+                self.cond.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+            self.maybe_checkpoint()
         try:
             self.client.shutdown(0.0 if self.interrupted else 1.0)
         finally:
