@@ -66,7 +66,7 @@ TYPES: Final = ("identify", "track", "group")
 SEGMENT_TYPES: Final = frozenset(("identify", "track", "group", "page", "screen", "alias"))
 ALL_TYPES: Final = {"api": ("identify", "track"), "segment": ("identify", "track", "group")}
 #: How many users a dry run names before it only counts them.
-USERS_SHOWN: Final = 20
+USERS_SHOWN: Final = 10
 
 TRACK_WARNING: Final = (
     "replaying old tracks sends the notifications mapped to them again, today "
@@ -645,7 +645,7 @@ class Importer:
             self.finish()
         except KeyboardInterrupt:  # the second Ctrl-C: stop waiting, keep what is answered
             self.interrupted = True
-            self.checkpoint()
+            self.checkpoint(final=True)
         finally:
             if catch:
                 signal.signal(signal.SIGINT, previous)
@@ -729,7 +729,10 @@ class Importer:
                         # Done before; its id still marks a later copy as a duplicate.
                         self.seen.add(hash(_scan_id(line)))
                         continue
-                    self.one_line(tracked, number, line)
+                    if not self.one_line(tracked, number, line):
+                        break  # stopped before the line was handed over: not read
+                    tracked.read = number
+                    self.counts.lines += 1
                     if time.monotonic() - self.last_checkpoint >= CHECKPOINT_S:
                         self.progress.advance(consumed_before + item.consumed)
                         self.maybe_checkpoint()
@@ -763,38 +766,36 @@ class Importer:
             self.note(f"{item.name}: resuming after line {_n(done)} (done by an earlier run)")
         return done
 
-    def one_line(self, tracked: _Tracked, number: int, line: bytes) -> None:
-        """Parse, check and send (or count) one line."""
-        tracked.read = number
+    def one_line(self, tracked: _Tracked, number: int, line: bytes) -> bool:
+        """Parse, check and send (or count) one line; False if stopped before sending it."""
         counts = self.counts
-        counts.lines += 1
         if not line.strip():
-            return
+            return True
         name = tracked.source.name
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             self.bad(name, number, f"not valid JSON ({exc})")
-            return
+            return True
         if not isinstance(data, dict):
             self.bad(name, number, "not a JSON object")
-            return
+            return True
         kind = data.get("type")
         if kind not in SEGMENT_TYPES:
             why = "type is missing" if kind is None else f"type {kind!r} is not a Segment type"
             self.bad(name, number, why)
-            return
+            return True
         counts.by_type[kind] += 1
         skip = self.skip_reason(data, kind)
         if skip is not None and kind not in TYPES:  # page, screen, alias: nothing to check
             counts.skipped[skip] += 1
-            return
+            return True
         try:
             moment = parse_timestamp(data.get("timestamp"))
             message = make_message(self.client, lambda f: make(f, data, self.route, moment))
         except (TypeError, ValueError) as exc:  # BadLine too
             self.bad(name, number, f"{kind}: {exc}")
-            return
+            return True
         since, until = self.args.since, self.args.until
         if skip is None and (
             (since is not None and moment < since) or (until is not None and moment >= until)
@@ -813,10 +814,12 @@ class Importer:
         elif self.args.dry_run:
             counts.sent_by_type[message.type] += 1
             self.users.add(message.recipient)
-        else:
-            self.send(tracked, number, message)
+        elif not self.send(tracked, number, message):
+            return False
+        return True
 
-    def send(self, tracked: _Tracked, number: int, message: Message) -> None:
+    def send(self, tracked: _Tracked, number: int, message: Message) -> bool:
+        """Hand `message` (line `number`) to the client; False if the run stopped first."""
         if self.pacer is not None:
             self.pacer.wait()
         while True:
@@ -832,13 +835,14 @@ class Importer:
         entry = [number, False]
         with self.cond:
             if self.stop_reason is not None:
-                return
+                return False
             tracked.pending.append(entry)
             # Known before the client has it: its answer may come at once.
             self.outstanding[message.message_id] = (tracked, entry)
         self.counts.sent += 1
         self.counts.sent_by_type[message.type] += 1
         dispatch(self.client, message)
+        return True
 
     def room(self) -> bool:
         """Whether the reader may go on: the window emptied to its low-water mark, or stop."""
@@ -858,7 +862,7 @@ class Importer:
         elapsed = time.monotonic() - self.started
         return self.counts.delivered / elapsed if elapsed > 0 else 0.0
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, final: bool = False) -> None:
         """Save how far each input is answered, then say it (never the other way round)."""
         files: dict[int, _State] = {}
         with self.cond:
@@ -873,7 +877,7 @@ class Importer:
                 state.save()
             except OSError as exc:
                 self.note(f"cannot save the resume state {state.path}: {exc}")
-        self.progress.update(self.counts, sum(c for _, c in records), self.rate())
+        self.progress.update(self.counts, sum(c for _, c in records), self.rate(), force=final)
 
     def finish(self) -> None:
         """Wait for what is in flight (`--timeout` at most), then save the state a last time."""
@@ -895,7 +899,7 @@ class Importer:
         try:
             self.client.shutdown(0.0 if self.interrupted else 1.0)
         finally:
-            self.checkpoint()
+            self.checkpoint(final=True)
 
     # -- answers (worker thread) -------------------------------------------------
 
@@ -958,9 +962,8 @@ class Importer:
             ("sent", _n(c.sent), _by_type(c.sent_by_type)),
             ("delivered", _n(c.delivered), ""),
             ("failed", _n(c.failed), _failed_note(c)),
-            ("skipped", _n(sum(c.skipped.values())), "; ".join(
-                f"{reason} {_n(count)}" for reason, count in sorted(c.skipped.items())
-            )),
+            ("skipped", _n(sum(c.skipped.values())), ""),
+            *(("", _n(count), reason) for reason, count in sorted(c.skipped.items())),
             ("bad lines", _n(c.bad), "each one is listed above" if c.bad else ""),
             ("resumed past", _n(c.resumed), "lines done by an earlier run" if c.resumed else ""),
             ("time", f"{elapsed:.1f}s", f"{c.delivered / elapsed:,.0f} events/s"
@@ -999,7 +1002,7 @@ class Importer:
         users = sorted(self.users)
         shown = ", ".join(users[:USERS_SHOWN])
         more = f" and {_n(len(users) - USERS_SHOWN)} more" if len(users) > USERS_SHOWN else ""
-        print(f"Users touched: {_n(len(users))}" + (f": {shown}{more}" if users else ""),
+        print(f"Users touched: {_n(len(users))}" + (f" ({shown}{more})" if users else ""),
               file=self.out)  # fmt: skip
         return EXIT_USAGE if c.bad else EXIT_OK
 
