@@ -877,7 +877,8 @@ class Importer:
                 state.save()
             except OSError as exc:
                 self.note(f"cannot save the resume state {state.path}: {exc}")
-        self.progress.update(self.counts, sum(c for _, c in records), self.rate(), force=final)
+        if not self.args.dry_run:
+            self.progress.update(self.counts, sum(c for _, c in records), self.rate(), force=final)
 
     def finish(self) -> None:
         """Wait for what is in flight (`--timeout` at most), then save the state a last time."""
