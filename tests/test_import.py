@@ -472,3 +472,39 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
     bar.close()
     assert isinstance(bar, _BarProgress)
     assert type(_progress(io.StringIO(), 5.0, 100)) is _PlainProgress
+
+
+def test_a_truncated_gzip_is_reported_and_the_next_file_still_goes(
+    courier: DevServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A download cut short: its lines up to the cut are sent, the cut is a bad line,
+    and the following file is imported."""
+    whole = gzip.compress(b"\n".join(orjson.dumps(identify(i)) for i in range(2_000)))
+    (tmp_path / "a.json.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "b.json").write_bytes(orjson.dumps(identify(5_000)))
+
+    code, out = run("import", str(tmp_path / "a.json.gz"), str(tmp_path / "b.json"),
+                    *connection(courier))  # fmt: skip
+
+    assert code == 2
+    assert "bad line: cannot read on: Compressed file ended" in capsys.readouterr().err
+    assert row(out, "bad lines").startswith("1 ")
+    assert f"user-{5_000 % USERS}" in courier.profiles()  # from b.json
+    assert 0 < len(courier.profiles()) < 1_000
+
+
+def test_a_message_courier_refuses_is_failed_and_not_sent_again(
+    courier: DevServer, tmp_path: Path
+) -> None:
+    """A 400 is an answer: counted failed (exit 1), and the saved count passes its line,
+    since sending it again would be refused again."""
+    path = tmp_path / "e.json"
+    path.write_bytes(b"\n".join(orjson.dumps(identify(i)) for i in range(10)))
+    courier.set_faults(Faults(fail_message_ids="^id-4$", fail_with=400))
+
+    code, out = run("import", str(path), "--route", "segment", *connection(courier))
+
+    assert code == 1
+    assert row(out, "failed") == "1 refused by Courier 1"
+    state = orjson.loads((tmp_path / ".e.json.import-state.json").read_bytes())
+    assert state["inputs"][0]["lines_done"] == 10
