@@ -26,6 +26,7 @@ import io
 import os
 import signal
 import sys
+import textwrap
 import threading
 import time
 import zlib
@@ -487,10 +488,10 @@ class _PlainProgress:
         if not force and now - self._last < self._every:
             return
         self._last = now
+        # Short enough for a terminal: lines read and done (confirmed), then messages.
         self.say(
-            f"import: {_n(counts.lines)} lines read, {_n(counts.sent)} sent, "
-            f"{_n(counts.delivered)} delivered, {_n(counts.failed)} failed, "
-            f"{_n(counts.bad)} bad; {_n(confirmed)} lines confirmed; {rate:,.0f} events/s"
+            f"lines {_n(counts.lines)} read, {_n(confirmed)} done; sent {_n(counts.sent)}, "
+            f"delivered {_n(counts.delivered)}, failed {_n(counts.failed)}; {rate:,.0f}/s"
         )
 
     def advance(self, consumed: int) -> None:
@@ -763,7 +764,7 @@ class Importer:
         if saved.get("complete"):
             self.note(f"{item.name}: already imported ({_n(done)} lines); skipping it")
         elif done:
-            self.note(f"{item.name}: resuming after line {_n(done)} (done by an earlier run)")
+            self.note(f"{item.name}: resuming after line {_n(done)} (done before)")
         return done
 
     def one_line(self, tracked: _Tracked, number: int, line: bytes) -> bool:
@@ -775,7 +776,7 @@ class Importer:
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            self.bad(name, number, f"not valid JSON ({exc})")
+            self.bad(name, number, f"not valid JSON ({exc.msg})")
             return True
         if not isinstance(data, dict):
             self.bad(name, number, "not a JSON object")
@@ -881,25 +882,36 @@ class Importer:
             self.progress.update(self.counts, sum(c for _, c in records), self.rate(), force=final)
 
     def finish(self) -> None:
-        """Wait for what is in flight (`--timeout` at most), then save the state a last time."""
+        """Wait for what is in flight, then save the state a last time.
+
+        Every message ends, delivered or failed, within the client's retry policy:
+        the wait has no deadline of its own, but for `--timeout` after Ctrl-C.
+        """
         a = self.args
-        deadline = time.monotonic() + a.timeout
-        noted = False
-        while not a.dry_run and self.outstanding and time.monotonic() < deadline:
-            if self.interrupted and not noted:
-                noted = True
+        deadline: float | None = None
+        while not a.dry_run and self.outstanding:
+            if self.interrupted and deadline is None:
+                deadline = time.monotonic() + a.timeout
                 self.note(
-                    f"stopping: waiting up to {deadline - time.monotonic():.0f}s for "
-                    f"{_n(len(self.outstanding))} messages in flight (Ctrl-C again to stop at once)"
+                    f"stopped reading; waiting up to {a.timeout:g}s for "
+                    f"{_n(len(self.outstanding))} messages in flight"
                 )
+                self.note("Ctrl-C again to stop at once")
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             with self.cond:
                 self.waiting_for = self.all_answered
-                self.cond.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+                self.cond.wait(0.25)
                 self.waiting_for = None
             self.maybe_checkpoint()
         try:
             self.client.shutdown(0.0 if self.interrupted else 1.0)
         finally:
+            with self.cond:
+                # Reports the client has not made by now will not be waited for: they
+                # are not delivered, and their lines wait for the next run.
+                self.counts.not_delivered += len(self.outstanding)
+                self.outstanding.clear()
             self.checkpoint(final=True)
 
     # -- answers (worker thread) -------------------------------------------------
@@ -943,7 +955,7 @@ class Importer:
     # -- saying things -----------------------------------------------------------
 
     def note(self, text: str) -> None:
-        self.progress.say(f"courier-analytics import: {text}")
+        self.progress.say(f"import: {text}")
 
     def usage(self, text: str) -> int:
         print(f"courier-analytics import: {text}", file=self.err)
@@ -973,10 +985,10 @@ class Importer:
         print(f"courier-analytics import: {_n(c.lines)} lines read", file=self.out)
         _table(self.out, rows)
         if c.skipped and any(reason.startswith("track") for reason in c.skipped):
-            print(f"Tracks were not sent: {TRACK_WARNING}.", file=self.out)
+            print(_wrap(f"Tracks were not sent: {TRACK_WARNING}."), file=self.out)
         unsent = c.sent - c.delivered
         if self.stop_reason is not None and self.stop_reason != "interrupted":
-            print(f"Stopped: {self.stop_reason}", file=self.out)
+            print(_wrap(f"Stopped: {self.stop_reason}"), file=self.out)
         if self.interrupted or unsent:
             print(
                 "Run the same command again to go on from the last line Courier answered.",
@@ -1003,9 +1015,14 @@ class Importer:
         users = sorted(self.users)
         shown = ", ".join(users[:USERS_SHOWN])
         more = f" and {_n(len(users) - USERS_SHOWN)} more" if len(users) > USERS_SHOWN else ""
-        print(f"Users touched: {_n(len(users))}" + (f" ({shown}{more})" if users else ""),
-              file=self.out)  # fmt: skip
+        touched = f"Users touched: {_n(len(users))}" + (f" ({shown}{more})" if users else "")
+        print(_wrap(touched), file=self.out)
         return EXIT_USAGE if c.bad else EXIT_OK
+
+
+def _wrap(text: str) -> str:
+    """`text` in lines that fit a terminal."""
+    return textwrap.fill(text, width=78, subsequent_indent="  ", break_on_hyphens=False)
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
