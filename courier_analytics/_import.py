@@ -585,8 +585,7 @@ class Importer:
         a = self.args
         since = a.since.isoformat() if a.since else "-"
         until = a.until.isoformat() if a.until else "-"
-        client = self.client
-        where = client.options.resolved_base_url() if client is not None else "-"
+        where = self.client.options.resolved_base_url()
         return (
             f"route={self.route} types={','.join(sorted(self.types))} since={since} "
             f"until={until} user={a.user or '-'} to={where}"
