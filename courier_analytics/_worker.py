@@ -166,6 +166,9 @@ class Worker:
         self._task_keys = itertools.count()
         # With a spool, messages are written ahead to it (see `_spool/_journal.py`).
         self.journal: Journal | None = None if spool is None else Journal(self, spool)
+        # With a spool, a call wakes the worker when this many wait to be committed,
+        # so a burst is committed at once instead of overflowing the queue.
+        self._wake_at = -1 if self.journal is None else self.journal.burst
 
     # ----------------------------------------------------------------- producer side
 
@@ -218,7 +221,7 @@ class Worker:
                     self.queue.pop()  # ours: no worker runs to have taken it
                     self._done.pop(id(message), None)
                     raise
-            elif self._sleeping:
+            elif self._sleeping or len(self.queue) == self._wake_at:
                 self._wake()
             return True
 

@@ -100,6 +100,8 @@ class Journal:
         self._full_logged = False
         self._used = 0  # bytes the spool used at the last look, plus what was added
         self._timer: asyncio.TimerHandle | None = None
+        #: Messages queued at which a commit is made at once, window or not.
+        self.burst = max(1, min(BATCH, worker.max_queue_size // 2))
         #: Messages made by this client in the spool now.
         self.spooled = 0
         #: Messages taken over from other processes (or clients) that stopped or died.
@@ -145,7 +147,7 @@ class Journal:
         now = time.monotonic()
         if worker.queue:
             if now >= self._last_write + self._settings.commit_interval or (
-                len(worker.queue) >= BATCH
+                len(worker.queue) >= self.burst
             ):
                 self._commit(now)
             elif self._timer is None:
@@ -446,7 +448,10 @@ class Journal:
         """Wake the worker at `when` (monotonic): a commit or a batch is due then."""
         if self._timer is not None or self._closing:
             return
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the worker's loop (tests drive it by hand)
+            return
         self._timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._due)
 
     def _due(self) -> None:
