@@ -19,6 +19,7 @@ import orjson
 from courier_analytics._client import Client
 from courier_analytics._errors import NotDeliveredError
 from courier_analytics._messages import Message
+from courier_analytics._spool import _cli as spool_cli
 from courier_analytics._version import __version__
 
 __all__ = ["main"]
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--user-id", help="who did it")
     track.add_argument("--anonymous-id", help="an anonymous id, when there is no user id")
     _add_connection_arguments(track)
+    spool_cli.add_commands(commands, _add_connection_arguments)
     return parser
 
 
@@ -113,6 +115,8 @@ def _main(argv: Sequence[str] | None, out: TextIO) -> int:
         from courier_analytics._demo import run_demo
 
         return run_demo(route=args.route, out=out, keep_running=args.keep_running)
+    if args.command in spool_cli.COMMANDS:
+        return spool_cli.run(args, out)
     return _send_one(args, out)
 
 

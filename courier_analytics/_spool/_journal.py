@@ -100,6 +100,10 @@ class Journal:
         self._full_logged = False
         self._used = 0  # bytes the spool used at the last look, plus what was added
         self._timer: asyncio.TimerHandle | None = None
+        # Relay once: every parked message is due now, but those parked again in this
+        # run wait for their time (else they would be retried without pause).
+        self._eager = False
+        self._parked_now: set[int] = set()
         #: Messages queued at which a commit is made at once, window or not.
         self.burst = max(1, min(BATCH, worker.max_queue_size // 2))
         #: Messages made by this client in the spool now.
@@ -110,6 +114,11 @@ class Journal:
         self.dropped = 0
         #: Messages left in the spool when the worker stopped (still pending).
         self.left = 0
+
+    def retry_everything_now(self) -> None:
+        """Treat every parked message as due now, once each (`relay --once`)."""
+        self._eager = True
+        self._backlog = True
 
     @property
     def waiting(self) -> bool:
@@ -196,6 +205,8 @@ class Journal:
         due = min(now + wait, expires)
         self._to_park.append((key, due, 1))
         self._next_due = min(self._next_due, due)
+        if self._eager:
+            self._parked_now.add(key)
         # It leaves memory but stays pending: counted in held again (its lane's end
         # takes one off).
         self._worker.held += 1
@@ -347,7 +358,7 @@ class Journal:
             return
         now = self._clock()
         try:
-            claimed = self._backend.claim(room, now, self._take)
+            claimed = self._backend.claim(room, math.inf if self._eager else now, self._take)
             if len(claimed) < room:
                 self._backlog = False
                 due = self._backend.next_due(now)
@@ -372,6 +383,8 @@ class Journal:
 
     def _take(self, key: int, message: Message) -> bool:
         """Whether a due parked message may go: not while its user's barrier waits."""
+        if self._eager and key in self._parked_now:
+            return False
         blocker = self._blocked.get(message.recipient)
         if blocker is None:
             return True

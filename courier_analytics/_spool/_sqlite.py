@@ -337,6 +337,21 @@ class SqliteBackend:
             db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
         return released
 
+    def inspect(self, now: float) -> SpoolStatus:
+        """`status` of an existing file, without registering as an owner or changing it."""
+        if not os.path.exists(self.path):
+            raise SpoolError(f"there is no spool at {self.path!r}")
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open the spool {self.path!r}: {exc}") from exc
+        self._db = db
+        _opened[id(db)] = db
+        try:
+            return self.status(now)
+        finally:
+            self.close()
+
     def status(self, now: float) -> SpoolStatus:
         """What the file holds, for `courier-analytics spool status`."""
         with self._write() as db:

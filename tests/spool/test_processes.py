@@ -7,7 +7,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,10 +14,10 @@ import pytest
 
 from courier_analytics import Client, RetryPolicy
 from courier_analytics._messages import _made
-from courier_analytics._spool._sqlite import SqliteBackend
 from courier_analytics.devserver import DevServer, Faults
 
 from .conftest import KEY
+from .helpers import status
 
 PRODUCER = Path(__file__).with_name("producer.py")
 #: Instant in-memory retries that give up at once: what fails waits in the spool.
@@ -68,16 +67,6 @@ def by_producer(server: DevServer) -> dict[str, set[int]]:
     return seen
 
 
-def spool_messages(path: Path) -> int:
-    backend = SqliteBackend(str(path), owner="reader", lease=60)
-    backend.open()
-    try:
-        backend.release()
-        return backend.status(time.time()).messages
-    finally:
-        backend.close()
-
-
 def test_several_processes_share_one_spool(tmp_path: Path, server: DevServer) -> None:
     """Three live processes on one file deliver everything once each, and empty it."""
     spool = tmp_path / "spool.db"
@@ -90,7 +79,7 @@ def test_several_processes_share_one_spool(tmp_path: Path, server: DevServer) ->
     seen = delivered(server)
     assert len(seen) == 4500
     assert sum(seen.values()) == 4500  # no duplicates among live processes
-    assert spool_messages(spool) == 0
+    assert status(spool).messages == 0
 
 
 @pytest.mark.parametrize("weather", ["answering", "slow", "down"])
@@ -126,7 +115,7 @@ def test_sigkill_loses_only_what_was_not_committed(
     for name, numbers in by_producer(server).items():
         # Commits keep the order of calls: what a SIGKILL lost is the latest calls only.
         assert numbers == set(range(len(numbers))), name
-    assert spool_messages(spool) == 0
+    assert status(spool).messages == 0
 
 
 def test_a_forked_child_uses_its_own_connection(tmp_path: Path, server: DevServer) -> None:
@@ -154,4 +143,4 @@ def test_a_forked_child_uses_its_own_connection(tmp_path: Path, server: DevServe
     assert os.waitstatus_to_exitcode(status) == 0
     client.shutdown(10)
     assert len(delivered(server)) == 60
-    assert spool_messages(spool) == 0
+    assert status(spool).messages == 0

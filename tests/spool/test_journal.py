@@ -13,7 +13,7 @@ from courier_analytics._spool import Settings
 from courier_analytics._spool._journal import Journal
 from courier_analytics._worker import Worker
 
-from .test_spool import status, track
+from .helpers import status, track
 
 
 class StubWorker:

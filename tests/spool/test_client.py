@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from client.fakes import FakeCourier, Reports, accept, balanced, make_client
 
 import courier_analytics
 from courier_analytics import (
@@ -19,40 +20,11 @@ from courier_analytics import (
     RetriesExhaustedError,
     RetryPolicy,
 )
-from courier_analytics._messages import Message
-from courier_analytics._spool import SpoolStatus
-from courier_analytics._spool._sqlite import SqliteBackend
 
-from .fakes import FakeCourier, Reports, accept, balanced, make_client
+from .helpers import leave, status, track
 
 #: One retry, no wait: a message's in-memory retries run out at once.
 ONE_RETRY = RetryPolicy(max_retries=1, initial_wait=0, max_wait=0, max_time=None)
-
-
-def status(path: Path) -> SpoolStatus:
-    """What the spool file holds, read as `courier-analytics spool status` does."""
-    backend = SqliteBackend(str(path), owner="reader", lease=60)
-    backend.open()
-    try:
-        backend.release()  # the reader owns nothing and holds no lease
-        return backend.status(time.time())
-    finally:
-        backend.close()
-
-
-def leave(path: Path, messages: list[Message]) -> None:
-    """Commit messages as a process would that then died (its lease already over)."""
-    backend = SqliteBackend(str(path), owner="dead", lease=-1.0)
-    backend.open()
-    backend.commit(messages, time.time(), False)
-    backend.close()
-
-
-def track(n: int, user: str = "u1") -> Message:
-    """A whole-form track message numbered `n`."""
-    body = f'{{"type":"track","messageId":"m-{user}-{n}","userId":"{user}","event":"E",'
-    body += f'"properties":{{"n":{n}}},"timestamp":"2026-01-01T00:00:00.000+00:00"}}'
-    return Message("track", f"m-{user}-{n}", user, None, "E", body.encode())
 
 
 class Arrivals(FakeCourier):
