@@ -871,6 +871,14 @@ class Worker:
         assert self._lanes is not None  # set by _main()
         return self._lanes.withdraw(user)
 
+    def left_memory(self, messages: list[Message]) -> None:
+        """Messages taken from the queue left memory for the spool (or were dropped)."""
+        self._bytes_freed += sum(len(message._data) for message in messages)
+
+    def back_in_memory(self, message: Message) -> None:
+        """A message claimed from the spool is held in memory again (`max_queue_bytes`)."""
+        self._bytes_freed -= len(message._data)
+
     def report(self, error: BaseException, message: Message) -> None:
         """Pass a message's failure to the client (`on_error`, events)."""
         self._report(error, message)

@@ -21,7 +21,6 @@ from typing import Any, TextIO
 
 import orjson
 
-from courier_analytics._client import Client
 from courier_analytics._errors import CourierAnalyticsError
 from courier_analytics._messages import Message
 from courier_analytics._spool import SpoolError, SpoolStatus, parse_spool
@@ -158,6 +157,8 @@ def _duration(seconds: float) -> str:
 
 
 def _relay(path: str, args: argparse.Namespace, out: TextIO) -> int:
+    from courier_analytics._cli import client_for  # it imports this module
+
     failures: list[BaseException] = []
 
     def on_error(error: BaseException, message: Message) -> None:
@@ -168,15 +169,7 @@ def _relay(path: str, args: argparse.Namespace, out: TextIO) -> int:
     except SpoolError:
         total = 0  # made when the relay opens it
     try:
-        client = Client(
-            api_key=args.api_key,
-            base_url=args.base_url,
-            region=args.region,
-            route=args.route,
-            spool=path,
-            on_error=on_error,
-            flush_at_exit=False,
-        )
+        client = client_for(args, on_error, spool=path)
     except (TypeError, ValueError) as exc:
         print(f"courier-analytics: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -209,7 +209,7 @@ class Journal:
         row = self._pop_row(message)
         if row is None:
             return ""
-        key, mine, made_at, tries = row
+        key, mine, made_at, _tries = row
         now = self._clock()
         expires = made_at + self._settings.max_age
         if now >= expires or self._closing:
@@ -323,6 +323,7 @@ class Journal:
         if parked_keys:
             self._parked += len(parked_keys)
             self._backlog = True
+            worker.left_memory(parked)
         rows, add = self._rows, worker.add_to_lanes
         for message, key in zip(held, keys, strict=True):
             row = (key, True, wall, 0)
@@ -339,6 +340,7 @@ class Journal:
                 kept.append(message)
                 continue
             self._worker.held -= 1
+            self._worker.left_memory([message])
             self.dropped += 1
             error = QueueFullError(
                 f"{message.type} {message.message_id} dropped: the spool is full "
@@ -409,6 +411,7 @@ class Journal:
                     self.recovered += 1
                 worker.held += 1
             self._add_row(rows, entry.message, (entry.key, mine, entry.made_at, entry.tries))
+            worker.back_in_memory(entry.message)
             worker.add_to_lanes(entry.message)
 
     def _take(self, key: int, message: Message) -> bool:
@@ -433,6 +436,7 @@ class Journal:
                 continue
             self._to_park.append((row[0], 0.0, 0))
             self._parked += 1
+            self._worker.left_memory([message])
 
     def _write_done(self, now: float) -> None:
         """Write the batches of parked and answered messages."""

@@ -160,6 +160,7 @@ def test_a_long_outage_holds_no_memory_and_loses_nothing(tmp_path: Path) -> None
         assert client.flush(60)  # returns once every message waits in the spool
         assert client._worker.held == journal._parked  # none of them in memory
         assert not journal._rows
+        assert client._worker.held_bytes == 0  # so max_queue_bytes drops none
     stats = client.stats
     assert (stats.failed, stats.dropped, stats.pending) == (0, 0, 12_000)
     tried = len(courier.requests)

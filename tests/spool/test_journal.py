@@ -37,6 +37,12 @@ class StubWorker:
     def withdraw(self, user: str) -> list[Message]:
         return self.lanes.withdraw(user)
 
+    def left_memory(self, messages: list[Message]) -> None:
+        pass
+
+    def back_in_memory(self, message: Message) -> None:
+        pass
+
     def report(self, error: BaseException, message: Message) -> None:
         self.reports.append(error)
 
