@@ -105,8 +105,8 @@ def test_sigkill_loses_only_what_was_not_committed(
     server.set_faults(Faults())
     client = Client(api_key=KEY, base_url=server.base_url, spool=spool, retry=BRIEF)
     try:
-        assert server.wait_for(lambda: committed <= set(delivered(server)), timeout=120)
-        assert client.flush(30)
+        assert server.wait_for(lambda: committed <= set(delivered(server)), timeout=300)
+        assert client.flush(120)
     finally:
         client.shutdown(10)
     assert client.stats.recovered == left
