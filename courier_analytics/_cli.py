@@ -1,8 +1,8 @@
-"""The `courier-analytics` command: the local stand-in, one-off calls, and the demo.
+"""The `courier-analytics` command: the local stand-in, one-off calls, the demo, imports.
 
 Exit codes: 0 success; 1 a message was not delivered; 2 bad usage or bad input;
-141 the output was closed early (`courier-analytics demo | head`), as for tools
-that SIGPIPE ends.
+130 interrupted by Ctrl-C (`import`: run it again to resume); 141 the output was
+closed early (`courier-analytics demo | head`), as for tools that SIGPIPE ends.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import orjson
 
 from courier_analytics._client import Client
 from courier_analytics._errors import NotDeliveredError
+from courier_analytics._import import add_arguments as add_import_arguments
 from courier_analytics._messages import Message
+from courier_analytics._spool import _cli as spool_cli
 from courier_analytics._version import __version__
 
 __all__ = ["main"]
@@ -87,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--user-id", help="who did it")
     track.add_argument("--anonymous-id", help="an anonymous id, when there is no user id")
     _add_connection_arguments(track)
+
+    history = commands.add_parser(
+        "import",
+        help="send Segment's archived messages (JSON lines, plain or gzipped) to Courier",
+        description="Send Segment-spec messages from exports (S3, Cloud Storage) to Courier: "
+        "identifies by default; each keeps its messageId and timestamp; Ctrl-C, then the "
+        "same command again, goes on where it stopped.",
+    )
+    add_import_arguments(history)
+    _add_connection_arguments(history)
+    spool_cli.add_commands(commands, _add_connection_arguments)
     return parser
 
 
@@ -113,6 +126,12 @@ def _main(argv: Sequence[str] | None, out: TextIO) -> int:
         from courier_analytics._demo import run_demo
 
         return run_demo(route=args.route, out=out, keep_running=args.keep_running)
+    if args.command == "import":
+        from courier_analytics._import import run as run_import
+
+        return run_import(args, out)
+    if args.command in spool_cli.COMMANDS:
+        return spool_cli.run(args, out)
     return _send_one(args, out)
 
 
@@ -129,6 +148,21 @@ def _dev(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def client_for(
+    args: argparse.Namespace, on_error: Callable[[BaseException, Message], None], **options: Any
+) -> Client:
+    """A client with the command's connection options (`_add_connection_arguments`)."""
+    return Client(
+        api_key=args.api_key,
+        base_url=args.base_url,
+        region=args.region,
+        route=args.route,
+        on_error=on_error,
+        flush_at_exit=False,
+        **options,
+    )
+
+
 def _send_one(args: argparse.Namespace, out: TextIO) -> int:
     failures: list[BaseException] = []
 
@@ -136,14 +170,7 @@ def _send_one(args: argparse.Namespace, out: TextIO) -> int:
         failures.append(error)
 
     try:
-        client = Client(
-            api_key=args.api_key,
-            base_url=args.base_url,
-            region=args.region,
-            route=args.route,
-            on_error=on_error,
-            flush_at_exit=False,
-        )
+        client = client_for(args, on_error)
         call: Callable[[], str]
         if args.command == "identify":
             call = lambda: client.identify(args.user, args.traits)  # noqa: E731
