@@ -435,9 +435,9 @@ class Pacer:
     def wait(self) -> None:
         """Return when the next event may go."""
         now = self._clock()
-        # After a stall (a full window, a slow server) start afresh instead of
-        # catching up in a burst.
-        if self._next is None or now - self._next > 1.0:
+        # Behind time (a stall: a full window, a slow server; or a sleep that
+        # overslept) start afresh: catching up would send a burst above the rate.
+        if self._next is None or now > self._next:
             self._next = now
         ahead = self._next - now
         if ahead >= self.MIN_SLEEP_S:

@@ -510,3 +510,20 @@ def test_a_message_courier_refuses_is_failed_and_not_sent_again(
     assert row(out, "failed") == "1 refused by Courier 1"
     state = orjson.loads((tmp_path / ".e.json.import-state.json").read_bytes())
     assert state["inputs"][0]["lines_done"] == 10
+
+
+def test_pacer_sends_no_burst_after_a_short_stall() -> None:
+    """--rate N: after a stall under a second, no second holds more than N events."""
+    now = [0.0]
+    sent: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    pacer = Pacer(8, clock=lambda: now[0], sleep=sleep)
+    for i in range(30):
+        if i == 5:
+            now[0] += 0.75  # the window was full, the server slow
+        pacer.wait()
+        sent.append(now[0])
+    assert max(sum(1 for t in sent if start <= t < start + 1) for start in sent) <= 8
