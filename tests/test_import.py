@@ -512,6 +512,25 @@ def test_a_message_courier_refuses_is_failed_and_not_sent_again(
     assert state["inputs"][0]["lines_done"] == 10
 
 
+def test_a_small_input_appended_to_resumes_after_its_old_lines(
+    courier: DevServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An input smaller than the hashed head, grown since, resumes instead of starting over."""
+    path = tmp_path / "e.json"
+    path.write_bytes(b"".join(orjson.dumps(identify(i)) + b"\n" for i in range(3)))
+    assert run("import", str(path), *connection(courier))[0] == 0
+    with path.open("ab") as file:
+        file.write(b"".join(orjson.dumps(identify(i)) + b"\n" for i in range(3, 5)))
+    courier.reset()
+
+    code, out = run("import", str(path), *connection(courier))
+
+    assert code == 0
+    assert "e.json: resuming after line 3 (done before)" in capsys.readouterr().err
+    assert row(out, "sent") == "2 identify 2"
+    assert sorted(courier.profiles()) == ["user-3", "user-4"]
+
+
 def test_pacer_sends_no_burst_after_a_short_stall() -> None:
     """--rate N: after a stall under a second, no second holds more than N events."""
     now = [0.0]
