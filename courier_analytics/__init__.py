@@ -17,7 +17,9 @@ not ignored: the next call builds a new default client with it.
 
 from __future__ import annotations
 
-from courier_analytics import _default, _options
+import os
+
+from courier_analytics import _default, _options, _spool
 from courier_analytics._client import Client, Stats
 from courier_analytics._default import (
     add_source_middleware,
@@ -131,6 +133,10 @@ exit_timeout: float = 5.0
 flush_timeout: float = 30.0
 max_message_bytes: int = MAX_REQUEST_BYTES
 allow_insecure_http: bool = False
+spool: str | os.PathLike[str] | None = None
+spool_max_age: float = _spool.DEFAULT_MAX_AGE
+spool_max_bytes: int = _spool.DEFAULT_MAX_BYTES
+spool_commit_interval: float = _spool.DEFAULT_COMMIT_INTERVAL
 
 identify = proxy(Client.identify)
 track = proxy(Client.track)

@@ -20,6 +20,7 @@ from courier_analytics._client import Client
 from courier_analytics._errors import NotDeliveredError
 from courier_analytics._import import add_arguments as add_import_arguments
 from courier_analytics._messages import Message
+from courier_analytics._spool import _cli as spool_cli
 from courier_analytics._version import __version__
 
 __all__ = ["main"]
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_import_arguments(history)
     _add_connection_arguments(history)
+    spool_cli.add_commands(commands, _add_connection_arguments)
     return parser
 
 
@@ -128,6 +130,8 @@ def _main(argv: Sequence[str] | None, out: TextIO) -> int:
         from courier_analytics._import import run as run_import
 
         return run_import(args, out)
+    if args.command in spool_cli.COMMANDS:
+        return spool_cli.run(args, out)
     return _send_one(args, out)
 
 
@@ -144,6 +148,21 @@ def _dev(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def client_for(
+    args: argparse.Namespace, on_error: Callable[[BaseException, Message], None], **options: Any
+) -> Client:
+    """A client with the command's connection options (`_add_connection_arguments`)."""
+    return Client(
+        api_key=args.api_key,
+        base_url=args.base_url,
+        region=args.region,
+        route=args.route,
+        on_error=on_error,
+        flush_at_exit=False,
+        **options,
+    )
+
+
 def _send_one(args: argparse.Namespace, out: TextIO) -> int:
     failures: list[BaseException] = []
 
@@ -151,14 +170,7 @@ def _send_one(args: argparse.Namespace, out: TextIO) -> int:
         failures.append(error)
 
     try:
-        client = Client(
-            api_key=args.api_key,
-            base_url=args.base_url,
-            region=args.region,
-            route=args.route,
-            on_error=on_error,
-            flush_at_exit=False,
-        )
+        client = client_for(args, on_error)
         call: Callable[[], str]
         if args.command == "identify":
             call = lambda: client.identify(args.user, args.traits)  # noqa: E731

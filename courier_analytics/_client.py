@@ -51,6 +51,7 @@ from courier_analytics._routes import (
     SegmentRoute,
 )
 from courier_analytics._scope import Frame, commit, current_frame
+from courier_analytics._spool import DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
 from courier_analytics._transport import AnyTransport, Sender, make_sender
 from courier_analytics._worker import Worker, WorkerUnavailable
 
@@ -87,7 +88,12 @@ class Stats:
             dropped by a plugin or source middleware, turned away by their
             `integrations` (`{"Courier": False}`, `{"All": False}`), or made in a
             scope with `on_missing_identity="skip"` that knew no user.
-        pending: Messages queued or being delivered right now.
+        pending: Messages queued, being delivered, or waiting in the spool right now.
+        spooled: Messages made by this client that are in its spool now (with a
+            `spool`; they are also in `pending`, or about to leave it).
+        recovered: Messages this client took over from the spool, left there by a
+            process (or client) that died or stopped; each ends in `delivered` or
+            `failed`, or is still `pending`.
     """
 
     made: int
@@ -98,17 +104,19 @@ class Stats:
     dropped: int
     skipped: int
     pending: int
+    spooled: int = 0
+    recovered: int = 0
 
     @property
     def unaccounted(self) -> int:
-        """`made - (delivered + failed + dropped + skipped + pending)`: 0 when quiet.
+        """`made + recovered - (delivered + failed + dropped + skipped + pending)`: 0 when quiet.
 
         Nonzero only for an instant while a message moves between two counters;
         after [`Client.flush`][courier_analytics.Client.flush] it is always 0. Anything else is a
         bug.
         """
         settled = self.delivered + self.failed + self.dropped + self.skipped + self.pending
-        return self.made - settled
+        return self.made + self.recovered - settled
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -214,6 +222,16 @@ class Client:
             [`shutdown`][courier_analytics.Client.shutdown].
         max_message_bytes: Largest encoded message accepted at the call.
         allow_insecure_http: Allow a plain `http://` base URL to another host.
+        spool: A file path or `sqlite:///path`: write messages ahead to a durable
+            spool (SQLite), so a crash, a SIGKILL, a deploy or a Courier outage
+            loses nothing; `None` (the default) keeps them in memory only. Defaults
+            to `COURIER_ANALYTICS_SPOOL`. See the Durable delivery page.
+        spool_max_age: Seconds a message waits in the spool, retried with backoff
+            through an outage, before it fails (default 4 hours).
+        spool_max_bytes: The most the spool may hold (default 1 GiB); beyond it new
+            messages are dropped, counted and reported.
+        spool_commit_interval: Seconds between two commits to the spool under load
+            (default 0.02): the most a SIGKILL can lose is what was made in that time.
 
     Raises:
         ConfigurationError: An option is invalid, or no API key is set while `send`.
@@ -248,6 +266,10 @@ class Client:
         flush_timeout: float = 30.0,
         max_message_bytes: int = MAX_REQUEST_BYTES,
         allow_insecure_http: bool = False,
+        spool: str | os.PathLike[str] | None = None,
+        spool_max_age: float = DEFAULT_MAX_AGE,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     ) -> None:
         options = Options(
             api_key=api_key,
@@ -276,6 +298,10 @@ class Client:
             flush_timeout=flush_timeout,
             max_message_bytes=max_message_bytes,
             allow_insecure_http=allow_insecure_http,
+            spool=spool,
+            spool_max_age=spool_max_age,
+            spool_max_bytes=spool_max_bytes,
+            spool_commit_interval=spool_commit_interval,
         )
         self._plugins = Plugins()
         self._events = Emitter()
@@ -331,7 +357,10 @@ class Client:
             events=self._events,
             strict_order=options.ordering == "strict",
             new_loop=_loop_factory(options.event_loop),
+            spool=options.spool_settings(),
         )
+        if self._worker.journal is not None and options.send:
+            self._worker.start()  # deliver what a process that died left in the spool
 
     def _make_sender(self) -> Sender:
         options = self._options
@@ -361,6 +390,9 @@ class Client:
             self._made_reads += 1
             dropped, skipped = self._dropped, self._skipped
             cancelled = self._cancelled
+        journal = worker.journal
+        if journal is not None:
+            dropped += journal.dropped  # the spool was full
         return Stats(
             made=made,
             queued=made - dropped - skipped - cancelled,
@@ -370,6 +402,8 @@ class Client:
             dropped=dropped,
             skipped=skipped,
             pending=worker.pending,
+            spooled=0 if journal is None else journal.spooled,
+            recovered=0 if journal is None else journal.recovered,
         )
 
     # ------------------------------------------------------------------ the calls

@@ -106,6 +106,15 @@ class Lanes:
             lane.in_flight -= 1
         self._advance_or_drop(message.recipient, lane)
 
+    def withdraw(self, key: str) -> list[Message]:
+        """Remove and return a user's messages not yet released (they wait elsewhere now)."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            return []
+        taken = list(lane.waiting)
+        lane.waiting.clear()
+        return taken
+
     def drain(self) -> Iterator[Message]:
         """Remove and yield every message not yet released (the worker is stopping)."""
         lanes, self._lanes = self._lanes, {}

@@ -15,6 +15,13 @@ from courier_analytics._errors import ConfigurationError
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
+from courier_analytics._spool import (
+    DEFAULT_COMMIT_INTERVAL,
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_BYTES,
+    parse_spool,
+)
+from courier_analytics._spool import Settings as SpoolSettings
 from courier_analytics._transport import AnyTransport, is_loopback
 
 __all__ = [
@@ -238,6 +245,10 @@ class Options:
     flush_timeout: float = attrs.field(default=30.0, validator=_positive)
     max_message_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, validator=_whole)
     allow_insecure_http: bool = False
+    spool: str | os.PathLike[str] | None = None
+    spool_max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
+    spool_max_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=_whole)
+    spool_commit_interval: float = attrs.field(default=DEFAULT_COMMIT_INTERVAL, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.send and not self.resolved_api_key():
@@ -267,6 +278,25 @@ class Options:
             raise ConfigurationError(f"max_retries must be >= 0, not {self.max_retries}")
         if self.max_retry_time is not None and self.max_retry_time < 0:
             raise ConfigurationError("max_retry_time must be >= 0 or None")
+        self.spool_settings()  # a bad spool setting raises here, naming its source
+
+    def spool_settings(self) -> SpoolSettings | None:
+        """The spool to use: `spool`, else `COURIER_ANALYTICS_SPOOL`; None for none."""
+        if self.spool is not None:
+            path = parse_spool(self.spool, "spool")
+        elif os.environ.get("COURIER_ANALYTICS_SPOOL"):
+            source = "the COURIER_ANALYTICS_SPOOL environment variable"
+            path = parse_spool(os.environ["COURIER_ANALYTICS_SPOOL"], source)
+        else:
+            return None
+        if path is None:
+            return None
+        return SpoolSettings(
+            path,
+            max_age=self.spool_max_age,
+            max_bytes=self.spool_max_bytes,
+            commit_interval=self.spool_commit_interval,
+        )
 
     def _api_key_and_source(self) -> tuple[object, str]:
         for value, source in (

@@ -43,7 +43,7 @@ import httpx
 
 from courier_analytics import _outcomes
 from courier_analytics._concurrency import Concurrency
-from courier_analytics._errors import DeliveryError
+from courier_analytics._errors import DeliveryError, NotDeliveredError
 from courier_analytics._events import Emitter
 from courier_analytics._lanes import Lanes
 from courier_analytics._messages import Message
@@ -55,6 +55,8 @@ from courier_analytics._retry import (
     parse_retry_after,
 )
 from courier_analytics._routes import Request, Route
+from courier_analytics._spool import Settings as SpoolSettings
+from courier_analytics._spool._journal import Journal
 from courier_analytics._transport import NativeSender, Response, Sender
 
 __all__ = ["Worker", "WorkerUnavailable"]
@@ -120,6 +122,7 @@ class Worker:
         events: Emitter | None = None,
         strict_order: bool = False,
         new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        spool: SpoolSettings | None = None,
     ) -> None:
         self._make_sender = make_sender
         self._route = route
@@ -174,13 +177,24 @@ class Worker:
         # Keyed by a number of their own: one message object may be queued twice.
         self._unstarted: dict[int, tuple[Message, int, Outcome | None]] = {}
         self._task_keys = itertools.count()
+        # With a spool, messages are written ahead to it (see `_spool/_journal.py`).
+        self.journal: Journal | None = None if spool is None else Journal(self, spool)
+        # With a spool, a call wakes the worker when this many wait to be committed,
+        # so a burst is committed at once instead of overflowing the queue.
+        self._wake_at = -1 if self.journal is None else self.journal.burst
 
     # ----------------------------------------------------------------- producer side
 
     @property
     def pending(self) -> int:
-        """Messages queued or being delivered."""
-        return len(self.queue) + self.held
+        """Messages queued, being delivered, or waiting in the spool."""
+        journal = self.journal
+        return len(self.queue) + self.held + (0 if journal is None else journal.left)
+
+    @property
+    def max_queue_size(self) -> int:
+        """The most messages held in memory (with a spool: beyond it they wait there)."""
+        return self._max_queue_size
 
     @property
     def held_bytes(self) -> int:
@@ -216,7 +230,10 @@ class Worker:
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the client was shut down")
-            if len(self.queue) + self.held >= self._max_queue_size:
+            # With a spool, what the worker took is on disk or bounded by it: only the
+            # queue (not yet committed) counts here.
+            held = self.held if self.journal is None else 0
+            if len(self.queue) + held >= self._max_queue_size:
                 return False
             cost = len(message._data)
             held = self._bytes_taken - self._bytes_freed + self._wire  # held_bytes, inlined
@@ -234,7 +251,7 @@ class Worker:
                     self._bytes_taken -= cost
                     self._done.pop(id(message), None)
                     raise
-            elif self._sleeping:
+            elif self._sleeping or len(self.queue) == self._wake_at:
                 self._wake()
             return True
 
@@ -308,6 +325,13 @@ class Worker:
         if threading.current_thread() is not thread:  # never join ourselves
             thread.join(timeout)
 
+    def start(self) -> None:
+        """Start the thread now (a client with a spool delivers what it finds there)."""
+        with self._lock:
+            if self._thread is None and not self._closed:
+                with contextlib.suppress(WorkerUnavailable):  # interpreter exit: next time
+                    self._start()
+
     def _start(self) -> None:
         self._stopping = False
         # The sender (and any helper threads it starts: DNS, blocking transports) is
@@ -358,6 +382,8 @@ class Worker:
                 self._thread = None
                 stragglers = self._take_all()
             self._abandon(stragglers, "the worker failed")
+            if self.journal is not None:
+                self.journal.stop()  # what is left stays in the spool, for the next process
             self._release_idle_waiters()
 
     async def _main(self) -> None:
@@ -376,6 +402,8 @@ class Worker:
             self._concurrency = Concurrency(self._max_in_flight, time.monotonic())
             self._in_flight = 0
             self._ending = False
+            if self.journal is not None:
+                self.journal.start()
             while not self._stopping:
                 self._drain()
                 await self._sleep()
@@ -408,8 +436,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        self._sleeping = True
-        if self.queue or self._stopping:  # appended after _drain, before we slept
+        # While a spool commit is scheduled its timer wakes the worker: calls need not.
+        self._sleeping = self.journal is None or not self.journal.waiting
+        if (self.queue and self._sleeping) or self._stopping:  # appended after _drain
             self._sleeping = False
             return
         timer = loop.call_later(self._flush_interval, self._resolve_waiter)
@@ -430,16 +459,22 @@ class Worker:
         queue, lanes = self.queue, self._lanes
         if lanes is None:
             return
-        add = lanes.add
-        while queue and self.held < self._max_queue_size:
-            # held first: callers read len(queue) + held without a lock, and must
-            # never see a message in neither place.
-            self.held += 1
-            add(queue.popleft())
-            self._busy = True
+        journal = self.journal
+        if journal is not None:
+            if queue:
+                self._busy = True
+            journal.drain()  # commits, then hands to the lanes
+        else:
+            add = lanes.add
+            while queue and self.held < self._max_queue_size:
+                # held first: callers read len(queue) + held without a lock, and must
+                # never see a message in neither place.
+                self.held += 1
+                add(queue.popleft())
+                self._busy = True
         if self._ready:
             self._pump()
-        if not queue and not self.held:
+        if not queue and (not self.held or (journal is not None and journal.resting())):
             if self._busy:  # told before flush() returns, so a flush sees its handlers run
                 self._busy = False
                 if self._events.handlers:
@@ -561,6 +596,8 @@ class Worker:
 
     def _finish_lane(self, message: Message) -> None:
         """A released message is done: let its user's next messages go."""
+        if self.journal is not None:
+            self.journal.finished(message)  # its row goes (unless it was parked)
         self.held -= 1
         self._bytes_freed += len(message._data)
         if self._done:
@@ -742,6 +779,11 @@ class Worker:
     def _finish(
         self, message: Message, outcome: Outcome, attempts: int, refusal: str | None = None
     ) -> None:
+        if outcome.retry and self.journal is not None:
+            why = self.journal.park(message)  # waits in the spool for a later retry
+            if why is None:
+                return
+            refusal = why or refusal
         if outcome.delivered:
             self.delivered += 1
             if self._events.handlers:
@@ -771,6 +813,13 @@ class Worker:
             alarm: An ERROR that every message would share: logged once per client,
                 in place of a WARNING per message.
         """
+        if (
+            self._ending
+            and self.journal is not None
+            and isinstance(error, NotDeliveredError)
+            and self.journal.keep(message)
+        ):
+            return  # kept in the spool: the next process to open it delivers it
         self.failed += 1
         if alarm is None:
             logger.warning(
@@ -804,3 +853,43 @@ class Worker:
         for message in leftovers:
             self._signal_done(message)
             self._fail(message, _outcomes.not_delivered(message, reason=reason), reason)
+
+    # ---------------------------------------------------------- for the spool's journal
+
+    def add_to_lanes(self, message: Message) -> None:
+        """Hand a message taken from the queue (counted in `held`) to its user's lane."""
+        assert self._lanes is not None  # set by _main()
+        self._lanes.add(message)
+
+    def is_barrier(self, message: Message) -> bool:
+        """Whether the user's later messages wait for this one."""
+        assert self._lanes is not None  # set by _main()
+        return self._lanes.is_barrier(message)
+
+    def withdraw(self, user: str) -> list[Message]:
+        """Take a user's messages not yet released out of their lane."""
+        assert self._lanes is not None  # set by _main()
+        return self._lanes.withdraw(user)
+
+    def left_memory(self, messages: list[Message]) -> None:
+        """Messages taken from the queue left memory for the spool (or were dropped)."""
+        self._bytes_freed += sum(len(message._data) for message in messages)
+
+    def back_in_memory(self, message: Message) -> None:
+        """A message claimed from the spool is held in memory again (`max_queue_bytes`)."""
+        self._bytes_freed -= len(message._data)
+
+    def report(self, error: BaseException, message: Message) -> None:
+        """Pass a message's failure to the client (`on_error`, events)."""
+        self._report(error, message)
+
+    def fail_at_stop(self, message: Message, error: DeliveryError) -> None:
+        """Count and report a message the stopping worker could not keep."""
+        self._fail(message, error, _outcomes.SHUT_DOWN)
+
+    def wake_for_spool(self) -> None:
+        """A spool commit or batch is due: run `_drain` (waking the main loop if asleep)."""
+        if self._waiter is not None:
+            self._resolve_waiter()
+        else:
+            self._drain()

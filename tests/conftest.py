@@ -14,7 +14,12 @@ from courier_analytics import _default
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts without Courier env vars, settings, default client or its plugins."""
-    for name in ("COURIER_API_KEY", "COURIER_AUTH_TOKEN", "COURIER_BASE_URL"):
+    for name in (
+        "COURIER_API_KEY",
+        "COURIER_AUTH_TOKEN",
+        "COURIER_BASE_URL",
+        "COURIER_ANALYTICS_SPOOL",
+    ):
         monkeypatch.delenv(name, raising=False)
     saved = {name: getattr(courier_analytics, name) for name in _default.SETTINGS}
     level = logging.getLogger("courier_analytics").level

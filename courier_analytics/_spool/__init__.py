@@ -1,0 +1,248 @@
+"""The durable spool: where messages wait, on disk, between the call and Courier's answer.
+
+A spool is opt-in (`Client(spool=...)`). The worker writes each message to it before
+sending it and removes it once it is answered, so a process that dies (SIGKILL, a
+crash, a deploy past its grace period) leaves its messages for the next process
+that opens the same spool. See `_journal.py` for how the worker uses it.
+
+A backend is the store: SQLite today (`_sqlite.py`), Redis Streams next. Its
+interface, `Backend`, is what both can do cheaply:
+
+- `commit` a batch of messages, owned by the committing process (a lease);
+- `claim` a batch of its own parked messages that are due, oldest first;
+- `remove` (acknowledge) a batch once answered;
+- `park` a batch: out of memory, to be claimed again at a given time (a retry
+  after an outage outlasted the in-memory retries, or a burst beyond memory);
+- `take_over` the messages of owners whose lease expired (or whose process is gone),
+  and renew the caller's own lease;
+- `release` everything the caller owns, for anyone to take (a clean stop);
+- `status`, for `courier-analytics spool status`.
+
+With Redis Streams the same verbs map to XADD, XREADGROUP, XACK/XDEL, a sorted set
+of parked entries by due time, XAUTOCLAIM with a minimum idle time, and XPENDING.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import attrs
+
+from courier_analytics._errors import ConfigurationError
+from courier_analytics._messages import Message
+
+__all__ = [
+    "DEFAULT_COMMIT_INTERVAL",
+    "DEFAULT_LEASE",
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_BYTES",
+    "Backend",
+    "Claimed",
+    "OwnerStatus",
+    "Settings",
+    "SpoolError",
+    "SpoolStatus",
+    "open_backend",
+    "parse_spool",
+]
+
+#: How long a spooled message is retried before it fails: Segment's four hours.
+DEFAULT_MAX_AGE = 4 * 3600.0
+#: How large the spool may grow (the file's used pages): 1 GiB.
+DEFAULT_MAX_BYTES = 1 << 30
+#: Seconds between two commits under load: what a SIGKILL can lose at most.
+DEFAULT_COMMIT_INTERVAL = 0.02
+#: Seconds an owner's claim lasts without being renewed.
+DEFAULT_LEASE = 15.0
+
+
+class SpoolError(Exception):
+    """The spool could not be read or written (a broken file, a full disk, a lock held too long)."""
+
+
+@attrs.frozen
+class Settings:
+    """How a worker uses its spool (from the client's options).
+
+    Attributes:
+        path: The SQLite file.
+        max_age: Seconds a message is retried from the spool before it fails.
+        max_bytes: The most the spool may hold; beyond it new messages are dropped.
+        commit_interval: Seconds between two commits under load.
+        lease: Seconds an owner's claim lasts without a renewal.
+    """
+
+    path: str
+    max_age: float = DEFAULT_MAX_AGE
+    max_bytes: int = DEFAULT_MAX_BYTES
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL
+    lease: float = DEFAULT_LEASE
+
+
+@attrs.frozen
+class Claimed:
+    """A message claimed from the spool.
+
+    Attributes:
+        key: The backend's key for it (SQLite: a row id).
+        message: The message, as it was made (same messageId, timestamp and body).
+        maker: The token of the client that made it.
+        tries: How often it was parked after running out of in-memory retries.
+        made_at: When it was committed (seconds since the epoch).
+        counted: Already counted by this owner (it parked it); else new to it
+            (taken over from a process that is gone, or released by one that stopped).
+    """
+
+    key: int
+    message: Message
+    maker: str
+    tries: int
+    made_at: float
+    counted: bool
+
+
+@attrs.frozen
+class OwnerStatus:
+    """One owner (a client in a process) of a spool, as `spool status` shows it."""
+
+    owner: str
+    host: str
+    pid: int
+    messages: int
+    lease_left: float
+
+
+@attrs.frozen
+class SpoolStatus:
+    """What a spool holds (see `courier-analytics spool status`).
+
+    Attributes:
+        messages: Messages in the spool.
+        bytes: Bytes of their data.
+        file_bytes: The size of the spool's files on disk.
+        oldest_age: Seconds since the oldest message was committed, or None.
+        unowned: Messages no live process owns: the next to open the spool takes them.
+        parked: Messages waiting for a later retry.
+        next_retry: Seconds until the next parked message is due (0: due), or None.
+        owners: The processes that own messages.
+    """
+
+    messages: int
+    bytes: int
+    file_bytes: int
+    oldest_age: float | None
+    unowned: int
+    parked: int
+    next_retry: float | None
+    owners: tuple[OwnerStatus, ...]
+
+
+class Backend(Protocol):
+    """A spool's store; used by one worker thread of one process (never across fork)."""
+
+    owner: str
+
+    def open(self) -> None:
+        """Open (or create) the store and register this owner with a fresh lease."""
+
+    def commit(self, messages: Sequence[Message], made_at: float, parked: bool) -> list[int]:
+        """Store messages, owned by this owner, in order; their keys.
+
+        Args:
+            messages: The batch, oldest first.
+            made_at: Now (seconds since the epoch).
+            parked: Stored out of memory, to be claimed (else held in this process's memory).
+        """
+
+    def claim(
+        self, limit: int, now: float, take: Callable[[int, Message], bool] | None = None
+    ) -> list[Claimed]:
+        """This owner's parked messages that are due, oldest first, now held in memory.
+
+        `take` is asked of each candidate in order; those it refuses stay parked.
+        """
+
+    def remove(self, keys: Sequence[int]) -> None:
+        """Forget answered messages (delivered, or failed for good)."""
+
+    def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
+        """Move held messages out of memory: (key, due time in epoch seconds, tries added)."""
+
+    def take_over(self, now: float) -> int:
+        """Renew this owner's lease and take the messages of owners that are gone.
+
+        Returns:
+            How many messages were taken (now parked, owned by this owner).
+        """
+
+    def next_due(self, after: float) -> float | None:
+        """When this owner's earliest parked message due after `after` is due, or None."""
+
+    def used_bytes(self) -> int:
+        """Bytes the store uses now (what `spool_max_bytes` bounds)."""
+
+    def tidy(self) -> None:
+        """Return free space and shorten logs (checkpoint, incremental vacuum)."""
+
+    def release(self) -> int:
+        """Give up this owner's messages and lease, for anyone to take; how many."""
+
+    def status(self, now: float) -> SpoolStatus:
+        """What the store holds."""
+
+    def close(self) -> None:
+        """Close the store (the messages stay)."""
+
+
+def parse_spool(value: object, source: str = "spool") -> str | None:
+    """Check a `spool` setting; the SQLite file's path, or None for no spool.
+
+    Accepts a path (str or `os.PathLike`) or `sqlite:///path` (`sqlite:////abs/path`
+    for an absolute one, as SQLAlchemy writes it). Redis URLs are refused until the
+    Redis backend exists.
+
+    Raises:
+        ConfigurationError: the value names no spool this version can open (the
+            message names `source`).
+    """
+    import os
+
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{source} must be a path, 'sqlite:///path' or None, not {type(value).__name__}"
+        )
+    if not value.strip():
+        raise ConfigurationError(
+            f"{source} must not be empty: give a file path or 'sqlite:///path'"
+        )
+    if "://" in value:
+        parts = urlsplit(value)
+        if parts.scheme != "sqlite":
+            raise ConfigurationError(
+                f"{source} must be a file path or 'sqlite:///path'; {parts.scheme!r} spools "
+                "are not supported yet"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigurationError(f"{source} must not have a query or fragment")
+        if parts.netloc:
+            raise ConfigurationError(
+                f"{source}: write 'sqlite:///relative/path' or 'sqlite:////abs/path'"
+            )
+        path = parts.path[1:]
+        if not path:
+            raise ConfigurationError(f"{source} names no file: write 'sqlite:///path'")
+        return path
+    return value
+
+
+def open_backend(settings: Settings, owner: str) -> Backend:
+    """The backend for a spool's settings, not yet opened."""
+    from courier_analytics._spool._sqlite import SqliteBackend
+
+    return SqliteBackend(settings.path, owner=owner, lease=settings.lease)

@@ -1,0 +1,419 @@
+"""The SQLite spool: one file (WAL mode) that the processes of one host share.
+
+One table of messages, one of owners. Each message row names its `maker` (the
+client that made it) and its `owner` (the client that may deliver it now); an
+owner's claim is a lease, renewed by `take_over` every few seconds. Rows whose
+owner is gone (its lease expired, or its process on this host no longer exists)
+or that nobody owns are taken by the next `take_over` of a live owner: one
+statement, so one owner takes all of them and each user's order is kept.
+
+Why these settings:
+
+- WAL: readers never wait for the writer; processes commit one after another.
+- `synchronous=NORMAL`: a commit survives the process being killed (not a power
+  loss); `FULL` would add an fsync to every commit.
+- A busy timeout: several processes write the same file.
+- `auto_vacuum=INCREMENTAL` and `journal_size_limit`: under churn the file reuses
+  its free pages and gives them back (`tidy`), and the WAL is cut back after
+  each checkpoint, so the disk used follows what is stored.
+- Row ids are assigned here, one above the largest, in one write transaction: the
+  order of rows is the order of commits, which `claim` keeps.
+
+A connection belongs to the process that opened it: a forked child gets its own,
+and the parent's, which it inherited, is kept open and never used (closing it in
+the child could disturb the parent's locks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from courier_analytics._messages import Message, _made
+from courier_analytics._spool import Claimed, OwnerStatus, SpoolError, SpoolStatus
+
+__all__ = ["SqliteBackend"]
+
+#: Seconds a write waits for another process's write to end.
+BUSY_TIMEOUT = 10.0
+#: The WAL is cut back to this size after a checkpoint.
+WAL_LIMIT = 4 << 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    mid TEXT,
+    user_id TEXT,
+    anonymous_id TEXT,
+    event TEXT,
+    data BLOB NOT NULL,
+    maker TEXT NOT NULL,
+    owner TEXT,
+    state INTEGER NOT NULL,
+    made_at REAL NOT NULL,
+    next_at REAL NOT NULL DEFAULT 0,
+    tries INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    lease_until REAL NOT NULL
+);
+"""
+# state: 0 held in its owner's memory; 1 parked by its owner (out of memory,
+# claimed when due); 2 loose: taken over or released, not yet counted by its owner.
+_HELD, _PARKED, _LOOSE = 0, 1, 2
+
+# A message's own columns, taken in C for a whole batch; the batch's owner, state
+# and time are written into the statement (the owner is our own hex token).
+_ROW = operator.attrgetter("type", "_mid", "user_id", "anonymous_id", "event", "_data")
+_INSERT = (
+    "INSERT INTO messages (type, mid, user_id, anonymous_id, event, data, maker, owner, "
+    "state, made_at) VALUES (?, ?, ?, ?, ?, ?, '{owner}', '{owner}', {state}, {made_at!r})"
+)
+_COLUMNS = "id, type, mid, user_id, anonymous_id, event, data, maker, tries, made_at, state"
+
+# Connections opened by this process, by pid; a forked child moves them to
+# `_inherited` and never closes them.
+_opened: dict[int, sqlite3.Connection] = {}
+_inherited: list[sqlite3.Connection] = []
+
+
+def _after_fork_in_child() -> None:
+    _inherited.extend(_opened.values())
+    _opened.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def host_key() -> str:
+    """This host and PID namespace: where a pid names the same process as ours."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process, alive
+        return True
+    return True
+
+
+class SqliteBackend:
+    """A spool in one SQLite file (see the module's docstring).
+
+    Args:
+        path: The file; made, with its directory, if missing.
+        owner: This owner's token (one per client per process).
+        lease: Seconds this owner's claim lasts without a renewal.
+        alive: Whether a pid on this host is a live process (tests replace it).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        owner: str,
+        lease: float,
+        alive: Callable[[int], bool] = _alive,
+    ) -> None:
+        self.path = path
+        self.owner = owner
+        self._lease = lease
+        self._alive = alive
+        self._db: sqlite3.Connection | None = None
+        self._host = host_key()
+        self._page_size = 4096
+
+    # ----------------------------------------------------------------- connection
+
+    def open(self) -> None:
+        """Open (or create) the file and register this owner with a fresh lease."""
+        if self._db is not None:
+            return
+        try:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise SpoolError(f"cannot open the spool {self.path!r}: {exc}") from exc
+        try:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise SpoolError(
+                    f"the spool {self.path!r} cannot use WAL mode (journal_mode={mode}); "
+                    "is it on a network filesystem?"
+                )
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            self._page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+            with _transaction(db, self.path):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                self._register(db, time.time())
+        except sqlite3.Error as exc:  # e.g. not a database, or a read-only directory
+            db.close()
+            raise SpoolError(f"cannot open the spool {self.path!r}: {exc}") from exc
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        _opened[id(db)] = db
+
+    def close(self) -> None:
+        """Close the connection (the messages stay)."""
+        db, self._db = self._db, None
+        if db is None or _opened.pop(id(db), None) is None:
+            return  # never opened, or inherited across fork: never closed here
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        db = self._db
+        if db is None or id(db) not in _opened:
+            raise SpoolError("the spool is not open in this process")
+        return _transaction(db, self.path)
+
+    def _register(self, db: sqlite3.Connection, now: float) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO owners (owner, host, pid, lease_until) VALUES (?, ?, ?, ?)",
+            (self.owner, self._host, os.getpid(), now + self._lease),
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    def commit(self, messages: Sequence[Message], made_at: float, parked: bool) -> list[int]:
+        """Store messages owned by this owner, oldest first; their keys (row ids)."""
+        state = _PARKED if parked else _HELD
+        insert = _INSERT.format(owner=self.owner, state=state, made_at=float(made_at))
+        with self._write() as db:
+            # Without an id given, SQLite gives each row one more than the largest:
+            # under the write lock, the batch's ids are the next ones, in order.
+            top = db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+            db.executemany(insert, map(_ROW, messages))
+        return list(range(top + 1, top + 1 + len(messages)))
+
+    def claim(
+        self, limit: int, now: float, take: Callable[[int, Message], bool] | None = None
+    ) -> list[Claimed]:
+        """This owner's parked messages due by `now`, oldest first, now held.
+
+        Args:
+            limit: The most to claim.
+            now: Seconds since the epoch.
+            take: Asked of each candidate in order; those it refuses stay parked
+                (a user whose earlier message waits to retry).
+        """
+        claimed: list[Claimed] = []
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE owner = ? AND state != {_HELD} "
+                "AND next_at <= ? ORDER BY id",
+                (self.owner, now),
+            )
+            for key, kind, mid, user, anonymous, event, data, maker, tries, made, state in rows:
+                message = _made(kind, mid, user, anonymous, event, data)
+                if take is not None and not take(key, message):
+                    continue
+                claimed.append(Claimed(key, message, maker, tries, made, state == _PARKED))
+                if len(claimed) >= limit:
+                    break
+            rows.close()
+            db.executemany(
+                f"UPDATE messages SET state = {_HELD} WHERE id = ?", [(c.key,) for c in claimed]
+            )
+        return claimed
+
+    def remove(self, keys: Sequence[int]) -> None:
+        """Forget answered messages (only while this owner owns them)."""
+        owner = self.owner
+        with self._write() as db:
+            db.executemany(
+                "DELETE FROM messages WHERE id BETWEEN ? AND ? AND owner = ?",
+                [(first, last, owner) for first, last in _runs(keys)],
+            )
+
+    def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
+        """Move held messages out of memory: (key, due time in epoch seconds, tries added)."""
+        owner = self.owner
+        with self._write() as db:
+            db.executemany(
+                f"UPDATE messages SET state = {_PARKED}, next_at = ?, tries = tries + ? "
+                "WHERE id = ? AND owner = ?",
+                [(due, tries, key, owner) for key, due, tries in entries],
+            )
+
+    def take_over(self, now: float) -> int:
+        """Renew this owner's lease; take what gone owners left and what nobody owns."""
+        with self._write() as db:
+            renewed = db.execute(
+                "UPDATE owners SET lease_until = ? WHERE owner = ?", (now + self._lease, self.owner)
+            ).rowcount
+            if not renewed:  # taken over while it did not renew (a frozen process)
+                self._register(db, now)
+            gone = [
+                (owner,)
+                for owner, host, pid, until in db.execute(
+                    "SELECT owner, host, pid, lease_until FROM owners WHERE owner != ?",
+                    (self.owner,),
+                ).fetchall()
+                if until < now or (host == self._host and not self._alive(pid))
+            ]
+            db.executemany("DELETE FROM owners WHERE owner = ?", gone)
+            taken: int = db.execute(
+                f"UPDATE messages SET owner = ?, state = {_LOOSE} "
+                "WHERE owner IS NULL OR owner NOT IN (SELECT owner FROM owners)",
+                (self.owner,),
+            ).rowcount
+        return taken
+
+    def next_due(self, after: float) -> float | None:
+        """When this owner's earliest parked message due after `after` is due, or None."""
+        with self._write() as db:
+            due = db.execute(
+                f"SELECT MIN(next_at) FROM messages WHERE owner = ? AND state != {_HELD} "
+                "AND next_at > ?",
+                (self.owner, after),
+            ).fetchone()[0]
+        return None if due is None else float(due)
+
+    def used_bytes(self) -> int:
+        """Bytes of the file's pages in use (free pages are reused, then given back)."""
+        with self._write() as db:
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages - free) * self._page_size
+
+    def tidy(self) -> None:
+        """Checkpoint the WAL (cutting it back) and give free pages back to the disk."""
+        db = self._db
+        if db is None or id(db) not in _opened:
+            return
+        try:
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+            if free > 64 and free * 4 > pages:  # a quarter free: give it back
+                db.executescript("PRAGMA incremental_vacuum")  # stepped to its end
+            # After the vacuum: the file shrinks when its pages are checkpointed.
+            # PASSIVE: never waits for another process's readers or writer.
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot tidy the spool {self.path!r}: {exc}") from exc
+
+    def release(self) -> int:
+        """Give up this owner's messages and lease, for the next process to take."""
+        with self._write() as db:
+            released: int = db.execute(
+                f"UPDATE messages SET owner = NULL, state = {_LOOSE} WHERE owner = ?",
+                (self.owner,),
+            ).rowcount
+            db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
+        return released
+
+    def inspect(self, now: float) -> SpoolStatus:
+        """`status` of an existing file, without registering as an owner or changing it."""
+        if not os.path.exists(self.path):
+            raise SpoolError(f"there is no spool at {self.path!r}")
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open the spool {self.path!r}: {exc}") from exc
+        self._db = db
+        _opened[id(db)] = db
+        try:
+            return self.status(now)
+        finally:
+            self.close()
+
+    def status(self, now: float) -> SpoolStatus:
+        """What the file holds, for `courier-analytics spool status`."""
+        with self._write() as db:
+            count, size, oldest, unowned, parked, due = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(made_at), "
+                "COALESCE(SUM(owner IS NULL OR owner NOT IN (SELECT owner FROM owners)), 0), "
+                f"COALESCE(SUM(state = {_PARKED}), 0), "
+                f"MIN(CASE WHEN state != {_HELD} THEN next_at END) FROM messages"
+            ).fetchone()
+            owners = tuple(
+                OwnerStatus(owner, host, pid, held, until - now)
+                for owner, host, pid, until, held in db.execute(
+                    "SELECT o.owner, o.host, o.pid, o.lease_until, "
+                    "(SELECT COUNT(*) FROM messages m WHERE m.owner = o.owner) "
+                    "FROM owners o ORDER BY o.owner"
+                ).fetchall()
+            )
+        files = sum(
+            os.path.getsize(self.path + suffix)
+            for suffix in ("", "-wal", "-shm")
+            if os.path.exists(self.path + suffix)
+        )
+        return SpoolStatus(
+            messages=count,
+            bytes=size,
+            file_bytes=files,
+            oldest_age=None if oldest is None else max(0.0, now - oldest),
+            unowned=unowned,
+            parked=parked,
+            next_retry=None if due is None else max(0.0, due - now),
+            owners=owners,
+        )
+
+
+def _runs(keys: Sequence[int]) -> list[tuple[int, int]]:
+    """Keys as runs of consecutive ones (answers come back mostly in order)."""
+    ordered = sorted(keys)
+    runs: list[tuple[int, int]] = []
+    first = last = ordered[0] if ordered else 0
+    for key in ordered[1:]:
+        if key != last + 1:
+            runs.append((first, last))
+            first = key
+        last = key
+    if ordered:
+        runs.append((first, last))
+    return runs
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
+    """One write transaction (`BEGIN IMMEDIATE`: the lock is taken first, so no
+    deadlock between two processes upgrading a read); errors as `SpoolError`."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise SpoolError(f"the spool {path!r} is unavailable: {exc}") from exc
+    try:
+        yield db
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise SpoolError(f"the spool {path!r} failed: {exc}") from exc
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise SpoolError(f"the spool {path!r} failed to commit: {exc}") from exc
