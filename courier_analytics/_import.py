@@ -190,13 +190,18 @@ class _Input:
         self.name = name
         self.path = path
         self.size = os.path.getsize(path) if path is not None else None
-        self.head_sha256 = ""
+        #: The first `HEAD_BYTES` of the input (all of it, if shorter), once read.
+        self.head = b""
         self._counted: _Counted | None = None
 
     @property
     def consumed(self) -> int:
         """Bytes of the input read so far (compressed bytes for gzip)."""
         return 0 if self._counted is None else self._counted.consumed
+
+    def head_sha256(self, size: int) -> str:
+        """The hash of the input's first `size` bytes: the head an earlier run saw."""
+        return hashlib.sha256(self.head[:size]).hexdigest()
 
     def lines(self) -> Generator[bytes, None, None]:
         """The input's lines, gunzipped when it is gzip (told by its first bytes)."""
@@ -208,7 +213,7 @@ class _Input:
                 if not more:
                     break
                 head += more
-            self.head_sha256 = hashlib.sha256(head).hexdigest()
+            self.head = head
             self._counted = _Counted(raw, head)
             stream: IO[bytes] = io.BufferedReader(self._counted, 1 << 20)
             if head[:2] == b"\x1f\x8b":
@@ -401,7 +406,8 @@ class _Tracked:
 
     def record(self, confirmed: int) -> dict[str, Any]:
         return {
-            "head_sha256": self.source.head_sha256,
+            "head_sha256": self.source.head_sha256(HEAD_BYTES),
+            "head_bytes": len(self.source.head),
             "size": self.source.size,
             "lines_done": confirmed,
             "complete": self.done_reading and confirmed == self.read,
@@ -435,9 +441,9 @@ class Pacer:
     def wait(self) -> None:
         """Return when the next event may go."""
         now = self._clock()
-        # After a stall (a full window, a slow server) start afresh instead of
-        # catching up in a burst.
-        if self._next is None or now - self._next > 1.0:
+        # Behind time (a stall: a full window, a slow server; or a sleep that
+        # overslept) start afresh: catching up would send a burst above the rate.
+        if self._next is None or now > self._next:
             self._next = now
         ahead = self._next - now
         if ahead >= self.MIN_SLEEP_S:
@@ -755,12 +761,17 @@ class Importer:
         if saved is None:
             return 0
         done = int(saved.get("lines_done", 0))
-        if saved.get("head_sha256") != item.head_sha256 or (
-            item.size is not None and saved.get("size", 0) > item.size
+        # An input shorter than the head then, appended to since, has a longer
+        # head now: the bytes the earlier run saw are what must be the same.
+        seen = int(saved.get("head_bytes", len(item.head)))
+        if (
+            len(item.head) < seen
+            or saved.get("head_sha256") != item.head_sha256(seen)
+            or (item.size is not None and saved.get("size", 0) > item.size)
         ):
             self.note(f"{item.name} changed since the last run: starting it over")
             return 0
-        if saved.get("complete"):
+        if saved.get("complete") and saved.get("size") == item.size:
             self.note(f"{item.name}: already imported ({_n(done)} lines); skipping it")
         elif done:
             self.note(f"{item.name}: resuming after line {_n(done)} (done before)")

@@ -510,3 +510,39 @@ def test_a_message_courier_refuses_is_failed_and_not_sent_again(
     assert row(out, "failed") == "1 refused by Courier 1"
     state = orjson.loads((tmp_path / ".e.json.import-state.json").read_bytes())
     assert state["inputs"][0]["lines_done"] == 10
+
+
+def test_a_small_input_appended_to_resumes_after_its_old_lines(
+    courier: DevServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An input smaller than the hashed head, grown since, resumes instead of starting over."""
+    path = tmp_path / "e.json"
+    path.write_bytes(b"".join(orjson.dumps(identify(i)) + b"\n" for i in range(3)))
+    assert run("import", str(path), *connection(courier))[0] == 0
+    with path.open("ab") as file:
+        file.write(b"".join(orjson.dumps(identify(i)) + b"\n" for i in range(3, 5)))
+    courier.reset()
+
+    code, out = run("import", str(path), *connection(courier))
+
+    assert code == 0
+    assert "e.json: resuming after line 3 (done before)" in capsys.readouterr().err
+    assert row(out, "sent") == "2 identify 2"
+    assert sorted(courier.profiles()) == ["user-3", "user-4"]
+
+
+def test_pacer_sends_no_burst_after_a_short_stall() -> None:
+    """--rate N: after a stall under a second, no second holds more than N events."""
+    now = [0.0]
+    sent: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    pacer = Pacer(8, clock=lambda: now[0], sleep=sleep)
+    for i in range(30):
+        if i == 5:
+            now[0] += 0.75  # the window was full, the server slow
+        pacer.wait()
+        sent.append(now[0])
+    assert max(sum(1 for t in sent if start <= t < start + 1) for start in sent) <= 8
