@@ -62,6 +62,11 @@ _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 #: Seconds between two warnings about dropped messages (each drop is still reported).
 DROP_LOG_INTERVAL = 10.0
 
+#: Seconds that reporting what a stopped client left undelivered may take past its
+#: deadline: `on_error` is called once for each, and a slow one must not hold an exit
+#: for ever.
+REPORT_TIMEOUT = 5.0
+
 
 @attrs.frozen
 class Stats:
@@ -875,19 +880,17 @@ class Client:
         """Flush, then stop the worker; later calls are dropped and reported.
 
         What is still pending when `timeout` passes is counted as failed and
-        passed to `on_error` as [`NotDeliveredError`][courier_analytics.NotDeliveredError]. Calling
-        it again is harmless.
+        passed to `on_error` as [`NotDeliveredError`][courier_analytics.NotDeliveredError],
+        with one WARNING line for them all, before this returns: then
+        `stats.pending == 0` and `stats.unaccounted == 0`. Reporting takes what
+        `on_error` takes for each message, at most 5 s more (past that an ERROR line
+        says so; the counts are settled even then). Calling it again is harmless.
 
         Args:
             timeout: Seconds to wait at most; default the client's `flush_timeout`.
         """
-        self._worker.close()
         wait = self._options.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
-        self._worker.wait_idle(wait)
-        # Cancelling what is in flight takes milliseconds; a short floor lets the
-        # reports of what was not delivered land before this returns.
-        self._worker.stop(max(0.2, deadline - time.monotonic()))
+        shut_down_together([(self, time.monotonic() + wait)])
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """`flush` for async code: awaits delivery while the event loop goes on.
@@ -916,10 +919,9 @@ class Client:
         """
         self._worker.close()
         wait = self._options.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
         await self._worker.wait_idle_async(wait)
-        # Stopping joins the worker thread (milliseconds): on a thread, not on the loop.
-        await asyncio.to_thread(self._worker.stop, max(0.2, deadline - time.monotonic()))
+        # Waiting for the reports of what is left blocks: on a thread, not on the loop.
+        await asyncio.to_thread(_stop_and_report, [self])
 
     async def __aenter__(self) -> Client:
         return self
@@ -950,11 +952,10 @@ class Client:
         if closed:
             self._worker.close()
 
-    def _at_exit(self) -> None:
-        # Also for a client whose shutdown() runs in another thread: that thread is a
-        # daemon and dies with the interpreter, so exit waits here instead.
+    def _exit_deadline(self, began: float) -> float:
+        """When this client's delivery must end if the exit began at `began` (monotonic)."""
         options = self._options
-        self.shutdown(options.exit_timeout if options.flush_at_exit else 0.0)
+        return began + (options.exit_timeout if options.flush_at_exit else 0.0)
 
 
 # The seam for code that wraps a client behind other call signatures (the Segment
@@ -990,12 +991,63 @@ def _after_fork_in_child() -> None:
         client._after_fork_in_child()
 
 
+def shut_down_together(clients: list[tuple[Client, float]]) -> None:
+    """Shut clients down at once, each delivering until its deadline (`time.monotonic()`).
+
+    They deliver side by side, so the slowest deadline bounds the whole, not their sum;
+    then each reports what it leaves undelivered (see `Client.shutdown`).
+    """
+    for client, _ in clients:
+        client._worker.close()
+    for client, deadline in clients:
+        client._worker.wait_idle(max(0.0, deadline - time.monotonic()))
+    _stop_and_report([client for client, _ in clients])
+
+
+def _stop_and_report(clients: list[Client]) -> None:
+    """Stop the workers of closed clients and wait for their reports of what is left."""
+    for client in clients:
+        client._worker.stop()
+    # Cancelling what is in flight takes milliseconds; the rest is on_error's time.
+    cutoff = time.monotonic() + REPORT_TIMEOUT
+    for client in clients:
+        worker = client._worker
+        if not worker.wait_stopped(max(0.0, cutoff - time.monotonic())):
+            logger.error(
+                "courier-analytics: on_error was still being called for the messages a "
+                "stopped client did not deliver after %ss; they are counted as failed, "
+                "and any report not made when the process exits is lost",
+                REPORT_TIMEOUT,
+            )
+
+
+#: When the process began to exit (`time.monotonic()`), once it has: a SIGTERM
+#: handler (see `handle_sigterm`) and the atexit hook share one exit budget.
+_exit_began: float | None = None
+
+
+def begin_exit() -> float:
+    """Note that the process is exiting, if not yet noted; return when it began to."""
+    global _exit_began
+    if _exit_began is None:
+        _exit_began = time.monotonic()
+    return _exit_began
+
+
+def exit_deadlines(began: float) -> list[tuple[Client, float]]:
+    """Every live client with the deadline of its delivery at an exit that began at `began`."""
+    return [(client, client._exit_deadline(began)) for client in list(_CLIENTS)]
+
+
 def _flush_all_at_exit() -> None:
-    for client in list(_CLIENTS):
-        try:
-            client._at_exit()
-        except Exception:  # pragma: no cover - never let exit fail because of analytics
-            logger.exception("courier-analytics: flushing at exit failed")
+    # Every client at once, on one budget: each gets its exit_timeout from when the
+    # exit began, side by side (one after another, three took three times as long).
+    # Also for a client whose shutdown() runs in another thread: that thread is a
+    # daemon and dies with the interpreter, so exit waits here instead.
+    try:
+        shut_down_together(exit_deadlines(begin_exit()))
+    except Exception:  # pragma: no cover - never let exit fail because of analytics
+        logger.exception("courier-analytics: flushing at exit failed")
 
 
 if hasattr(os, "register_at_fork"):
