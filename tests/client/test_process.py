@@ -150,3 +150,33 @@ def test_exit_delivery_resolves_host_names(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert log.read_text().split() == ["got"] * 20
+
+
+def test_exit_reports_every_undelivered_message_in_one_line(tmp_path: Path) -> None:
+    """10,000 messages that cannot go out at exit all reach on_error; one log line sums them."""
+    log = tmp_path / "log"
+    code = textwrap.dedent(
+        """
+        import atexit, sys, httpx
+        reports = []
+        # Registered before the library's hook, so it runs after it: what on_error saw.
+        atexit.register(lambda: open(sys.argv[1], "w").write(str(len(reports))))
+        import courier_analytics as analytics
+        def refuse(request):
+            raise httpx.ConnectError("connection refused")
+        policy = analytics.RetryPolicy(max_retries=5, initial_wait=30, max_wait=30)
+        client = analytics.Client(api_key="k", transport=httpx.MockTransport(refuse),
+                                  retry=policy, exit_timeout=0.2,
+                                  on_error=lambda error, message: reports.append(error))
+        for n in range(10_000):
+            client.track("E", user_id=f"u{n % 100}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert log.read_text() == "10000"
+    lines = done.stderr.splitlines()
+    assert len(lines) < 10, lines[:20]
+    assert any("10000 message(s) not delivered" in line for line in lines), lines
