@@ -19,7 +19,12 @@ from typing import Any
 import attrs
 
 from courier_analytics import _capture
-from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
+from courier_analytics._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    CourierAnalyticsError,
+    QueueFullError,
+)
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._messages import (
     ENVELOPE_BYTES,
@@ -83,8 +88,9 @@ class Stats:
         failed: Messages that will not be delivered: refused by Courier, out of
             retries, still pending at shutdown, or cancelled by a `before` plugin
             that raised. Each was passed to `on_error`.
-        dropped: Messages refused because the queue was full or the client closed.
-            Each was passed to `on_error`.
+        dropped: Messages refused because the queue was full, the client closed, or
+            (module-level calls) the module settings are invalid. Each was passed to
+            `on_error`.
         skipped: Messages not sent by design: a type the route does not deliver
             (page, screen, alias; group on route `"api"`), `send=False`,
             captured by [`courier_analytics.testing.capture`][courier_analytics.testing.capture],
@@ -219,6 +225,14 @@ class Client:
         ConfigurationError: An option is invalid, or no API key is set while `send`.
     """
 
+    # Set by the settings module (`_default.py`) on a default client it replaced or
+    # built as a stand-in; None on every other client.
+    # - `_successor`: a default client retired after a setting changed hands the calls
+    #   that still reach it (a thread held it across the rebuild) to the current one.
+    # - `_refusal`: why the settings are invalid, on the stand-in that drops each call.
+    _successor: Callable[[], Client] | None = None
+    _refusal: str | None = None
+
     def __init__(
         self,
         *,
@@ -311,6 +325,7 @@ class Client:
         # tick of its own under the lock, and subtracts the ticks reads took.
         self._made = itertools.count()
         self._made_reads = 0
+        self._handed_over = 0  # made here, then passed to the successor, which counts them
         self._dropped = 0
         self._skipped = 0
         self._cancelled = 0
@@ -354,7 +369,7 @@ class Client:
         """A snapshot of this client's counters; see [`Stats`][courier_analytics.Stats]."""
         worker = self._worker
         with self._lock:
-            made = next(self._made) - self._made_reads
+            made = next(self._made) - self._made_reads - self._handed_over
             self._made_reads += 1
             dropped, skipped = self._dropped, self._skipped
             cancelled = self._cancelled
@@ -751,6 +766,8 @@ class Client:
         if _capture.recorders:
             return self._capture(message)
         if not self._send:
+            if self._refusal is not None:
+                return self._refuse(message)
             return self._stopped(message, "send=False")
         if not self._route.delivers(message.type):
             return self._stopped(message, f"route {self._route.name!r} does not deliver it")
@@ -762,6 +779,8 @@ class Client:
     def _enqueue_quick(self, message: Message, mid: str) -> str:
         """`_dispatch` of a message made the short way (see track), whose id is `mid`."""
         if not self._send:
+            if self._refusal is not None:
+                return self._refuse(message)
             self._stopped(message, "send=False")
             return mid
         next(self._made)  # before the worker can count it delivered: never negative
@@ -775,23 +794,47 @@ class Client:
                 if done is not None:  # sync mode: wait for this message's outcome
                     self._worker.wait_done(message, done, self._options.flush_timeout)
                 return
-            self._not_queued(message, None)
-        except WorkerUnavailable as exc:
-            self._not_queued(message, exc)
-
-    def _not_queued(self, message: Message, closed: WorkerUnavailable | None) -> None:
-        """Count, log and report a message the worker refused: the queue was full, or closed."""
-        error: CourierAnalyticsError
-        if closed is None:
-            error = QueueFullError(
-                f"{message.type} {message.message_id} dropped: the queue is full "
-                f"({self._options.max_queue_size} messages pending)"
+            self._not_queued(
+                message,
+                QueueFullError(
+                    f"{message.type} {message.message_id} dropped: the queue is full "
+                    f"({self._options.max_queue_size} messages pending)"
+                ),
             )
-        else:
-            error = ClientClosedError(f"{message.type} {message.message_id} dropped: {closed}")
+        except WorkerUnavailable as exc:
+            successor = self._successor
+            if successor is not None and self._worker.closed:
+                with self._lock:
+                    self._handed_over += 1
+                successor()._dispatch(message)
+                return
+            error = ClientClosedError(f"{message.type} {message.message_id} dropped: {exc}")
+            self._not_queued(message, error)
+
+    def _refuse(self, message: Message) -> str:
+        """Drop a call made while the module settings are invalid (see `_refusal`).
+
+        Counted as made and dropped and passed to `on_error`; the settings module
+        logged the problem once, so this logs nothing.
+        """
+        successor = self._successor
+        if successor is not None:  # the settings changed since: the new client takes it
+            return successor()._dispatch(message)
+        next(self._made)
+        error = ConfigurationError(
+            f"{message.type} {message.message_id} dropped: the module settings are "
+            f"invalid ({self._refusal})"
+        )
+        self._not_queued(message, error, warn=False)
+        return message.message_id
+
+    def _not_queued(
+        self, message: Message, error: CourierAnalyticsError, *, warn: bool = True
+    ) -> None:
+        """Count, log and report a message the worker refused: the queue was full, or closed."""
         with self._lock:
             self._dropped += 1
-            drops = self._count_drop()
+            drops = self._count_drop() if warn else 0
         if drops:
             logger.warning(
                 "courier-analytics: %s (%d message(s) dropped since the last such warning; "

@@ -182,7 +182,6 @@ def test_exit_reports_every_undelivered_message_in_one_line(tmp_path: Path) -> N
     assert any("10000 message(s) not delivered" in line for line in lines), lines
 
 
-
 def test_clients_share_one_exit_budget(tmp_path: Path) -> None:
     """Three clients with Courier hanging exit within one exit_timeout, not three in a row."""
     log = tmp_path / "log"
