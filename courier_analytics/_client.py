@@ -1030,6 +1030,8 @@ def _enable_debug_logging() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _exit_began
+    _exit_began = None  # a child has not begun to exit because its parent had
     for client in list(_CLIENTS):
         client._after_fork_in_child()
 

@@ -376,9 +376,15 @@ class Worker:
         finally:
             self._ending = True  # nothing more is sent: what is left is reported
             tasks = [*self._tasks, *self._retrying]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            running = set(tasks)
+            while running:
+                for task in running:
+                    task.cancel()
+                # A cancellation can be lost (before Python 3.12, asyncio.wait_for drops
+                # one that meets the end of what it waits for: a retry then went on for
+                # its whole policy), so what still runs is cancelled again.
+                _, running = await asyncio.wait(running, timeout=0.05)
+            await asyncio.gather(*tasks, return_exceptions=True)  # retrieves their errors
             unstarted, self._unstarted = list(self._unstarted.values()), {}
             for message, attempts, last in unstarted:  # cancelled before they ran
                 error = _outcomes.not_delivered(message, attempts, last=last)

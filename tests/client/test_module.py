@@ -25,8 +25,8 @@ PUBLIC = {
     "Options", "Plugin", "PluginError", "QueueFullError", "REGIONS", "RejectedError",
     "RetriesExhaustedError", "RetryPolicy", "Stats", "User", "__version__",
     "add_source_middleware", "aflush", "alias", "ashutdown", "configure", "default_client",
-    "deregister", "flush", "group", "identify", "on", "page", "register", "reset", "scope",
-    "screen", "shutdown", "stats", "track", "user",
+    "deregister", "flush", "group", "handle_sigterm", "identify", "on", "page", "register",
+    "reset", "scope", "screen", "shutdown", "stats", "track", "user",
 }  # fmt: skip
 
 

@@ -110,3 +110,16 @@ def test_shutdown_returns_only_after_reporting_everything_it_could_not_deliver(
     summaries = [r for r in caplog.records if "not delivered" in r.getMessage()]
     assert len(summaries) == 1
     assert "10000 message(s)" in summaries[0].getMessage()
+
+
+def test_shutdown_ends_retries_whose_cancellation_was_lost() -> None:
+    """Messages retrying every millisecond are all reported by the time shutdown returns."""
+    courier = FakeCourier(lambda request, body, attempt: httpx.ConnectError("refused"))
+    reports = Reports()
+    policy = RetryPolicy(max_retries=1_000_000, initial_wait=0.001, max_wait=0.001, max_time=None)
+    client = make_client(courier, on_error=reports, retry=policy)
+    for n in range(200):
+        client.track("E", user_id=f"u{n % 10}")
+    client.shutdown(0.2)
+    assert len(reports.calls) == 200
+    assert (client.stats.pending, client.stats.unaccounted) == (0, 0)
