@@ -215,7 +215,8 @@ class Client:
         views_as_track: Send `page`/`screen` calls as track events named
             `Viewed <name> Page` / `Viewed <name> Screen`.
         flush_at_exit: Deliver what is pending when the interpreter exits.
-        exit_timeout: Seconds that delivery at exit may take.
+        exit_timeout: Seconds that delivery at exit may take, from when the exit
+            began: all clients deliver side by side on that budget.
         flush_timeout: Default timeout of [`flush`][courier_analytics.Client.flush] and
             [`shutdown`][courier_analytics.Client.shutdown].
         max_message_bytes: Largest encoded message accepted at the call.

@@ -10,6 +10,7 @@ does not: SIGTERM's default action ends it at once, and no exit hook runs.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -36,7 +37,8 @@ def handle_sigterm() -> bool:
       delivering for at most its `exit_timeout` (one budget for all, counted from
       the signal), reports what is left to `on_error` (one log line for all), then
       restores the default action and raises SIGTERM again, so the process ends as
-      it would have (killed by signal 15, shell status 143);
+      it would have (killed by signal 15, shell status 143; as PID 1 in a container,
+      where the default action does nothing, it exits with status 143);
     - if a Python handler was set before: flushes every client within the same
       budget, then calls that handler (clients stay open: it may let the program
       go on). If the program then exits, the atexit hook reports what is left,
@@ -96,3 +98,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     shut_down_together(exit_deadlines(began))
     signal.signal(signum, signal.SIG_DFL)
     signal.raise_signal(signum)
+    # Still here: the default action did nothing, as for PID 1 in a container (no
+    # init process). The process was asked to stop and its clients are shut down.
+    os._exit(128 + signum)
