@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from courier_analytics import NotDeliveredError, RetryPolicy
+from courier_analytics import Client, NotDeliveredError, RetryPolicy
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome
 from courier_analytics._routes import Request
@@ -91,16 +91,24 @@ def test_a_retry_waiting_for_room_goes_before_later_first_attempts() -> None:
     client.shutdown(5)
 
 
+def courier_down(reports: Reports, *, retry_wait: float, messages: int) -> Client:
+    """A client whose Courier refuses every connection, holding `messages` tracks that retry."""
+    courier = FakeCourier(lambda request, body, attempt: httpx.ConnectError("refused"))
+    policy = RetryPolicy(
+        max_retries=1_000_000, initial_wait=retry_wait, max_wait=retry_wait, max_time=None
+    )
+    client = make_client(courier, on_error=reports, retry=policy)
+    for n in range(messages):
+        client.track("E", user_id=f"u{n % 100}")
+    return client
+
+
 def test_shutdown_returns_only_after_reporting_everything_it_could_not_deliver(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """shutdown() returns with every undelivered message reported and summed up in one line."""
-    courier = FakeCourier(lambda request, body, attempt: httpx.ConnectError("refused"))
     reports = Reports()
-    policy = RetryPolicy(max_retries=5, initial_wait=30, max_wait=30, max_time=None)
-    client = make_client(courier, on_error=reports, retry=policy)
-    for n in range(10_000):
-        client.track("E", user_id=f"u{n % 100}")
+    client = courier_down(reports, retry_wait=30, messages=10_000)
     with caplog.at_level(logging.INFO, logger="courier_analytics"):
         client.shutdown(0.1)
     stats = client.stats
@@ -114,12 +122,8 @@ def test_shutdown_returns_only_after_reporting_everything_it_could_not_deliver(
 
 def test_shutdown_ends_retries_whose_cancellation_was_lost() -> None:
     """Messages retrying every millisecond are all reported by the time shutdown returns."""
-    courier = FakeCourier(lambda request, body, attempt: httpx.ConnectError("refused"))
     reports = Reports()
-    policy = RetryPolicy(max_retries=1_000_000, initial_wait=0.001, max_wait=0.001, max_time=None)
-    client = make_client(courier, on_error=reports, retry=policy)
-    for n in range(200):
-        client.track("E", user_id=f"u{n % 10}")
+    client = courier_down(reports, retry_wait=0.001, messages=200)
     client.shutdown(0.2)
     assert len(reports.calls) == 200
     assert (client.stats.pending, client.stats.unaccounted) == (0, 0)
