@@ -55,6 +55,7 @@ from courier_analytics._plugins import Plugin
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._scope import User, reset, scope, user
+from courier_analytics._signals import handle_sigterm
 from courier_analytics._transport import AnyTransport
 from courier_analytics._version import __version__
 
@@ -92,6 +93,7 @@ __all__ = [
     "deregister",
     "flush",
     "group",
+    "handle_sigterm",
     "identify",
     "on",
     "page",

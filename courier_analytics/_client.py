@@ -19,7 +19,12 @@ from typing import Any
 import attrs
 
 from courier_analytics import _capture
-from courier_analytics._errors import ClientClosedError, CourierAnalyticsError, QueueFullError
+from courier_analytics._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    CourierAnalyticsError,
+    QueueFullError,
+)
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._messages import (
     ENVELOPE_BYTES,
@@ -64,6 +69,11 @@ _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
 #: Seconds between two warnings about dropped messages (each drop is still reported).
 DROP_LOG_INTERVAL = 10.0
 
+#: Seconds that reporting what a stopped client left undelivered may take past its
+#: deadline: `on_error` is called once for each, and a slow one must not hold an exit
+#: for ever.
+REPORT_TIMEOUT = 5.0
+
 
 @attrs.frozen
 class Stats:
@@ -80,8 +90,9 @@ class Stats:
         failed: Messages that will not be delivered: refused by Courier, out of
             retries, still pending at shutdown, or cancelled by a `before` plugin
             that raised. Each was passed to `on_error`.
-        dropped: Messages refused because the queue was full or the client closed.
-            Each was passed to `on_error`.
+        dropped: Messages refused because the queue was full, the client closed, or
+            (module-level calls) the module settings are invalid. Each was passed to
+            `on_error`.
         skipped: Messages not sent by design: a type the route does not deliver
             (page, screen, alias; group on route `"api"`), `send=False`,
             captured by [`courier_analytics.testing.capture`][courier_analytics.testing.capture],
@@ -217,7 +228,8 @@ class Client:
         views_as_track: Send `page`/`screen` calls as track events named
             `Viewed <name> Page` / `Viewed <name> Screen`.
         flush_at_exit: Deliver what is pending when the interpreter exits.
-        exit_timeout: Seconds that delivery at exit may take.
+        exit_timeout: Seconds that delivery at exit may take, from when the exit
+            began: all clients deliver side by side on that budget.
         flush_timeout: Default timeout of [`flush`][courier_analytics.Client.flush] and
             [`shutdown`][courier_analytics.Client.shutdown].
         max_message_bytes: Largest encoded message accepted at the call.
@@ -236,6 +248,14 @@ class Client:
     Raises:
         ConfigurationError: An option is invalid, or no API key is set while `send`.
     """
+
+    # Set by the settings module (`_default.py`) on a default client it replaced or
+    # built as a stand-in; None on every other client.
+    # - `_successor`: a default client retired after a setting changed hands the calls
+    #   that still reach it (a thread held it across the rebuild) to the current one.
+    # - `_refusal`: why the settings are invalid, on the stand-in that drops each call.
+    _successor: Callable[[], Client] | None = None
+    _refusal: str | None = None
 
     def __init__(
         self,
@@ -339,6 +359,7 @@ class Client:
         # tick of its own under the lock, and subtracts the ticks reads took.
         self._made = itertools.count()
         self._made_reads = 0
+        self._handed_over = 0  # made here, then passed to the successor, which counts them
         self._dropped = 0
         self._skipped = 0
         self._cancelled = 0
@@ -386,7 +407,7 @@ class Client:
         """A snapshot of this client's counters; see [`Stats`][courier_analytics.Stats]."""
         worker = self._worker
         with self._lock:
-            made = next(self._made) - self._made_reads
+            made = next(self._made) - self._made_reads - self._handed_over
             self._made_reads += 1
             dropped, skipped = self._dropped, self._skipped
             cancelled = self._cancelled
@@ -788,6 +809,8 @@ class Client:
         if _capture.recorders:
             return self._capture(message)
         if not self._send:
+            if self._refusal is not None:
+                return self._refuse(message)
             return self._stopped(message, "send=False")
         if not self._route.delivers(message.type):
             return self._stopped(message, f"route {self._route.name!r} does not deliver it")
@@ -799,6 +822,8 @@ class Client:
     def _enqueue_quick(self, message: Message, mid: str) -> str:
         """`_dispatch` of a message made the short way (see track), whose id is `mid`."""
         if not self._send:
+            if self._refusal is not None:
+                return self._refuse(message)
             self._stopped(message, "send=False")
             return mid
         next(self._made)  # before the worker can count it delivered: never negative
@@ -812,25 +837,49 @@ class Client:
                 if done is not None:  # sync mode: wait for this message's outcome
                     self._worker.wait_done(message, done, self._options.flush_timeout)
                 return
-            self._not_queued(message, None)
-        except WorkerUnavailable as exc:
-            self._not_queued(message, exc)
-
-    def _not_queued(self, message: Message, closed: WorkerUnavailable | None) -> None:
-        """Count, log and report a message the worker refused: the queue was full, or closed."""
-        error: CourierAnalyticsError
-        if closed is None:
             options = self._options
-            error = QueueFullError(
-                f"{message.type} {message.message_id} ({len(message._data)} bytes) dropped: "
-                f"the queue is full (at most {options.max_queue_size} messages and "
-                f"{options.max_queue_bytes} bytes pending)"
+            self._not_queued(
+                message,
+                QueueFullError(
+                    f"{message.type} {message.message_id} ({len(message._data)} bytes) dropped: "
+                    f"the queue is full (at most {options.max_queue_size} messages and "
+                    f"{options.max_queue_bytes} bytes pending)"
+                ),
             )
-        else:
-            error = ClientClosedError(f"{message.type} {message.message_id} dropped: {closed}")
+        except WorkerUnavailable as exc:
+            successor = self._successor
+            if successor is not None and self._worker.closed:
+                with self._lock:
+                    self._handed_over += 1
+                successor()._dispatch(message)
+                return
+            error = ClientClosedError(f"{message.type} {message.message_id} dropped: {exc}")
+            self._not_queued(message, error)
+
+    def _refuse(self, message: Message) -> str:
+        """Drop a call made while the module settings are invalid (see `_refusal`).
+
+        Counted as made and dropped and passed to `on_error`; the settings module
+        logged the problem once, so this logs nothing.
+        """
+        successor = self._successor
+        if successor is not None:  # the settings changed since: the new client takes it
+            return successor()._dispatch(message)
+        next(self._made)
+        error = ConfigurationError(
+            f"{message.type} {message.message_id} dropped: the module settings are "
+            f"invalid ({self._refusal})"
+        )
+        self._not_queued(message, error, warn=False)
+        return message.message_id
+
+    def _not_queued(
+        self, message: Message, error: CourierAnalyticsError, *, warn: bool = True
+    ) -> None:
+        """Count, log and report a message the worker refused: the queue was full, or closed."""
         with self._lock:
             self._dropped += 1
-            drops = self._count_drop()
+            drops = self._count_drop() if warn else 0
         if drops:
             logger.warning(
                 "courier-analytics: %s (%d message(s) dropped since the last such warning; "
@@ -919,19 +968,17 @@ class Client:
         """Flush, then stop the worker; later calls are dropped and reported.
 
         What is still pending when `timeout` passes is counted as failed and
-        passed to `on_error` as [`NotDeliveredError`][courier_analytics.NotDeliveredError]. Calling
-        it again is harmless.
+        passed to `on_error` as [`NotDeliveredError`][courier_analytics.NotDeliveredError],
+        with one WARNING line for them all, before this returns: then
+        `stats.pending == 0` and `stats.unaccounted == 0`. Reporting takes what
+        `on_error` takes for each message, at most 5 s more (past that an ERROR line
+        says so; the counts are settled even then). Calling it again is harmless.
 
         Args:
             timeout: Seconds to wait at most; default the client's `flush_timeout`.
         """
-        self._worker.close()
         wait = self._options.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
-        self._worker.wait_idle(wait)
-        # Cancelling what is in flight takes milliseconds; a short floor lets the
-        # reports of what was not delivered land before this returns.
-        self._worker.stop(max(0.2, deadline - time.monotonic()))
+        shut_down_together([(self, time.monotonic() + wait)])
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """`flush` for async code: awaits delivery while the event loop goes on.
@@ -960,10 +1007,9 @@ class Client:
         """
         self._worker.close()
         wait = self._options.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
         await self._worker.wait_idle_async(wait)
-        # Stopping joins the worker thread (milliseconds): on a thread, not on the loop.
-        await asyncio.to_thread(self._worker.stop, max(0.2, deadline - time.monotonic()))
+        # Waiting for the reports of what is left blocks: on a thread, not on the loop.
+        await asyncio.to_thread(_stop_and_report, [self])
 
     async def __aenter__(self) -> Client:
         return self
@@ -994,11 +1040,10 @@ class Client:
         if closed:
             self._worker.close()
 
-    def _at_exit(self) -> None:
-        # Also for a client whose shutdown() runs in another thread: that thread is a
-        # daemon and dies with the interpreter, so exit waits here instead.
+    def _exit_deadline(self, began: float) -> float:
+        """When this client's delivery must end if the exit began at `began` (monotonic)."""
         options = self._options
-        self.shutdown(options.exit_timeout if options.flush_at_exit else 0.0)
+        return began + (options.exit_timeout if options.flush_at_exit else 0.0)
 
 
 # The seam for code that wraps a client behind other call signatures (the Segment
@@ -1030,16 +1075,69 @@ def _enable_debug_logging() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _exit_began
+    _exit_began = None  # a child has not begun to exit because its parent had
     for client in list(_CLIENTS):
         client._after_fork_in_child()
 
 
+def shut_down_together(clients: list[tuple[Client, float]]) -> None:
+    """Shut clients down at once, each delivering until its deadline (`time.monotonic()`).
+
+    They deliver side by side, so the slowest deadline bounds the whole, not their sum;
+    then each reports what it leaves undelivered (see `Client.shutdown`).
+    """
+    for client, _ in clients:
+        client._worker.close()
+    for client, deadline in clients:
+        client._worker.wait_idle(max(0.0, deadline - time.monotonic()))
+    _stop_and_report([client for client, _ in clients])
+
+
+def _stop_and_report(clients: list[Client]) -> None:
+    """Stop the workers of closed clients and wait for their reports of what is left."""
+    for client in clients:
+        client._worker.stop()
+    # Cancelling what is in flight takes milliseconds; the rest is on_error's time.
+    cutoff = time.monotonic() + REPORT_TIMEOUT
+    for client in clients:
+        worker = client._worker
+        if not worker.wait_stopped(max(0.0, cutoff - time.monotonic())):
+            logger.error(
+                "courier-analytics: on_error was still being called for the messages a "
+                "stopped client did not deliver after %ss; they are counted as failed, "
+                "and any report not made when the process exits is lost",
+                REPORT_TIMEOUT,
+            )
+
+
+#: When the process began to exit (`time.monotonic()`), once it has: a SIGTERM
+#: handler (see `handle_sigterm`) and the atexit hook share one exit budget.
+_exit_began: float | None = None
+
+
+def begin_exit() -> float:
+    """Note that the process is exiting, if not yet noted; return when it began to."""
+    global _exit_began
+    if _exit_began is None:
+        _exit_began = time.monotonic()
+    return _exit_began
+
+
+def exit_deadlines(began: float) -> list[tuple[Client, float]]:
+    """Every live client with the deadline of its delivery at an exit that began at `began`."""
+    return [(client, client._exit_deadline(began)) for client in list(_CLIENTS)]
+
+
 def _flush_all_at_exit() -> None:
-    for client in list(_CLIENTS):
-        try:
-            client._at_exit()
-        except Exception:  # pragma: no cover - never let exit fail because of analytics
-            logger.exception("courier-analytics: flushing at exit failed")
+    # Every client at once, on one budget: each gets its exit_timeout from when the
+    # exit began, side by side (one after another, three took three times as long).
+    # Also for a client whose shutdown() runs in another thread: that thread is a
+    # daemon and dies with the interpreter, so exit waits here instead.
+    try:
+        shut_down_together(exit_deadlines(begin_exit()))
+    except Exception:  # pragma: no cover - never let exit fail because of analytics
+        logger.exception("courier-analytics: flushing at exit failed")
 
 
 if hasattr(os, "register_at_fork"):

@@ -5,8 +5,14 @@ module-level settings (`courier_analytics.api_key`, `segment.write_key`, ...)
 are read when the default client is built, lazily, on the first call. Assigning a
 setting marks it stale: the next call builds a new client from the new settings,
 and the old one delivers what it had queued in the background (and at exit, at
-the latest). `DefaultClient` is that logic, once, for both
+the latest); a call that still reaches the old one (a thread held it across the
+rebuild) goes on to the new one. `DefaultClient` is that logic, once, for both
 modules.
+
+Settings that cannot make a client (no API key, `region="asia"`) never make a
+module-level call raise on `courier_analytics`: its default client is then a
+stand-in that drops each call (counted, passed to `on_error`), and the problem is
+logged once, as an ERROR. The Segment drop-in raises at the call, as Segment does.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import types
 import weakref
 from collections.abc import Callable
@@ -25,8 +32,9 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 import attrs
 
 from courier_analytics._client import Client, Stats
+from courier_analytics._errors import ConfigurationError
 from courier_analytics._events import Emitter, EventName
-from courier_analytics._options import Options
+from courier_analytics._options import REGIONS, Options
 from courier_analytics._plugins import Middleware, Plugin, Plugins
 
 __all__ = [
@@ -75,6 +83,8 @@ class DefaultClient(Generic[C]):
         build: Makes a client from the settings (`Client` itself, usually).
         published: A module attribute that mirrors the current client (Segment's
             `default_client`); assigning it replaces the client, `None` rebuilds.
+        stand_in: Makes the client used while the settings are invalid, from the
+            problem's text; without it, the `ConfigurationError` raises at the call.
     """
 
     def __init__(
@@ -84,11 +94,15 @@ class DefaultClient(Generic[C]):
         build: Callable[..., C],
         *,
         published: str | None = None,
+        stand_in: Callable[[str], C] | None = None,
     ) -> None:
         self.module = module
         self.settings = settings
         self.published = published
         self._build = build
+        self._stand_in = stand_in
+        # Replaced clients still delivering what they had queued (see `retired`).
+        self._retiring: set[C] = set()
         self._lock = threading.Lock()  # held while a client is built or replaced
         self._count_lock = threading.Lock()
         self._generation = 0  # bumped by every assignment of a setting
@@ -123,7 +137,22 @@ class DefaultClient(Generic[C]):
                 generation = self._generation
                 # A setting assigned while this builds bumps the generation past
                 # `generation`, so the next call builds again with it.
-                fresh = self._build(**{name: getattr(module, name) for name in self.settings})
+                settings = {name: getattr(module, name) for name in self.settings}
+                try:
+                    fresh = self._build(**settings)
+                except ConfigurationError as exc:
+                    if self._stand_in is None:
+                        raise
+                    # Once per change of the settings, not once per call; the text
+                    # names the setting, never the key's value.
+                    logger.error(
+                        "courier-analytics: the settings of %s are invalid: %s. Until a "
+                        "setting is assigned, every call is dropped (counted in stats().dropped) "
+                        "and passed to on_error",
+                        self.module,
+                        exc,
+                    )
+                    fresh = self._stand_in(str(exc))
                 self._current = (fresh, generation)
                 self._publish(fresh)
                 if current is not None:
@@ -131,9 +160,27 @@ class DefaultClient(Generic[C]):
                         "courier-analytics: settings of %s changed; its default client was rebuilt",
                         self.module,
                     )
-                    retire(current[0])
+                    self._retire(current[0])
                 return fresh
             return current[0]
+
+    def retired(self) -> list[C]:
+        """Clients replaced after a setting changed that are still shutting down."""
+        with self._count_lock:
+            return list(self._retiring)
+
+    def _retire(self, client: C) -> None:
+        """Hand `client`'s late calls to the current client, and shut it down meanwhile."""
+        if isinstance(client, Client):
+            client._successor = self.get  # type: ignore[assignment]
+        with self._count_lock:
+            self._retiring.add(client)
+
+        def done() -> None:
+            with self._count_lock:
+                self._retiring.discard(client)
+
+        retire(client, done)
 
     def take(self) -> C | None:
         """Forget the current client and return it (the next call builds a new one)."""
@@ -165,8 +212,31 @@ def _build(**settings: Any) -> Client:
     return client
 
 
+def _stand_in(problem: str) -> Client:
+    """The default client while the settings are invalid: it drops and reports each call.
+
+    Its calls still validate their arguments (bad ones raise, as ever); a valid
+    message is dropped, counted and passed to `on_error` (when that setting is
+    usable) as a `ConfigurationError`.
+    """
+    handler = getattr(sys.modules[core.module], "on_error", None)
+    client = Client(
+        # Explicit values that cannot be invalid: the environment's key or URL may be.
+        api_key="unused",
+        base_url=REGIONS["us"],
+        send=False,
+        on_error=handler if callable(handler) else None,
+        flush_at_exit=False,
+    )
+    client._refusal = problem
+    client._adopt(_plugins, _events)
+    return client
+
+
 #: The default client of `courier_analytics` itself.
-core: DefaultClient[Client] = DefaultClient("courier_analytics", SETTINGS, _build)
+core: DefaultClient[Client] = DefaultClient(
+    "courier_analytics", SETTINGS, _build, stand_in=_stand_in
+)
 
 
 class SettingsModule(types.ModuleType):
@@ -214,22 +284,32 @@ def default_client() -> Client:
 
     Raises:
         ConfigurationError: the settings are invalid (e.g. no API key anywhere).
+            Module-level calls do not raise then: each is dropped and reported.
     """
-    return core.get()
+    client = core.get()
+    if client._refusal is not None:
+        raise ConfigurationError(client._refusal)
+    return client
 
 
-def retire(client: _Closable) -> None:
+def retire(client: _Closable, done: Callable[[], None] = lambda: None) -> None:
     """Shut an old client down without blocking the caller (which goes on with a new one).
 
     Its queue is delivered in the background, and at exit at the latest; when no thread
-    can start (interpreter shutdown on Python 3.12+) it is shut down right here.
+    can start (interpreter shutdown on Python 3.12+) it is shut down right here. `done`
+    is called once it is.
     """
+
+    def shut_down() -> None:
+        try:
+            client.shutdown()
+        finally:
+            done()
+
     try:
-        threading.Thread(
-            target=client.shutdown, name="courier-analytics-retire", daemon=True
-        ).start()
+        threading.Thread(target=shut_down, name="courier-analytics-retire", daemon=True).start()
     except RuntimeError:
-        client.shutdown()
+        shut_down()
 
 
 def proxy(
@@ -252,33 +332,70 @@ def proxy(
     return call
 
 
-def flush(timeout: float | None = None) -> bool:
-    """Flush the default client, if one was made.
+def _flushed(timeout: float | None) -> list[tuple[Client, float | None]]:
+    """Default clients to flush (the current one and those retired and still delivering).
 
-    See [`Client.flush`][courier_analytics.Client.flush].
+    Each with its timeout: what is left of one deadline, `timeout` (default: each
+    client's `flush_timeout`) from now.
     """
-    client = core.peek()
-    return True if client is None else client.flush(timeout)
+    current = core.peek()
+    clients = [*core.retired(), *([] if current is None else [current])]
+    if timeout is None:
+        return [(client, None) for client in clients]
+    deadline = time.monotonic() + timeout
+    return [(client, max(0.0, deadline - time.monotonic())) for client in clients]
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Flush the default client, if one was made, and those a setting change replaced.
+
+    A client replaced after a setting changed delivers what it had queued in the
+    background; this waits for that too, within the same `timeout`. See
+    [`Client.flush`][courier_analytics.Client.flush].
+    """
+    done = True
+    for client, wait in _flushed(timeout):
+        done = client.flush(wait) and done
+    return done
 
 
 def shutdown(timeout: float | None = None) -> None:
-    """Shut the default client down, if one was made; the next call builds a new one."""
+    """Shut the default client down, if one was made; the next call builds a new one.
+
+    It also waits, within `timeout`, for the clients a setting change replaced.
+    """
+    wait = _flush_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + wait
     client = core.take()
     if client is not None:
-        client.shutdown(timeout)
+        client.shutdown(wait)
+    for old in core.retired():
+        old.shutdown(max(0.0, deadline - time.monotonic()))
 
 
 async def aflush(timeout: float | None = None) -> bool:
-    """Flush the default client from async code, if one was made; see `Client.aflush`."""
-    client = core.peek()
-    return True if client is None else await client.aflush(timeout)
+    """`flush` from async code; see `Client.aflush`."""
+    done = True
+    for client, wait in _flushed(timeout):
+        done = await client.aflush(wait) and done
+    return done
 
 
 async def ashutdown(timeout: float | None = None) -> None:
-    """Shut the default client down from async code; see `Client.ashutdown`."""
+    """`shutdown` from async code; see `Client.ashutdown`."""
+    wait = _flush_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + wait
     client = core.take()
     if client is not None:
-        await client.ashutdown(timeout)
+        await client.ashutdown(wait)
+    for old in core.retired():
+        await old.ashutdown(max(0.0, deadline - time.monotonic()))
+
+
+def _flush_timeout() -> float:
+    """The module's `flush_timeout` setting (the default of flush and shutdown)."""
+    value = getattr(sys.modules[core.module], "flush_timeout", 30.0)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 30.0
 
 
 def stats() -> Stats | None:

@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -156,7 +156,9 @@ class Worker:
         self._stopping = False
         self._waiter: asyncio.Future[None] | None = None
         self._idle_events: list[_IdleWaiter] = []
-        self._idle_lock = threading.Lock()
+        # Reentrant: a SIGTERM handler (see _signals.py) may flush from the main thread
+        # while that thread is inside wait_idle's few lines holding it.
+        self._idle_lock = threading.RLock()
         self._lanes: Lanes | None = None
         self._ready: deque[Message] = deque()  # released by their lanes, not yet sent
         self._concurrency: Concurrency | None = None
@@ -183,6 +185,10 @@ class Worker:
         # With a spool, a call wakes the worker when this many wait to be committed,
         # so a burst is committed at once instead of overflowing the queue.
         self._wake_at = -1 if self.journal is None else self.journal.burst
+        # What the worker leaves undelivered as it ends, counted at once and reported
+        # after (see _report_ended), with each sync-mode waiter to resolve after it.
+        self._unreported: list[tuple[Message, DeliveryError, str, Future[None] | None]] = []
+        self._ended = threading.Event()  # set once the ending worker has reported all
 
     # ----------------------------------------------------------------- producer side
 
@@ -213,8 +219,11 @@ class Worker:
 
     def close(self) -> None:
         """Take no more messages; what is queued is still delivered (see `stop`)."""
-        with self._lock:
-            self._closed = True
+        # No lock: a put checks the flag under its lock, and the ending worker takes
+        # that lock to collect what a put appended meanwhile (see _thread_main), so no
+        # message slips between. Lock-free, close() is safe from a signal handler that
+        # interrupted a put in the same thread.
+        self._closed = True
 
     def put(self, message: Message, done: Future[None] | None = None) -> bool:
         """Queue a message; `False` when the queue is full, in messages or bytes.
@@ -316,15 +325,24 @@ class Worker:
             with self._idle_lock, contextlib.suppress(ValueError):
                 self._idle_events.remove(waiter)
 
-    def stop(self, timeout: float | None) -> None:
-        """Stop the thread; what is still pending is reported as not delivered."""
-        thread = self._thread
-        if thread is None:
+    def stop(self) -> None:
+        """Tell the thread to end; what is still pending is reported as not delivered."""
+        if self._thread is None:
             return
         self._stopping = True
         self._call_soon(self._resolve_waiter)
-        if threading.current_thread() is not thread:  # never join ourselves
-            thread.join(timeout)
+
+    def wait_stopped(self, timeout: float | None) -> bool:
+        """Wait until a stopped worker has counted and reported all it did not deliver.
+
+        Returns:
+            `True` once every such message was passed to `report`; `False` if `timeout`
+            passed first (the counts are settled even then: only reports are left).
+        """
+        thread, ended = self._thread, self._ended
+        if thread is None or threading.current_thread() is thread:  # never wait for ourselves
+            return True
+        return ended.wait(timeout)
 
     def start(self) -> None:
         """Start the thread now (a client with a spool delivers what it finds there)."""
@@ -335,6 +353,7 @@ class Worker:
 
     def _start(self) -> None:
         self._stopping = False
+        self._ended = threading.Event()
         # The sender (and any helper threads it starts: DNS, blocking transports) is
         # made here, in the caller's thread, before the worker runs: Python 3.12+
         # refuses new threads once interpreter shutdown begins, and a script that
@@ -377,6 +396,7 @@ class Worker:
         except BaseException:  # a bug or a broken environment; the next call restarts it
             logger.exception("courier-analytics: the worker stopped unexpectedly")
         finally:
+            self._ending = True
             self._abandon(self._take_all(), "the worker failed")  # reported, never lost
             loop.close()
             with self._lock:  # a put made meanwhile found a thread that no longer reads
@@ -385,6 +405,7 @@ class Worker:
             self._abandon(stragglers, "the worker failed")
             if self.journal is not None:
                 self.journal.stop()  # what is left stays in the spool, for the next process
+            self._report_ended()
             self._release_idle_waiters()
 
     async def _main(self) -> None:
@@ -414,22 +435,28 @@ class Worker:
         finally:
             self._ending = True  # nothing more is sent: what is left is reported
             tasks = [*self._tasks, *self._retrying]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            running = set(tasks)
+            while running:
+                for task in running:
+                    task.cancel()
+                # A cancellation can be lost (before Python 3.12, asyncio.wait_for drops
+                # one that meets the end of what it waits for: a retry then went on for
+                # its whole policy), so what still runs is cancelled again.
+                _, running = await asyncio.wait(running, timeout=0.05)
+            await asyncio.gather(*tasks, return_exceptions=True)  # retrieves their errors
             unstarted, self._unstarted = list(self._unstarted.values()), {}
             for message, attempts, last in unstarted:  # cancelled before they ran
                 self._bytes_freed += len(message._data)
-                self._signal_done(message)
                 error = _outcomes.not_delivered(message, attempts, last=last)
                 self._fail(message, error, _outcomes.SHUT_DOWN)
             sending, self._sending = list(self._sending.values()), {}
             self._wire = 0  # the requests of the callbacks and unstarted tasks: ended
             for message in sending:  # sent by callback and not answered: ended with us
                 self._bytes_freed += len(message._data)
-                self._signal_done(message)
                 self._fail(message, _outcomes.not_delivered(message, 1), _outcomes.SHUT_DOWN)
             self._abandon(self._take_all(), reason)
+            # Reported before the sender closes: closing may wait on the network.
+            self._report_ended()
             if self._sender is not None:
                 await self._sender.aclose()
 
@@ -824,6 +851,9 @@ class Worker:
     ) -> None:
         """The one place a message is counted as failed, logged and reported.
 
+        While the worker ends, the message is counted here and reported with the
+        others it leaves (see `_report_ended`): one log line for them all.
+
         Args:
             message: The message.
             error: What `on_error` is given.
@@ -839,6 +869,15 @@ class Worker:
         ):
             return  # kept in the spool: the next process to open it delivers it
         self.failed += 1
+        if alarm is not None and alarm not in self._alarms:
+            self._alarms.add(alarm)
+            logger.error("courier-analytics: %s", alarm)
+        if self._ending:
+            # Its sync-mode waiter, if any, is resolved after the report, as it
+            # would be by _finish_lane after a report made at once.
+            done = self._done.pop(id(message), None) if self._done else None
+            self._unreported.append((message, error, why, done))
+            return
         if alarm is None:
             logger.warning(
                 "courier-analytics: %s %s (%d bytes) not delivered: %s (%s)",
@@ -848,9 +887,6 @@ class Worker:
                 type(error).__name__,
                 why,
             )
-        elif alarm not in self._alarms:
-            self._alarms.add(alarm)
-            logger.error("courier-analytics: %s", alarm)
         self._report(error, message)
 
     def _take_all(self) -> list[Message]:
@@ -867,9 +903,8 @@ class Worker:
         return leftovers
 
     def _abandon(self, leftovers: list[Message], reason: str) -> None:
-        """Report each message as not delivered, and why."""
+        """Count each message as not delivered, and why (reported by `_report_ended`)."""
         for message in leftovers:
-            self._signal_done(message)
             self._fail(message, _outcomes.not_delivered(message, reason=reason), reason)
 
     # ---------------------------------------------------------- for the spool's journal
@@ -911,3 +946,26 @@ class Worker:
             self._resolve_waiter()
         else:
             self._drain()
+
+    def _report_ended(self) -> None:
+        """Log what the ending worker leaves undelivered in one line; pass each to `report`.
+
+        The counts were settled as each was taken (`_fail`); `wait_stopped` returns
+        once this is done.
+        """
+        unreported, self._unreported = self._unreported, []
+        if unreported:
+            reasons = Counter(why for _, _, why, _ in unreported)
+            kinds = Counter(type(error).__name__ for _, error, _, _ in unreported)
+            logger.warning(
+                "courier-analytics: %d message(s) not delivered when the worker stopped (%s: %s); "
+                "each is passed to on_error",
+                len(unreported),
+                ", ".join(f"{count} {name}" for name, count in kinds.most_common()),
+                "; ".join(f"{count} x {why}" for why, count in reasons.most_common(3)),
+            )
+        for message, error, _, done in unreported:
+            self._report(error, message)
+            if done is not None and not done.done():
+                done.set_result(None)
+        self._ended.set()

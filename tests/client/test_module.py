@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import threading
 import types
+from typing import Any
 
 import attrs
 import httpx
@@ -14,7 +16,7 @@ import pytest
 import courier_analytics as analytics
 from courier_analytics import Client, ConfigurationError, Options, _default
 
-from .fakes import NO_WAIT, FakeCourier
+from .fakes import NO_WAIT, FakeCourier, Reports
 
 PUBLIC = {
     "AuthenticationError", "Client", "ClientClosedError", "ConfigurationError",
@@ -23,8 +25,8 @@ PUBLIC = {
     "Options", "Plugin", "PluginError", "QueueFullError", "REGIONS", "RejectedError",
     "RetriesExhaustedError", "RetryPolicy", "Stats", "User", "__version__",
     "add_source_middleware", "aflush", "alias", "ashutdown", "configure", "default_client",
-    "deregister", "flush", "group", "identify", "on", "page", "register", "reset", "scope",
-    "screen", "shutdown", "stats", "track", "user",
+    "deregister", "flush", "group", "handle_sigterm", "identify", "on", "page", "register",
+    "reset", "scope", "screen", "shutdown", "stats", "track", "user",
 }  # fmt: skip
 
 
@@ -73,10 +75,129 @@ def test_configure_rejects_unknown_settings() -> None:
         analytics.configure(api_keyy="x")
 
 
-def test_a_call_without_any_key_raises_configuration_error() -> None:
-    """The first call with no key set anywhere raises ConfigurationError at the call."""
+def event(body: dict[str, Any]) -> str:
+    """The track event name as made, without the route's prefix."""
+    return str(body["event"]).removeprefix(analytics.DEFAULT_EVENT_PREFIX)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [({}, "api_key is required"), ({"api_key": "k", "region": "asia"}, "region must be one of")],
+)
+def test_a_call_with_invalid_settings_is_dropped_and_reported_not_raised(
+    settings: dict[str, object], named: str
+) -> None:
+    """No key or a bad setting: the call returns, its message is counted dropped and reported."""
+    reports = Reports()
+    analytics.configure(on_error=reports, **settings)
+    message_id = analytics.track("E", user_id="u1")
+    assert [(type(e), m.message_id) for e, m in reports.calls] == [(ConfigurationError, message_id)]
+    assert named in str(reports.errors[0])
+    stats = analytics.stats()
+    assert stats is not None
+    assert (stats.made, stats.dropped, stats.unaccounted) == (1, 1, 0)
+
+
+def test_invalid_settings_are_logged_once_as_an_error_without_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Many calls with a bad key log one ERROR naming api_key; the key is in no log or report."""
+    reports = Reports()
+    analytics.configure(api_key="sk_secret_value\n", on_error=reports)
+    with caplog.at_level(logging.DEBUG, logger="courier_analytics"):
+        for _ in range(5):
+            analytics.track("E", user_id="u1")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1
+    assert "api_key" in errors[0]
+    texts = [r.getMessage() for r in caplog.records] + [str(e) for e in reports.errors]
+    assert len(reports.calls) == 5
+    assert not any("sk_secret" in text for text in texts)
+
+
+def test_invalid_settings_still_refuse_bad_arguments_at_the_call() -> None:
+    """With invalid settings a bad argument still raises TypeError, as with any client."""
+    with pytest.raises(TypeError, match="event"):
+        analytics.track(123, user_id="u1")  # type: ignore[arg-type]
+
+
+def test_a_call_after_the_settings_are_fixed_is_delivered() -> None:
+    """Assigning the missing key makes the next call build a real client that delivers."""
+    courier = FakeCourier()
+    analytics.transport = courier
+    analytics.track("Dropped", user_id="u1")
+    analytics.api_key = "k"
+    analytics.track("Delivered", user_id="u1")
+    assert analytics.flush(10)
+    assert [event(body) for body in courier.bodies] == ["Delivered"]
+
+
+def test_default_client_still_raises_for_invalid_settings() -> None:
+    """default_client(), asked for explicitly, raises ConfigurationError naming the setting."""
+    analytics.track("E", user_id="u1")
     with pytest.raises(ConfigurationError, match="api_key is required"):
-        analytics.track("E", user_id="u1")
+        analytics.default_client()
+
+
+def test_a_call_reaching_a_replaced_client_goes_to_the_new_one() -> None:
+    """A thread still holding the old default client after a rebuild reaches the new one."""
+    courier = FakeCourier()
+    reports = Reports()
+    analytics.configure(api_key="first", transport=courier, on_error=reports)
+    analytics.track("First", user_id="u1")
+    old = analytics.default_client()
+    analytics.api_key = "second"
+    analytics.track("Second", user_id="u1")
+    new = analytics.default_client()
+    old.shutdown(10)  # as its retirement does, in the background
+    old.track("Late", user_id="u1")  # the thread that still held it
+    assert analytics.flush(10)
+    keys = [request.headers["authorization"] for request in courier.requests]
+    sent = {event(body): key for body, key in zip(courier.bodies, keys, strict=True)}
+    assert sent == {"First": "Bearer first", "Second": "Bearer second", "Late": "Bearer second"}
+    assert reports.calls == []
+    assert (old.stats.made, old.stats.delivered, old.stats.unaccounted) == (1, 1, 0)
+    assert (new.stats.made, new.stats.delivered, new.stats.unaccounted) == (2, 2, 0)
+
+
+def test_calls_racing_setting_changes_all_reach_courier() -> None:
+    """8 threads tracking while a setting changes 200 times: every call is delivered."""
+    courier = FakeCourier()
+    reports = Reports()
+    analytics.configure(api_key="k", transport=courier, on_error=reports, retry=NO_WAIT)
+    start = threading.Barrier(9)
+
+    def track(n: int) -> None:
+        start.wait()
+        for m in range(1_000):
+            analytics.track("E", {"m": m}, user_id=f"u{n}")
+
+    threads = [threading.Thread(target=track, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    for change in range(200):
+        analytics.max_retries = 3 + change % 2  # any assignment rebuilds the client
+        analytics.track("Change", user_id="main")
+    for thread in threads:
+        thread.join()
+    assert analytics.flush(60)
+    assert reports.calls == []
+    assert len(courier.bodies) == 8 * 1_000 + 200
+
+
+def test_flush_waits_for_a_replaced_client_still_delivering() -> None:
+    """analytics.flush() is False while a replaced client still holds a message, then True."""
+    first, second = FakeCourier(), FakeCourier()
+    first.gate.clear()
+    analytics.configure(api_key="k", transport=first)
+    analytics.track("Held", user_id="u1")
+    analytics.transport = second
+    analytics.track("Sent", user_id="u1")
+    assert analytics.flush(0.1) is False
+    first.gate.set()
+    assert analytics.flush(10) is True
+    assert [event(body) for body in first.bodies] == ["Held"]
 
 
 def test_flush_and_stats_before_any_call_need_no_client() -> None:

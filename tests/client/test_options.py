@@ -140,10 +140,16 @@ def test_a_bad_key_from_the_environment_names_the_variable(monkeypatch: pytest.M
 
 
 def test_a_bad_key_in_module_settings_is_refused_at_the_first_call() -> None:
-    """courier_analytics.api_key with a control character raises ConfigurationError, keyless."""
+    """courier_analytics.api_key with a control character: the call is reported, keyless."""
+    errors: list[BaseException] = []
+    courier_analytics.on_error = lambda error, message: errors.append(error)
     courier_analytics.api_key = KEY + "\x0b"
+    courier_analytics.track("Signed Up", user_id="u1")
+    assert [type(error) for error in errors] == [ConfigurationError]
+    assert "control character" in str(errors[0])
+    assert "SECRET" not in str(errors[0])
     with pytest.raises(ConfigurationError, match="control character") as info:
-        courier_analytics.track("Signed Up", user_id="u1")
+        courier_analytics.default_client()
     assert "SECRET" not in str(info.value)
 
 

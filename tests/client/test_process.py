@@ -150,3 +150,71 @@ def test_exit_delivery_resolves_host_names(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert log.read_text().split() == ["got"] * 20
+
+
+def test_exit_reports_every_undelivered_message_in_one_line(tmp_path: Path) -> None:
+    """10,000 messages that cannot go out at exit all reach on_error; one log line sums them."""
+    log = tmp_path / "log"
+    code = textwrap.dedent(
+        """
+        import atexit, sys, httpx
+        reports = []
+        # Registered before the library's hook, so it runs after it: what on_error saw.
+        atexit.register(lambda: open(sys.argv[1], "w").write(str(len(reports))))
+        import courier_analytics as analytics
+        def refuse(request):
+            raise httpx.ConnectError("connection refused")
+        policy = analytics.RetryPolicy(max_retries=5, initial_wait=30, max_wait=30)
+        client = analytics.Client(api_key="k", transport=httpx.MockTransport(refuse),
+                                  retry=policy, exit_timeout=0.2,
+                                  on_error=lambda error, message: reports.append(error))
+        for n in range(10_000):
+            client.track("E", user_id=f"u{n % 100}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert log.read_text() == "10000"
+    lines = done.stderr.splitlines()
+    assert len(lines) < 10, lines[:20]
+    assert any("10000 message(s) not delivered" in line for line in lines), lines
+
+
+def test_clients_share_one_exit_budget(tmp_path: Path) -> None:
+    """Three clients with Courier hanging exit within one exit_timeout, not three in a row."""
+    log = tmp_path / "log"
+    code = textwrap.dedent(
+        """
+        import atexit, sys, threading, time, httpx
+        began = []
+        # atexit runs hooks last registered first: this one after the library's,
+        # the one registered below before it.
+        def end():
+            with open(sys.argv[1], "w") as log:
+                log.write(f"{time.monotonic() - began[0]} {len(reports)}")
+        atexit.register(end)
+        import courier_analytics as analytics
+        class Hang(httpx.BaseTransport):
+            def handle_request(self, request):
+                threading.Event().wait()
+        reports = []
+        clients = [
+            analytics.Client(api_key="k", transport=Hang(), exit_timeout=2.0,
+                             on_error=lambda error, message: reports.append(error))
+            for _ in range(3)
+        ]
+        for client in clients:
+            client.track("E", user_id="u1")
+        atexit.register(lambda: began.append(time.monotonic()))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    seconds, reported = log.read_text().split()
+    # One after another took three budgets (6 s and more); together, one and a bit.
+    assert 2.0 <= float(seconds) < 5.0
+    assert reported == "3"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future
 from typing import Any
 
 import httpx
+import pytest
 
-from courier_analytics import NotDeliveredError
+from courier_analytics import Client, NotDeliveredError, RetryPolicy
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome
 
@@ -60,8 +62,8 @@ def test_a_retryable_answer_while_the_worker_ends_is_reported_not_retried() -> N
 
     worker._call_soon(settle_while_ending)
     assert settled.result(30) == (False, 0)
-    assert [(type(error), m.event) for error, m in reports.calls] == [(NotDeliveredError, "E")]
     client.shutdown(5)
+    assert [(type(error), m.event) for error, m in reports.calls] == [(NotDeliveredError, "E")]
 
 
 def test_a_retry_waiting_for_room_goes_before_later_first_attempts() -> None:
@@ -84,3 +86,41 @@ def test_a_retry_waiting_for_room_goes_before_later_first_attempts() -> None:
     assert users.index("a", 1) <= 3  # its retry, right after a request or two
     assert client.stats.unaccounted == 0
     client.shutdown(5)
+
+
+def courier_down(reports: Reports, *, retry_wait: float, messages: int) -> Client:
+    """A client whose Courier refuses every connection, holding `messages` tracks that retry."""
+    courier = FakeCourier(lambda request, body, attempt: httpx.ConnectError("refused"))
+    policy = RetryPolicy(
+        max_retries=1_000_000, initial_wait=retry_wait, max_wait=retry_wait, max_time=None
+    )
+    client = make_client(courier, on_error=reports, retry=policy)
+    for n in range(messages):
+        client.track("E", user_id=f"u{n % 100}")
+    return client
+
+
+def test_shutdown_returns_only_after_reporting_everything_it_could_not_deliver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """shutdown() returns with every undelivered message reported and summed up in one line."""
+    reports = Reports()
+    client = courier_down(reports, retry_wait=30, messages=10_000)
+    with caplog.at_level(logging.INFO, logger="courier_analytics"):
+        client.shutdown(0.1)
+    stats = client.stats
+    assert (stats.unaccounted, stats.pending, stats.failed) == (0, 0, 10_000)
+    assert len(reports.calls) == 10_000
+    assert {type(error) for error in reports.errors} == {NotDeliveredError}
+    summaries = [r for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(summaries) == 1
+    assert "10000 message(s)" in summaries[0].getMessage()
+
+
+def test_shutdown_ends_retries_whose_cancellation_was_lost() -> None:
+    """Messages retrying every millisecond are all reported by the time shutdown returns."""
+    reports = Reports()
+    client = courier_down(reports, retry_wait=0.001, messages=200)
+    client.shutdown(0.2)
+    assert len(reports.calls) == 200
+    assert (client.stats.pending, client.stats.unaccounted) == (0, 0)
