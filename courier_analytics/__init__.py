@@ -129,7 +129,7 @@ flush_at_exit: bool = True
 exit_timeout: float = 5.0
 flush_timeout: float = 30.0
 max_message_bytes: int = MAX_REQUEST_BYTES
-allow_insecure_http: bool = False
+allow_insecure_http: bool | None = None
 
 identify = proxy(Client.identify)
 track = proxy(Client.track)

@@ -208,7 +208,10 @@ class Client:
         flush_timeout: Default timeout of [`flush`][courier_analytics.Client.flush] and
             [`shutdown`][courier_analytics.Client.shutdown].
         max_message_bytes: Largest encoded message accepted at the call.
-        allow_insecure_http: Allow a plain `http://` base URL to another host.
+        allow_insecure_http: Allow a plain `http://` base URL to another host (the
+            key would travel unencrypted). Defaults to the
+            `COURIER_ANALYTICS_ALLOW_INSECURE_HTTP` environment variable (`1`, `true`,
+            `yes` or `on`), else no.
 
     Raises:
         ConfigurationError: An option is invalid, or no API key is set while `send`.
@@ -241,7 +244,7 @@ class Client:
         exit_timeout: float = 5.0,
         flush_timeout: float = 30.0,
         max_message_bytes: int = MAX_REQUEST_BYTES,
-        allow_insecure_http: bool = False,
+        allow_insecure_http: bool | None = None,
     ) -> None:
         options = Options(
             api_key=api_key,
