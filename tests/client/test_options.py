@@ -100,7 +100,7 @@ def test_allow_insecure_http_variable_with_a_bad_value_is_refused(
 ) -> None:
     """A value that is not yes/no raises ConfigurationError naming the variable."""
     monkeypatch.setenv("COURIER_ANALYTICS_ALLOW_INSECURE_HTTP", "sure")
-    with pytest.raises(ConfigurationError, match="COURIER_ANALYTICS_ALLOW_INSECURE_HTTP.*'sure'"):
+    with pytest.raises(ConfigurationError, match=r"COURIER_ANALYTICS_ALLOW_INSECURE_HTTP.*'sure'"):
         Client(api_key="k", base_url="http://courier-dev:8000")
 
 
