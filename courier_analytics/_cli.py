@@ -19,6 +19,7 @@ import orjson
 from courier_analytics._client import Client
 from courier_analytics._errors import NotDeliveredError
 from courier_analytics._messages import Message
+from courier_analytics._options import Options
 from courier_analytics._version import __version__
 
 __all__ = ["main"]
@@ -136,6 +137,13 @@ def _send_one(args: argparse.Namespace, out: TextIO) -> int:
         failures.append(error)
 
     try:
+        if not Options(api_key=args.api_key, send=False).resolved_api_key():
+            print(
+                "courier-analytics: an API key is required: pass --api-key, or set the "
+                "COURIER_API_KEY environment variable",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         client = Client(
             api_key=args.api_key,
             base_url=args.base_url,
