@@ -274,6 +274,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             AssertionError: No (or not `count`) matching message; the text lists
                 what was captured and how the closest message differs.
         """
+        __tracebackhide__ = True  # pytest shows the test's line, not the kit's
         return self._assert_some("track", count, event=event, **_optional(user_id=user_id), **match)
 
     def assert_identified(
@@ -292,6 +293,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             AssertionError: No (or not `count`) matching message; see
                 [`assert_tracked`][courier_analytics.testing.CapturedEvents.assert_tracked].
         """
+        __tracebackhide__ = True
         return self._assert_some("identify", count, **_optional(user_id=user_id), **match)
 
     def assert_grouped(
@@ -310,6 +312,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             AssertionError: No (or not `count`) matching message; see
                 [`assert_tracked`][courier_analytics.testing.CapturedEvents.assert_tracked].
         """
+        __tracebackhide__ = True
         return self._assert_some("group", count, **_optional(group_id=group_id), **match)
 
     def assert_not_tracked(
@@ -320,6 +323,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Some were; the text lists them.
         """
+        __tracebackhide__ = True
         self._assert_none("track", event=event, user_id=user_id, **match)
 
     def assert_not_identified(self, user_id: str | None = None, **match: Any) -> None:
@@ -328,6 +332,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Some were; the text lists them.
         """
+        __tracebackhide__ = True
         self._assert_none("identify", user_id=user_id, **match)
 
     def assert_count(self, expected: int, type: str | None = None, **match: Any) -> None:
@@ -336,6 +341,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Another number was; the text lists what was captured.
         """
+        __tracebackhide__ = True
         found = self.find(type, **match)
         if len(found) != expected:
             what = _expected(type or "any", _criteria(type, match))
@@ -349,10 +355,12 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Some were; the text lists them.
         """
+        __tracebackhide__ = True
         if len(self):
             raise AssertionError(f"Expected no analytics calls.\n{self.summary()}")
 
     def _assert_some(self, type_: str, count: int | None, **match: Any) -> dict[str, Any]:
+        __tracebackhide__ = True
         criteria = _criteria(type_, match)
         messages = self.messages
         found = [m for m in messages if not _differences(criteria, m, "")]
@@ -374,6 +382,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         raise AssertionError("\n".join(text))
 
     def _assert_none(self, type_: str, **match: Any) -> None:
+        __tracebackhide__ = True
         given = {key: value for key, value in match.items() if value is not None}
         found = self.find(type_, **given)
         if found:
