@@ -18,7 +18,7 @@ not ignored: the next call builds a new default client with it.
 from __future__ import annotations
 
 from courier_analytics import _default, _options
-from courier_analytics._client import Client, Stats
+from courier_analytics._client import Client, FlushReport, Stats
 from courier_analytics._default import (
     add_source_middleware,
     aflush,
@@ -27,6 +27,7 @@ from courier_analytics._default import (
     default_client,
     deregister,
     flush,
+    flush_report,
     on,
     proxy,
     register,
@@ -67,6 +68,7 @@ __all__ = [
     "CourierAnalyticsError",
     "DeliveryError",
     "ErrorHandler",
+    "FlushReport",
     "Message",
     "MessageTooLargeError",
     "MessageView",
@@ -89,6 +91,7 @@ __all__ = [
     "default_client",
     "deregister",
     "flush",
+    "flush_report",
     "group",
     "identify",
     "on",

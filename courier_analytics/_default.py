@@ -24,7 +24,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
 
-from courier_analytics._client import Client, Stats
+from courier_analytics._client import Client, FlushReport, Stats
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._options import Options
 from courier_analytics._plugins import Middleware, Plugin, Plugins
@@ -41,6 +41,7 @@ __all__ = [
     "default_client",
     "deregister",
     "flush",
+    "flush_report",
     "install",
     "on",
     "proxy",
@@ -259,6 +260,18 @@ def flush(timeout: float | None = None) -> bool:
     """
     client = core.peek()
     return True if client is None else client.flush(timeout)
+
+
+def flush_report(timeout: float | None = None) -> FlushReport:
+    """Flush the default client and say what became of its messages since the last flush.
+
+    See [`Client.flush_report`][courier_analytics.Client.flush_report]; before the
+    first call, a report of nothing (`done` and `ok`).
+    """
+    client = core.peek()
+    if client is None:
+        return FlushReport(done=True, delivered=0, failed=0, dropped=0, pending=0)
+    return client.flush_report(timeout)
 
 
 def shutdown(timeout: float | None = None) -> None:
