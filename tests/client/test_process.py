@@ -112,6 +112,33 @@ def test_exit_reports_what_it_cannot_deliver_in_time(tmp_path: Path) -> None:
     assert log.read_text().split() == ["NotDeliveredError"] * 7
 
 
+def test_exit_does_not_wait_again_after_a_flush_timed_out(tmp_path: Path) -> None:
+    """After flush() gave up at flush_timeout, exit reports at once, not exit_timeout later."""
+    log = tmp_path / "log"
+    # exit_timeout (600 s) far beyond the subprocess's 60 s: waiting it out fails the test.
+    code = textwrap.dedent(
+        """
+        import sys, threading, httpx
+        import courier_analytics as analytics
+        class Hang(httpx.BaseTransport):
+            def handle_request(self, request):
+                threading.Event().wait()
+        def report(error, message):
+            with open(sys.argv[1], "a") as log:
+                log.write(f"{type(error).__name__}\\n")
+        client = analytics.Client(api_key="k", transport=Hang(), flush_timeout=0.2,
+                                  exit_timeout=600, on_error=report)
+        client.track("E", user_id="u1")
+        assert client.flush() is False
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["NotDeliveredError"]
+
+
 def test_exit_delivery_resolves_host_names(tmp_path: Path) -> None:
     """At exit, connections to a host name (not an IP) still open: DNS avoids the executor."""
     log = tmp_path / "log"
