@@ -29,6 +29,8 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #ddd;
          vertical-align: top; }
 td.data { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
+td.received { white-space: nowrap; }
+td.no-recipient { color: #777; font-style: italic; }
 .Mapped { color: #0a7d32; } .Unmapped { color: #a15c00; } .Duplicate { color: #777; }
 """
 
@@ -49,11 +51,11 @@ _SCRIPT = """
     events.forEach(function (e) {
       var row = document.createElement("tr");
       row.setAttribute("data-event-id", String(e.id));
-      cell(row, e.received);
+      cell(row, e.received, "received");
       cell(row, e.status, String(e.status));
       cell(row, e.route);
       cell(row, e.type);
-      cell(row, e.user);
+      cell(row, e.user || "no recipient", e.user ? "" : "no-recipient");
       cell(row, e.event || e.type);
       cell(row, e.data, "data");
       rows.appendChild(row);
@@ -99,11 +101,11 @@ def _preview(value: Any) -> str:
 def _row(event: dict[str, Any]) -> str:
     status = str(event.get("status", ""))
     values = (
-        (event.get("received"), ""),
+        (event.get("received"), "received"),
         (status, status),
         (event.get("route"), ""),
         (event.get("type"), ""),
-        (event.get("user"), ""),
+        (event.get("user") or "no recipient", "" if event.get("user") else "no-recipient"),
         (event.get("event") or event.get("type"), ""),
         (_preview(event.get("data")), "data"),
     )
