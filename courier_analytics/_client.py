@@ -800,6 +800,9 @@ class Client:
 
     def _dispatch(self, message: Message) -> str:
         if message._stop is not None:
+            if _capture.recorders and isinstance(message._stop, str):
+                for recorder in _capture.recorders:  # tests see what was skipped, and why
+                    recorder(message, message._stop)
             return self._stopped(message, message._stop)
         if _capture.recorders:
             return self._capture(message)
@@ -888,7 +891,7 @@ class Client:
     def _capture(self, message: Message) -> str:
         """Hand the message to the test recorders instead of sending it (counted as skipped)."""
         for recorder in _capture.recorders:
-            recorder(message)
+            recorder(message, None)
         next(self._made)
         with self._lock:
             self._skipped += 1

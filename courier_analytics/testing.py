@@ -130,16 +130,20 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
+        self._skipped: list[tuple[dict[str, Any], str]] = []
         self._depth = 0
         # One bound method, registered and removed by identity.
         self._recorder = self._record
 
     # ----------------------------------------------------------- recording
 
-    def _record(self, message: Message) -> None:
+    def _record(self, message: Message, skipped: str | None) -> None:
         data = message.to_dict()
         with self._lock:
-            self._messages.append(data)
+            if skipped is None:
+                self._messages.append(data)
+            else:
+                self._skipped.append((data, skipped))
 
     def __enter__(self) -> CapturedEvents:
         with self._lock:
@@ -167,9 +171,24 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         return self._depth > 0
 
     def clear(self) -> None:
-        """Forget the messages captured so far (capturing goes on)."""
+        """Forget the messages captured (and skipped) so far; capturing goes on."""
         with self._lock:
             self._messages.clear()
+            self._skipped.clear()
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """Messages a client skipped at the call, which it would never send, oldest first.
+
+        Their `integrations` turned Courier off (`{"Courier": False}`, `{"All": False}`),
+        a plugin or source middleware dropped them, or a scope with
+        `on_missing_identity="skip"` knew no user. They are not in the sequence of
+        captured messages, so `assert_tracked` does not match them; a failed
+        assertion names a skipped message that would have matched, and why it was
+        skipped.
+        """
+        with self._lock:
+            return [data for data, _ in self._skipped]
 
     # ----------------------------------------------------------- sequence
 
@@ -372,6 +391,12 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
                 f"Expected {count} x {what}, found {len(found)}.\n{self.summary()}"
             )
         text = [f"Expected {what}, but none was captured.", self.summary()]
+        with self._lock:
+            skipped = [(m, why) for m, why in self._skipped if not _differences(criteria, m, "")]
+        if skipped:
+            text.append(
+                f"A matching message was made but skipped, never to be sent: {skipped[0][1]}."
+            )
         same_type = [(i, m) for i, m in enumerate(messages, 1) if m.get("type") == type_]
         if same_type:
             index, closest = min(
