@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from courier_analytics import _default, _options, _spool
-from courier_analytics._client import Client, Stats
+from courier_analytics._client import Client, FlushReport, Stats
 from courier_analytics._default import (
     add_source_middleware,
     aflush,
@@ -29,6 +29,7 @@ from courier_analytics._default import (
     default_client,
     deregister,
     flush,
+    flush_report,
     on,
     proxy,
     register,
@@ -70,6 +71,7 @@ __all__ = [
     "CourierAnalyticsError",
     "DeliveryError",
     "ErrorHandler",
+    "FlushReport",
     "Message",
     "MessageTooLargeError",
     "MessageView",
@@ -92,6 +94,7 @@ __all__ = [
     "default_client",
     "deregister",
     "flush",
+    "flush_report",
     "group",
     "handle_sigterm",
     "identify",
@@ -134,7 +137,7 @@ flush_at_exit: bool = True
 exit_timeout: float = 5.0
 flush_timeout: float = 30.0
 max_message_bytes: int = MAX_REQUEST_BYTES
-allow_insecure_http: bool = False
+allow_insecure_http: bool | None = None
 spool: str | os.PathLike[str] | None = None
 spool_max_age: float = _spool.DEFAULT_MAX_AGE
 spool_max_bytes: int = _spool.DEFAULT_MAX_BYTES

@@ -2,7 +2,8 @@
 
 While at least one recorder is registered, every client (the default one and the
 Segment shim's included) hands each message it makes to the recorders and sends
-nothing. The check on the call path is one tuple truth test.
+nothing; messages it skips at the call are handed over too, with the reason. The
+check on the call path is one tuple truth test.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from courier_analytics._messages import Message
 
 __all__ = ["Recorder", "add_recorder", "recorders", "remove_recorder"]
 
-Recorder = Callable[[Message], None]
+#: Called with each message and `None` when it is captured instead of sent, or with
+#: the reason when a client skipped it at the call (its `integrations` turn Courier
+#: off, a plugin dropped it, a scope knew no user): those were never to be sent.
+Recorder = Callable[[Message, "str | None"], None]
 
 #: The registered recorders; read without a lock on the call path, replaced whole.
 recorders: tuple[Recorder, ...] = ()

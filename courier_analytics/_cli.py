@@ -17,9 +17,10 @@ from typing import Any, TextIO
 import orjson
 
 from courier_analytics._client import Client
-from courier_analytics._errors import NotDeliveredError
+from courier_analytics._errors import ConfigurationError, NotDeliveredError
 from courier_analytics._import import add_arguments as add_import_arguments
 from courier_analytics._messages import Message
+from courier_analytics._options import Options
 from courier_analytics._spool import _cli as spool_cli
 from courier_analytics._version import __version__
 
@@ -151,7 +152,16 @@ def _dev(args: argparse.Namespace) -> int:
 def client_for(
     args: argparse.Namespace, on_error: Callable[[BaseException, Message], None], **options: Any
 ) -> Client:
-    """A client with the command's connection options (`_add_connection_arguments`)."""
+    """A client with the command's connection options (`_add_connection_arguments`).
+
+    Raises:
+        ConfigurationError: no API key, said in the command's words (`--api-key`).
+    """
+    if not Options(api_key=args.api_key, send=False).resolved_api_key():
+        raise ConfigurationError(
+            "an API key is required: pass --api-key, or set the COURIER_API_KEY "
+            "environment variable"
+        )
     return Client(
         api_key=args.api_key,
         base_url=args.base_url,

@@ -60,7 +60,7 @@ from courier_analytics._spool import DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_AGE, D
 from courier_analytics._transport import AnyTransport, Sender, make_sender
 from courier_analytics._worker import Worker, WorkerUnavailable
 
-__all__ = ["Client", "Stats", "dispatch", "make_message"]
+__all__ = ["Client", "FlushReport", "Stats", "dispatch", "make_message"]
 
 logger = logging.getLogger("courier_analytics")
 
@@ -128,6 +128,56 @@ class Stats:
         """
         settled = self.delivered + self.failed + self.dropped + self.skipped + self.pending
         return self.made + self.recovered - settled
+
+
+_NO_STATS = Stats(
+    made=0, queued=0, delivered=0, retried=0, failed=0, dropped=0, skipped=0, pending=0
+)
+
+
+@attrs.frozen
+class FlushReport:
+    """What became of a client's messages, from one flush to the next.
+
+    [`Client.flush_report`][courier_analytics.Client.flush_report] returns it. The
+    counts are of messages settled since the previous `flush()`, `aflush()` or
+    `flush_report()` of the client (or since it was made), so a script that flushes
+    once learns the fate of everything it sent:
+
+    ```python
+    from courier_analytics import Client
+
+    client = Client(api_key="pk_test_123", send=False)
+    client.track("Signed Up", user_id="u1")
+    report = client.flush_report()
+    assert report.done and report.ok
+    ```
+
+    Attributes:
+        done: What `flush()` returns: `True` when nothing was left pending, each
+            message delivered or given up on (failed), before the timeout.
+        delivered: Messages Courier accepted since the previous flush.
+        failed: Messages that will not be delivered (refused, out of retries,
+            cancelled), each also passed to `on_error`.
+        dropped: Messages refused at the call (queue full, client closed), each also
+            passed to `on_error`.
+        pending: Messages still queued or being delivered (0 when `done`).
+    """
+
+    done: bool
+    delivered: int
+    failed: int
+    dropped: int
+    pending: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether all of it was delivered: `done`, and nothing failed or was dropped.
+
+        Messages not sent by design (skipped: `send=False`, a type the route does
+        not deliver, an `integrations` filter) do not make it `False`.
+        """
+        return self.done and self.failed == 0 and self.dropped == 0
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -233,7 +283,10 @@ class Client:
         flush_timeout: Default timeout of [`flush`][courier_analytics.Client.flush] and
             [`shutdown`][courier_analytics.Client.shutdown].
         max_message_bytes: Largest encoded message accepted at the call.
-        allow_insecure_http: Allow a plain `http://` base URL to another host.
+        allow_insecure_http: Allow a plain `http://` base URL to another host (the
+            key would travel unencrypted). Defaults to the
+            `COURIER_ANALYTICS_ALLOW_INSECURE_HTTP` environment variable (`1`, `true`,
+            `yes` or `on`), else no.
         spool: A file path or `sqlite:///path`: write messages ahead to a durable
             spool (SQLite), so a crash, a SIGKILL, a deploy or a Courier outage
             loses nothing; `None` (the default) keeps them in memory only. Defaults
@@ -285,7 +338,7 @@ class Client:
         exit_timeout: float = 5.0,
         flush_timeout: float = 30.0,
         max_message_bytes: int = MAX_REQUEST_BYTES,
-        allow_insecure_http: bool = False,
+        allow_insecure_http: bool | None = None,
         spool: str | os.PathLike[str] | None = None,
         spool_max_age: float = DEFAULT_MAX_AGE,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
@@ -365,6 +418,11 @@ class Client:
         self._cancelled = 0
         self._drops_unlogged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
+        # The counters when the last flush returned: what the next report counts from.
+        self._flushed = _NO_STATS
+        # (messages made, seconds waited) while flushes time out on the same messages:
+        # exit does not wait for them again beyond flush_timeout (see _exit_wait).
+        self._gave_up: tuple[int, float] | None = None
         self._worker = Worker(
             make_sender=self._make_sender,
             route=self._route,
@@ -805,6 +863,9 @@ class Client:
 
     def _dispatch(self, message: Message) -> str:
         if message._stop is not None:
+            if _capture.recorders and isinstance(message._stop, str):
+                for recorder in _capture.recorders:  # tests see what was skipped, and why
+                    recorder(message, message._stop)
             return self._stopped(message, message._stop)
         if _capture.recorders:
             return self._capture(message)
@@ -923,7 +984,7 @@ class Client:
     def _capture(self, message: Message) -> str:
         """Hand the message to the test recorders instead of sending it (counted as skipped)."""
         for recorder in _capture.recorders:
-            recorder(message)
+            recorder(message, None)
         next(self._made)
         with self._lock:
             self._skipped += 1
@@ -948,21 +1009,60 @@ class Client:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued message is delivered or has failed.
 
+        `True` says that nothing is left pending, not that everything was
+        delivered: a message Courier refused (a wrong key: 401) has failed, and
+        was passed to `on_error`. To know whether all of it was delivered, use
+        [`flush_report`][courier_analytics.Client.flush_report].
+
         Args:
             timeout: Seconds to wait at most; default the client's `flush_timeout`.
 
         Returns:
             `True` when nothing is left pending, `False` when the timeout passed first.
         """
+        return self._flush("flush", timeout).done
+
+    def flush_report(self, timeout: float | None = None) -> FlushReport:
+        """Flush, and say what became of the messages since the previous flush.
+
+        Args:
+            timeout: Seconds to wait at most; default the client's `flush_timeout`.
+
+        Returns:
+            A [`FlushReport`][courier_analytics.FlushReport]: `report.ok` is `True`
+            when everything was delivered; `report.failed` and `report.dropped` count
+            what was not (each also passed to `on_error`).
+        """
+        return self._flush("flush", timeout)
+
+    def _flush(self, name: str, timeout: float | None, done: bool | None = None) -> FlushReport:
+        """Wait (unless `done` is given: aflush waited), then report and remember."""
         wait = self._options.flush_timeout if timeout is None else timeout
-        done = self._worker.wait_idle(wait)
+        if done is None:
+            done = self._worker.wait_idle(wait)
+        now = self.stats
+        with self._lock:
+            before, self._flushed = self._flushed, now
+            if done:
+                self._gave_up = None
+            else:
+                previous = self._gave_up
+                same = previous is not None and previous[0] == now.made
+                self._gave_up = (now.made, wait + (previous[1] if previous and same else 0.0))
         if not done:
             logger.info(
-                "courier-analytics: flush gave up after %ss with %d message(s) pending",
+                "courier-analytics: %s gave up after %ss with %d message(s) pending",
+                name,
                 wait,
-                self._worker.pending,
+                now.pending,
             )
-        return done
+        return FlushReport(
+            done=done,
+            delivered=now.delivered - before.delivered,
+            failed=now.failed - before.failed,
+            dropped=now.dropped - before.dropped,
+            pending=now.pending,
+        )
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush, then stop the worker; later calls are dropped and reported.
@@ -991,13 +1091,7 @@ class Client:
         """
         wait = self._options.flush_timeout if timeout is None else timeout
         done = await self._worker.wait_idle_async(wait)
-        if not done:
-            logger.info(
-                "courier-analytics: aflush gave up after %ss with %d message(s) pending",
-                wait,
-                self._worker.pending,
-            )
-        return done
+        return self._flush("aflush", wait, done).done
 
     async def ashutdown(self, timeout: float | None = None) -> None:
         """`shutdown` for async code: the event loop goes on while it waits.
@@ -1043,7 +1137,21 @@ class Client:
     def _exit_deadline(self, began: float) -> float:
         """When this client's delivery must end if the exit began at `began` (monotonic)."""
         options = self._options
-        return began + (options.exit_timeout if options.flush_at_exit else 0.0)
+        return began + (self._exit_wait() if options.flush_at_exit else 0.0)
+
+    def _exit_wait(self) -> float:
+        """`exit_timeout`, cut so no message is waited for beyond `flush_timeout` in all.
+
+        A script whose `flush()` timed out (a dead URL) and that made nothing since
+        would otherwise wait `exit_timeout` more for the same messages at exit.
+        """
+        options = self._options
+        # No lock: this runs in the SIGTERM handler too, which may interrupt a holder
+        # of `_lock`; the tuple is replaced whole, so a plain read is consistent.
+        gave_up = self._gave_up
+        if gave_up is None or gave_up[0] != self.stats.made:
+            return options.exit_timeout
+        return min(options.exit_timeout, max(0.0, options.flush_timeout - gave_up[1]))
 
 
 # The seam for code that wraps a client behind other call signatures (the Segment

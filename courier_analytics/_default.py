@@ -31,7 +31,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
 
-from courier_analytics._client import Client, Stats
+from courier_analytics._client import Client, FlushReport, Stats
 from courier_analytics._errors import ConfigurationError
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._options import REGIONS, Options
@@ -49,6 +49,7 @@ __all__ = [
     "default_client",
     "deregister",
     "flush",
+    "flush_report",
     "install",
     "on",
     "proxy",
@@ -357,6 +358,18 @@ def flush(timeout: float | None = None) -> bool:
     for client, wait in _flushed(timeout):
         done = client.flush(wait) and done
     return done
+
+
+def flush_report(timeout: float | None = None) -> FlushReport:
+    """Flush the default client and say what became of its messages since the last flush.
+
+    See [`Client.flush_report`][courier_analytics.Client.flush_report]; before the
+    first call, a report of nothing (`done` and `ok`).
+    """
+    client = core.peek()
+    if client is None:
+        return FlushReport(done=True, delivered=0, failed=0, dropped=0, pending=0)
+    return client.flush_report(timeout)
 
 
 def shutdown(timeout: float | None = None) -> None:

@@ -25,6 +25,7 @@ from courier_analytics._spool import Settings as SpoolSettings
 from courier_analytics._transport import AnyTransport, is_loopback
 
 __all__ = [
+    "ALLOW_INSECURE_HTTP_VARIABLE",
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_MAX_QUEUE_BYTES",
     "REGIONS",
@@ -76,6 +77,28 @@ def default_max_in_flight() -> int:
 
 #: `max_in_flight` when none is given, read once when the package is imported.
 DEFAULT_MAX_IN_FLIGHT = default_max_in_flight()
+
+#: Where `allow_insecure_http` comes from when it is not given: a container pointed at a
+#: stand-in service (`http://courier-dev:8000`) is configured without a code change.
+ALLOW_INSECURE_HTTP_VARIABLE = "COURIER_ANALYTICS_ALLOW_INSECURE_HTTP"
+_FLAG_VALUES = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off", ""), False),
+}
+
+
+def _flag_from_environment(name: str) -> bool | None:
+    """A yes/no environment variable; `None` when unset; bad values raise."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    try:
+        return _FLAG_VALUES[raw.strip().lower()]
+    except KeyError:
+        raise ConfigurationError(
+            f"the {name} environment variable must be 1, true, yes or on (or 0, false, "
+            f"no, off), not {raw!r}"
+        ) from None
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -244,7 +267,7 @@ class Options:
     exit_timeout: float = attrs.field(default=5.0, validator=_positive)
     flush_timeout: float = attrs.field(default=30.0, validator=_positive)
     max_message_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, validator=_whole)
-    allow_insecure_http: bool = False
+    allow_insecure_http: bool | None = attrs.field(default=None, validator=_instance_or_none(bool))
     spool: str | os.PathLike[str] | None = None
     spool_max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
     spool_max_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=_whole)
@@ -260,11 +283,11 @@ class Options:
         _check_api_key(*self._api_key_and_source())
         url = _check_base_url(*self._base_url_and_source())
         insecure = url.scheme == "http" and not is_loopback(url.hostname or "")
-        if insecure and not self.allow_insecure_http:
+        if insecure and not self.resolved_allow_insecure_http():
             raise ConfigurationError(
                 "base_url uses plain http:// to a host that is not this machine, which "
-                "would send the API key unencrypted; use https://, or pass "
-                "allow_insecure_http=True if you really mean it"
+                "would send the API key unencrypted; use https://, or if you really mean "
+                f"it pass allow_insecure_http=True or set {ALLOW_INSECURE_HTTP_VARIABLE}=1"
             )
         if self.max_queue_bytes < self.max_message_bytes:
             raise ConfigurationError(
@@ -327,6 +350,12 @@ class Options:
     def resolved_base_url(self) -> str:
         """`base_url`, else `COURIER_BASE_URL`, else the region's host."""
         return self.base_url or os.environ.get("COURIER_BASE_URL") or REGIONS[self.region]
+
+    def resolved_allow_insecure_http(self) -> bool:
+        """`allow_insecure_http` if given, else `COURIER_ANALYTICS_ALLOW_INSECURE_HTTP`, else no."""
+        if self.allow_insecure_http is not None:
+            return self.allow_insecure_http
+        return bool(_flag_from_environment(ALLOW_INSECURE_HTTP_VARIABLE))
 
     def retry_policy(self) -> RetryPolicy:
         """`retry` if given, else the default policy with `max_retries`/`max_retry_time`."""

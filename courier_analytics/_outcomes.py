@@ -212,13 +212,15 @@ def alarm(outcome: Outcome) -> str | None:
     if outcome.status in (401, 403):
         return (
             f"Courier answered HTTP {outcome.status}: the API key is wrong or lacks access. "
-            "Check api_key / COURIER_API_KEY. Every message sent with it fails and is "
+            "Check api_key (write_key in courier_analytics.segment) or COURIER_API_KEY. "
+            "Every message sent with it fails and is "
             "passed to on_error."
         )
     if outcome.status is None and not outcome.retry:
         return (
             f"{outcome.detail}. Every message fails, without retrying, until this is fixed: "
-            "check base_url; behind a proxy that intercepts TLS, trust its CA "
+            "check base_url (host in courier_analytics.segment); behind a proxy that "
+            "intercepts TLS, trust its CA "
             "(SSL_CERT_FILE) or pass a transport. Each message is passed to on_error."
         )
     return None

@@ -12,7 +12,9 @@ in a `conftest.py`.
     discarded afterwards.
 
 `courier_dev_server`
-    A local Courier stand-in on 127.0.0.1 (one per session, reset for each test)
+    Needs the `dev` extra (`pip install 'courier-analytics[dev]'`); without it,
+    the test fails with a message that says so. A local Courier stand-in on
+    127.0.0.1 (one per session, reset for each test)
     with the default client, the Segment drop-in's default client and new clients
     pointed at it (`COURIER_BASE_URL` and `COURIER_API_KEY` are set). Yields the
     [`DevServer`][courier_analytics.devserver.DevServer]: flush your client, then look at
@@ -78,7 +80,10 @@ def courier_dev_server_mappings() -> Mapping[str, str]:
 @pytest.fixture(scope="session")
 def courier_dev_server_session() -> Iterator[DevServer]:
     """The stand-in shared by the session (use `courier_dev_server` in tests)."""
-    from courier_analytics.devserver import DevServer
+    try:
+        from courier_analytics.devserver import DevServer
+    except ModuleNotFoundError as exc:
+        pytest.fail(f"courier_dev_server: {exc}", pytrace=False)
 
     with DevServer() as server:
         yield server

@@ -33,9 +33,10 @@ import datetime as _dt
 import enum
 import logging
 import numbers
+import re
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -253,6 +254,27 @@ def _host(host: str | None) -> dict[str, Any]:
     return {"base_url": (host if "://" in host else f"https://{host}").rstrip("/")}
 
 
+#: Core option names in error texts, and what the drop-in's users set instead.
+_SHIM_NAMES = (
+    ("api_key", "write_key"),
+    ("base_url", "host"),
+    ("allow_insecure_http=True", "courier_options={'allow_insecure_http': True}"),
+)
+
+
+def _in_shim_words(text: str, given: Collection[str]) -> str:
+    """A core error text in the drop-in's names: `write_key`, `host`, `courier_options`.
+
+    A name the user passed through `courier_options` stays the core's: that is what
+    they wrote. `courier_analytics.api_key` (the core module's setting) is left alone.
+    """
+    for core, shim in _SHIM_NAMES:
+        if core.partition("=")[0] in given:
+            continue
+        text = re.sub(rf"(?<![.\w]){re.escape(core)}(?!\w)", shim, text)
+    return text
+
+
 # ---------------------------------------------------------------------- client
 
 
@@ -412,6 +434,8 @@ class Client:
         if upload_interval and upload_interval > 0:
             options["flush_interval"] = upload_interval
         options.update(courier_options or {})
+        # Options set through courier_options keep the core's names in error texts.
+        self._given = frozenset(courier_options or ())
         self._options = options
         self._lock = threading.Lock()
         # id(message) -> (the calling thread, success so far), for each call that has
@@ -435,7 +459,7 @@ class Client:
                 options["transport"] = _proxy_transport(self.proxies, resolved.resolved_base_url())
             return CourierClient(**options)
         except _errors.ConfigurationError as exc:
-            raise InvalidArgumentError(str(exc)) from exc
+            raise InvalidArgumentError(_in_shim_words(str(exc), self._given)) from exc
 
     @property
     def courier_client(self) -> CourierClient:

@@ -130,16 +130,20 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
+        self._skipped: list[tuple[dict[str, Any], str]] = []
         self._depth = 0
         # One bound method, registered and removed by identity.
         self._recorder = self._record
 
     # ----------------------------------------------------------- recording
 
-    def _record(self, message: Message) -> None:
+    def _record(self, message: Message, skipped: str | None) -> None:
         data = message.to_dict()
         with self._lock:
-            self._messages.append(data)
+            if skipped is None:
+                self._messages.append(data)
+            else:
+                self._skipped.append((data, skipped))
 
     def __enter__(self) -> CapturedEvents:
         with self._lock:
@@ -167,9 +171,24 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         return self._depth > 0
 
     def clear(self) -> None:
-        """Forget the messages captured so far (capturing goes on)."""
+        """Forget the messages captured (and skipped) so far; capturing goes on."""
         with self._lock:
             self._messages.clear()
+            self._skipped.clear()
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """Messages a client skipped at the call, which it would never send, oldest first.
+
+        Their `integrations` turned Courier off (`{"Courier": False}`, `{"All": False}`),
+        a plugin or source middleware dropped them, or a scope with
+        `on_missing_identity="skip"` knew no user. They are not in the sequence of
+        captured messages, so `assert_tracked` does not match them; a failed
+        assertion names a skipped message that would have matched, and why it was
+        skipped.
+        """
+        with self._lock:
+            return [data for data, _ in self._skipped]
 
     # ----------------------------------------------------------- sequence
 
@@ -274,6 +293,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             AssertionError: No (or not `count`) matching message; the text lists
                 what was captured and how the closest message differs.
         """
+        __tracebackhide__ = True  # pytest shows the test's line, not the kit's
         return self._assert_some("track", count, event=event, **_optional(user_id=user_id), **match)
 
     def assert_identified(
@@ -292,6 +312,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             AssertionError: No (or not `count`) matching message; see
                 [`assert_tracked`][courier_analytics.testing.CapturedEvents.assert_tracked].
         """
+        __tracebackhide__ = True
         return self._assert_some("identify", count, **_optional(user_id=user_id), **match)
 
     def assert_grouped(
@@ -310,6 +331,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
             AssertionError: No (or not `count`) matching message; see
                 [`assert_tracked`][courier_analytics.testing.CapturedEvents.assert_tracked].
         """
+        __tracebackhide__ = True
         return self._assert_some("group", count, **_optional(group_id=group_id), **match)
 
     def assert_not_tracked(
@@ -320,6 +342,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Some were; the text lists them.
         """
+        __tracebackhide__ = True
         self._assert_none("track", event=event, user_id=user_id, **match)
 
     def assert_not_identified(self, user_id: str | None = None, **match: Any) -> None:
@@ -328,6 +351,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Some were; the text lists them.
         """
+        __tracebackhide__ = True
         self._assert_none("identify", user_id=user_id, **match)
 
     def assert_count(self, expected: int, type: str | None = None, **match: Any) -> None:
@@ -336,6 +360,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Another number was; the text lists what was captured.
         """
+        __tracebackhide__ = True
         found = self.find(type, **match)
         if len(found) != expected:
             what = _expected(type or "any", _criteria(type, match))
@@ -349,10 +374,12 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         Raises:
             AssertionError: Some were; the text lists them.
         """
+        __tracebackhide__ = True
         if len(self):
             raise AssertionError(f"Expected no analytics calls.\n{self.summary()}")
 
     def _assert_some(self, type_: str, count: int | None, **match: Any) -> dict[str, Any]:
+        __tracebackhide__ = True
         criteria = _criteria(type_, match)
         messages = self.messages
         found = [m for m in messages if not _differences(criteria, m, "")]
@@ -364,6 +391,12 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
                 f"Expected {count} x {what}, found {len(found)}.\n{self.summary()}"
             )
         text = [f"Expected {what}, but none was captured.", self.summary()]
+        with self._lock:
+            skipped = [(m, why) for m, why in self._skipped if not _differences(criteria, m, "")]
+        if skipped:
+            text.append(
+                f"A matching message was made but skipped, never to be sent: {skipped[0][1]}."
+            )
         same_type = [(i, m) for i, m in enumerate(messages, 1) if m.get("type") == type_]
         if same_type:
             index, closest = min(
@@ -374,6 +407,7 @@ class CapturedEvents(Sequence[dict[str, Any]], contextlib.ContextDecorator):
         raise AssertionError("\n".join(text))
 
     def _assert_none(self, type_: str, **match: Any) -> None:
+        __tracebackhide__ = True
         given = {key: value for key, value in match.items() if value is not None}
         found = self.find(type_, **given)
         if found:

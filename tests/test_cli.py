@@ -110,6 +110,19 @@ def test_bad_input_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
     assert "user_id or anonymous_id" in capsys.readouterr().err
 
 
+def test_missing_key_advises_the_option(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key the command says --api-key or COURIER_API_KEY, not Client(api_key=...)."""
+    monkeypatch.delenv("COURIER_API_KEY", raising=False)
+    monkeypatch.delenv("COURIER_AUTH_TOKEN", raising=False)
+    code, _ = run("track", "E", "--user-id", "u", "--base-url", "http://127.0.0.1:1")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "pass --api-key, or set the COURIER_API_KEY environment variable" in err
+    assert "Client(" not in err
+
+
 def test_invalid_json_is_a_usage_error() -> None:
     """--properties that is not a JSON object stops argument parsing (exit 2)."""
     with pytest.raises(SystemExit) as info:

@@ -225,17 +225,46 @@ def test_search_finds_words_next_to_punctuation(site: Path) -> None:
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-#: Marks, after layout, every code block and the page itself that is wider than its box.
-_PROBE = """<script>
-window.addEventListener("load", function () {
-  var wide = [];
-  document.querySelectorAll("article pre > code").forEach(function (code) {
+#: A page at `width` px in an iframe: headless Chromium keeps its window at least
+#: 500 px wide whatever --window-size says, so a phone's width needs a frame.
+#: `{probe}` runs on the framed page's `doc` once it has loaded.
+_FRAME = """<!doctype html><html><body style="margin:0">
+<iframe id="page" src="index.html" style="width:{width}px;height:900px;border:0"></iframe>
+<script>
+document.getElementById("page").addEventListener("load", function () {{
+  var doc = this.contentDocument;
+  {probe}
+}});
+</script></body></html>"""
+
+#: Every code block, and the page itself, that is wider than its box after layout.
+_OVERFLOW = r"""
+  var wide = [], win = this.contentWindow;
+  doc.querySelectorAll("article pre > code").forEach(function (code) {
     if (code.scrollWidth > code.clientWidth + 1) { wide.push(code.textContent.slice(0, 60)); }
   });
-  if (document.documentElement.scrollWidth > window.innerWidth) { wide.push("(the page)"); }
-  document.body.setAttribute("data-overflow", JSON.stringify(wide));
-});
-</script></body>"""
+  if (doc.documentElement.scrollWidth > win.innerWidth) { wide.push("(the page)"); }
+  document.body.setAttribute("data-found", JSON.stringify(wide));
+"""
+
+
+def _framed(site: Path, page: str, width: int, probe: str, profile: Path) -> list[str]:
+    """What `probe` found on `page` laid out `width` px wide in headless Chromium."""
+    frame = site / page / f"frame-{width}.html"
+    frame.write_text(_FRAME.format(width=width, probe=probe), encoding="utf-8")
+    dumped = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--no-first-run",
+         "--allow-file-access-from-files", f"--user-data-dir={profile}",
+         f"--window-size={max(800, width + 100)},1000", "--virtual-time-budget=3000",
+         "--dump-dom", frame.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    frame.unlink()
+    found = re.search(r'data-found="([^"]*)"', dumped.stdout)
+    assert found is not None, dumped.stderr[-2000:]
+    result: list[str] = json.loads(found.group(1).replace("&quot;", '"'))
+    return result
 
 
 @pytest.mark.skipif(
@@ -247,17 +276,38 @@ window.addEventListener("load", function () {
 )
 def test_nothing_overflows_in_a_browser(site: Path, tmp_path: Path, page: str, width: int) -> None:
     """In headless Chromium, no code block and no page is wider than the screen."""
-    html = (site / page / "index.html").read_text(encoding="utf-8")
-    probe = site / page / "probe.html"
-    probe.write_text(html.replace("</body>", _PROBE), encoding="utf-8")
-    dumped = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--no-first-run",
-         f"--user-data-dir={tmp_path}", f"--window-size={width},900",
-         "--virtual-time-budget=3000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    probe.unlink()
-    found = re.search(r'data-overflow="([^"]*)"', dumped.stdout)
-    assert found is not None, dumped.stderr[-2000:]
-    assert json.loads(found.group(1).replace("&quot;", '"')) == []
+    assert _framed(site, page, width, _OVERFLOW, tmp_path) == []
+
+
+#: Every visual line of a wrapped code block that ends in a lone "." (a shell's
+#: `. .venv/bin/activate` cut after its dot reads as a typo).
+_LONE_DOT = r"""
+  var found = [];
+  doc.querySelectorAll("article pre > code").forEach(function (code) {
+    var walker = doc.createTreeWalker(code, 4), node, line = "", top = null;
+    while ((node = walker.nextNode())) {
+      for (var i = 0; i < node.data.length; i++) {
+        if (node.data[i] === "\n") { line = ""; top = null; continue; }
+        var range = doc.createRange();
+        range.setStart(node, i); range.setEnd(node, i + 1);
+        var rect = range.getClientRects()[0];
+        if (rect && top !== null && rect.top > top + 2) {
+          if (/(^|\s)\.\s*$/.test(line)) { found.push(line); }
+          line = "";
+        }
+        if (rect) { top = rect.top; }
+        line += node.data[i];
+      }
+    }
+  });
+  document.body.setAttribute("data-found", JSON.stringify(found));
+"""
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs /usr/bin/chromium: run tests/devserver/install_browser.sh"
+)
+@pytest.mark.parametrize("page", ["", "quickstart"])
+def test_no_code_line_wraps_after_a_lone_dot(site: Path, tmp_path: Path, page: str) -> None:
+    """At 390 px, no wrapped code line ends with a lone '.' (as in `&& . .venv/...`)."""
+    assert _framed(site, page, 390, _LONE_DOT, tmp_path) == []

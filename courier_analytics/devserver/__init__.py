@@ -16,11 +16,25 @@ with DevServer(mappings={"Order Completed": "tmpl_order"}) as server:
 
 from __future__ import annotations
 
-from courier_analytics.devserver._app import DevApp, create_app
-from courier_analytics.devserver._cli import add_arguments, faults_from_args, load_mappings, run
-from courier_analytics.devserver._faults import FaultAction, Faults
-from courier_analytics.devserver._server import DevServer, serve
-from courier_analytics.devserver._state import DevState
+#: What the `dev` extra installs that the stand-in imports.
+_DEV_EXTRA = frozenset({"uvicorn", "httptools", "uvloop", "jsonpatch", "jsonpointer"})
+
+try:
+    from courier_analytics.devserver._app import DevApp, create_app
+    from courier_analytics.devserver._cli import add_arguments, faults_from_args, load_mappings, run
+    from courier_analytics.devserver._faults import FaultAction, Faults
+    from courier_analytics.devserver._server import DevServer, serve
+    from courier_analytics.devserver._state import DevState
+except ModuleNotFoundError as exc:
+    # Name the extra: a bare "No module named 'jsonpatch'" does not say what to install.
+    if (exc.name or "").partition(".")[0] not in _DEV_EXTRA:
+        raise
+    raise ModuleNotFoundError(
+        f"the local Courier stand-in (courier_analytics.devserver) needs the [dev] extra, "
+        f"and {exc.name} is missing: pip install 'courier-analytics[dev]' "
+        "(or pip install -e '.[dev]' in a clone)",
+        name=exc.name,
+    ) from exc
 
 __all__ = [
     "DevApp",

@@ -104,17 +104,19 @@ def _make_send(
     state: DevState,
     *,
     template: str,
-    user: str,
+    user: str | None,
     properties: dict[str, Any],
     data: Any,
 ) -> dict[str, Any]:
-    """The send a mapped event makes: to the user, or to a list / list pattern."""
+    """The send a mapped event makes: to the user, a list / list pattern, or no one."""
     courier = properties.get("courier")
     courier = courier if isinstance(courier, dict) else {}
     if isinstance(courier.get("list"), str):
         kind, recipient, profile = "list", courier["list"], None
     elif isinstance(courier.get("pattern"), str):
         kind, recipient, profile = "list_pattern", courier["pattern"], None
+    elif user is None:
+        kind, recipient, profile = "none", None, None
     else:
         kind, recipient, profile = "user", user, state.profiles_by_id.get(user)
     return {
@@ -264,7 +266,9 @@ def inbound_courier(state: DevState, message: Any) -> Answer:
     if message_id in state.courier_message_ids:
         _log_duplicate(state, "courier", message, message_id)
         return error(409, "Conflict: this messageId was already received")
-    for field in ("event", "userId"):
+    # userId is optional, as in Courier's OpenAPI description of this endpoint (a
+    # track without it is accepted; a mapped one then has no recipient of its own).
+    for field in ("event", "userId") if "userId" in message else ("event",):
         checked = _string_field(message, field)
         if isinstance(checked, Answer):
             return checked
@@ -273,7 +277,7 @@ def inbound_courier(state: DevState, message: Any) -> Answer:
     properties = _object_field(message, "properties", required=False)
     if isinstance(properties, Answer):
         return properties
-    event, user = message["event"], message["userId"]
+    event, user = message["event"], message.get("userId")
     # An event named as the Segment integration names it maps by its short name too.
     template = state.template_for(event, event.removeprefix(SEGMENT_PREFIX))
     send = None

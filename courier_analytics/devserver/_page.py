@@ -29,6 +29,12 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #ddd;
          vertical-align: top; }
 td.data { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
+td.received { white-space: nowrap; }
+/* A narrow screen scrolls the table sideways rather than squeezing the body column
+   into a sliver, one character wide per line. */
+.scroll { overflow-x: auto; }
+td.data { min-width: 18rem; }
+td.no-recipient { color: #777; font-style: italic; white-space: nowrap; }
 .Mapped { color: #0a7d32; } .Unmapped { color: #a15c00; } .Duplicate { color: #777; }
 """
 
@@ -49,11 +55,11 @@ _SCRIPT = """
     events.forEach(function (e) {
       var row = document.createElement("tr");
       row.setAttribute("data-event-id", String(e.id));
-      cell(row, e.received);
+      cell(row, e.received, "received");
       cell(row, e.status, String(e.status));
       cell(row, e.route);
       cell(row, e.type);
-      cell(row, e.user);
+      cell(row, e.user || "no recipient", e.user ? "" : "no-recipient");
       cell(row, e.event || e.type);
       cell(row, e.data, "data");
       rows.appendChild(row);
@@ -99,11 +105,11 @@ def _preview(value: Any) -> str:
 def _row(event: dict[str, Any]) -> str:
     status = str(event.get("status", ""))
     values = (
-        (event.get("received"), ""),
+        (event.get("received"), "received"),
         (status, status),
         (event.get("route"), ""),
         (event.get("type"), ""),
-        (event.get("user"), ""),
+        (event.get("user") or "no recipient", "" if event.get("user") else "no-recipient"),
         (event.get("event") or event.get("type"), ""),
         (_preview(event.get("data")), "data"),
     )
@@ -124,6 +130,7 @@ def render_page(events_newest_first: list[dict[str, Any]]) -> tuple[bytes, bytes
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Courier stand-in: Data Logs</title>
 <style>{_STYLE}</style>
 </head>
@@ -132,10 +139,12 @@ def render_page(events_newest_first: list[dict[str, Any]]) -> tuple[bytes, bytes
 <p>Newest first; refreshes every second. JSON: <a href="/__dev/events">/__dev/events</a>,
 <a href="/__dev/profiles">/__dev/profiles</a>, <a href="/__dev/sends">/__dev/sends</a>
 (what mapped events sent), <a href="/__dev/stats">/__dev/stats</a>.</p>
+<div class="scroll">
 <table id="log" data-source="server">
 <thead><tr>{header}</tr></thead>
 <tbody id="events">{rows}</tbody>
 </table>
+</div>
 <script>{_SCRIPT}</script>
 </body>
 </html>

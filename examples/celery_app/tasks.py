@@ -31,7 +31,7 @@ folder = Path(
         Path(tempfile.gettempdir()) / "courier-celery-example",
     )
 )
-for name in ("queue", "processed", "results"):
+for name in ("queue", "processed", "results", "control"):
     (folder / name).mkdir(parents=True, exist_ok=True)
 
 app = Celery(
@@ -46,6 +46,8 @@ app.conf.update(
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
+        # kombu keeps its exchange tables in ./control unless told otherwise.
+        "control_folder": str(folder / "control"),
         "store_processed": False,
         "polling_interval": 0.1,
     },

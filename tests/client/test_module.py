@@ -20,12 +20,13 @@ from .fakes import NO_WAIT, FakeCourier, Reports
 
 PUBLIC = {
     "AuthenticationError", "Client", "ClientClosedError", "ConfigurationError",
-    "CourierAnalyticsError", "DEFAULT_EVENT_PREFIX", "DeliveryError", "ErrorHandler",
+    "CourierAnalyticsError", "DEFAULT_EVENT_PREFIX", "DeliveryError", "ErrorHandler", "FlushReport",
     "MAX_REQUEST_BYTES", "Message", "MessageTooLargeError", "MessageView", "NotDeliveredError",
     "Options", "Plugin", "PluginError", "QueueFullError", "REGIONS", "RejectedError",
     "RetriesExhaustedError", "RetryPolicy", "Stats", "User", "__version__",
     "add_source_middleware", "aflush", "alias", "ashutdown", "configure", "default_client",
-    "deregister", "flush", "group", "handle_sigterm", "identify", "on", "page", "register",
+    "deregister", "flush", "flush_report", "group", "handle_sigterm", "identify", "on", "page",
+    "register",
     "reset", "scope", "screen", "shutdown", "stats", "track", "user",
 }  # fmt: skip
 

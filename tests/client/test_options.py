@@ -66,6 +66,44 @@ def test_plain_http_is_allowed_when_explicitly_asked() -> None:
     assert client.options.resolved_base_url() == "http://courier.internal"
 
 
+@pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
+def test_plain_http_is_allowed_by_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """COURIER_ANALYTICS_ALLOW_INSECURE_HTTP=1 (or true/yes/on) lets http:// through."""
+    monkeypatch.setenv("COURIER_ANALYTICS_ALLOW_INSECURE_HTTP", value)
+    client = Client(api_key="k", base_url="http://courier-dev:8000")
+    assert client.options.resolved_base_url() == "http://courier-dev:8000"
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", "off", ""])
+def test_plain_http_stays_refused_when_the_environment_says_no(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """The variable set to 0/false/no/off/empty refuses http:// as the default does."""
+    monkeypatch.setenv("COURIER_ANALYTICS_ALLOW_INSECURE_HTTP", value)
+    with pytest.raises(ConfigurationError, match="COURIER_ANALYTICS_ALLOW_INSECURE_HTTP=1"):
+        Client(api_key="k", base_url="http://courier-dev:8000")
+
+
+def test_allow_insecure_http_given_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """allow_insecure_http=False refuses http:// even when the variable allows it."""
+    monkeypatch.setenv("COURIER_ANALYTICS_ALLOW_INSECURE_HTTP", "1")
+    with pytest.raises(ConfigurationError, match="unencrypted"):
+        Client(api_key="k", base_url="http://courier-dev:8000", allow_insecure_http=False)
+
+
+def test_allow_insecure_http_variable_with_a_bad_value_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A value that is not yes/no raises ConfigurationError naming the variable."""
+    monkeypatch.setenv("COURIER_ANALYTICS_ALLOW_INSECURE_HTTP", "sure")
+    with pytest.raises(ConfigurationError, match=r"COURIER_ANALYTICS_ALLOW_INSECURE_HTTP.*'sure'"):
+        Client(api_key="k", base_url="http://courier-dev:8000")
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:2"])
 def test_plain_http_to_this_machine_is_fine(url: str) -> None:
     """http:// to loopback (the local stand-in) needs no opt-in."""

@@ -86,30 +86,58 @@ def test_pending_messages_are_delivered_at_exit(tmp_path: Path) -> None:
     assert len(sent) == 300
 
 
+# A transport that never answers, and an on_error that logs each error's type.
+HUNG = textwrap.dedent(
+    """
+    import sys, threading, httpx
+    import courier_analytics as analytics
+    class Hang(httpx.BaseTransport):
+        def handle_request(self, request):
+            threading.Event().wait()
+    def report(error, message):
+        with open(sys.argv[1], "a") as log:
+            log.write(f"{type(error).__name__}\\n")
+    """
+)
+
+
+def run_hung(script: str, log: Path) -> list[str]:
+    """Run HUNG + script in a fresh interpreter (60 s at most); return the errors logged."""
+    done = subprocess.run(
+        [sys.executable, "-c", HUNG + textwrap.dedent(script), str(log)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return log.read_text().split()
+
+
 def test_exit_reports_what_it_cannot_deliver_in_time(tmp_path: Path) -> None:
     """With a hung server, exit waits exit_timeout, then reports each message as not delivered."""
-    log = tmp_path / "log"
-    code = textwrap.dedent(
+    errors = run_hung(
         """
-        import sys, threading, httpx
-        import courier_analytics as analytics
-        class Hang(httpx.BaseTransport):
-            def handle_request(self, request):
-                threading.Event().wait()
-        def report(error, message):
-            with open(sys.argv[1], "a") as log:
-                log.write(f"{type(error).__name__}\\n")
         client = analytics.Client(api_key="k", transport=Hang(), exit_timeout=0.2,
                                   on_error=report)
         for n in range(7):
             client.track("E", user_id=f"u{n}")
+        """,
+        tmp_path / "log",
+    )
+    assert errors == ["NotDeliveredError"] * 7
+
+
+def test_exit_does_not_wait_again_after_a_flush_timed_out(tmp_path: Path) -> None:
+    """After flush() gave up at flush_timeout, exit reports at once, not exit_timeout later."""
+    # exit_timeout (600 s) far beyond run_hung's 60 s: waiting it out fails the test.
+    errors = run_hung(
         """
+        client = analytics.Client(api_key="k", transport=Hang(), flush_timeout=0.2,
+                                  exit_timeout=600, on_error=report)
+        client.track("E", user_id="u1")
+        assert client.flush() is False
+        """,
+        tmp_path / "log",
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert log.read_text().split() == ["NotDeliveredError"] * 7
+    assert errors == ["NotDeliveredError"]
 
 
 def test_exit_delivery_resolves_host_names(tmp_path: Path) -> None:

@@ -126,3 +126,55 @@ def test_hostile_event_names_show_as_text_and_do_not_run(dom: _Dom) -> None:
 def test_chromium_is_the_browser() -> None:
     """The browser used is the system Chromium, not a downloaded one."""
     assert shutil.which(str(CHROMIUM)) is not None
+
+
+#: The page at 390 px in an iframe (headless Chromium keeps its window at least 500 px
+#: wide); reports the cells of a column that wrap onto a second line, and whether the
+#: page itself is wider than the screen (the table should scroll inside its box).
+_NARROW_FRAME = """<!doctype html><html><body style="margin:0">
+<iframe id="page" src="page.html" style="width:390px;height:700px;border:0"></iframe>
+<script>
+document.getElementById("page").addEventListener("load", function () {
+  var doc = this.contentDocument, win = this.contentWindow, wrapped = [];
+  doc.querySelectorAll("td.received, td.no-recipient").forEach(function (td) {
+    var line = parseFloat(win.getComputedStyle(td).lineHeight) || 20;
+    var text = doc.createRange();
+    text.selectNodeContents(td);  // the text's own height: the cell stretches to its row
+    if (text.getBoundingClientRect().height > line * 1.5) { wrapped.push(td.textContent); }
+  });
+  if (doc.documentElement.scrollWidth > win.innerWidth) { wrapped.push("(the page)"); }
+  document.body.setAttribute("data-found", JSON.stringify(wrapped));
+});
+</script></body></html>"""
+
+
+def test_narrow_screen_keeps_timestamps_and_no_recipient_on_one_line(tmp_path: Path) -> None:
+    """At 390 px, no timestamp or 'no recipient' wraps, and the table scrolls, not the page."""
+    import json
+    import re
+
+    from courier_analytics.devserver._page import render_page
+
+    events = [
+        {"id": 2, "received": "2026-12-06T21:59:50.662+00:00", "status": "Mapped",
+         "route": "courier", "type": "track", "user": None, "event": "Order Completed",
+         "data": '{"event":"Order Completed","messageId":"m1","type":"track"}'},
+        {"id": 1, "received": "2026-12-06T21:59:50.514+00:00", "status": "Unmapped",
+         "route": "courier", "type": "track", "user": "user_1001", "event": "Signed Up",
+         "data": '{"event":"Signed Up","messageId":"m2","userId":"user_1001"}'},
+    ]  # fmt: skip
+    page, _csp = render_page(events)
+    (tmp_path / "page.html").write_bytes(page)
+    frame = tmp_path / "frame.html"
+    frame.write_text(_NARROW_FRAME, encoding="utf-8")
+    profile = tmp_path / "profile"
+    dumped = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--no-first-run",
+         "--allow-file-access-from-files", f"--user-data-dir={profile}",
+         "--window-size=800,900", "--virtual-time-budget=3000", "--dump-dom", frame.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    found = re.search(r'data-found="([^"]*)"', dumped.stdout)
+    assert found is not None, dumped.stderr[-2000:]
+    assert json.loads(found.group(1).replace("&quot;", '"')) == []

@@ -34,6 +34,27 @@ def test_write_key_must_be_a_string() -> None:
         segment.Client(123)  # type: ignore[arg-type]
 
 
+def test_a_bad_write_key_is_named_write_key() -> None:
+    """A write_key with a space is refused in the drop-in's words: write_key, not api_key."""
+    with pytest.raises(segment.InvalidArgumentError, match=r"^write_key has a space") as info:
+        segment.Client("pk bad")
+    assert "api_key" not in str(info.value)
+
+
+def test_a_plain_http_host_is_named_host() -> None:
+    """A plain http:// host is refused naming host and courier_options, not core names."""
+    with pytest.raises(segment.InvalidArgumentError, match=r"^host uses plain http://") as info:
+        segment.Client("k", host="http://courier.internal")
+    assert "courier_options={'allow_insecure_http': True}" in str(info.value)
+    assert "base_url" not in str(info.value)
+
+
+def test_a_core_option_given_through_courier_options_keeps_its_name() -> None:
+    """base_url set in courier_options is named base_url: that is what the user wrote."""
+    with pytest.raises(segment.InvalidArgumentError, match=r"^base_url uses plain http://"):
+        segment.Client("k", courier_options={"base_url": "http://courier.internal"})
+
+
 @pytest.mark.parametrize("name", ["max_total_backoff_duration", "max_rate_limit_duration"])
 def test_negative_durations_raise_value_error(name: str) -> None:
     """Negative backoff durations raise ValueError, as in Segment."""

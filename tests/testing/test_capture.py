@@ -219,3 +219,37 @@ def test_fixture_captures_for_the_test(courier_analytics_events: CapturedEvents)
     """The courier_analytics_events fixture captures the default client, keyless."""
     courier_analytics.track("Clicked", user_id="u1")
     courier_analytics_events.assert_tracked("Clicked", user_id="u1")
+
+
+def test_integrations_filter_is_recorded_as_skipped(client: Client) -> None:
+    """A track whose integrations turn Courier off is in events.skipped, not captured."""
+    with capture() as events:
+        client.track("Internal", user_id="u1", integrations={"Courier": False})
+        client.track("Sent", user_id="u1")
+    assert [m["event"] for m in events] == ["Sent"]
+    assert [m["event"] for m in events.skipped] == ["Internal"]
+    assert events.skipped[0]["integrations"] == {"Courier": False}
+
+
+def test_segment_dropin_all_false_is_recorded_as_skipped() -> None:
+    """The drop-in's integrations={"All": False} shows up in events.skipped."""
+    with capture() as events:
+        segment.Client("test-key").track("u1", "Hidden", integrations={"All": False})
+    assert len(events) == 0
+    assert [m["event"] for m in events.skipped] == ["Hidden"]
+
+
+def test_failure_names_a_matching_skipped_message(client: Client) -> None:
+    """assert_tracked on a skipped event fails, and the text says it was skipped and why."""
+    with capture() as events:
+        client.track("Internal", user_id="u1", integrations={"All": False})
+    with pytest.raises(AssertionError, match=r"made but skipped.*integrations turn Courier off"):
+        events.assert_tracked("Internal")
+
+
+def test_clear_forgets_skipped_messages_too(client: Client) -> None:
+    """clear() empties events.skipped as well."""
+    with capture() as events:
+        client.track("Internal", user_id="u1", integrations={"Courier": False})
+        events.clear()
+    assert events.skipped == []

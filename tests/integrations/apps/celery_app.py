@@ -19,7 +19,7 @@ import courier_analytics as analytics
 from courier_analytics.integrations.celery import install
 
 root = Path(os.environ["CELERY_TEST_DIR"])
-for folder in ("queue", "processed", "results"):
+for folder in ("queue", "processed", "results", "control"):
     (root / folder).mkdir(parents=True, exist_ok=True)
 
 app = Celery("celery_app", broker="filesystem://", backend=f"file://{root / 'results'}")
@@ -28,6 +28,9 @@ app.conf.update(
         "data_folder_in": str(root / "queue"),
         "data_folder_out": str(root / "queue"),
         "processed_folder": str(root / "processed"),
+        # The exchange tables: kombu's default is ./control, in whatever folder the
+        # worker starts in (the repository, when pytest runs from it).
+        "control_folder": str(root / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     },
