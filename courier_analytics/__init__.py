@@ -17,6 +17,8 @@ not ignored: the next call builds a new default client with it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from courier_analytics import _default, _options
 from courier_analytics._client import Client, Stats
 from courier_analytics._default import (
@@ -53,8 +55,10 @@ from courier_analytics._plugins import Plugin
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._scope import User, reset, scope, user
-from courier_analytics._transport import AnyTransport
 from courier_analytics._version import __version__
+
+if TYPE_CHECKING:  # an httpx type: importing the package imports no httpx
+    from courier_analytics._transport import AnyTransport
 
 __all__ = [
     "DEFAULT_EVENT_PREFIX",

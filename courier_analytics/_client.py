@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -50,8 +50,11 @@ from courier_analytics._routes import (
     SegmentRoute,
 )
 from courier_analytics._scope import Frame, commit, current_frame
-from courier_analytics._transport import AnyTransport, Sender, make_sender
+from courier_analytics._transport import Sender, make_sender
 from courier_analytics._worker import Worker, WorkerUnavailable
+
+if TYPE_CHECKING:
+    from courier_analytics._transport import AnyTransport
 
 __all__ = ["Client", "Stats", "dispatch", "make_message"]
 

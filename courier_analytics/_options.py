@@ -5,17 +5,19 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import SplitResult, urlsplit
 
 import attrs
-import httpx
 
 from courier_analytics._errors import ConfigurationError
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
-from courier_analytics._transport import AnyTransport, is_loopback
+from courier_analytics._transport import is_loopback
+
+if TYPE_CHECKING:
+    from courier_analytics._transport import AnyTransport
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
@@ -104,6 +106,14 @@ def _instance_or_none(*types: type) -> Callable[[object, attrs.Attribute[Any], A
             )
 
     return check
+
+
+def _transport_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    import httpx  # only here: whoever passes a transport has imported httpx already
+
+    _instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport)(instance, attribute, value)
 
 
 def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -224,7 +234,7 @@ class Options:
     debug: bool = False
     transport: AnyTransport | None = attrs.field(
         default=None,
-        validator=_instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport),
+        validator=_transport_or_none,
     )
     views_as_track: bool = False
     flush_at_exit: bool = True

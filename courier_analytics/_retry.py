@@ -9,7 +9,6 @@ deadline, `max_time` after the first attempt, ends the retries.
 from __future__ import annotations
 
 import datetime as _dt
-import email.utils
 import itertools
 import math
 import random
@@ -88,6 +87,8 @@ def parse_retry_after(value: str | None, now: _dt.datetime | None = None) -> flo
             pass
         else:
             return None if math.isnan(seconds) else max(0.0, seconds)
+    import email.utils  # only for an HTTP date, which few servers send
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -37,9 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from functools import partial
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from courier_analytics import _outcomes
 from courier_analytics._concurrency import Concurrency
@@ -56,6 +54,11 @@ from courier_analytics._retry import (
 )
 from courier_analytics._routes import Request, Route
 from courier_analytics._transport import NativeSender, Response, Sender
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from courier_analytics._lazy import httpx
 
 __all__ = ["Worker", "WorkerUnavailable"]
 

@@ -1,0 +1,74 @@
+"""A cold start pays only for what it uses: no httpx unless a transport or proxy needs it.
+
+Each test runs a fresh interpreter (the test process has imported everything) and
+reads its `sys.modules`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+#: Imported by httpx and the proxy lookup, never needed to deliver over the default sender.
+HEAVY = ("httpx", "httpcore", "h11", "urllib.request")
+
+
+def _modules_after(code: str) -> dict[str, object]:
+    """Run `code` in a fresh interpreter; its last line printed, read as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_import_does_not_import_httpx() -> None:
+    """`import courier_analytics` (and the Segment drop-in) leaves httpx unimported."""
+    result = _modules_after(
+        f"""
+        import json, sys
+        import courier_analytics, courier_analytics.segment
+        print(json.dumps({{"loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+        """
+    )
+
+    assert result == {"loaded": []}
+
+
+def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
+    """Client(), track() and flush() against a local server deliver without importing httpx."""
+    result = _modules_after(
+        """
+        import json, socket, sys, threading
+        import courier_analytics
+
+        def serve(listener):  # a bare HTTP/1.1 server: http.server would import urllib
+            connection, _ = listener.accept()
+            data = b""
+            while b"\\r\\n\\r\\n" not in data or not data.endswith(b"}"):
+                data += connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 202 Accepted\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+            connection.recv(1)  # until the client closes it
+
+        listener = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=serve, args=(listener,), daemon=True).start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        client = courier_analytics.Client(api_key="k", base_url=url, flush_at_exit=False)
+        client.track("Signed Up", user_id="u1")
+        flushed = client.flush(30)
+        print(json.dumps({
+            "delivered": client.stats.delivered,
+            "flushed": flushed,
+            "httpx": "httpx" in sys.modules,
+        }))
+        """
+    )
+
+    assert result == {"delivered": 1, "flushed": True, "httpx": False}
