@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-import backoff
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -178,6 +177,8 @@ class RetryPolicy:
                 under Hypothesis, which warns when that state changes mid-test).
         """
         rand = rand or _jitter_source.random
+        import backoff  # only when a message is retried: not on every import
+
         expo = backoff.expo(base=self.multiplier, factor=self.initial_wait, max_value=self.max_wait)
         next(expo)  # backoff's generators open with a bare yield
         jitter = min(self.jitter, 1.0)

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import textwrap
 
-#: Imported by httpx and the proxy lookup, never needed to deliver over the default sender.
-HEAVY = ("httpx", "httpcore", "h11", "urllib.request")
+#: Needed only by httpx transports, a proxy, an HTTP-date Retry-After or a retry.
+HEAVY = ("httpx", "httpcore", "h11", "urllib.request", "email.utils", "backoff")
 
 
 def _modules_after(code: str) -> dict[str, object]:

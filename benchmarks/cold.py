@@ -1,0 +1,136 @@
+"""Fresh-interpreter figures: what a short-lived process (a CLI, a Lambda cold start) pays.
+
+Each reading is one new interpreter running one small script, timed inside it
+with ``time.perf_counter()`` from the script's first line (interpreter start-up,
+the same for both libraries, is left out), so nothing the harness imports is
+already loaded:
+
+- ``import``: ``import courier_analytics`` or ``import segment.analytics``;
+- ``cold``: the import, a client with its defaults (pointed at the benchmark's
+  sink), one ``track()`` with the small payload and ``flush()``, which returns
+  once the event was answered.
+
+The parent also times the whole process (start-up and exit included) for
+``cold``: ``process_ms``. ``courier_src`` measures another copy of
+``courier_analytics`` (its directory goes first on ``sys.path``, before the clock
+starts). Run by ``benchmarks.run`` (scenarios ``import`` and ``cold_start``); on
+its own: ``python -m benchmarks.cold --repeat 9``, which starts its own sinks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/cold.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import API_KEY, PAYLOADS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+IMPORTS = {"courier": "import courier_analytics", "segment": "import segment.analytics"}
+
+COLD = {
+    "courier": """
+from courier_analytics import Client
+client = Client(api_key={key!r}, base_url={url!r})
+client.track("Order Completed", {properties!r}, user_id="user-0")
+client.flush()
+""",
+    "segment": """
+from segment.analytics import Client
+client = Client(write_key={key!r}, host={url!r})
+client.track("user-0", "Order Completed", {properties!r})
+client.flush()
+""",
+}
+
+SCRIPT = """
+import sys
+{path}
+import time
+_t0 = time.perf_counter()
+{body}
+_ms = (time.perf_counter() - _t0) * 1000
+sys.stdout.write("%r\\n" % _ms)
+sys.stdout.flush()
+"""
+
+
+def script(lib: str, mode: str, url: str | None = None, courier_src: str | None = None) -> str:
+    """The script one fresh interpreter runs for this library and mode."""
+    path = f"sys.path.insert(0, {courier_src!r})" if courier_src and lib == "courier" else ""
+    if mode == "import":
+        body = IMPORTS[lib]
+    else:
+        body = COLD[lib].format(key=API_KEY, url=url, properties=PAYLOADS["small"])
+    return SCRIPT.format(path=path, body=body)
+
+
+def run_once(code: str, timeout: float) -> tuple[float, float]:
+    """(ms timed inside the interpreter, ms of the whole process seen from here)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    process_ms = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise RuntimeError(f"a fresh interpreter failed (exit {done.returncode}):\n{done.stderr}")
+    return float(done.stdout.strip().splitlines()[-1]), process_ms
+
+
+def measure(
+    lib: str,
+    mode: str,
+    repeat: int,
+    url: str | None = None,
+    courier_src: str | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Medians over ``repeat`` fresh interpreters: ``import_ms`` or ``cold_ms``/``process_ms``."""
+    code = script(lib, mode, url, courier_src)
+    inside, whole = zip(*(run_once(code, timeout) for _ in range(repeat)), strict=True)
+    if mode == "import":
+        return {"import_ms": statistics.median(inside), "runs": repeat}
+    return {
+        "cold_ms": statistics.median(inside),
+        "process_ms": statistics.median(whole),
+        "runs": repeat,
+    }
+
+
+def main() -> None:
+    from benchmarks.run import Server
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=9, help="fresh interpreters per reading")
+    parser.add_argument("--courier-src", help="directory holding another courier_analytics")
+    args = parser.parse_args()
+    servers = {lib: Server(lib, 3600) for lib in IMPORTS}
+    try:
+        for mode in ("import", "cold"):
+            readings: dict[str, dict[str, Any]] = {}
+            for index in range(args.repeat):  # interleaved, so both see the same noise
+                for lib in IMPORTS if index % 2 == 0 else reversed(IMPORTS):
+                    record = measure(lib, mode, 1, servers[lib].url, args.courier_src)
+                    for key, value in record.items():
+                        readings.setdefault(lib, {}).setdefault(key, []).append(value)
+            for lib, values in readings.items():
+                shown = ", ".join(
+                    f"{key} {statistics.median(v):.1f}" for key, v in values.items() if key != "runs"
+                )
+                print(f"{mode:<6} {lib:<8} {shown}  (medians of {args.repeat})")
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+if __name__ == "__main__":
+    main()
