@@ -123,9 +123,8 @@ def main() -> None:
                     for key, value in record.items():
                         readings.setdefault(lib, {}).setdefault(key, []).append(value)
             for lib, values in readings.items():
-                shown = ", ".join(
-                    f"{key} {statistics.median(v):.1f}" for key, v in values.items() if key != "runs"
-                )
+                medians = {k: statistics.median(v) for k, v in values.items() if k != "runs"}
+                shown = ", ".join(f"{key} {value:.1f}" for key, value in medians.items())
                 print(f"{mode:<6} {lib:<8} {shown}  (medians of {args.repeat})")
     finally:
         for server in servers.values():

@@ -57,7 +57,9 @@ from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._scope import User, reset, scope, user
 from courier_analytics._version import __version__
 
-if TYPE_CHECKING:  # an httpx type: importing the package imports no httpx
+if TYPE_CHECKING:  # types of optional packages: importing this one imports neither
+    from opentelemetry.metrics import MeterProvider
+
     from courier_analytics._transport import AnyTransport
 
 __all__ = [
@@ -134,6 +136,7 @@ exit_timeout: float = 5.0
 flush_timeout: float = 30.0
 max_message_bytes: int = MAX_REQUEST_BYTES
 allow_insecure_http: bool = False
+meter_provider: MeterProvider | None = None
 
 identify = proxy(Client.identify)
 track = proxy(Client.track)

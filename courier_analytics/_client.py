@@ -31,6 +31,7 @@ from courier_analytics._messages import (
     now_ms,
     pack,
 )
+from courier_analytics._metrics import recorder_for
 from courier_analytics._options import (
     DEFAULT_MAX_IN_FLIGHT,
     ErrorHandler,
@@ -54,6 +55,8 @@ from courier_analytics._transport import Sender, make_sender
 from courier_analytics._worker import Worker, WorkerUnavailable
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
     from courier_analytics._transport import AnyTransport
 
 __all__ = ["Client", "Stats", "dispatch", "make_message"]
@@ -212,6 +215,10 @@ class Client:
             [`shutdown`][courier_analytics.Client.shutdown].
         max_message_bytes: Largest encoded message accepted at the call.
         allow_insecure_http: Allow a plain `http://` base URL to another host.
+        meter_provider: The OpenTelemetry `MeterProvider` that the client's metrics
+            are recorded through; by default the global one, when opentelemetry-api
+            is installed (`pip install 'courier-analytics[otel]'`), else none are
+            recorded. See the Monitoring page.
 
     Raises:
         ConfigurationError: An option is invalid, or no API key is set while `send`.
@@ -245,6 +252,7 @@ class Client:
         flush_timeout: float = 30.0,
         max_message_bytes: int = MAX_REQUEST_BYTES,
         allow_insecure_http: bool = False,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         options = Options(
             api_key=api_key,
@@ -272,6 +280,7 @@ class Client:
             flush_timeout=flush_timeout,
             max_message_bytes=max_message_bytes,
             allow_insecure_http=allow_insecure_http,
+            meter_provider=meter_provider,
         )
         self._plugins = Plugins()
         self._events = Emitter()
@@ -326,6 +335,13 @@ class Client:
             events=self._events,
             strict_order=options.ordering == "strict",
             new_loop=_loop_factory(options.event_loop),
+        )
+        worker = self._worker
+        self._worker.metrics = recorder_for(
+            options.meter_provider,
+            lambda: self.stats,
+            lambda: worker.in_flight,
+            options.resolved_base_url(),
         )
 
     def _make_sender(self) -> Sender:

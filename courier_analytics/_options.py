@@ -17,6 +17,8 @@ from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._transport import is_loopback
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
     from courier_analytics._transport import AnyTransport
 
 __all__ = [
@@ -114,6 +116,14 @@ def _transport_or_none(instance: object, attribute: attrs.Attribute[Any], value:
     import httpx  # only here: whoever passes a transport has imported httpx already
 
     _instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport)(instance, attribute, value)
+
+
+def _meter_provider_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(getattr(value, "get_meter", None)):
+        raise ConfigurationError(
+            f"{attribute.name} must be an OpenTelemetry MeterProvider or None, "
+            f"not {type(value).__name__}"
+        )
 
 
 def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -242,6 +252,9 @@ class Options:
     flush_timeout: float = attrs.field(default=30.0, validator=_positive)
     max_message_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, validator=_whole)
     allow_insecure_http: bool = False
+    meter_provider: MeterProvider | None = attrs.field(
+        default=None, validator=_meter_provider_or_none
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.send and not self.resolved_api_key():

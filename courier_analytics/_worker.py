@@ -57,6 +57,8 @@ from courier_analytics._transport import NativeSender, Response, Sender
 
 if TYPE_CHECKING:
     import httpx
+
+    from courier_analytics._metrics import Recorder
 else:
     from courier_analytics._lazy import httpx
 
@@ -164,6 +166,8 @@ class Worker:
         # Keyed by a number of their own: one message object may be queued twice.
         self._unstarted: dict[int, tuple[Message, int, Outcome | None]] = {}
         self._task_keys = itertools.count()
+        #: OpenTelemetry's recorder of durations (`_metrics.py`), or None: metrics are off.
+        self.metrics: Recorder | None = None
 
     # ----------------------------------------------------------------- producer side
 
@@ -171,6 +175,11 @@ class Worker:
     def pending(self) -> int:
         """Messages queued or being delivered."""
         return len(self.queue) + self.held
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being sent right now (not messages waiting to retry)."""
+        return self._in_flight
 
     @property
     def closed(self) -> bool:
@@ -200,6 +209,8 @@ class Worker:
             if done is not None:
                 self._done[id(message)] = done
             self.queue.append(message)
+            if self.metrics is not None:
+                self.metrics.queued(id(message))
             if self._thread is None:
                 try:
                     self._start()
@@ -472,8 +483,12 @@ class Worker:
             if self._unreachable or self._events.handlers or logger.isEnabledFor(logging.DEBUG):
                 self._finish(message, self._outcome(response, None, sent), 1)
             else:  # the usual answer, as _outcome and _finish take it, minus their cost
-                concurrency.record(False, time.monotonic() - sent)
+                now = time.monotonic()
+                concurrency.record(False, now - sent)
                 self.delivered += 1
+                if self.metrics is not None:
+                    self.metrics.request(now - sent, response.status, None)
+                    self.metrics.delivered(id(message), now)
             self._finish_lane(message)
         else:
             outcome = self._outcome(response, error, sent)
@@ -648,6 +663,9 @@ class Worker:
         """What an attempt came to; counted for the concurrency limit."""
         concurrency = self._concurrency
         assert concurrency is not None  # set by _main()
+        if self.metrics is not None:
+            status = None if response is None else response.status
+            self.metrics.request(time.monotonic() - sent, status, error)
         if response is None:
             assert error is not None  # one of the two is given
             retry = is_retryable_error(error)
@@ -698,6 +716,8 @@ class Worker:
     ) -> None:
         if outcome.delivered:
             self.delivered += 1
+            if self.metrics is not None:
+                self.metrics.delivered(id(message), time.monotonic())
             if self._events.handlers:
                 self._events.message("delivered", message)
             if logger.isEnabledFor(logging.DEBUG):
@@ -726,6 +746,8 @@ class Worker:
                 in place of a WARNING per message.
         """
         self.failed += 1
+        if self.metrics is not None:
+            self.metrics.forget(id(message))
         if alarm is None:
             logger.warning(
                 "courier-analytics: %s %s (%d bytes) not delivered: %s (%s)",
