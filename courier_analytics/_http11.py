@@ -581,7 +581,8 @@ class Http11Pool:
         if url.port and url.port != _DEFAULT_PORTS[url.scheme]:
             host = f"{host}:{url.port}"
         self._prefix = url.path.rstrip("/").encode("ascii")
-        lines = [(b"Host", host.encode("idna")), *headers]
+        # An ASCII host is its own IDNA form; the codec (and unicodedata) only for others.
+        lines = [(b"Host", host.encode("ascii" if host.isascii() else "idna")), *headers]
         self._fixed = b"".join(name + b": " + value + b"\r\n" for name, value in lines)
         self._timeout = timeout
         self._max_idle = max_idle

@@ -164,6 +164,22 @@ def _check_api_key(key: object, source: str) -> None:
             )
 
 
+def _idna_labels(host: str) -> None:
+    """Raise UnicodeError as `host.encode("idna")` would: an empty or overlong label.
+
+    An ASCII host is checked here, without the IDNA codec (and the `unicodedata`
+    and `stringprep` it imports on first use): most hosts are ASCII.
+    """
+    if not host.isascii():
+        host.encode("idna")
+        return
+    labels = host.split(".")
+    if labels[-1] == "":  # a trailing dot: the root, allowed
+        labels.pop()
+    if not labels or any(not 0 < len(label) <= 63 for label in labels):
+        raise UnicodeError("label empty or too long")
+
+
 def _check_base_url(url: object, source: str) -> SplitResult:
     """Refuse a base URL that every request would send wrongly, or partly drop.
 
@@ -197,7 +213,7 @@ def _check_base_url(url: object, source: str) -> SplitResult:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{source} must be an http:// or https:// URL with a host")
     try:
-        parts.hostname.encode("idna")  # what the request's Host header is made of
+        _idna_labels(parts.hostname)  # what the request's Host header is made of
     except UnicodeError:
         raise ConfigurationError(
             f"{source} is not a valid host name (an empty label, or one over 63 characters)"

@@ -33,6 +33,9 @@ FIGURES = (
     "time_s_tls_20ms",
     "handshakes_tls_20ms",
     "rss_peak_mb_stalled",
+    "import_ms",
+    "cold_start_ms",
+    "cold_process_ms",
     "floor_cpu_http",
     "floor_cpu_tls",
 )
