@@ -295,6 +295,9 @@ class Client:
         return cls(**attrs.asdict(options, recurse=False))
 
     def _init(self, options: Options) -> None:
+        previous = getattr(self, "_worker", None)
+        if previous is not None and previous.metrics is not None:
+            previous.metrics.close()  # its recorder would count this client twice
         self._options = options
         self._factory = MessageFactory(
             max_bytes=options.max_message_bytes,
@@ -337,7 +340,7 @@ class Client:
             new_loop=_loop_factory(options.event_loop),
         )
         worker = self._worker
-        self._worker.metrics = recorder_for(
+        worker.metrics = recorder_for(
             options.meter_provider,
             lambda: self.stats,
             lambda: worker.in_flight,

@@ -163,12 +163,18 @@ class Recorder:
         server: dict[str, Any],
     ) -> None:
         self.stats, self.in_flight, self.server = stats, in_flight, server
+        self._instruments = instruments
         self._delivery = instruments.delivery.record
         self._request = instruments.request.record
         self._made: dict[int, float] = {}  # id(message) -> when it was queued (monotonic)
         self._base = {"http.request.method": "POST", **server}
         self._by_status: dict[int, dict[str, Any]] = {}
         self._by_error: dict[str, dict[str, Any]] = {}
+
+    def close(self) -> None:
+        """Observe this client no more: it was rebuilt (`Client._init`) with a new recorder."""
+        with _lock:
+            self._instruments.recorders.discard(self)
 
     def queued(self, key: int) -> None:
         """A message was queued (called on the caller's thread, under the queue's lock)."""

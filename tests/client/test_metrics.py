@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import re
 import textwrap
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 
@@ -18,9 +18,10 @@ pytest.importorskip("opentelemetry.sdk.metrics")
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from courier_analytics import Client, ConfigurationError
+from courier_analytics import Client, ConfigurationError, Stats
 from courier_analytics._metrics import INSTRUMENTS, METER_NAME
 from tests.client.fakes import FakeCourier, accept, make_client
+from tests.client.test_cold_start import ONE_ANSWER, run_python
 from tests.client.test_fast_path import LoopbackServer
 
 OUTCOMES = {"delivered", "failed", "dropped", "skipped"}
@@ -243,23 +244,11 @@ def test_a_meter_provider_that_is_not_one_is_refused() -> None:
         Client(api_key="k", meter_provider="prometheus")  # type: ignore[arg-type]
 
 
-def _run(code: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def test_the_global_meter_provider_is_used_by_default() -> None:
     """Without meter_provider, a client records through the global provider set by the app."""
-    result = _run(
-        """
+    result = run_python(
+        textwrap.dedent(
+            """
         import json
         from opentelemetry import metrics
         from opentelemetry.sdk.metrics import MeterProvider
@@ -279,6 +268,7 @@ def test_the_global_meter_provider_is_used_by_default() -> None:
         }
         print(json.dumps(names["courier_analytics.messages"]))
         """
+        )
     )
 
     assert result == [1]  # type: ignore[comparison-overlap]
@@ -286,8 +276,9 @@ def test_the_global_meter_provider_is_used_by_default() -> None:
 
 def test_without_opentelemetry_nothing_is_recorded_or_imported() -> None:
     """With opentelemetry-api absent, a client delivers and records nothing, at no import."""
-    result = _run(
-        """
+    result = run_python(
+        textwrap.dedent(
+            """
         import json, sys
         sys.modules["opentelemetry"] = None  # as if not installed: importing it fails
         import courier_analytics
@@ -297,6 +288,51 @@ def test_without_opentelemetry_nothing_is_recorded_or_imported() -> None:
         print(json.dumps({"metrics": client._worker.metrics is not None,
                           "skipped": client.stats.skipped}))
         """
+        )
     )
 
     assert result == {"metrics": False, "skipped": 1}
+
+
+def test_the_prometheus_example_serves_every_documented_metric() -> None:
+    """docs/monitoring.md's Prometheus example runs; its scrape has each metric the page names."""
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
+    example = page.split("<!-- no-run -->\n```python\n", 1)[1].split("```", 1)[0]
+    documented = set(re.findall(r"\((?:Prometheus: )?`([a-z_]+)`\)", page))
+    # Port 0 on 127.0.0.1 in the test: any free port, nothing served beyond this machine.
+    example = example.replace("port=9464)", 'port=0, addr="127.0.0.1")')
+    code = ONE_ANSWER + textwrap.dedent(
+        """
+        import json, os
+        os.environ.update(COURIER_API_KEY="k", COURIER_BASE_URL=url)
+        """
+    )
+    code += example + textwrap.dedent(
+        """
+        import prometheus_client
+        analytics.flush(30)
+        print(json.dumps(prometheus_client.generate_latest().decode()))
+        """
+    )
+
+    scrape = run_python(code)
+
+    assert "courier_analytics_messages_total{" in scrape
+    assert re.search(r'outcome="delivered"} 1\.0', scrape)
+    assert len(documented) == len(INSTRUMENTS)  # the page names each instrument
+    if "spooled" not in {f.name for f in attrs.fields(Stats)}:
+        documented.discard("courier_analytics_spooled")
+    assert {name for name in documented if not re.search(rf"^{name}[{{_ ]", scrape, re.M)} == set()
+
+
+def test_a_rebuilt_client_is_counted_once(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """A client rebuilt in place (adopting shared plugins, or after fork) is observed once."""
+    client = make_client(FakeCourier(), meter_provider=provider)
+    client._after_fork_in_child()  # rebuilds the client's worker, as in a forked child
+    client.track("E", user_id="u1")
+    assert client.flush(10)
+
+    assert by_outcome(collect(reader)["courier_analytics.messages"])["delivered"] == 1
