@@ -125,9 +125,11 @@ FIGURES: dict[str, tuple[Any, ...]] = {
         "stalled", "rss_peak_mb", "MB", 0.4, "peak RSS with 100k queued (stalled server)",
     ),
     "import_ms": ("import", "import_ms", "ms", 0.5, "import alone, fresh interpreter"),
+    "import_cpu_ms": ("import", "import_cpu_ms", "ms", None, "import alone, CPU"),
     "cold_start_ms": (
         "cold_start", "cold_ms", "ms", 0.1, "cold start: import, Client(), track(), flush()",
     ),
+    "cold_start_cpu_ms": ("cold_start", "cold_cpu_ms", "ms", None, "cold start, CPU"),
     "cold_process_ms": (
         "cold_start", "process_ms", "ms", None, "cold start, whole process (start-up, exit)",
     ),
