@@ -226,10 +226,19 @@ def retire(client: _Closable) -> None:
     """
     try:
         threading.Thread(
-            target=client.shutdown, name="courier-analytics-retire", daemon=True
+            target=_retired, args=(client,), name="courier-analytics-retire", daemon=True
         ).start()
     except RuntimeError:
-        client.shutdown()
+        _retired(client)
+
+
+def _retired(client: _Closable) -> None:
+    client.shutdown()
+    # Its final counts stay in the OpenTelemetry counters, which would drop them
+    # when the client is collected (see _metrics.Recorder.close).
+    recorder = getattr(getattr(client, "_worker", None), "metrics", None)
+    if recorder is not None:
+        recorder.close()
 
 
 def proxy(

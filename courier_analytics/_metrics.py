@@ -10,6 +10,7 @@ the Monitoring page (docs/monitoring.md); `INSTRUMENTS` below is that list.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -72,6 +73,9 @@ class _Instruments:
 
         self._observation = Observation
         self.recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+        # The last counts of clients rebuilt in place (a module setting changed), so
+        # that the counters, which sum the clients' counts, never go back.
+        self.retired: dict[str, int] = dict.fromkeys((*OUTCOMES, "retried"), 0)
         meter = provider.get_meter(METER_NAME, __version__)
 
         def describe(name: str) -> dict[str, str]:
@@ -117,10 +121,8 @@ class _Instruments:
 
     def _messages(self, options: CallbackOptions) -> Iterator[Observation]:
         stats = self._stats()
-        if not stats:
-            return
         for outcome in OUTCOMES:
-            total = sum(getattr(s, outcome) for s in stats)
+            total = sum(getattr(s, outcome) for s in stats) + self.retired[outcome]
             yield self._observation(total, {"outcome": outcome})
 
     def _field(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -128,7 +130,7 @@ class _Instruments:
             # `spooled` is read only from a Stats that has it (the spool is optional).
             values = [getattr(s, name) for s in self._stats() if hasattr(s, name)]
             if values:
-                yield self._observation(sum(values))
+                yield self._observation(sum(values) + self.retired.get(name, 0))
 
         return observe
 
@@ -164,6 +166,7 @@ class Recorder:
     ) -> None:
         self.stats, self.in_flight, self.server = stats, in_flight, server
         self._instruments = instruments
+        self._pid = os.getpid()
         self._delivery = instruments.delivery.record
         self._request = instruments.request.record
         self._made: dict[int, float] = {}  # id(message) -> when it was queued (monotonic)
@@ -172,9 +175,18 @@ class Recorder:
         self._by_error: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
-        """Observe this client no more: it was rebuilt (`Client._init`) with a new recorder."""
+        """Observe this client no more: it was rebuilt (`Client._init`) with a new recorder.
+
+        Its counts so far stay in the counters' sums, unless this is a forked child,
+        whose counts start from nothing.
+        """
+        stats = self.stats() if os.getpid() == self._pid else None
+        instruments = self._instruments
         with _lock:
-            self._instruments.recorders.discard(self)
+            instruments.recorders.discard(self)
+            if stats is not None:
+                for name in instruments.retired:
+                    instruments.retired[name] += getattr(stats, name)
 
     def queued(self, key: int) -> None:
         """A message was queued (called on the caller's thread, under the queue's lock)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import textwrap
 import threading
@@ -18,6 +19,7 @@ pytest.importorskip("opentelemetry.sdk.metrics")
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+import courier_analytics as analytics
 from courier_analytics import Client, ConfigurationError, Stats
 from courier_analytics._metrics import INSTRUMENTS, METER_NAME
 from tests.client.fakes import FakeCourier, accept, make_client
@@ -336,3 +338,19 @@ def test_a_rebuilt_client_is_counted_once(
     assert client.flush(10)
 
     assert by_outcome(collect(reader)["courier_analytics.messages"])["delivered"] == 1
+
+
+def test_counts_survive_a_module_setting_that_rebuilds_the_default_client(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """The default client rebuilt by a new setting: the counter goes on from its count."""
+    analytics.api_key, analytics.send, analytics.meter_provider = "k", False, provider
+    analytics.track("E", user_id="u1")
+    analytics.event_prefix = "Other:"  # rebuilds the default client at the next call
+    analytics.track("E", user_id="u1")
+    for thread in threading.enumerate():  # the old client is shut down in the background
+        if thread.name == "courier-analytics-retire":
+            thread.join(30)
+    gc.collect()  # and then collected
+
+    assert by_outcome(collect(reader)["courier_analytics.messages"])["skipped"] == 2
