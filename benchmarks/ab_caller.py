@@ -13,10 +13,17 @@ worker delivers. Variants:
 - ``current``: this checkout, nothing registered, no scope;
 - ``noop_plugin``: this checkout with one no-op ``before`` plugin registered;
 - ``scope``: this checkout, each call inside its own ``analytics.scope(user_id=...)``
-  (opening and leaving the scope included).
+  (opening and leaving the scope included);
+- ``otel``: this checkout recording OpenTelemetry metrics through the SDK (a
+  ``MeterProvider`` with an in-memory reader); ``current`` records through the
+  global provider, a no-op unless the app set one, when opentelemetry-api is
+  installed.
 
-Prints the median wall and CPU time per call of each variant over the rounds, and
-each variant's difference from ``baseline``.
+``--only`` runs a subset of the variants (``baseline`` always runs).
+
+Prints the median wall and CPU time per call of each variant over the rounds,
+each variant's difference from ``baseline``, and the process's CPU per event
+(caller and worker) over the timed calls and their delivery.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "current": {},
     "noop_plugin": {"noop_plugins": 1},
     "scope": {"in_scope": True},
+    "otel": {"otel": True},
 }
 
 
@@ -121,6 +129,7 @@ def main() -> None:
     parser.add_argument("--payload", choices=("small", "kb"), default="small")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--calls", action="store_true", help="the call path alone (see above)")
+    parser.add_argument("--only", help="comma-separated variants besides baseline")
     parser.add_argument("--loops", type=int, default=1500, help="loops per variant (--calls)")
     args = parser.parse_args()
     if not (args.baseline / "courier_analytics" / "__init__.py").is_file():
@@ -129,8 +138,10 @@ def main() -> None:
         calls(args)
         return
     server = Server("courier", max_lifetime=args.rounds * len(VARIANTS) * args.timeout)
-    readings: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
-    names = list(VARIANTS)
+    names = ["baseline", *(n for n in VARIANTS if n != "baseline")]
+    if args.only:
+        names = ["baseline", *(n.strip() for n in args.only.split(","))]
+    readings: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     try:
         for round_ in range(args.rounds):
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
@@ -154,13 +165,19 @@ def main() -> None:
         server.close()
     base = statistics.median(r["caller_us"] for r in readings["baseline"])
     base_cpu = statistics.median(r["caller_cpu_us"] for r in readings["baseline"])
-    print(f"{'variant':<12} {'wall us/call':>13} {'vs baseline':>12} {'cpu us/call':>12} {'vs':>8}")
+    base_event = statistics.median(r["cpu_s"] / args.n * 1e6 for r in readings["baseline"])
+    print(
+        f"{'variant':<12} {'wall us/call':>13} {'vs baseline':>12} {'cpu us/call':>12} "
+        f"{'vs':>8} {'cpu us/event':>13} {'vs':>8}"
+    )
     for name, results in readings.items():
         wall = statistics.median(r["caller_us"] for r in results)
         cpu = statistics.median(r["caller_cpu_us"] for r in results)
+        event = statistics.median(r["cpu_s"] / args.n * 1e6 for r in results)
         print(
             f"{name:<12} {wall:>13.2f} {wall - base:>+9.2f} us {cpu:>12.2f} "
-            f"{(cpu / base_cpu - 1) * 100:>+7.1f}%"
+            f"{(cpu / base_cpu - 1) * 100:>+7.1f}% {event:>13.1f} "
+            f"{(event / base_event - 1) * 100:>+7.1f}%"
         )
 
 

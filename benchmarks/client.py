@@ -10,7 +10,8 @@ default), ``settle_s``,
 ``courier_src`` (a directory holding another ``courier_analytics`` to measure),
 ``connections`` (floor only), ``noop_plugins`` (courier only: how many no-op
 plugins to register), ``in_scope`` (courier only: each call made inside its own
-``analytics.scope(user_id=...)`` instead of passing ``user_id=``). An ``https://``
+``analytics.scope(user_id=...)`` instead of passing ``user_id=``), ``otel`` (courier
+only: metrics recorded through an OpenTelemetry SDK meter provider). An ``https://``
 URL is trusted through the CA the harness names in ``SSL_CERT_FILE`` /
 ``REQUESTS_CA_BUNDLE`` (this process only).
 
@@ -67,6 +68,11 @@ def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
         options["event_loop"] = spec["event_loop"]
     if spec.get("spool"):  # a fresh spool file; the OS cleans /tmp
         options["spool"] = os.path.join(tempfile.mkdtemp(prefix="bench-spool-"), "spool.db")
+    if spec.get("otel"):  # metrics recorded by the OpenTelemetry SDK, read by no one
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        options["meter_provider"] = MeterProvider(metric_readers=[InMemoryMetricReader()])
     client = Client(
         api_key=API_KEY,
         base_url=spec["url"],

@@ -23,6 +23,11 @@ trusted by the client processes only, through ``SSL_CERT_FILE`` (courier-analyti
 via httpx's SSL context) and ``REQUESTS_CA_BUNDLE`` (Segment's library, via
 requests). The servers report connections and TLS handshakes per scenario.
 
+The ``import`` and ``cold_start`` scenarios run fresh interpreters instead
+(``benchmarks/cold.py``): ``import`` alone, and a cold start (import, ``Client()``,
+one ``track()``, ``flush()``) against the same sinks, ``--cold-repeat`` of each per
+round.
+
 The ``floor`` is a reference that is not a library (see ``benchmarks/client.py``):
 prebuilt requests on keep-alive connections against the same server; the report
 gives courier-analytics / floor for CPU per event.
@@ -51,6 +56,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import cold
 from benchmarks._common import payload_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +95,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                   "libs": ("courier",)},
     "spool_20ms": {"mode": "deliver", "payload": "small", "latency_ms": 20, "spool": True,
                    "libs": ("courier",)},
+    "import": {"mode": "import", "payload": "small"},
+    "cold_start": {"mode": "cold", "payload": "small", "latency_ms": 0},
 }  # fmt: skip
 #: trycourier called inline, blocking per call (item 5, a reference, not a target).
 REFERENCE: dict[str, dict[str, Any]] = {
@@ -121,6 +129,15 @@ FIGURES: dict[str, tuple[Any, ...]] = {
     ),
     "rss_peak_mb_stalled": (
         "stalled", "rss_peak_mb", "MB", 0.4, "peak RSS with 100k queued (stalled server)",
+    ),
+    "import_ms": ("import", "import_ms", "ms", 0.5, "import alone, fresh interpreter"),
+    "import_cpu_ms": ("import", "import_cpu_ms", "ms", None, "import alone, CPU"),
+    "cold_start_ms": (
+        "cold_start", "cold_ms", "ms", 0.1, "cold start: import, Client(), track(), flush()",
+    ),
+    "cold_start_cpu_ms": ("cold_start", "cold_cpu_ms", "ms", None, "cold start, CPU"),
+    "cold_process_ms": (
+        "cold_start", "process_ms", "ms", None, "cold start, whole process (start-up, exit)",
     ),
     "floor_cpu_http": (
         "small_0ms", "cpu_us_per_event", "us", 1.5, "CPU per event, HTTP, vs the floor", "floor",
@@ -265,6 +282,8 @@ def measure(
 ) -> dict[str, Any]:
     """One client, one scenario: the client's and the server's readings combined."""
     mode = scenario["mode"]
+    if mode in ("import", "cold"):
+        return measure_cold(lib, mode, server, args)
     warmup = 0 if mode in ("inline", "stall") else args.warmup  # a stalled flush never ends
     server.command(
         "reset",
@@ -317,6 +336,23 @@ def measure(
     if reached is None:
         log(f"  ! the server saw {seen['count']} of {warmup + n} events")
     return record
+
+
+def measure_cold(lib: str, mode: str, server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """Fresh interpreters (``benchmarks/cold.py``): medians of ``--cold-repeat`` runs."""
+    repeat = int(args.cold_repeat)
+    if mode == "import":
+        return cold.measure(lib, mode, repeat, courier_src=_src(args), timeout=args.timeout)
+    server.command("reset", latency_ms=0, hang=False, target=repeat + 1)  # + the untimed run
+    record = cold.measure(lib, mode, repeat, server.url, _src(args), args.timeout)
+    seen = server.command("wait", read_timeout=SERVER_WAIT_S + 30, timeout=SERVER_WAIT_S)
+    if seen["count"] != repeat + 1:
+        log(f"  ! the server saw {seen['count']} of {repeat + 1} cold-start events")
+    return record
+
+
+def _src(args: argparse.Namespace) -> str | None:
+    return str(args.courier_src) if args.courier_src else None
 
 
 def _median(values: list[Any]) -> float | None:
@@ -458,6 +494,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed tracks before each scenario (200)")
     parser.add_argument("--settle", type=float, help="seconds to wait before reading RSS (1.0)")
     parser.add_argument(
+        "--cold-repeat", type=int, help="fresh interpreters per import/cold-start reading (7)"
+    )
+    parser.add_argument(
         "--only",
         help="comma-separated scenarios to run: " + ", ".join([*SCENARIOS, *REFERENCE]),
     )
@@ -496,6 +535,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "inline_n": 20 if quick else 1_000,
         "warmup": 20 if quick else 200,
         "settle": 0.2 if quick else 1.0,
+        "cold_repeat": 1 if quick else 7,
         "out": QUICK_OUT if quick else DEFAULT_OUT,
         "plot": QUICK_PLOT if quick else DEFAULT_PLOT,
     }
@@ -550,6 +590,7 @@ def write_result(
             "stall_n": args.stall_n,
             "inline_n": args.inline_n,
             "warmup": args.warmup,
+            "cold_repeat": args.cold_repeat,
             "max_in_flight": args.max_in_flight,
             "event_loop": args.event_loop,
             "courier_server": args.courier_server,
@@ -630,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
                             "time_s",
                             "cpu_us_per_event",
                             "rss_peak_mb",
+                            "import_ms",
+                            "cold_ms",
                             "connections",
                             "handshakes",
                         )

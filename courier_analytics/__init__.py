@@ -18,6 +18,7 @@ not ignored: the next call builds a new default client with it.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from courier_analytics import _default, _options, _spool
 from courier_analytics._client import Client, FlushReport, Stats
@@ -57,8 +58,12 @@ from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._scope import User, reset, scope, user
 from courier_analytics._signals import handle_sigterm
-from courier_analytics._transport import AnyTransport
 from courier_analytics._version import __version__
+
+if TYPE_CHECKING:  # types of optional packages: importing this one imports neither
+    from opentelemetry.metrics import MeterProvider
+
+    from courier_analytics._transport import AnyTransport
 
 __all__ = [
     "DEFAULT_EVENT_PREFIX",
@@ -142,6 +147,7 @@ spool: str | os.PathLike[str] | None = None
 spool_max_age: float = _spool.DEFAULT_MAX_AGE
 spool_max_bytes: int = _spool.DEFAULT_MAX_BYTES
 spool_commit_interval: float = _spool.DEFAULT_COMMIT_INTERVAL
+meter_provider: MeterProvider | None = None
 
 identify = proxy(Client.identify)
 track = proxy(Client.track)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -36,6 +36,7 @@ from courier_analytics._messages import (
     now_ms,
     pack,
 )
+from courier_analytics._metrics import recorder_for
 from courier_analytics._options import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_QUEUE_BYTES,
@@ -57,8 +58,13 @@ from courier_analytics._routes import (
 )
 from courier_analytics._scope import Frame, commit, current_frame
 from courier_analytics._spool import DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
-from courier_analytics._transport import AnyTransport, Sender, make_sender
+from courier_analytics._transport import Sender, make_sender
 from courier_analytics._worker import Worker, WorkerUnavailable
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
+    from courier_analytics._transport import AnyTransport
 
 __all__ = ["Client", "FlushReport", "Stats", "dispatch", "make_message"]
 
@@ -297,6 +303,10 @@ class Client:
             messages are dropped, counted and reported.
         spool_commit_interval: Seconds between two commits to the spool under load
             (default 0.02): the most a SIGKILL can lose is what was made in that time.
+        meter_provider: The OpenTelemetry `MeterProvider` that the client's metrics
+            are recorded through; by default the global one, when opentelemetry-api
+            is installed (`pip install 'courier-analytics[otel]'`), else none are
+            recorded. See the Monitoring page.
 
     Raises:
         ConfigurationError: An option is invalid, or no API key is set while `send`.
@@ -343,6 +353,7 @@ class Client:
         spool_max_age: float = DEFAULT_MAX_AGE,
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         options = Options(
             api_key=api_key,
@@ -375,6 +386,7 @@ class Client:
             spool_max_age=spool_max_age,
             spool_max_bytes=spool_max_bytes,
             spool_commit_interval=spool_commit_interval,
+            meter_provider=meter_provider,
         )
         self._plugins = Plugins()
         self._events = Emitter()
@@ -389,6 +401,9 @@ class Client:
         return cls(**attrs.asdict(options, recurse=False))
 
     def _init(self, options: Options) -> None:
+        previous = getattr(self, "_worker", None)
+        if previous is not None and previous.metrics is not None:
+            previous.metrics.close()  # its recorder would count this client twice
         self._options = options
         self._factory = MessageFactory(
             max_bytes=options.max_message_bytes,
@@ -437,6 +452,13 @@ class Client:
             strict_order=options.ordering == "strict",
             new_loop=_loop_factory(options.event_loop),
             spool=options.spool_settings(),
+        )
+        worker = self._worker
+        worker.metrics = recorder_for(
+            options.meter_provider,
+            lambda: self.stats,
+            lambda: worker.in_flight,
+            options.resolved_base_url(),
         )
         if self._worker.journal is not None and options.send:
             self._worker.start()  # deliver what a process that died left in the spool

@@ -304,6 +304,11 @@ def retire(client: _Closable, done: Callable[[], None] = lambda: None) -> None:
     def shut_down() -> None:
         try:
             client.shutdown()
+            # Its final counts stay in the OpenTelemetry counters, which would drop
+            # them when the client is collected (see _metrics.Recorder.close).
+            recorder = getattr(getattr(client, "_worker", None), "metrics", None)
+            if recorder is not None:
+                recorder.close()
         finally:
             done()
 

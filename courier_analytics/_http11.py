@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -28,14 +29,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 from urllib.parse import urlsplit
-
-import httpx
 
 from courier_analytics._threads import BlockingRunner
 
-__all__ = ["MAX_BODY", "Http11Pool", "OnAnswer", "OnResult", "RawResponse"]
+if TYPE_CHECKING:
+    import httpx
+else:
+    from courier_analytics._lazy import httpx
+
+__all__ = ["MAX_BODY", "Http11Pool", "OnAnswer", "OnResult", "RawResponse", "default_tls_context"]
 
 _MAX_HEAD = 64 * 1024  # status line and headers; trailers likewise
 MAX_BODY = 1024 * 1024  # bytes of an answer's body: Courier's are a few hundred
@@ -86,6 +90,22 @@ class _Head(NamedTuple):
 
 
 _new = tuple.__new__  # makes a NamedTuple at half the cost of calling its class
+
+
+def default_tls_context() -> ssl.SSLContext:
+    """The TLS context httpx makes by default, made without importing httpx.
+
+    Verification on, trusting `SSL_CERT_FILE` or `SSL_CERT_DIR` if set, else
+    certifi's bundle (as `httpx.create_ssl_context()`), so the native sender and an
+    httpx transport trust the same certificates.
+    """
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi  # httpx's own dependency: installed with it
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _refuse(reason: str) -> NoReturn:
@@ -539,7 +559,7 @@ class Http11Pool:
         headers: Sent with every request (`Host` and `Content-Length` are added).
         timeout: Seconds allowed to connect, and to get a whole answer.
         max_idle: Idle connections kept open for reuse.
-        ssl_context: For `https://`; default: httpx's (certifi, verification on).
+        ssl_context: For `https://`; default: `default_tls_context()`.
     """
 
     def __init__(
@@ -558,12 +578,13 @@ class Http11Pool:
         self._port = url.port or _DEFAULT_PORTS[url.scheme]
         self._ssl: ssl.SSLContext | None = None
         if url.scheme == "https":
-            self._ssl = ssl_context or httpx.create_ssl_context()
+            self._ssl = ssl_context or default_tls_context()
         host = f"[{self._host}]" if ":" in self._host else self._host
         if url.port and url.port != _DEFAULT_PORTS[url.scheme]:
             host = f"{host}:{url.port}"
         self._prefix = url.path.rstrip("/").encode("ascii")
-        lines = [(b"Host", host.encode("idna")), *headers]
+        # An ASCII host is its own IDNA form; the codec (and unicodedata) only for others.
+        lines = [(b"Host", host.encode("ascii" if host.isascii() else "idna")), *headers]
         self._fixed = b"".join(name + b": " + value + b"\r\n" for name, value in lines)
         self._timeout = timeout
         self._max_idle = max_idle

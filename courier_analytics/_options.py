@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import SplitResult, urlsplit
 
 import attrs
-import httpx
 
 from courier_analytics._errors import ConfigurationError
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
@@ -22,7 +21,12 @@ from courier_analytics._spool import (
     parse_spool,
 )
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._transport import AnyTransport, is_loopback
+from courier_analytics._transport import is_loopback
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+
+    from courier_analytics._transport import AnyTransport
 
 __all__ = [
     "ALLOW_INSECURE_HTTP_VARIABLE",
@@ -141,6 +145,22 @@ def _instance_or_none(*types: type) -> Callable[[object, attrs.Attribute[Any], A
     return check
 
 
+def _transport_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    import httpx  # only here: whoever passes a transport has imported httpx already
+
+    _instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport)(instance, attribute, value)
+
+
+def _meter_provider_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(getattr(value, "get_meter", None)):
+        raise ConfigurationError(
+            f"{attribute.name} must be an OpenTelemetry MeterProvider or None, "
+            f"not {type(value).__name__}"
+        )
+
+
 def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not callable(value):
         raise ConfigurationError(
@@ -179,6 +199,22 @@ def _check_api_key(key: object, source: str) -> None:
             )
 
 
+def _idna_labels(host: str) -> None:
+    """Raise UnicodeError as `host.encode("idna")` would: an empty or overlong label.
+
+    An ASCII host is checked here, without the IDNA codec (and the `unicodedata`
+    and `stringprep` it imports on first use): most hosts are ASCII.
+    """
+    if not host.isascii():
+        host.encode("idna")
+        return
+    labels = host.split(".")
+    if labels[-1] == "":  # a trailing dot: the root, allowed
+        labels.pop()
+    if not labels or any(not 0 < len(label) <= 63 for label in labels):
+        raise UnicodeError("label empty or too long")
+
+
 def _check_base_url(url: object, source: str) -> SplitResult:
     """Refuse a base URL that every request would send wrongly, or partly drop.
 
@@ -212,7 +248,7 @@ def _check_base_url(url: object, source: str) -> SplitResult:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{source} must be an http:// or https:// URL with a host")
     try:
-        parts.hostname.encode("idna")  # what the request's Host header is made of
+        _idna_labels(parts.hostname)  # what the request's Host header is made of
     except UnicodeError:
         raise ConfigurationError(
             f"{source} is not a valid host name (an empty label, or one over 63 characters)"
@@ -260,7 +296,7 @@ class Options:
     debug: bool = False
     transport: AnyTransport | None = attrs.field(
         default=None,
-        validator=_instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport),
+        validator=_transport_or_none,
     )
     views_as_track: bool = False
     flush_at_exit: bool = True
@@ -272,6 +308,9 @@ class Options:
     spool_max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
     spool_max_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=_whole)
     spool_commit_interval: float = attrs.field(default=DEFAULT_COMMIT_INTERVAL, validator=_positive)
+    meter_provider: MeterProvider | None = attrs.field(
+        default=None, validator=_meter_provider_or_none
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.send and not self.resolved_api_key():

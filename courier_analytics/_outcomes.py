@@ -11,9 +11,9 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from courier_analytics._errors import (
@@ -25,6 +25,11 @@ from courier_analytics._errors import (
 )
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome, causes
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from courier_analytics._lazy import httpx
 
 __all__ = [
     "SHUT_DOWN",

@@ -9,7 +9,6 @@ deadline, `max_time` after the first attempt, ends the retries.
 from __future__ import annotations
 
 import datetime as _dt
-import email.utils
 import itertools
 import math
 import random
@@ -18,7 +17,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-import backoff
 
 __all__ = [
     "MAX_RETRY_AFTER",
@@ -88,6 +86,8 @@ def parse_retry_after(value: str | None, now: _dt.datetime | None = None) -> flo
             pass
         else:
             return None if math.isnan(seconds) else max(0.0, seconds)
+    import email.utils  # only for an HTTP date, which few servers send
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -177,6 +177,8 @@ class RetryPolicy:
                 under Hypothesis, which warns when that state changes mid-test).
         """
         rand = rand or _jitter_source.random
+        import backoff  # only when a message is retried: not on every import
+
         expo = backoff.expo(base=self.multiplier, factor=self.initial_wait, max_value=self.max_wait)
         next(expo)  # backoff's generators open with a bare yield
         jitter = min(self.jitter, 1.0)

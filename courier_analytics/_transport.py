@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 from urllib.parse import urlsplit
-from urllib.request import getproxies, proxy_bypass
 
-import httpx
 import orjson
 
 from courier_analytics._http11 import MAX_BODY, Http11Pool, RawResponse
@@ -29,6 +29,15 @@ from courier_analytics._outcomes import detached
 from courier_analytics._routes import Request
 from courier_analytics._threads import BlockingRunner
 from courier_analytics._version import __version__
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import httpx
+
+    AnyTransport: TypeAlias = httpx.AsyncBaseTransport | httpx.BaseTransport
+else:
+    from courier_analytics._lazy import httpx
 
 __all__ = [
     "SYNC_THREADS",
@@ -46,9 +55,14 @@ __all__ = [
     "without_key",
 ]
 
-USER_AGENT = f"courier-analytics/{__version__} (python; httpx/{httpx.__version__})"
+USER_AGENT = f"courier-analytics/{__version__} (python)"
 
-AnyTransport = httpx.AsyncBaseTransport | httpx.BaseTransport
+
+def __getattr__(name: str) -> object:
+    if name == "AnyTransport":  # made when asked for: it needs httpx
+        return httpx.AsyncBaseTransport | httpx.BaseTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Most threads that run a synchronous transport's requests, started as needed.
 #: More would mostly contend for the GIL (and httpx's pool holds 100 connections).
@@ -325,7 +339,7 @@ class NativeSender:
             on_done(self._response(raw), None)
         else:
             assert error is not None  # one of the two is given
-            on_done(None, cast(httpx.TransportError, without_key(error, self._key)))
+            on_done(None, cast("httpx.TransportError", without_key(error, self._key)))
 
     async def aclose(self) -> None:
         """Close every connection; a request started and not answered ends with an error."""
@@ -333,11 +347,22 @@ class NativeSender:
 
 
 def environment_proxy(base_url: str) -> str | None:
-    """The proxy the environment (`HTTPS_PROXY`, `NO_PROXY`...) sets for `base_url`."""
+    """The proxy the environment (`HTTPS_PROXY`, `NO_PROXY`...) sets for `base_url`.
+
+    Where proxies come from the environment alone (not macOS or Windows, whose
+    system settings `urllib` also reads), no `*_proxy` variable means none, known
+    without importing `urllib.request` (and the `email` and `http.client` it pulls in).
+    """
     url = urlsplit(base_url)
     host = url.hostname or ""
     if is_loopback(host):
         return None
+    if sys.platform not in ("darwin", "win32") and not any(
+        name.lower().endswith("_proxy") for name in os.environ
+    ):
+        return None
+    from urllib.request import getproxies, proxy_bypass
+
     proxies = getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy or proxy_bypass(host):

@@ -37,9 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from functools import partial
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from courier_analytics import _outcomes
 from courier_analytics._concurrency import Concurrency
@@ -58,6 +56,13 @@ from courier_analytics._routes import Request, Route
 from courier_analytics._spool import Settings as SpoolSettings
 from courier_analytics._spool._journal import Journal
 from courier_analytics._transport import NativeSender, Response, Sender
+
+if TYPE_CHECKING:
+    import httpx
+
+    from courier_analytics._metrics import Recorder
+else:
+    from courier_analytics._lazy import httpx
 
 __all__ = ["Worker", "WorkerUnavailable"]
 
@@ -189,6 +194,8 @@ class Worker:
         # after (see _report_ended), with each sync-mode waiter to resolve after it.
         self._unreported: list[tuple[Message, DeliveryError, str, Future[None] | None]] = []
         self._ended = threading.Event()  # set once the ending worker has reported all
+        #: OpenTelemetry's recorder of durations (`_metrics.py`), or None: metrics are off.
+        self.metrics: Recorder | None = None
 
     # ----------------------------------------------------------------- producer side
 
@@ -202,6 +209,11 @@ class Worker:
     def max_queue_size(self) -> int:
         """The most messages held in memory (with a spool: beyond it they wait there)."""
         return self._max_queue_size
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being sent right now (not messages waiting to retry)."""
+        return self._in_flight
 
     @property
     def held_bytes(self) -> int:
@@ -253,6 +265,8 @@ class Worker:
             if done is not None:
                 self._done[id(message)] = done
             self.queue.append(message)
+            if self.metrics is not None:
+                self.metrics.queued(id(message))
             if self._thread is None:
                 try:
                     self._start()
@@ -575,8 +589,12 @@ class Worker:
             if self._unreachable or self._events.handlers or logger.isEnabledFor(logging.DEBUG):
                 self._finish(message, self._outcome(response, None, sent), 1)
             else:  # the usual answer, as _outcome and _finish take it, minus their cost
-                concurrency.record(False, time.monotonic() - sent)
+                now = time.monotonic()
+                concurrency.record(False, now - sent)
                 self.delivered += 1
+                if self.metrics is not None:
+                    self.metrics.request(now - sent, response.status, None)
+                    self.metrics.delivered(id(message), now)
             self._finish_lane(message)
         else:
             outcome = self._outcome(response, error, sent)
@@ -775,6 +793,9 @@ class Worker:
         """What an attempt came to; counted for the concurrency limit."""
         concurrency = self._concurrency
         assert concurrency is not None  # set by _main()
+        if self.metrics is not None:
+            status = None if response is None else response.status
+            self.metrics.request(time.monotonic() - sent, status, error)
         if response is None:
             assert error is not None  # one of the two is given
             error.__traceback__ = None  # its frames hold the sender (see _outcomes.detached)
@@ -831,6 +852,8 @@ class Worker:
             refusal = why or refusal
         if outcome.delivered:
             self.delivered += 1
+            if self.metrics is not None:
+                self.metrics.delivered(id(message), time.monotonic())
             if self._events.handlers:
                 self._events.message("delivered", message)
             if logger.isEnabledFor(logging.DEBUG):
@@ -878,6 +901,8 @@ class Worker:
             done = self._done.pop(id(message), None) if self._done else None
             self._unreported.append((message, error, why, done))
             return
+        if self.metrics is not None:
+            self.metrics.forget(id(message))
         if alarm is None:
             logger.warning(
                 "courier-analytics: %s %s (%d bytes) not delivered: %s (%s)",

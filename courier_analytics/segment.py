@@ -38,10 +38,8 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
-
-import httpx
 
 from courier_analytics import _errors
 from courier_analytics._client import Client as CourierClient
@@ -50,6 +48,11 @@ from courier_analytics._default import DefaultClient, install, proxy
 from courier_analytics._messages import Message, MessageFactory
 from courier_analytics._options import Options
 from courier_analytics._version import __version__
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    from courier_analytics._lazy import httpx
 
 __all__ = [
     "SETTINGS",
