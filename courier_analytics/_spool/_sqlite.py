@@ -262,6 +262,10 @@ class SqliteBackend:
                 "DELETE FROM messages WHERE id = ? AND owner = ?", [(k, owner) for k in keys]
             )
 
+    def fail(self, keys: Sequence[int], reason: str) -> None:
+        """Forget messages that outlived `spool_max_age` (their failure was reported)."""
+        self.remove(keys)
+
     def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
         """Move held messages out of memory: (key, due time in epoch seconds, tries added)."""
         owner = self.owner
