@@ -136,6 +136,7 @@ spool: str | os.PathLike[str] | None = None
 spool_max_age: float = _spool.DEFAULT_MAX_AGE
 spool_max_bytes: int = _spool.DEFAULT_MAX_BYTES
 spool_commit_interval: float = _spool.DEFAULT_COMMIT_INTERVAL
+deliver: bool | None = None
 
 identify = proxy(Client.identify)
 track = proxy(Client.track)
