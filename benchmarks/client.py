@@ -38,6 +38,7 @@ import selectors
 import socket
 import ssl
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -64,6 +65,8 @@ def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
         options["max_in_flight"] = int(spec["max_in_flight"])
     if spec.get("event_loop"):
         options["event_loop"] = spec["event_loop"]
+    if spec.get("spool"):  # a fresh spool file; the OS cleans /tmp
+        options["spool"] = os.path.join(tempfile.mkdtemp(prefix="bench-spool-"), "spool.db")
     client = Client(
         api_key=API_KEY,
         base_url=spec["url"],

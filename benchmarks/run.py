@@ -84,6 +84,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "floor": True},
     "tls_20ms": {"mode": "deliver", "payload": "small", "latency_ms": 20, "tls": True},
     "stalled": {"mode": "stall", "payload": "small", "hang": True},
+    # With a durable spool (a SQLite file in a temporary directory): ours only.
+    "spool_0ms": {"mode": "deliver", "payload": "small", "latency_ms": 0, "spool": True,
+                  "libs": ("courier",)},
+    "spool_20ms": {"mode": "deliver", "payload": "small", "latency_ms": 20, "spool": True,
+                   "libs": ("courier",)},
 }  # fmt: skip
 #: trycourier called inline, blocking per call (item 5, a reference, not a target).
 REFERENCE: dict[str, dict[str, Any]] = {
@@ -91,8 +96,9 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "inline_20ms": {"mode": "inline", "payload": "small", "latency_ms": 20},
 }
 
-#: figure -> (scenario, reading, unit, target ratio or None, description[, peer]).
-#: The ratio is courier-analytics / peer; the peer is Segment's library unless named.
+#: figure -> (scenario, reading, unit, target ratio or None, description[, peer[, its
+#: scenario]]). The ratio is courier-analytics / peer; the peer is Segment's library
+#: unless named, in the same scenario unless named.
 FIGURES: dict[str, tuple[Any, ...]] = {
     "caller_us_small": ("small_0ms", "caller_us", "us", 0.15, "caller cost per track(), ~100 B"),
     "caller_us_kb": ("kb_0ms", "caller_us", "us", None, "caller cost per track(), ~1 KB"),
@@ -122,11 +128,30 @@ FIGURES: dict[str, tuple[Any, ...]] = {
     "floor_cpu_tls": (
         "tls_0ms", "cpu_us_per_event", "us", None, "CPU per event, TLS, vs the floor", "floor",
     ),
+    "caller_us_spool": (
+        "spool_0ms", "caller_us", "us", None, "caller cost per track(), with a spool",
+        "segment", "small_0ms",
+    ),
+    "cpu_us_per_event_spool": (
+        "spool_0ms", "cpu_us_per_event", "us", None, "CPU per event, HTTP, with a spool",
+        "segment", "small_0ms",
+    ),
+    "time_s_spool_20ms": (
+        "spool_20ms", "time_s", "s", 0.5, "20k over 1,000 users, 20 ms, with a spool",
+        "segment", "small_20ms",
+    ),
 }  # fmt: skip
 #: Ratios of two courier-analytics figures: name -> (figure, over figure, target, what).
 SELF_RATIOS: dict[str, tuple[str, str, float, str]] = {
     "hot_vs_spread_20ms": (
         "time_s_hot_20ms", "time_s_20ms", 2.0, "one user / 1,000 users, 20 ms (ours)",
+    ),
+    "spool_vs_memory_caller": (
+        "caller_us_spool", "caller_us_small", 1.1, "caller cost, with a spool / without (ours)",
+    ),
+    "spool_vs_memory_cpu": (
+        "cpu_us_per_event_spool", "cpu_us_per_event", 1.3,
+        "CPU per event, with a spool / without (ours)",
     ),
 }  # fmt: skip
 REFERENCE_FIGURES: dict[str, tuple[str, str, str, str]] = {
@@ -261,6 +286,7 @@ def measure(
         "event_loop": args.event_loop if lib == "courier" else None,
         "settle_s": args.settle,
         "courier_src": str(args.courier_src) if args.courier_src else None,
+        "spool": scenario.get("spool", False),
     }
     client = run_client(spec, args.timeout, env)
     if "courier_file" in client:
@@ -320,7 +346,8 @@ def summarise(rounds: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, A
     figures: dict[str, Any] = {}
     for name, (scenario, reading, unit, target, what, *rest) in FIGURES.items():
         peer_lib = rest[0] if rest else "segment"
-        ours, peer = pick(scenario, "courier", reading), pick(scenario, peer_lib, reading)
+        peer_scenario = rest[1] if len(rest) > 1 else scenario
+        ours, peer = pick(scenario, "courier", reading), pick(peer_scenario, peer_lib, reading)
         ratio = ours / peer if ours is not None and peer else None
         figures[name] = {
             "what": what,
@@ -584,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.scenarios:
                 scenario = SCENARIOS.get(name) or REFERENCE[name]
                 libs: tuple[str, ...] = ("trycourier",) if name in REFERENCE else order
+                libs = scenario.get("libs", libs)
                 if scenario.get("floor"):
                     libs = (*libs, "floor")
                 suffix, env = "", None
@@ -617,7 +645,22 @@ def main(argv: list[str] | None = None) -> int:
             ca.close()
 
     result = write_result(args, argv, rounds, started, complete=True)
+    if any(SCENARIOS.get(name, {}).get("spool") for name in args.scenarios):
+        from benchmarks.spool_disk import measure as measure_disk
+
+        held, through = (4_000, 20_000) if args.quick else (20_000, 200_000)
+        result["spool_disk"] = measure_disk(held, through)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
+    if "spool_disk" in result:
+        disk = result["spool_disk"]
+        print(
+            f"\nspool disk: {disk['bytes_per_event']:.0f} bytes per spooled event "
+            f"({disk['data_bytes_per_event']:.0f} of data); {disk['held']:,} held: "
+            f"{disk['file_mb_held']:.1f} MB with the WAL; {disk['through']:,} through a window "
+            f"of {disk['held']:,}: peak {disk['churn_file_mb_peak']:.1f} MB, "
+            f"end {disk['churn_file_mb_end']:.1f} MB"
+        )
     print(f"\n{args.rounds} round(s), N={args.n}, {result['meta']['seconds']} s; wrote {args.out}")
     if not args.no_plot:
         from benchmarks.plot import plot

@@ -35,9 +35,12 @@ FIGURES = (
     "rss_peak_mb_stalled",
     "floor_cpu_http",
     "floor_cpu_tls",
+    "caller_us_spool",
+    "cpu_us_per_event_spool",
+    "time_s_spool_20ms",
 )
 #: Ratios of two courier-analytics figures.
-SELF_RATIOS = ("hot_vs_spread_20ms",)
+SELF_RATIOS = ("hot_vs_spread_20ms", "spool_vs_memory_caller", "spool_vs_memory_cpu")
 REFERENCE = ("trycourier_inline_us_0ms", "trycourier_inline_us_20ms")
 NEEDED = {
     "segment": "segment-analytics-python",

@@ -188,7 +188,7 @@ class Journal:
 
     def finished(self, message: Message) -> None:
         """A held message's delivery ended (delivered, or failed for good): remove its row."""
-        row = self._pop_row(message)
+        row = self._pop_row(message) if self._twins else self._rows.pop(id(message), None)
         if row is not None:
             self._to_remove.append(row[0])
             if row[1]:
@@ -320,7 +320,9 @@ class Journal:
             self._backlog = True
         rows, add = self._rows, worker.add_to_lanes
         for message, key in zip(held, keys, strict=True):
-            self._add_row(rows, message, (key, True, wall, 0))
+            row = (key, True, wall, 0)
+            if rows.setdefault(id(message), row) is not row:  # queued twice
+                self._twins.setdefault(id(message), []).append(row)
             add(message)
 
     def _hand_over(self, batch: list[Message], now: float, size: int) -> None:

@@ -27,6 +27,7 @@ the child could disturb the parent's locks).
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import socket
 import sqlite3
@@ -70,9 +71,12 @@ CREATE TABLE IF NOT EXISTS owners (
 # claimed when due); 2 loose: taken over or released, not yet counted by its owner.
 _HELD, _PARKED, _LOOSE = 0, 1, 2
 
+# A message's own columns, taken in C for a whole batch; the batch's owner, state
+# and time are written into the statement (the owner is our own hex token).
+_ROW = operator.attrgetter("type", "_mid", "user_id", "anonymous_id", "event", "_data")
 _INSERT = (
-    "INSERT INTO messages (id, type, mid, user_id, anonymous_id, event, data, maker, owner, "
-    "state, made_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (type, mid, user_id, anonymous_id, event, data, maker, owner, "
+    "state, made_at) VALUES (?, ?, ?, ?, ?, ?, '{owner}', '{owner}', {state}, {made_at!r})"
 )
 _COLUMNS = "id, type, mid, user_id, anonymous_id, event, data, maker, tries, made_at, state"
 
@@ -199,28 +203,13 @@ class SqliteBackend:
 
     def commit(self, messages: Sequence[Message], made_at: float, parked: bool) -> list[int]:
         """Store messages owned by this owner, oldest first; their keys (row ids)."""
+        state = _PARKED if parked else _HELD
+        insert = _INSERT.format(owner=self.owner, state=state, made_at=float(made_at))
         with self._write() as db:
+            # Without an id given, SQLite gives each row one more than the largest:
+            # under the write lock, the batch's ids are the next ones, in order.
             top = db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
-            owner, state = self.owner, _PARKED if parked else _HELD
-            db.executemany(
-                _INSERT,
-                [
-                    (
-                        top + n,
-                        m.type,
-                        m._mid,
-                        m.user_id,
-                        m.anonymous_id,
-                        m.event,
-                        m._data,
-                        owner,
-                        owner,
-                        state,
-                        made_at,
-                    )
-                    for n, m in enumerate(messages, 1)
-                ],
-            )
+            db.executemany(insert, map(_ROW, messages))
         return list(range(top + 1, top + 1 + len(messages)))
 
     def claim(
@@ -259,7 +248,8 @@ class SqliteBackend:
         owner = self.owner
         with self._write() as db:
             db.executemany(
-                "DELETE FROM messages WHERE id = ? AND owner = ?", [(k, owner) for k in keys]
+                "DELETE FROM messages WHERE id BETWEEN ? AND ? AND owner = ?",
+                [(first, last, owner) for first, last in _runs(keys)],
             )
 
     def fail(self, keys: Sequence[int], reason: str) -> None:
@@ -323,11 +313,13 @@ class SqliteBackend:
         if db is None or id(db) not in _opened:
             return
         try:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             free = db.execute("PRAGMA freelist_count").fetchone()[0]
-            if free > 64 and free * 4 > pages:
-                db.execute("PRAGMA incremental_vacuum").fetchall()
+            if free > 64 and free * 4 > pages:  # a quarter free: give it back
+                db.executescript("PRAGMA incremental_vacuum")  # stepped to its end
+            # After the vacuum: the file shrinks when its pages are checkpointed.
+            # PASSIVE: never waits for another process's readers or writer.
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot tidy the spool {self.path!r}: {exc}") from exc
 
@@ -388,6 +380,21 @@ class SqliteBackend:
             next_retry=None if due is None else max(0.0, due - now),
             owners=owners,
         )
+
+
+def _runs(keys: Sequence[int]) -> list[tuple[int, int]]:
+    """Keys as runs of consecutive ones (answers come back mostly in order)."""
+    ordered = sorted(keys)
+    runs: list[tuple[int, int]] = []
+    first = last = ordered[0] if ordered else 0
+    for key in ordered[1:]:
+        if key != last + 1:
+            runs.append((first, last))
+            first = key
+        last = key
+    if ordered:
+        runs.append((first, last))
+    return runs
 
 
 @contextlib.contextmanager
