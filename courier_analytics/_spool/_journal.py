@@ -97,6 +97,8 @@ class Journal:
         self._parked = 0  # parked rows counted by this worker (in its `held`)
         self._backlog = False  # due parked rows may wait: new messages queue behind them
         self._next_due = math.inf  # when the earliest parked retry is due (epoch seconds)
+        if self._shared and self._deliver:
+            self._next_due = -math.inf  # new entries may wait there now: look at once
         self._blocked: dict[str, int] = {}  # user -> key of their parked barrier
         self._last_write = -math.inf
         self._next_upkeep = 0.0

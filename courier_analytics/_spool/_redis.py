@@ -441,11 +441,9 @@ class RedisBackend:
         adopted: list[bytes] = []
         cursor: Any = "0-0"
         while True:
-            # Raw: redis-py's reply parser drops the cursor when JUSTID is given.
-            reply = r.execute_command(
-                "XAUTOCLAIM", stream, GROUP, self.owner, 0, cursor, "COUNT", 1000, "JUSTID"
-            )
-            cursor, ids = reply[0], reply[1]
+            # Whole entries, not JUSTID: redis-py's parser drops the cursor with JUSTID.
+            reply = r.xautoclaim(stream, GROUP, self.owner, 0, cursor, count=1000)
+            cursor, ids = reply[0], [entry_id for entry_id, _ in reply[1]]
             adopted.extend(ids)
             if cursor in (b"0-0", "0-0") or not ids:
                 break
