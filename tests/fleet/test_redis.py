@@ -53,7 +53,7 @@ def test_a_client_commits_then_delivers_what_it_claims(
 
 
 def test_deliver_false_only_commits(redis_server: RedisServer, server: DevServer) -> None:
-    """A client with deliver=False commits to Redis and sends nothing; flush returns once committed."""
+    """deliver=False commits to Redis and sends nothing; flush returns once committed."""
     app = client(server, redis_server.url(), deliver=False)
     for n in range(50):
         app.track("E", {"n": n}, user_id="u1")
@@ -130,7 +130,7 @@ def test_the_password_never_reaches_a_log_line(
 def test_messages_wait_in_memory_while_redis_is_away(
     tmp_path: Path, server: DevServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis unreachable: calls never raise, messages wait in memory, logged once, committed on return."""
+    """Redis away: calls never raise, messages wait in memory, logged once, committed on return."""
     folder = tmp_path / "redis"
     folder.mkdir()
     redis_server = RedisServer(folder)  # not started yet
