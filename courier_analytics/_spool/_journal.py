@@ -397,13 +397,17 @@ class Journal:
         now = self._clock()
         try:
             claimed = self._backend.claim(room, math.inf if self._eager else now, self._take)
-            if len(claimed) < room:
-                self._backlog = False
-                due = self._backend.next_due(now)
-                self._next_due = math.inf if due is None else due
         except SpoolError as exc:
             self._trouble(exc)
             return
+        if len(claimed) < room:
+            self._backlog = False
+            try:
+                due = self._backend.next_due(now)
+            except SpoolError as exc:  # what was claimed goes on: it is held now
+                self._trouble(exc)
+            else:
+                self._next_due = math.inf if due is None else due
         worker, rows = self._worker, self._rows
         for entry in claimed:
             mine = entry.maker == self.token

@@ -153,7 +153,8 @@ class RedisBackend:
         self._by_entry: dict[tuple[int, bytes], int] = {}
         self._parked_here: set[int] = set()  # keys this owner parked (counted by its journal)
         self._mine: set[int] = set()  # shards whose lease this owner holds
-        self._held_in: dict[int, int] = {}  # shard -> entries held in memory here
+        self._leaving: set[int] = set()  # held beyond the fair share: released once idle
+        self._held: set[tuple[int, bytes]] = set()  # (shard, entry) in memory here
 
     # ------------------------------------------------------------------ keys
 
@@ -190,9 +191,10 @@ class RedisBackend:
             return
         self._redis, self._pid = self._connect(self.url), os.getpid()
         self._mine.clear()
+        self._leaving.clear()
         self._by_key.clear()
         self._by_entry.clear()
-        self._held_in.clear()
+        self._held.clear()
         with self._failing("open"):
             pipe = self._redis.pipeline(transaction=False)
             for shard in range(self.shards):
@@ -248,16 +250,30 @@ class RedisBackend:
         if not self.deliver or not self._mine:
             return []
         claimed: list[Claimed] = []
-        with self._failing("claim"):
-            for shard in sorted(self._mine):
-                if len(claimed) >= limit:
-                    break
-                claimed.extend(self._claim_shard(shard, limit - len(claimed), now, take))
+        try:
+            with self._failing("claim"):
+                for shard in sorted(self._mine - self._leaving):
+                    if len(claimed) >= limit:
+                        break
+                    self._claim_shard(shard, limit, now, take, claimed)
+        except SpoolError:
+            # Not handed over: what was read stays pending here, made due again by
+            # `_reconcile`; what this owner had parked is still counted as parked.
+            for entry in claimed:
+                self._held.discard(self._by_key[entry.key])
+                if entry.counted:
+                    self._parked_here.add(entry.key)
+            raise
         return claimed
 
     def _claim_shard(
-        self, shard: int, limit: int, now: float, take: Callable[[int, Message], bool] | None
-    ) -> list[Claimed]:
+        self,
+        shard: int,
+        limit: int,
+        now: float,
+        take: Callable[[int, Message], bool] | None,
+        claimed: list[Claimed],
+    ) -> None:
         r, stream = self._redis, self._shard(shard)
         due_ids = r.zrangebyscore(self._due(shard), "-inf", now)
         pipe = r.pipeline(transaction=False)
@@ -273,11 +289,10 @@ class RedisBackend:
             )
         ]
         # New entries join this owner's pending list as they are read.
-        read = r.xreadgroup(GROUP, self.owner, {stream: ">"}, count=limit)
+        read = r.xreadgroup(GROUP, self.owner, {stream: ">"}, count=limit - len(claimed))
         for _, entries in read or ():
             candidates.extend((entry_id, fields, 0, False) for entry_id, fields in entries)
         candidates.sort(key=lambda c: _order(c[0]))
-        claimed: list[Claimed] = []
         gone: list[bytes] = []
         wait: dict[bytes, float] = {}  # read now but not taken: due at once, next time
         taken: list[bytes] = []
@@ -297,7 +312,7 @@ class RedisBackend:
                 continue
             counted = key in self._parked_here
             self._parked_here.discard(key)
-            self._held_in[shard] = self._held_in.get(shard, 0) + 1
+            self._held.add((shard, entry_id))
             made_at = float(fields.get(b"at", b"0"))
             maker = fields.get(b"k", b"").decode()
             claimed.append(Claimed(key, message, maker, tries, made_at, counted))
@@ -313,7 +328,6 @@ class RedisBackend:
         pipe.execute()
         for entry_id in gone:
             self._forget(shard, entry_id)
-        return claimed
 
     def _key_of(self, shard: int, entry_id: bytes) -> int:
         key = self._by_entry.get((shard, entry_id))
@@ -341,9 +355,9 @@ class RedisBackend:
         return entries
 
     def _settle(self, entries: list[tuple[int, bytes]]) -> None:
-        for shard, entry_id in entries:
-            self._forget(shard, entry_id)
-            self._held_in[shard] = max(0, self._held_in.get(shard, 0) - 1)
+        for entry in entries:
+            self._forget(*entry)
+            self._held.discard(entry)
 
     def remove(self, keys: Sequence[int]) -> None:
         """Acknowledge answered entries and delete them, in one pipeline."""
@@ -389,8 +403,7 @@ class RedisBackend:
             pipe.execute()
         for key in parked:
             self._parked_here.add(key)
-            shard = self._by_key[key][0]
-            self._held_in[shard] = max(0, self._held_in.get(shard, 0) - 1)
+            self._held.discard(self._by_key[key])
 
     # ---------------------------------------------------------------- leases
 
@@ -415,13 +428,22 @@ class RedisBackend:
                     keys=[self._lease_key(shard)], args=[self.owner, self._lease_ms]
                 ):
                     self._mine.discard(shard)  # lost while this process was frozen
+                    self._leaving.discard(shard)
             share = -(-self.shards // live)
-            for shard in sorted(self._mine, reverse=True):
-                if len(self._mine) <= share:
+            # Beyond the fair share, shards are read no more, and given up once nothing
+            # of theirs is in memory here: the next holder never sends what this one does.
+            for shard in sorted(self._mine - self._leaving, reverse=True):
+                if len(self._mine) - len(self._leaving) <= share:
                     break
-                if not self._held_in.get(shard):  # only an idle shard is given up
+                self._leaving.add(shard)
+            busy = {shard for shard, _ in self._held}
+            for shard in list(self._leaving):
+                if shard not in busy:
                     self._release(keys=[self._lease_key(shard)], args=[self.owner])
                     self._mine.discard(shard)
+                    self._leaving.discard(shard)
+            for shard in self._mine - self._leaving:
+                self._reconcile(shard)
             taken = 0
             start = shard_of(self.owner, self.shards)  # consumers start apart
             for step in range(self.shards):
@@ -434,6 +456,26 @@ class RedisBackend:
                     self._mine.add(shard)
                     taken += self._adopt(shard)
         return taken
+
+    def _reconcile(self, shard: int) -> None:
+        """Make due again what is pending here but neither in memory nor parked.
+
+        A read whose reply was lost (Redis restarted, a timeout) leaves entries in
+        this consumer's pending list that no one would ever send. Parked entries
+        keep their due time (`NX`).
+        """
+        r, stream = self._redis, self._shard(shard)
+        lost: list[bytes] = []
+        start: Any = "-"
+        while True:
+            page = r.xpending_range(stream, GROUP, start, "+", 1000, consumername=self.owner)
+            lost.extend(p["message_id"] for p in page if (shard, p["message_id"]) not in self._held)
+            if len(page) < 1000:
+                break
+            ms, seq = _order(page[-1]["message_id"])
+            start = f"{ms}-{seq + 1}"
+        if lost:
+            r.zadd(self._due(shard), dict.fromkeys(lost, 0.0), nx=True)
 
     def _adopt(self, shard: int) -> int:
         """Make every pending entry of a shard just taken this consumer's, due now."""
@@ -462,9 +504,10 @@ class RedisBackend:
             self._redis.zrem(self._consumers, self.owner)
             self._redis.hdel(self._who, self.owner)
         self._mine.clear()
+        self._leaving.clear()
         self._by_key.clear()
         self._by_entry.clear()
-        self._held_in.clear()
+        self._held.clear()
         return held
 
     def next_due(self, after: float) -> float | None:
