@@ -113,6 +113,7 @@ base_url: str | None = None
 route: RouteName = "api"
 event_prefix: str = DEFAULT_EVENT_PREFIX
 max_queue_size: int = 10_000
+max_queue_bytes: int = _options.DEFAULT_MAX_QUEUE_BYTES
 max_in_flight: int = _options.DEFAULT_MAX_IN_FLIGHT
 ordering: Ordering = "identify"
 event_loop: EventLoop = "asyncio"

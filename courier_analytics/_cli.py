@@ -133,6 +133,21 @@ def _dev(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def client_for(
+    args: argparse.Namespace, on_error: Callable[[BaseException, Message], None], **options: Any
+) -> Client:
+    """A client with the command's connection options (`_add_connection_arguments`)."""
+    return Client(
+        api_key=args.api_key,
+        base_url=args.base_url,
+        region=args.region,
+        route=args.route,
+        on_error=on_error,
+        flush_at_exit=False,
+        **options,
+    )
+
+
 def _send_one(args: argparse.Namespace, out: TextIO) -> int:
     failures: list[BaseException] = []
 
@@ -140,14 +155,7 @@ def _send_one(args: argparse.Namespace, out: TextIO) -> int:
         failures.append(error)
 
     try:
-        client = Client(
-            api_key=args.api_key,
-            base_url=args.base_url,
-            region=args.region,
-            route=args.route,
-            on_error=on_error,
-            flush_at_exit=False,
-        )
+        client = client_for(args, on_error)
         call: Callable[[], str]
         if args.command == "identify":
             call = lambda: client.identify(args.user, args.traits)  # noqa: E731

@@ -33,6 +33,7 @@ from courier_analytics._messages import (
 )
 from courier_analytics._options import (
     DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_QUEUE_BYTES,
     ErrorHandler,
     EventLoop,
     Options,
@@ -176,6 +177,10 @@ class Client:
         event_prefix: Put before track event names on route `"api"`.
         max_queue_size: Messages queued or in delivery at most; beyond it new
             messages are dropped (counted and reported, never raised).
+        max_queue_bytes: Bytes the client holds at most for undelivered messages:
+            queued, in per-user lanes, in flight (with the request's body) or waiting
+            to retry. Beyond it new messages are dropped, counted and reported, as
+            for `max_queue_size`. At least `max_message_bytes`.
         max_in_flight: The most requests in flight at once, each on its own
             keep-alive connection. A ceiling: the worker finds how many the distance
             to Courier needs (doubling while throughput grows and answers do not
@@ -254,6 +259,7 @@ class Client:
         route: RouteName = "api",
         event_prefix: str = DEFAULT_EVENT_PREFIX,
         max_queue_size: int = 10_000,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         ordering: Ordering = "identify",
         event_loop: EventLoop = "asyncio",
@@ -286,6 +292,7 @@ class Client:
             route=route,
             event_prefix=event_prefix,
             max_queue_size=max_queue_size,
+            max_queue_bytes=max_queue_bytes,
             max_in_flight=max_in_flight,
             ordering=ordering,
             event_loop=event_loop,
@@ -357,6 +364,7 @@ class Client:
             route=self._route,
             policy=options.retry_policy(),
             max_queue_size=options.max_queue_size,
+            max_queue_bytes=options.max_queue_bytes,
             max_in_flight=options.max_in_flight,
             flush_interval=options.flush_interval,
             report=self._report,
@@ -828,9 +836,11 @@ class Client:
         """Count, log and report a message the worker refused: the queue was full, or closed."""
         error: CourierAnalyticsError
         if closed is None:
+            options = self._options
             error = QueueFullError(
-                f"{message.type} {message.message_id} dropped: the queue is full "
-                f"({self._options.max_queue_size} messages pending)"
+                f"{message.type} {message.message_id} ({len(message._data)} bytes) dropped: "
+                f"the queue is full (at most {options.max_queue_size} messages and "
+                f"{options.max_queue_bytes} bytes pending)"
             )
         else:
             error = ClientClosedError(f"{message.type} {message.message_id} dropped: {closed}")

@@ -89,6 +89,8 @@ _new = tuple.__new__  # makes a NamedTuple at half the cost of calling its class
 
 
 def _refuse(reason: str) -> NoReturn:
+    # A reason never quotes the answer: a server or proxy can echo the API key in
+    # it, and a quote cut short would show part of the key where no blanking finds it.
     raise httpx.RemoteProtocolError(reason)
 
 
@@ -109,17 +111,17 @@ def _fields(lines: list[bytes]) -> dict[bytes, list[bytes]]:
     """The values of the fields this client reads, by lower-case name; all are checked."""
     fields: dict[bytes, list[bytes]] = {}
     names = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         name, colon, value = line.partition(b":")
         if not colon or not name:
-            _refuse(f"malformed header line {line[:60]!r}")
+            _refuse(f"malformed header line (header {number})")
         names.append(name)
         name = name.lower()
         if name in _FIELDS_READ:
             fields.setdefault(name, []).append(value.strip(b" \t"))
     if b"".join(names).translate(None, _TOKEN):  # a name that is not a token; also obs-fold
-        bad = next(name for name in names if name.translate(None, _TOKEN))
-        _refuse(f"malformed header name {bad[:60]!r}")
+        number = next(n for n, name in enumerate(names, 1) if name.translate(None, _TOKEN))
+        _refuse(f"malformed header name (header {number})")
     if b"content-length" in fields and b"transfer-encoding" in fields:
         _refuse("both Content-Length and Transfer-Encoding")  # RFC 9112, 6.1: smuggling
     return fields
@@ -134,7 +136,7 @@ def _content_length(values: list[bytes]) -> int:
         _refuse("conflicting Content-Length values")
     (length,) = lengths
     if not (length.isdigit() and len(length) <= 20):  # bytes: ASCII digits only
-        _refuse(f"malformed Content-Length {length[:30]!r}")
+        _refuse(f"malformed Content-Length ({len(length)} bytes)")
     return int(length)
 
 
@@ -181,7 +183,7 @@ def _parse_any_head(raw: bytes) -> _Head:
     lines = _lines(raw)
     status_line = _STATUS_LINE.fullmatch(lines[0])
     if status_line is None:
-        _refuse(f"malformed status line {lines[0][:60]!r}")
+        _refuse(f"malformed status line ({len(lines[0])} bytes)")
     status = int(status_line[2])
     if status < 100 or status == 101:  # 101: we never asked to switch protocols
         _refuse(f"unexpected status {status}")
@@ -328,7 +330,7 @@ class _Reader:
             return None
         line = _CHUNK_LINE.fullmatch(self.buffer, 0, end)
         if line is None:  # also a negative size
-            _refuse(f"malformed chunk size line {bytes(self.buffer[: min(end, 30)])!r}")
+            _refuse(f"malformed chunk size line ({end} bytes)")
         size = int(line[1], 16)
         del self.buffer[: end + 2]
         if size > MAX_BODY - len(self._body):

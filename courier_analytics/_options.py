@@ -26,6 +26,7 @@ from courier_analytics._transport import AnyTransport, is_loopback
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_MAX_QUEUE_BYTES",
     "REGIONS",
     "ErrorHandler",
     "EventLoop",
@@ -44,6 +45,10 @@ ErrorHandler = Callable[[BaseException, Message], Any]
 
 #: Courier's API host for each region.
 REGIONS: dict[str, str] = {"us": "https://api.courier.com", "eu": "https://api.eu.courier.com"}
+
+#: The default `max_queue_bytes`: what the client may hold for undelivered messages.
+#: Ten messages of the largest size Courier takes, or 64,000 events of 1 KB.
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1000 * 1000
 
 #: The default ceiling on requests in flight, before the open-file limit caps it.
 MAX_IN_FLIGHT = 512
@@ -217,6 +222,7 @@ class Options:
     route: RouteName = attrs.field(default="api", validator=_one_of(*get_args(RouteName)))
     event_prefix: str = DEFAULT_EVENT_PREFIX
     max_queue_size: int = attrs.field(default=10_000, validator=_whole)
+    max_queue_bytes: int = attrs.field(default=DEFAULT_MAX_QUEUE_BYTES, validator=_whole)
     max_in_flight: int = attrs.field(default=DEFAULT_MAX_IN_FLIGHT, validator=_whole)
     ordering: Ordering = attrs.field(default="identify", validator=_one_of(*get_args(Ordering)))
     event_loop: EventLoop = attrs.field(default="asyncio", validator=_loop_available)
@@ -260,6 +266,12 @@ class Options:
                 "base_url uses plain http:// to a host that is not this machine, which "
                 "would send the API key unencrypted; use https://, or pass "
                 "allow_insecure_http=True if you really mean it"
+            )
+        if self.max_queue_bytes < self.max_message_bytes:
+            raise ConfigurationError(
+                f"max_queue_bytes ({self.max_queue_bytes:,}) must be at least "
+                f"max_message_bytes ({self.max_message_bytes:,}): a message of the largest "
+                "size accepted would never fit in the queue"
             )
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
             raise ConfigurationError(f"max_retries must be an int, not {self.max_retries!r}")

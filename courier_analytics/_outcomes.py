@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +30,7 @@ __all__ = [
     "SHUT_DOWN",
     "alarm",
     "describe",
+    "detached",
     "error_detail",
     "error_for",
     "exception_error",
@@ -40,6 +42,28 @@ __all__ = [
 
 #: The reason given for messages still pending when the client stops.
 SHUT_DOWN = "the client shut down first"
+
+
+def detached(
+    exc: BaseException, replace: Callable[[BaseException], BaseException] | None = None
+) -> BaseException:
+    """`exc` as reported: its chain one line of causes, without tracebacks or contexts.
+
+    A traceback's frames hold their locals (the sender, its headers and the API key,
+    the request); a `__context__` beside a `__cause__` (`raise ... from None` keeps
+    it) can hold the error that a blanked one replaced. Neither says more than the
+    texts and types of the causes, which stay.
+
+    Args:
+        exc: The error, changed in place.
+        replace: Given each link of the chain, returns it or the link to put instead.
+    """
+    chain = [link if replace is None else replace(link) for link in causes(exc)]
+    for link, cause in zip(chain, [*chain[1:], None], strict=True):
+        link.__traceback__ = None
+        link.__context__ = None
+        link.__cause__ = cause
+    return chain[0]
 
 
 def error_detail(body: bytes) -> str:
@@ -135,7 +159,7 @@ def exception_error(message: Message, attempts: int, exc: Exception) -> Delivery
         message_id=message.message_id,
         attempts=attempts,
     )
-    error.__cause__ = exc
+    error.__cause__ = detached(exc)
     return error
 
 

@@ -17,6 +17,7 @@ import orjson
 from courier_analytics._messages import Message, pieces
 
 __all__ = [
+    "ANONYMOUS_PROFILE_PREFIX",
     "DEFAULT_EVENT_PREFIX",
     "ApiRoute",
     "Request",
@@ -30,6 +31,20 @@ RouteName = Literal["segment", "api"]
 
 #: What Courier's Segment integration prefixes to a track event's name.
 DEFAULT_EVENT_PREFIX = "Segment-TrackEvent:"
+
+#: What route "api" puts before an anonymous id to make it a Courier profile id.
+ANONYMOUS_PROFILE_PREFIX = "anonymous:"
+
+
+def profile_id(message: Message) -> str:
+    """The Courier profile route "api" files a message under.
+
+    Its user id; without one, its anonymous id in a namespace of its own
+    (`anonymous:<id>`), so that an anonymous id, which often comes from the
+    visitor (analytics.js's cookie), can never name a user's profile and trigger
+    notifications to that user.
+    """
+    return message.user_id or ANONYMOUS_PROFILE_PREFIX + (message.anonymous_id or "")
 
 
 def path_segment(value: str) -> str:
@@ -100,6 +115,10 @@ class SegmentRoute:
 class ApiRoute:
     """Route `"api"`: the destination's meaning applied on Courier's documented API.
 
+    A message without a user id is filed under its anonymous id namespaced as
+    `anonymous:<id>` (see `profile_id`): a visitor who sets their anonymous id to
+    a user's id reaches no user's profile.
+
     No request carries an `Idempotency-Key`. Courier saves the first answer to a
     key, status and body, a 500 included, and replays it to every later request
     with that key, so one transient 500 would doom every retry of the message.
@@ -125,7 +144,7 @@ class ApiRoute:
             return self._compact_request(message)
         data = orjson.loads(message.body)
         if message.type == "identify":
-            path = "/profiles/" + path_segment(message.recipient)
+            path = "/profiles/" + path_segment(profile_id(message))
             return Request(path, orjson.dumps({"profile": data.get("traits", {})}))
         body = orjson.dumps(
             {
@@ -133,7 +152,7 @@ class ApiRoute:
                 "messageId": message.message_id,
                 "type": "track",
                 "properties": data.get("properties", {}),
-                "userId": message.recipient,
+                "userId": profile_id(message),
             }
         )
         return Request("/inbound/courier", body)
@@ -146,7 +165,7 @@ class ApiRoute:
         """
         _, message_id, payload = pieces(message._data)  # see _messages.pack
         if message.type == "identify":
-            path = "/profiles/" + path_segment(message.recipient)
+            path = "/profiles/" + path_segment(profile_id(message))
             return Request(path, b'{"profile":' + payload + b"}")
         body = b"".join(
             (
@@ -157,7 +176,7 @@ class ApiRoute:
                 b',"type":"track","properties":',
                 payload,
                 b',"userId":',
-                orjson.dumps(message.recipient),
+                orjson.dumps(profile_id(message)),
                 b"}",
             )
         )

@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import httpx
+import orjson
 
 from courier_analytics._http11 import MAX_BODY, Http11Pool, RawResponse
+from courier_analytics._outcomes import detached
 from courier_analytics._routes import Request
 from courier_analytics._threads import BlockingRunner
 from courier_analytics._version import __version__
 
 __all__ = [
     "SYNC_THREADS",
+    "THIRD_PARTY_LOGGERS",
     "USER_AGENT",
     "AnyTransport",
     "HttpxSender",
@@ -39,6 +43,7 @@ __all__ = [
     "environment_proxy",
     "is_loopback",
     "make_sender",
+    "without_key",
 ]
 
 USER_AGENT = f"courier-analytics/{__version__} (python; httpx/{httpx.__version__})"
@@ -78,19 +83,140 @@ def _within_limit(body: bytearray, piece: bytes) -> bytes:
 def _blanked(body: bytes, status: int, key: bytes) -> bytes:
     """An error answer's body without the API key, should the server (a proxy?) echo it.
 
-    The body's message goes into error reports and log lines, which never show the key.
+    The body's message goes into error reports and log lines, which never show the
+    key. JSON can spell it with escapes (`\\u005f` for `_`), so the body is looked at
+    decoded too, and what is read from it is blanked after decoding.
     """
-    if status >= 300 and key and key in body:
-        return body.replace(key, b"***")
-    return body
+    if status < 300 or not key:
+        return body
+    body = body.replace(key, b"***")
+    if b"\\" not in body:
+        return body
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body  # not JSON: nothing reads a message from it
+    secret = key.decode("ascii")
+    try:
+        if secret not in repr(data):
+            return body
+        return orjson.dumps(_blank_strings(data, secret))
+    except (RecursionError, orjson.JSONEncodeError):  # absurdly deep: keep nothing of it
+        return b""
 
 
-def _blanked_error(exc: httpx.TransportError, key: bytes) -> httpx.TransportError:
-    """`exc`, or its like without the API key if its text quotes the answer and the key."""
-    text, secret = str(exc), key.decode("ascii")
-    if not secret or secret not in text:
-        return exc
-    return type(exc)(text.replace(secret, "***"))
+def _blank_strings(value: object, secret: str) -> object:
+    """`value` (decoded JSON) with `secret` blanked in every string, keys included."""
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, list):
+        return [_blank_strings(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {
+            _blank_strings(name, secret): _blank_strings(item, secret)
+            for name, item in value.items()
+        }
+    return value
+
+
+def _holds_key(error: BaseException, secret: str) -> bool:
+    """Whether the key is in `error`'s text, arguments or attributes (one level deep).
+
+    An httpx request among them counts: it carries the Authorization header.
+    """
+    values = (str(error), *error.args, *getattr(error, "__dict__", {}).values())
+    for value in values:
+        if isinstance(value, (httpx.Request, httpx.Headers)):
+            return True
+        try:
+            if secret in (value if isinstance(value, str) else repr(value)):
+                return True
+        except Exception:  # a repr that fails: the value cannot be vouched for
+            return True
+    return False
+
+
+def _rebuilt(error: BaseException, secret: str) -> BaseException:
+    """An exception like `error`, its text without the key, and nothing else of it."""
+    text = str(error).replace(secret, "***")
+    try:
+        return type(error)(text)
+    except Exception:  # a class that takes other arguments
+        if isinstance(error, httpx.TransportError):
+            return httpx.TransportError(text)
+        return RuntimeError(f"{type(error).__name__}: {text}")
+
+
+def without_key(exc: BaseException, key: bytes) -> BaseException:
+    """`exc` made safe to report: nothing reachable from it holds the API key.
+
+    An error of the transport can quote the answer (h11 quotes a malformed line, and
+    a hostile server or proxy can echo the Authorization header in it), keep the
+    httpx request (headers included), or have been raised while handling one that
+    does (`raise ... from None` keeps `__context__`). Its chain is `detached` and
+    a link that holds the key is replaced by one of its type whose text has the key
+    blanked.
+    """
+    secret = key.decode("ascii")
+
+    def replace(link: BaseException) -> BaseException:
+        return _rebuilt(link, secret) if secret and _holds_key(link, secret) else link
+
+    return detached(exc, replace)
+
+
+#: httpx's and httpcore's loggers: at DEBUG, httpcore logs the answers' headers and
+#: the errors' texts, either of which a hostile server or proxy can make quote the key.
+THIRD_PARTY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+class _KeyFilter(logging.Filter):
+    """Blanks the API keys of this process's httpx senders in third-party log records.
+
+    A logger's filters see the records logged to it, not its children's, so it is
+    added to each of `THIRD_PARTY_LOGGERS`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot be formatted: logging reports it
+            return True
+        if record.exc_info:  # formatted here, to be blanked too
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, None
+        elif not any(secret in text for secret in self.secrets):
+            return True
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        record.msg, record.args = text, None
+        return True
+
+
+_KEY_FILTER = _KeyFilter()
+
+
+def _keep_out_of_logs(key: bytes) -> None:
+    """Blank `key` in the records of httpx's and httpcore's loggers, from now on."""
+    if not key:
+        return
+    _KEY_FILTER.secrets.add(key.decode("ascii"))
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _KEY_FILTER not in logger.filters:
+            logger.addFilter(_KEY_FILTER)
 
 
 def _send_sync(
@@ -176,11 +302,10 @@ class NativeSender:
         try:
             raw = await self._pool.send(self._build(request))
         except httpx.TransportError as exc:
-            blanked = _blanked_error(exc, self._key)
-            if blanked is exc:
-                raise  # as it is: its cause says what happened (refused, DNS, TLS...)
-            raise blanked from None
-        return self._response(raw)
+            error = without_key(exc, self._key)
+        else:
+            return self._response(raw)
+        raise error  # out of the except block: no __context__ holds the original
 
     def start(self, request: Request, on_done: OnDone) -> bool:
         """Write the request on an idle connection and return; `on_done` gets the outcome.
@@ -200,7 +325,7 @@ class NativeSender:
             on_done(self._response(raw), None)
         else:
             assert error is not None  # one of the two is given
-            on_done(None, _blanked_error(error, self._key))
+            on_done(None, cast(httpx.TransportError, without_key(error, self._key)))
 
     async def aclose(self) -> None:
         """Close every connection; a request started and not answered ends with an error."""
@@ -272,6 +397,7 @@ class HttpxSender:
         self._base_url = base_url.rstrip("/")
         self._headers = _headers(api_key)
         self._key = api_key.encode("ascii")
+        _keep_out_of_logs(self._key)
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._deadline = 2 * timeout  # connect, then the whole answer, as the native client
         self._runner: BlockingRunner | None = None
@@ -313,18 +439,20 @@ class HttpxSender:
         Raises:
             httpx.TransportError: the request could not be sent or its answer read.
         """
+        error: BaseException
         try:
             status, retry_after, body = await asyncio.wait_for(
                 self._send(self._build(request)), self._deadline
             )
         except asyncio.TimeoutError as exc:  # TimeoutError since 3.11, an alias
-            raise httpx.ReadTimeout(f"no whole answer within {self._deadline:g}s") from exc
-        except httpx.TransportError as exc:  # its text may quote the answer (h11's do)
-            blanked = _blanked_error(exc, self._key)
-            if blanked is exc:
-                raise
-            raise blanked from None
-        return Response(status, retry_after, _blanked(body, status, self._key))
+            error = httpx.ReadTimeout(f"no whole answer within {self._deadline:g}s")
+            error.__cause__ = exc
+        except Exception as exc:  # its text may quote the answer (h11's do), and so on
+            error = exc
+        else:
+            return Response(status, retry_after, _blanked(body, status, self._key))
+        # Raised out of the except block, so that no __context__ holds the original
+        raise without_key(error, self._key)
 
     async def _send(self, built: httpx.Request) -> Response:
         if self._async is not None:

@@ -65,6 +65,11 @@ logger = logging.getLogger("courier_analytics")
 
 Reporter = Callable[[BaseException, Message], None]
 
+#: Copies of a message's bytes that a request in flight holds besides the message:
+#: its body, and the whole request (head and body) as it is written; asyncio keeps
+#: what the socket has not taken yet, a TLS connection its encrypted form.
+WIRE_COPIES = 2
+
 
 class _IdleWaiter(Protocol):
     def set(self) -> None: ...
@@ -109,6 +114,7 @@ class Worker:
         route: Route,
         policy: RetryPolicy,
         max_queue_size: int,
+        max_queue_bytes: int,
         max_in_flight: int,
         flush_interval: float,
         report: Reporter,
@@ -122,6 +128,7 @@ class Worker:
         self._route = route
         self._policy = policy
         self._max_queue_size = max_queue_size
+        self._max_queue_bytes = max_queue_bytes
         self._max_in_flight = max_in_flight
         self._strict_order = strict_order
         self._new_loop = new_loop
@@ -134,6 +141,12 @@ class Worker:
         self._lock = threading.Lock()  # producers: the queue's bound, closing, starting
         self._closed = False
         self.held = 0
+        # Bytes of the messages held (see `held_bytes`): added by producers under the
+        # lock, freed by the worker thread alone, so neither counter needs the other's
+        # lock; `_wire` is the bytes of requests in flight (worker thread only).
+        self._bytes_taken = 0
+        self._bytes_freed = 0
+        self._wire = 0
         self.delivered = 0
         self.failed = 0
         self.retried = 0
@@ -184,6 +197,15 @@ class Worker:
         return self._max_queue_size
 
     @property
+    def held_bytes(self) -> int:
+        """Bytes held for undelivered messages: queued, in lanes, in flight or waiting to retry.
+
+        Each message counts its kept bytes once (a retry rebuilds its request, so no
+        second copy waits with it); a request in flight counts `WIRE_COPIES` more.
+        """
+        return self._bytes_taken - self._bytes_freed + self._wire
+
+    @property
     def closed(self) -> bool:
         """Whether `close` was called: no message is taken any more."""
         return self._closed
@@ -194,7 +216,9 @@ class Worker:
             self._closed = True
 
     def put(self, message: Message, done: Future[None] | None = None) -> bool:
-        """Queue a message; `False` when the queue is full. Safe from any thread.
+        """Queue a message; `False` when the queue is full, in messages or bytes.
+
+        Safe from any thread.
 
         Args:
             message: The message.
@@ -211,6 +235,11 @@ class Worker:
             held = self.held if self.journal is None else 0
             if len(self.queue) + held >= self._max_queue_size:
                 return False
+            cost = len(message._data)
+            held = self._bytes_taken - self._bytes_freed + self._wire  # held_bytes, inlined
+            if held + cost > self._max_queue_bytes:
+                return False
+            self._bytes_taken += cost
             if done is not None:
                 self._done[id(message)] = done
             self.queue.append(message)
@@ -219,6 +248,7 @@ class Worker:
                     self._start()
                 except WorkerUnavailable:
                     self.queue.pop()  # ours: no worker runs to have taken it
+                    self._bytes_taken -= cost
                     self._done.pop(id(message), None)
                     raise
             elif self._sleeping or len(self.queue) == self._wake_at:
@@ -388,11 +418,14 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
             unstarted, self._unstarted = list(self._unstarted.values()), {}
             for message, attempts, last in unstarted:  # cancelled before they ran
+                self._bytes_freed += len(message._data)
                 self._signal_done(message)
                 error = _outcomes.not_delivered(message, attempts, last=last)
                 self._fail(message, error, _outcomes.SHUT_DOWN)
             sending, self._sending = list(self._sending.values()), {}
+            self._wire = 0  # the requests of the callbacks and unstarted tasks: ended
             for message in sending:  # sent by callback and not answered: ended with us
+                self._bytes_freed += len(message._data)
                 self._signal_done(message)
                 self._fail(message, _outcomes.not_delivered(message, 1), _outcomes.SHUT_DOWN)
             self._abandon(self._take_all(), reason)
@@ -461,16 +494,22 @@ class Worker:
         if self._ending:
             return
         while ready and self._in_flight < concurrency.limit:
+            # A request holds copies of its message's bytes while it is sent: it
+            # waits while they would pass max_queue_bytes, unless none is in flight.
+            wire = WIRE_COPIES * len(ready[0]._data)
+            if self._in_flight and self.held_bytes + wire > self._max_queue_bytes:
+                break
             message = ready.popleft()
             self._in_flight += 1
-            if native is None or not self._send_now(native, message):
+            self._wire += wire  # until its first attempt ends
+            if native is None or not self._send_now(native, message, wire):
                 key = next(self._task_keys)
                 self._unstarted[key] = (message, 0, None)
-                task = asyncio.create_task(self._deliver(message, key))
+                task = asyncio.create_task(self._deliver(message, key, wire))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def _send_now(self, native: NativeSender, message: Message) -> bool:
+    def _send_now(self, native: NativeSender, message: Message, wire: int) -> bool:
         """Send on an idle connection, the answer handled by callback; False if none is idle."""
         try:
             request = self._route.request(message)
@@ -478,7 +517,9 @@ class Worker:
             return False  # the general path reports it
         sent, key = time.monotonic(), next(self._task_keys)
         try:
-            if not native.start(request, partial(self._answered, key, message, request, sent)):
+            # Only the wire bytes go with the request: the answer's callback keeps the
+            # message, whose retries rebuild their request (one copy of a body waits).
+            if not native.start(request, partial(self._answered, key, message, wire, sent)):
                 return False
         except Exception:  # not expected; the general path sends it, or reports why not
             return False
@@ -489,7 +530,7 @@ class Worker:
         self,
         key: int,
         message: Message,
-        request: Request,
+        wire: int,
         sent: float,
         response: Response | None,
         error: httpx.TransportError | None,
@@ -497,6 +538,7 @@ class Worker:
         """The answer to a message sent by `_send_now` (or the error that ended it)."""
         if self._sending.pop(key, None) is None:
             return  # the worker stopped meanwhile and reported it
+        self._wire -= wire
         self._free_place()
         concurrency = self._concurrency
         assert concurrency is not None  # set by _main()
@@ -509,7 +551,7 @@ class Worker:
             self._finish_lane(message)
         else:
             outcome = self._outcome(response, error, sent)
-            if not self._settle(message, request, outcome, sent):
+            if not self._settle(message, outcome, sent):
                 self._finish_lane(message)
         self._answer_done()
 
@@ -520,13 +562,14 @@ class Worker:
         concurrency.update(time.monotonic(), bool(self._ready))
         self._drain()  # which sends what may go
 
-    async def _deliver(self, message: Message, key: int) -> None:
+    async def _deliver(self, message: Message, key: int, wire: int) -> None:
         """The general path: one released message's first attempt, in a task of its own."""
         del self._unstarted[key]
         handed_over = False
         try:
             handed_over = await self._first_attempt(message)
         finally:
+            self._wire -= wire
             self._free_place()
             if not handed_over:
                 self._finish_lane(message)
@@ -556,6 +599,7 @@ class Worker:
         if self.journal is not None:
             self.journal.finished(message)  # its row goes (unless it was parked)
         self.held -= 1
+        self._bytes_freed += len(message._data)
         if self._done:
             self._signal_done(message)
         assert self._lanes is not None  # set by _main()
@@ -585,9 +629,9 @@ class Worker:
             error = _outcomes.exception_error(message, attempts, exc)
             self._fail(message, error, type(exc).__name__)
             return False
-        return self._settle(message, request, outcome, started)
+        return self._settle(message, outcome, started)
 
-    def _settle(self, message: Message, request: Request, outcome: Outcome, started: float) -> bool:
+    def _settle(self, message: Message, outcome: Outcome, started: float) -> bool:
         """After a first attempt: a retry task (True), or finished, delivered or not (False)."""
         if outcome.retry and self._policy.max_retries:
             if self._ending:  # an answer while the worker ends: no retry task would run
@@ -598,21 +642,21 @@ class Worker:
             self._lanes.detach(message)  # a track's retries hold back no one else
             key = next(self._task_keys)
             self._unstarted[key] = (message, 1, outcome)
-            task = asyncio.create_task(self._retry(message, request, outcome, started, key))
+            task = asyncio.create_task(self._retry(message, outcome, started, key))
             self._retrying.add(task)
             task.add_done_callback(self._retrying.discard)
             return True
         self._finish(message, outcome, 1)
         return False
 
-    async def _retry(
-        self, message: Message, request: Request, outcome: Outcome, started: float, key: int
-    ) -> None:
+    async def _retry(self, message: Message, outcome: Outcome, started: float, key: int) -> None:
         """Retry a message whose first attempt failed, then release its lane.
 
         The policy gives the waits; the server's `Retry-After` is a floor on each (a
         retry never goes out before the server said it may); no retry starts after
-        one monotonic deadline, `max_time` after the first attempt.
+        one monotonic deadline, `max_time` after the first attempt. Each attempt
+        builds its request anew: a message waiting keeps only its own bytes, not a
+        second copy of its body (`max_queue_bytes` counts one).
         """
         del self._unstarted[key]
         policy = self._policy
@@ -628,7 +672,7 @@ class Worker:
                 await asyncio.sleep(wait)
                 attempts += 1
                 self.retried += 1
-                outcome = await self._attempt(request)
+                outcome = await self._attempt(self._route.request(message))
                 if not outcome.retry:
                     break
             self._finish(message, outcome, attempts, refusal)
@@ -667,11 +711,15 @@ class Worker:
                         self._free_place()
                     raise
         sent = time.monotonic()
+        # A first attempt's copies are counted by _pump
+        wire = 0 if counted else WIRE_COPIES * len(request.body)
+        self._wire += wire
         try:
             response = await sender.send(request)
         except httpx.TransportError as exc:
             return self._outcome(None, exc, sent)
         finally:
+            self._wire -= wire
             if not counted:
                 self._free_place()
         return self._outcome(response, None, sent)
@@ -684,6 +732,7 @@ class Worker:
         assert concurrency is not None  # set by _main()
         if response is None:
             assert error is not None  # one of the two is given
+            error.__traceback__ = None  # its frames hold the sender (see _outcomes.detached)
             retry = is_retryable_error(error)
             concurrency.record(congested=retry)
             outcome = Outcome(
@@ -796,6 +845,7 @@ class Worker:
         self.held = 0
         while self.queue:
             leftovers.append(self.queue.popleft())
+        self._bytes_freed += sum(len(message._data) for message in leftovers)
         return leftovers
 
     def _abandon(self, leftovers: list[Message], reason: str) -> None:
@@ -820,6 +870,14 @@ class Worker:
         """Take a user's messages not yet released out of their lane."""
         assert self._lanes is not None  # set by _main()
         return self._lanes.withdraw(user)
+
+    def left_memory(self, messages: list[Message]) -> None:
+        """Messages taken from the queue left memory for the spool (or were dropped)."""
+        self._bytes_freed += sum(len(message._data) for message in messages)
+
+    def back_in_memory(self, message: Message) -> None:
+        """A message claimed from the spool is held in memory again (`max_queue_bytes`)."""
+        self._bytes_freed -= len(message._data)
 
     def report(self, error: BaseException, message: Message) -> None:
         """Pass a message's failure to the client (`on_error`, events)."""

@@ -21,7 +21,6 @@ from typing import Any, TextIO
 
 import orjson
 
-from courier_analytics._client import Client
 from courier_analytics._errors import CourierAnalyticsError
 from courier_analytics._messages import Message
 from courier_analytics._spool import REDIS_SCHEMES, SpoolError, SpoolStatus, parse_spool
@@ -186,6 +185,8 @@ def _duration(seconds: float) -> str:
 
 
 def _relay(path: str, args: argparse.Namespace, out: TextIO) -> int:
+    from courier_analytics._cli import client_for  # it imports this module
+
     failures: list[BaseException] = []
 
     def on_error(error: BaseException, message: Message) -> None:
@@ -196,14 +197,10 @@ def _relay(path: str, args: argparse.Namespace, out: TextIO) -> int:
     except SpoolError:
         total = 0  # made when the relay opens it
     try:
-        client = Client(
-            api_key=args.api_key,
-            base_url=args.base_url,
-            region=args.region,
-            route=args.route,
+        client = client_for(
+            args,
+            on_error,
             spool=path,
-            on_error=on_error,
-            flush_at_exit=False,
             deliver=True,
             # A relay looks for new entries of a shared spool this often while idle.
             flush_interval=RELAY_POLL if path.startswith(REDIS_SCHEMES) else 0.5,

@@ -55,6 +55,8 @@ ROW_OVERHEAD = 80
 RETRY_SPOOL = 1.0
 #: The first and the longest wait of a parked retry.
 FIRST_WAIT, LONGEST_WAIT = 1.0, 300.0
+#: Parked messages retried at a time while Courier does not answer (an outage).
+PROBE = 10
 
 
 class Journal:
@@ -111,6 +113,15 @@ class Journal:
         # run wait for their time (else they would be retried without pause).
         self._eager = False
         self._parked_now: set[int] = set()
+        # An outage: a message was parked and none delivered since. New messages wait
+        # in the spool and only a few parked ones are tried, once per wait, the wait
+        # doubling (shared by all, as a Courier that does not answer is one for all);
+        # the first delivery ends it and every parked message is tried at once.
+        self._outage = False
+        self._outage_wait = FIRST_WAIT
+        self._doubled_at = 0.0
+        self._catch_up = False
+        self._delivered_seen = 0
         #: Messages queued at which a commit is made at once, window or not.
         self.burst = max(1, min(BATCH, worker.max_queue_size // 2))
         #: Messages made by this client in the spool now.
@@ -172,6 +183,11 @@ class Journal:
                 self._schedule(self._last_write + self._settings.commit_interval)
         if now >= self._next_upkeep:
             self._upkeep(now)
+        if worker.delivered != self._delivered_seen:
+            self._delivered_seen = worker.delivered
+            if self._outage:  # Courier answers again: everything parked may go now
+                self._outage, self._outage_wait = False, FIRST_WAIT
+                self._catch_up = self._backlog = True
         if (
             (self._backlog or self._clock() >= self._next_due)
             and now >= self._broken_until
@@ -206,7 +222,7 @@ class Journal:
         row = self._pop_row(message)
         if row is None:
             return ""
-        key, mine, made_at, tries = row
+        key, mine, made_at, _tries = row
         now = self._clock()
         expires = made_at + self._settings.max_age
         if now >= expires or self._closing:
@@ -215,8 +231,12 @@ class Journal:
             if mine:
                 self.spooled -= 1
             return why
-        wait = min(LONGEST_WAIT, FIRST_WAIT * 2.0**tries) * random.uniform(0.5, 1.0)
-        due = min(now + wait, expires)
+        if not self._outage:
+            self._outage, self._doubled_at = True, now
+        elif now - self._doubled_at >= self._outage_wait:
+            self._outage_wait = min(LONGEST_WAIT, self._outage_wait * 2)
+            self._doubled_at = now
+        due = min(now + self._outage_wait * random.uniform(0.5, 1.0), expires)
         self._to_park.append((key, due, 1))
         self._next_due = min(self._next_due, due)
         if self._eager:
@@ -294,8 +314,8 @@ class Journal:
             self._hand_over(batch, now, size)
             return
         # Room before this batch (held counts it already); none while older messages
-        # wait in the spool: new ones queue behind them.
-        room = 0 if self._backlog else self._room() + len(batch)
+        # wait in the spool (new ones queue behind them) or while Courier is out.
+        room = 0 if self._backlog or self._outage else self._room() + len(batch)
         held: list[Message] = []
         parked: list[Message] = []
         for message in batch:
@@ -320,6 +340,7 @@ class Journal:
         if parked_keys:
             self._parked += len(parked_keys)
             self._backlog = True
+            worker.left_memory(parked)
         rows, add = self._rows, worker.add_to_lanes
         for message, key in zip(held, keys, strict=True):
             row = (key, True, wall, 0)
@@ -351,6 +372,7 @@ class Journal:
                 kept.append(message)
                 continue
             self._worker.held -= 1
+            self._worker.left_memory([message])
             self.dropped += 1
             error = QueueFullError(
                 f"{message.type} {message.message_id} dropped: the spool is full "
@@ -391,23 +413,31 @@ class Journal:
 
     def _refill(self) -> None:
         """Claim parked messages that are due, as memory has room, oldest first."""
-        room = min(self._room(), BATCH)
+        room = min(self._room(), PROBE if self._outage else BATCH)
+        if room < self.burst and self._worker.held > self._parked:
+            return  # a batch at a time, once memory has room for one (a claim scans)
         if room <= 0 or not self._open:
             return
         now = self._clock()
         try:
-            claimed = self._backend.claim(room, math.inf if self._eager else now, self._take)
+            if self._to_park:  # written first: the spool then knows when each is due
+                self._write_done(time.monotonic())
+            everything = self._eager or self._catch_up
+            claimed = self._backend.claim(room, math.inf if everything else now, self._take)
+            if self._outage:  # a few at a time, once per wait
+                self._backlog = False
+                self._next_due = now + self._outage_wait
+            elif len(claimed) < room:
+                self._backlog = self._catch_up = False
+                try:
+                    due = self._backend.next_due(now)
+                except SpoolError as exc:  # what was claimed goes on: it is held now
+                    self._trouble(exc)
+                else:
+                    self._next_due = math.inf if due is None else due
         except SpoolError as exc:
             self._trouble(exc)
             return
-        if len(claimed) < room:
-            self._backlog = False
-            try:
-                due = self._backend.next_due(now)
-            except SpoolError as exc:  # what was claimed goes on: it is held now
-                self._trouble(exc)
-            else:
-                self._next_due = math.inf if due is None else due
         worker, rows = self._worker, self._rows
         for entry in claimed:
             mine = entry.maker == self.token
@@ -423,6 +453,7 @@ class Journal:
             # `spooled` counts this client's messages in its own spool (not a shared one).
             row = (entry.key, mine and not self._shared, entry.made_at, entry.tries)
             self._add_row(rows, entry.message, row)
+            worker.back_in_memory(entry.message)
             worker.add_to_lanes(entry.message)
 
     def _take(self, key: int, message: Message) -> bool:
@@ -447,6 +478,7 @@ class Journal:
                 continue
             self._to_park.append((row[0], 0.0, 0))
             self._parked += 1
+            self._worker.left_memory([message])
 
     def _write_done(self, now: float) -> None:
         """Write the batches of parked and answered messages."""

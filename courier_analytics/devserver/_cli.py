@@ -14,7 +14,12 @@ import orjson
 
 from courier_analytics.devserver._faults import Faults
 from courier_analytics.devserver._server import DEFAULT_HOST, exposure_warning, serve
-from courier_analytics.devserver._state import DEFAULT_API_KEY, DEFAULT_MAX_BODY_BYTES
+from courier_analytics.devserver._state import (
+    DEFAULT_API_KEY,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_PROFILE_BYTES,
+    DEFAULT_MAX_PROFILES,
+)
 
 DEFAULT_PORT = 8787
 
@@ -61,6 +66,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mappings-file", metavar="FILE", help="JSON object: event -> template")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--max-profiles",
+        type=int,
+        default=DEFAULT_MAX_PROFILES,
+        help="profiles kept; the least recently written go first (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-profile-bytes",
+        type=int,
+        default=DEFAULT_MAX_PROFILE_BYTES,
+        help="bytes of profiles' JSON kept, all together (default %(default)s)",
+    )
     parser.add_argument(
         "--allow-host",
         dest="allowed_hosts",
@@ -133,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
             faults,
             accept_any_key=args.accept_any_key,
             max_body_bytes=args.max_body_bytes,
+            max_profiles=args.max_profiles,
+            max_profile_bytes=args.max_profile_bytes,
             on_ready=announce,
             warn_exposure=False,  # announce() says it louder
             allowed_hosts=args.allowed_hosts,

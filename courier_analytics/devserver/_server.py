@@ -26,6 +26,8 @@ from courier_analytics.devserver._state import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_IDEMPOTENCY_RECORDS,
+    DEFAULT_MAX_PROFILE_BYTES,
+    DEFAULT_MAX_PROFILES,
     DevState,
 )
 
@@ -103,6 +105,9 @@ class DevServer:
         max_event_bytes: Bodies (and sends) kept whole per event; a larger one keeps
             a preview and `truncated: {"bytes": n}`.
         max_idempotency_records: Idempotency records kept at most, each for 24 h.
+        max_profiles: Profiles kept at most; the least recently written go first.
+        max_profile_bytes: Bytes of profiles' JSON kept at most, all together; the
+            least recently written go first.
         allowed_hosts: Host names to answer besides `localhost`, IP addresses and
             `host` (for example a Docker service name); any other `Host` gets 403.
     """
@@ -120,6 +125,8 @@ class DevServer:
         max_events: int = DEFAULT_MAX_EVENTS,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_idempotency_records: int = DEFAULT_MAX_IDEMPOTENCY_RECORDS,
+        max_profiles: int = DEFAULT_MAX_PROFILES,
+        max_profile_bytes: int = DEFAULT_MAX_PROFILE_BYTES,
         allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.state = DevState(
@@ -131,6 +138,8 @@ class DevServer:
             max_events=max_events,
             max_event_bytes=max_event_bytes,
             max_idempotency_records=max_idempotency_records,
+            max_profiles=max_profiles,
+            max_profile_bytes=max_profile_bytes,
         )
         self.app = create_app(self.state, host_names=frozenset({host, *allowed_hosts}))
         self.host = host
@@ -270,6 +279,8 @@ def serve(
     accept_any_key: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_events: int = DEFAULT_MAX_EVENTS,
+    max_profiles: int = DEFAULT_MAX_PROFILES,
+    max_profile_bytes: int = DEFAULT_MAX_PROFILE_BYTES,
     on_ready: Callable[[str], None] | None = None,
     log_level: str = "warning",
     warn_exposure: bool = True,
@@ -286,6 +297,8 @@ def serve(
         accept_any_key: Accept any non-empty bearer key.
         max_body_bytes: Bodies above this many bytes get 413.
         max_events: How many events and sends to remember.
+        max_profiles: Profiles kept at most; the least recently written go first.
+        max_profile_bytes: Bytes of profiles' JSON kept at most, all together.
         on_ready: Called with the base URL once the socket is bound.
         log_level: uvicorn's log level.
         warn_exposure: Log a WARNING when `host` is not a loopback address.
@@ -298,6 +311,8 @@ def serve(
         faults=faults,
         max_body_bytes=max_body_bytes,
         max_events=max_events,
+        max_profiles=max_profiles,
+        max_profile_bytes=max_profile_bytes,
     )
     if warn_exposure and (warning := exposure_warning(host)) is not None:
         logger.warning(warning)

@@ -8,20 +8,23 @@ are published (updates build new dicts), so shallow copies are safe snapshots.
 
 Memory is bounded: an event keeps its request body as the bytes received (up to
 `max_event_bytes`; beyond, a preview and a `truncated` marker), not as Python
-objects; idempotency records are kept up to a count and for 24 h, as Courier
-keeps them. What is stored is what was accepted; what is shown (the events API,
-the page, `events()`) is cut at `RENDER_DEPTH` levels, so nesting a client may
-send never breaks a view.
+objects; profiles are kept as their JSON, up to `max_profiles` of them and
+`max_profile_bytes` in all, the least recently written going first; idempotency
+records are kept up to a count and for 24 h, as Courier keeps them. What is
+stored is what was accepted; what is shown (the events API, the page,
+`events()`) is cut at `RENDER_DEPTH` levels, so nesting a client may send never
+breaks a view.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import orjson
 
@@ -34,6 +37,10 @@ DEFAULT_MAX_EVENTS = 10_000
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 #: Characters of a body kept (and shown) when it is larger than `max_event_bytes`.
 TRUNCATED_PREVIEW_CHARS = 2048
+#: Profiles kept at most, and bytes of their JSON in all (the least recently written
+#: go first): a profile as large as Courier takes (6 MB) fits ten times over.
+DEFAULT_MAX_PROFILES = 100_000
+DEFAULT_MAX_PROFILE_BYTES = 64 * 1024 * 1024
 #: Idempotency records kept at most (the oldest go first), and for how long.
 DEFAULT_MAX_IDEMPOTENCY_RECORDS = 100_000
 IDEMPOTENCY_TTL_S = 24 * 3600.0
@@ -42,6 +49,8 @@ RENDER_DEPTH = 100
 SEGMENT_PREFIX = "Segment-TrackEvent:"
 _T = TypeVar("_T")
 _V = TypeVar("_V")
+
+logger = logging.getLogger("courier_analytics.devserver")
 
 
 def _exact(data: bytes) -> bytes:
@@ -133,6 +142,86 @@ class Records(Generic[_V]):
             items.popitem(last=False)
 
 
+class Profiles:
+    """Profiles by user id, kept as JSON and bounded by count and by bytes.
+
+    Reads decode a fresh dict (so callers may change what they get); writes encode
+    it and make the profile the newest. Beyond `max_count` profiles or `max_bytes`
+    of JSON, the least recently written are forgotten (`evicted` counts them); a
+    profile larger than `max_bytes` alone is not kept at all.
+
+    Args:
+        max_count: Most profiles kept.
+        max_bytes: Most bytes of JSON kept, all profiles together.
+    """
+
+    def __init__(self, max_count: int, max_bytes: int) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evicted = 0
+        self._items: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    @overload
+    def get(self, user_id: str) -> dict[str, Any] | None: ...
+
+    @overload
+    def get(self, user_id: str, default: _T) -> dict[str, Any] | _T: ...
+
+    def get(self, user_id: str, default: object = None) -> object:
+        """The profile of `user_id` (a fresh dict), else `default`."""
+        data = self._items.get(user_id)
+        if data is None:
+            return default
+        profile: dict[str, Any] = orjson.loads(data)
+        return profile
+
+    def __setitem__(self, user_id: str, profile: Mapping[str, Any]) -> None:
+        data = _encoded(profile)
+        replaced = self._items.pop(user_id, None)
+        if replaced is not None:
+            self.bytes -= len(replaced)
+        if len(data) > self.max_bytes:
+            self.evicted += 1
+            logger.warning(
+                "courier-analytics devserver: a profile of %d bytes is over max_profile_bytes "
+                "(%d) and is not kept",
+                len(data),
+                self.max_bytes,
+            )
+            return
+        self._items[user_id] = data
+        self.bytes += len(data)
+        while len(self._items) > self.max_count or self.bytes > self.max_bytes:
+            _, oldest = self._items.popitem(last=False)
+            self.bytes -= len(oldest)
+            self.evicted += 1
+
+    def pop(self, user_id: str, default: object = None) -> object:
+        """Forget the profile of `user_id`; it, or `default` if there was none."""
+        data = self._items.pop(user_id, None)
+        if data is None:
+            return default
+        self.bytes -= len(data)
+        profile: dict[str, Any] = orjson.loads(data)
+        return profile
+
+    def json(self) -> bytes:
+        """Every profile as one JSON object, user id -> profile, oldest written first."""
+        return b"{%s}" % b",".join(
+            orjson.dumps(user_id) + b":" + data for user_id, data in self._items.items()
+        )
+
+
 def _encoded(value: Any) -> bytes:
     """`value` as exact-size JSON, cut at `RENDER_DEPTH` if it nests too deep to encode."""
     try:
@@ -149,12 +238,6 @@ def _text(body: bytes) -> str:
 def _preview(body: bytes) -> bytes:
     """A body too large to keep: its first characters, as a JSON string."""
     return _exact(orjson.dumps(_text(body)))
-
-
-def _deep_copy(value: _T) -> _T:
-    """A deep copy of JSON data (stored items are never mutated, so no lock needed)."""
-    copied: _T = orjson.loads(orjson.dumps(value))
-    return copied
 
 
 class Answer(NamedTuple):
@@ -180,6 +263,9 @@ class DevState:
             its first `TRUNCATED_PREVIEW_CHARS` characters and `truncated: {"bytes": n}`.
         max_idempotency_records: Idempotency records (Idempotency-Keys, and
             messageIds for deduplication) kept at most; each is kept 24 h.
+        max_profiles: Profiles kept at most; the least recently written go first.
+        max_profile_bytes: Bytes of profiles' JSON kept at most, all together; the
+            least recently written go first, and a larger profile is not kept.
         clock: Monotonic seconds, for the records' age (injectable for tests).
     """
 
@@ -194,6 +280,8 @@ class DevState:
         max_events: int = DEFAULT_MAX_EVENTS,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_idempotency_records: int = DEFAULT_MAX_IDEMPOTENCY_RECORDS,
+        max_profiles: int = DEFAULT_MAX_PROFILES,
+        max_profile_bytes: int = DEFAULT_MAX_PROFILE_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not api_key and not accept_any_key:
@@ -207,6 +295,8 @@ class DevState:
         self.max_events = max_events
         self.max_event_bytes = max_event_bytes
         self.max_idempotency_records = max_idempotency_records
+        self.max_profiles = max_profiles
+        self.max_profile_bytes = max_profile_bytes
         self.clock = clock
         #: The body of the request being handled (set by the app, under the lock).
         self.current_body: bytes | None = None
@@ -217,7 +307,7 @@ class DevState:
         return Records(self.max_idempotency_records, IDEMPOTENCY_TTL_S, self.clock)
 
     def _clear(self) -> None:
-        self.profiles_by_id: dict[str, dict[str, Any]] = {}
+        self.profiles_by_id = Profiles(self.max_profiles, self.max_profile_bytes)
         self.event_log: collections.deque[_StoredEvent] = collections.deque(maxlen=self.max_events)
         self.send_log: collections.deque[bytes] = collections.deque(maxlen=self.max_events)
         self.segment_answers: Records[Answer] = self._records()
@@ -306,11 +396,9 @@ class DevState:
     def profiles(self) -> dict[str, dict[str, Any]]:
         """Stored profiles, user id -> profile (a deep copy, cut at `RENDER_DEPTH`)."""
         with self.lock:
-            profiles = dict(self.profiles_by_id)
-        try:
-            return _deep_copy(profiles)
-        except orjson.JSONEncodeError:  # nested too deep to encode: show it cut
-            return _deep_copy(capped(profiles, RENDER_DEPTH + 1))
+            data = self.profiles_by_id.json()
+        profiles: dict[str, dict[str, Any]] = orjson.loads(data)
+        return profiles
 
     def sends(self) -> list[dict[str, Any]]:
         """The sends that mapped track events made, oldest first."""
@@ -330,6 +418,8 @@ class DevState:
                 "events_logged": self.next_event_id - 1,
                 "sends": len(self.send_log),
                 "profiles": len(self.profiles_by_id),
+                "profile_bytes": self.profiles_by_id.bytes,
+                "profiles_evicted": self.profiles_by_id.evicted,
             }
 
     def faults(self) -> Faults:

@@ -7,10 +7,16 @@ security rules:
   cookie, no header): only from the framework's authenticated user. A forged
   cookie must not attribute events, and so notifications, to someone else.
 - The *anonymous id* may come from analytics.js's `ajs_anonymous_id` cookie: it
-  names a browser, not an account.
+  names a browser, not an account. The visitor controls it, so only a UUID (what
+  analytics.js writes) is taken: a forged `"1"` or an email address is ignored,
+  and cannot name a user's profile. Route `"api"` also files anonymous messages
+  under `anonymous:<id>`, apart from every user's profile.
 - `ip` is the socket peer. `X-Forwarded-For` is read only when the peer is one of
   the `trusted_proxies` the app configured, and then only up to the first
   address that is not a trusted proxy (the client as the last trusted proxy saw it).
+  A server listening on a unix socket (gunicorn or uvicorn behind nginx) sees no
+  peer address: such a peer is a trusted proxy only if `trusted_proxies` holds
+  `"unix"`, because only the app's operator knows who may write to the socket.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import unquote
 
 import attrs
@@ -27,13 +33,17 @@ import orjson
 
 import courier_analytics
 from courier_analytics import _default
+from courier_analytics._errors import ConfigurationError
+from courier_analytics._options import Options
 
 __all__ = [
     "ANONYMOUS_ID_COOKIE",
     "OPTIONS",
+    "UNIX_SOCKET",
     "RequestOptions",
     "anonymous_id_from_cookie",
     "apply_config",
+    "check_settings",
     "client_ip",
     "locale_from",
     "page_context",
@@ -47,36 +57,46 @@ logger = logging.getLogger("courier_analytics")
 #: The cookie in which analytics.js keeps its anonymous id (JSON-encoded).
 ANONYMOUS_ID_COOKIE: Final = "ajs_anonymous_id"
 
-#: Longest anonymous id taken from a cookie; a longer one is ignored.
-MAX_ANONYMOUS_ID: Final = 200
+#: What analytics.js writes as an anonymous id: a UUID (v4), in its canonical text form.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+#: The `trusted_proxies` entry that trusts a peer on a unix socket (one with no address).
+UNIX_SOCKET: Final = "unix"
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: A trusted proxy: a network, or `UNIX_SOCKET`.
+Proxy = _Network | Literal["unix"]
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 
-def _networks(value: object) -> tuple[_Network, ...]:
+def _proxies(value: object) -> tuple[Proxy, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise TypeError(
             "trusted_proxies must be a list of IP addresses or networks "
             f'(e.g. ["10.0.0.0/8"]), not {type(value).__name__}'
         )
-    networks = []
+    proxies: list[Proxy] = []
     for item in value:
         if not isinstance(item, str):
             raise TypeError(
                 f"trusted_proxies entries must be strings, not {type(item).__name__}: {item!r}"
             )
+        if item.strip() == UNIX_SOCKET:
+            proxies.append(UNIX_SOCKET)
+            continue
         try:
-            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            proxies.append(ipaddress.ip_network(item.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"trusted_proxies: {item!r} is not an IP address or network") from None
-    return tuple(networks)
+            raise ValueError(
+                f'trusted_proxies: {item!r} is not an IP address or network (or "unix")'
+            ) from None
+    return tuple(proxies)
 
 
-def _cookie_name(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"anonymous_id_cookie must be a non-empty str, not {value!r}")
+def _cookie_name(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"anonymous_id_cookie must be a non-empty str or None, not {value!r}")
     return value
 
 
@@ -85,12 +105,22 @@ class RequestOptions:
     """How an integration reads requests (the options beside the module-level settings).
 
     Attributes:
-        trusted_proxies: Networks whose `X-Forwarded-For` is believed (empty: none).
-        anonymous_id_cookie: The cookie holding analytics.js's anonymous id.
+        trusted_proxies: Networks whose `X-Forwarded-For` is believed (empty:
+            none), and `"unix"` if a peer on a unix socket is a trusted proxy.
+        anonymous_id_cookie: The cookie holding analytics.js's anonymous id, or
+            `None` to read no anonymous id from requests.
     """
 
-    trusted_proxies: tuple[_Network, ...] = attrs.field(default=(), converter=_networks)
-    anonymous_id_cookie: str = attrs.field(default=ANONYMOUS_ID_COOKIE, converter=_cookie_name)
+    trusted_proxies: tuple[Proxy, ...] = attrs.field(default=(), converter=_proxies)
+    anonymous_id_cookie: str | None = attrs.field(
+        default=ANONYMOUS_ID_COOKIE, converter=_cookie_name
+    )
+
+    def anonymous_id(self, cookies: Mapping[str, str]) -> str | None:
+        """The anonymous id in a request's cookies, or `None` (none, not a UUID, or reading off)."""
+        if self.anonymous_id_cookie is None:
+            return None
+        return anonymous_id_from_cookie(cookies.get(self.anonymous_id_cookie))
 
 
 #: Names an integration's configuration may hold besides the module-level settings.
@@ -113,8 +143,19 @@ def apply_config(config: object, where: str) -> RequestOptions:
             setting nor a request option.
         ValueError: A request option's value is invalid.
     """
+    options, settings = _parse(config, where)
+    changed = {
+        name: value for name, value in settings.items() if getattr(courier_analytics, name) != value
+    }
+    if changed:
+        _default.configure(**changed)
+    return options
+
+
+def _parse(config: object, where: str) -> tuple[RequestOptions, dict[str, Any]]:
+    """A configuration's request options and its module-level settings, checked for shape."""
     if config is None:
-        return RequestOptions()
+        return RequestOptions(), {}
     if not isinstance(config, Mapping):
         raise TypeError(f"{where} must be a dict, not {type(config).__name__}")
     unknown = sorted(set(config) - _default.SETTINGS - OPTIONS)
@@ -122,14 +163,45 @@ def apply_config(config: object, where: str) -> RequestOptions:
         names = ", ".join(sorted(_default.SETTINGS | OPTIONS))
         raise TypeError(f"{where}: unknown name(s) {', '.join(unknown)}; known names: {names}")
     options = RequestOptions(**{name: config[name] for name in OPTIONS if name in config})
-    changed = {
-        name: value
-        for name, value in config.items()
-        if name in _default.SETTINGS and getattr(courier_analytics, name) != value
-    }
-    if changed:
-        _default.configure(**changed)
-    return options
+    return options, {name: config[name] for name in _default.SETTINGS if name in config}
+
+
+def check_settings(where: str, config: object = None) -> None:
+    """Validate, now, the whole configuration the default client will be built from.
+
+    The module-level settings, with `config`'s over them (not applied), are
+    validated as `Client(...)` validates them (through `Options`), so that a
+    missing API key or a bad value stops the app where its framework starts,
+    instead of failing calls inside requests later.
+
+    Args:
+        where: How the user names the configuration: `COURIER_ANALYTICS` (Django),
+            `app.config["COURIER_ANALYTICS"]` (Flask), or `courier_analytics` for
+            the module-level settings; a problem with one setting names it
+            (`COURIER_ANALYTICS["api_key"]`, `courier_analytics.region`).
+        config: A framework's configuration mapping, or `None`.
+
+    Raises:
+        TypeError: `config` is not a mapping or has an unknown name.
+        ValueError: A request option's value is invalid.
+        ConfigurationError: A setting is missing or invalid.
+    """
+    _, given = _parse(config, where)
+    settings = {name: getattr(courier_analytics, name) for name in _default.SETTINGS}
+    try:
+        Options(**{**settings, **given})
+    except ConfigurationError as exc:
+        # Options' messages start with the setting's name ("region must be one
+        # of ..."), or with where a value came from ("the COURIER_API_KEY ...").
+        text = str(exc)
+        name = text.split(" ", 1)[0]
+        if name not in _default.SETTINGS:
+            label = where
+        elif where == "courier_analytics":
+            label = f"courier_analytics.{name}"
+        else:
+            label = f'{where}["{name}"]'
+        raise ConfigurationError(f"{label}: {text}") from None
 
 
 def _address(text: str) -> _Address | None:
@@ -144,12 +216,12 @@ def _address(text: str) -> _Address | None:
         return None
 
 
-def _trusted(address: _Address, networks: tuple[_Network, ...]) -> bool:
-    return any(address in network for network in networks)
+def _trusted(address: _Address, proxies: tuple[Proxy, ...]) -> bool:
+    return any(address in proxy for proxy in proxies if proxy != UNIX_SOCKET)
 
 
 def client_ip(
-    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[_Network, ...]
+    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Proxy, ...]
 ) -> str | None:
     """The client's IP address: the socket peer, or what trusted proxies say it was.
 
@@ -158,18 +230,19 @@ def client_ip(
     client. An entry that is not an IP address ends the walk at the last address
     known good. Without `trusted_proxies`, or from a peer that is not one of them,
     the header is ignored: any client can send it.
+
+    A peer without an address (`None` or `""`: the server listens on a unix
+    socket) is a trusted proxy only with `"unix"` in `trusted_proxies`; else
+    there is no address to give.
     """
-    if peer is None:
-        return None
-    peer_address = _address(peer)
-    if (
-        not trusted_proxies
-        or not forwarded_for
-        or peer_address is None
-        or not _trusted(peer_address, trusted_proxies)
-    ):
-        return peer
-    nearest = peer_address
+    if not peer:
+        if UNIX_SOCKET not in trusted_proxies or not forwarded_for:
+            return None
+        nearest: _Address | None = None
+    else:
+        nearest = _address(peer)
+        if not forwarded_for or nearest is None or not _trusted(nearest, trusted_proxies):
+            return peer
     for hop in reversed(forwarded_for.split(",")):
         address = _address(hop)
         if address is None:
@@ -177,7 +250,7 @@ def client_ip(
         nearest = address
         if not _trusted(address, trusted_proxies):
             break
-    return str(nearest)
+    return None if nearest is None else str(nearest)
 
 
 def user_id_text(found: object) -> str | None:
@@ -194,9 +267,11 @@ def user_id_text(found: object) -> str | None:
 def anonymous_id_from_cookie(value: str | None) -> str | None:
     """The anonymous id in analytics.js's cookie value, or `None` if there is none usable.
 
-    analytics.js stores it JSON-encoded and URL-escaped (`%22abc%22` is `abc`);
-    older versions stored it bare. A value that is empty, too long, not a string or
-    holds control characters is ignored.
+    analytics.js writes a UUID, JSON-encoded and URL-escaped (`%22<uuid>%22`);
+    older versions stored it bare. Anything that is not a UUID is ignored: the
+    visitor sets this cookie, and a value such as `"1"` could otherwise name a
+    user's profile (Courier files a message without a user id under its
+    anonymous id), merging traits into it and triggering notifications to it.
     """
     if not value:
         return None
@@ -209,9 +284,7 @@ def anonymous_id_from_cookie(value: str | None) -> str | None:
         if not isinstance(decoded, str):
             return None
         text = decoded.strip()
-    if not text or len(text) > MAX_ANONYMOUS_ID or not text.isprintable():
-        return None
-    return text
+    return text if _UUID.fullmatch(text) else None
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     ANONYMOUS_ID_COOKIE,
     RequestOptions,
-    anonymous_id_from_cookie,
+    check_settings,
     client_ip,
     page_context,
     parse_cookie_header,
@@ -59,16 +59,21 @@ class CourierAnalyticsMiddleware:
     `identify()` in the request (a login endpoint, an auth dependency) sets the
     user for the rest of it.
 
-    On `lifespan.shutdown` it awaits `courier_analytics.aflush(flush_timeout)`
-    after the app's own shutdown handlers (also when one of them failed), without
-    blocking the event loop.
+    At `lifespan.startup`, once the app's own start-up handlers have run (they
+    may set the settings), it validates the whole configuration as
+    `Client(...)` would: a missing API key or a bad value answers
+    `lifespan.startup.failed` naming the setting (`courier_analytics.api_key`),
+    and the server does not start. On `lifespan.shutdown` it awaits
+    `courier_analytics.aflush(flush_timeout)` after the app's own shutdown
+    handlers (also when one of them failed), without blocking the event loop.
 
     Args:
         app: The ASGI app to wrap.
         user_id: Called as `user_id(scope)` (sync or async) for the user's id or
             `None` when no authenticated `scope["user"]` says it.
         trusted_proxies: IP addresses or networks whose `X-Forwarded-For` is believed.
-        anonymous_id_cookie: The cookie holding analytics.js's anonymous id.
+        anonymous_id_cookie: The cookie holding analytics.js's anonymous id (only
+            a UUID is taken, as analytics.js writes), or `None` to read none.
         flush_timeout: Seconds the flush at shutdown may take; `None` means the
             default client's `flush_timeout`.
 
@@ -83,7 +88,7 @@ class CourierAnalyticsMiddleware:
         *,
         user_id: UserId | None = None,
         trusted_proxies: Iterable[str] = (),
-        anonymous_id_cookie: str = ANONYMOUS_ID_COOKIE,
+        anonymous_id_cookie: str | None = ANONYMOUS_ID_COOKIE,
         flush_timeout: float | None = 5.0,
     ) -> None:
         if user_id is not None and not callable(user_id):
@@ -99,7 +104,7 @@ class CourierAnalyticsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.app(scope, receive, self._flushing_at_shutdown(send))
+            await self.app(scope, receive, self._lifespan_send(send))
             return
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -107,20 +112,27 @@ class CourierAnalyticsMiddleware:
         with self._scope(scope, await self._current_user_id(scope)):
             await self.app(scope, receive, send)
 
-    def _flushing_at_shutdown(self, send: Send) -> Send:
-        async def send_after_flush(message: Message) -> None:
+    def _lifespan_send(self, send: Send) -> Send:
+        async def send_checked_or_flushed(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "lifespan.startup.complete":
+                # After the app's own start-up, which may set the settings: a bad
+                # configuration fails the start (the server exits), not each request.
+                try:
+                    check_settings("courier_analytics")
+                except (TypeError, ValueError) as exc:
+                    message = {"type": "lifespan.startup.failed", "message": str(exc)}
             # Failed too: what the shutdown handlers tracked before failing still goes.
-            shutting_down = message.get("type") in (
+            elif kind in (
                 "lifespan.shutdown.complete",
                 "lifespan.shutdown.failed",
-            )
-            if shutting_down and not await analytics.aflush(self.flush_timeout):
+            ) and not await analytics.aflush(self.flush_timeout):
                 logger.warning(
                     "courier-analytics: flush at shutdown gave up after %ss", self.flush_timeout
                 )
             await send(message)
 
-        return send_after_flush
+        return send_checked_or_flushed
 
     async def _current_user_id(self, scope: Scope) -> str | None:
         user = scope.get("user")
@@ -147,9 +159,6 @@ class CourierAnalyticsMiddleware:
 
     def _scope(self, scope: Scope, user_id: str | None) -> analytics.scope:
         headers = _headers(scope)
-        cookie = parse_cookie_header(headers.get("cookie", "")).get(
-            self.options.anonymous_id_cookie
-        )
         client = scope.get("client")
         path = scope.get("path", "")
         query = scope.get("query_string", b"").decode("latin-1")
@@ -167,7 +176,7 @@ class CourierAnalyticsMiddleware:
         )
         return analytics.scope(
             user_id=user_id,
-            anonymous_id=anonymous_id_from_cookie(cookie),
+            anonymous_id=self.options.anonymous_id(parse_cookie_header(headers.get("cookie", ""))),
             context=context,
             on_missing_identity="skip",
         )
@@ -193,12 +202,19 @@ def _username_of_simple_user(user: object) -> str | None:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    """The request's headers, lower-cased names; repeated ones joined with ", "."""
+    """The request's headers, lower-cased names; repeated ones joined into one.
+
+    Repeated `cookie` headers are joined with "; " (RFC 9113, 8.2.3: HTTP/2 and
+    HTTP/3 clients may send each cookie in a header of its own), others with ", "
+    (RFC 9110, 5.3).
+    """
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope.get("headers", ()):
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        if name in headers:
+            value = f"{headers[name]}{'; ' if name == 'cookie' else ', '}{value}"
+        headers[name] = value
     return headers
 
 

@@ -27,9 +27,10 @@ import threading
 from typing import Any, Final
 
 import orjson
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
 import courier_analytics as analytics
+from courier_analytics.integrations._http import check_settings
 
 __all__ = ["HEADER", "install"]
 
@@ -50,7 +51,10 @@ class _Installed:
         self.flush_timeout = flush_timeout
         self.shutdown_timeout = shutdown_timeout
         self.lock = threading.Lock()
-        self.open: dict[str, analytics.scope] = {}  # task id -> its scope (thread pools too)
+        # (task id, thread) -> the scope open around that run. The thread too: a
+        # redelivered task (acks_late) can run twice at once under one id, and each
+        # run's scope must end in the thread (context) it was opened in.
+        self.open: dict[tuple[str, int], analytics.scope] = {}
 
     # -- producer -------------------------------------------------------------
 
@@ -84,13 +88,13 @@ class _Installed:
             return
         scope.__enter__()
         with self.lock:
-            self.open[task_id] = scope
+            self.open[task_id, threading.get_ident()] = scope
 
     def postrun(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
         if task is None or task.app is not self.app:
             return
         with self.lock:
-            scope = self.open.pop(task_id or "", None)
+            scope = self.open.pop((task_id or "", threading.get_ident()), None)
         if scope is not None:
             scope.__exit__(None, None, None)
         if self.flush_after_task and not analytics.flush(self.flush_timeout):
@@ -112,6 +116,22 @@ def _header(request: Any) -> dict[str, Any] | None:
         headers = getattr(request, "headers", None) or {}
         value = headers.get(HEADER) if isinstance(headers, dict) else None
     return value if isinstance(value, dict) else None
+
+
+class _CheckSettings(bootsteps.Step):  # type: ignore[misc]  # Celery ships no types
+    """A worker step: the worker does not start with a configuration that makes no client.
+
+    It runs as the worker is built, after Celery has imported the app's modules
+    (and set Django up, whose app config applies `COURIER_ANALYTICS`), before any
+    task runs: a missing API key or a bad value stops the worker with an error
+    naming the setting, instead of failing every task's calls.
+    """
+
+    name = "courier_analytics.CheckSettings"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        check_settings("courier_analytics")
+        super().__init__(parent, **kwargs)
 
 
 _installed: dict[int, _Installed] = {}
@@ -137,6 +157,12 @@ def install(
       `flush_timeout`) before the task counts as done, so before an `acks_late`
       task is acknowledged.
 
+    - **Start-up**: the worker validates the whole configuration as it starts
+      (a worker step) and does not start if it makes no client (no API key
+      anywhere, a bad value), naming the setting. Not here at `install()`: it
+      runs when the app's module is imported, and a Django project imports its
+      Celery app before its settings (and `COURIER_ANALYTICS`) are applied.
+
     Calling it again for the same app replaces its options.
 
     Args:
@@ -158,6 +184,7 @@ def install(
             raise ValueError(f"{name} must be 0 or more seconds, not {value!r}")
     installed = _Installed(celery_app, bool(flush_after_task), flush_timeout, shutdown_timeout)
     _installed[id(celery_app)] = installed
+    celery_app.steps["worker"].add(_CheckSettings)  # a set: installing twice adds it once
     uid = f"courier_analytics:{id(celery_app)}"
     # Signals are global; weak=False keeps the bound methods alive, and the
     # dispatch_uid makes a second install() replace the first.

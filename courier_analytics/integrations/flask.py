@@ -20,15 +20,16 @@ See the Integrations pages of the documentation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import flask
 
 import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     RequestOptions,
-    anonymous_id_from_cookie,
     apply_config,
+    check_settings,
     client_ip,
     page_context,
     request_context,
@@ -39,8 +40,10 @@ __all__ = ["CourierAnalytics"]
 
 logger = logging.getLogger("courier_analytics")
 
-_SCOPE = "_courier_analytics_scope"
+#: Where a request's open scope is kept: its WSGI environ, which outlives Flask's contexts.
+_SCOPE = "courier_analytics.scope"
 UserId = Callable[[], "str | int | None"]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class CourierAnalytics:
@@ -57,7 +60,9 @@ class CourierAnalytics:
 
     `app.config["COURIER_ANALYTICS"]` is a dict of module-level settings
     (`api_key`, `route`, `region`, ...) and of `trusted_proxies` and
-    `anonymous_id_cookie`; it is applied when the extension is initialised.
+    `anonymous_id_cookie`; it is validated whole (with the module-level settings
+    and environment variables it does not set) and applied when the extension is
+    initialised.
 
     Args:
         app: The app, or `None` to call `init_app` later (app factories).
@@ -66,6 +71,7 @@ class CourierAnalytics:
 
     Raises:
         TypeError: `user_id` is not callable, or the config has an unknown name.
+        ConfigurationError: A setting is missing or invalid (with `app`).
     """
 
     def __init__(self, app: flask.Flask | None = None, *, user_id: UserId | None = None) -> None:
@@ -76,19 +82,32 @@ class CourierAnalytics:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
-        """Apply the app's `COURIER_ANALYTICS` config and open a scope in each of its requests."""
-        options = apply_config(
-            app.config.get("COURIER_ANALYTICS"), 'app.config["COURIER_ANALYTICS"]'
-        )
+        """Apply the app's `COURIER_ANALYTICS` config and open a scope in each of its requests.
+
+        Raises:
+            TypeError: The config is not a dict, or has an unknown name.
+            ConfigurationError: A setting is missing or invalid (no API key
+                anywhere, `"region": "asia"`): found here, at start-up, instead
+                of in every request.
+        """
+        config = app.config.get("COURIER_ANALYTICS")
+        where = 'app.config["COURIER_ANALYTICS"]'
+        check_settings(where, config)
+        options = apply_config(config, where)
+        initialised = "courier_analytics" in app.extensions
         app.extensions["courier_analytics"] = options
+        if initialised:  # a second init_app() replaces the options, not the hooks
+            return
         # First to open, last to close: the app's own hooks run inside the scope.
         app.before_request_funcs.setdefault(None, []).insert(0, self._open)
         app.teardown_request_funcs.setdefault(None, []).insert(0, self._close)
+        # Flask stops running teardown hooks at the first that raises, so ours may
+        # never run: the WSGI call ends the scope too, whatever raised.
+        app.wsgi_app = _EndingScopes(app.wsgi_app)  # type: ignore[method-assign]
 
     def _open(self) -> None:
         request = flask.request
         options: RequestOptions = flask.current_app.extensions["courier_analytics"]
-        cookie = request.cookies.get(options.anonymous_id_cookie)
         context = request_context(
             ip=client_ip(
                 request.remote_addr, request.headers.get("X-Forwarded-For"), options.trusted_proxies
@@ -104,17 +123,15 @@ class CourierAnalytics:
         )
         scope = analytics.scope(
             user_id=self._current_user_id(),
-            anonymous_id=anonymous_id_from_cookie(cookie),
+            anonymous_id=options.anonymous_id(request.cookies),
             context=context,
             on_missing_identity="skip",
         )
         scope.__enter__()
-        setattr(flask.g, _SCOPE, scope)
+        request.environ[_SCOPE] = scope
 
     def _close(self, exc: BaseException | None) -> None:
-        scope: analytics.scope | None = flask.g.pop(_SCOPE, None)
-        if scope is not None:
-            scope.__exit__(None, None, None)
+        _end_scope(flask.request.environ)
 
     def _current_user_id(self) -> str | None:
         """The current user's id, or `None`; a failing lookup never breaks the request."""
@@ -139,3 +156,57 @@ def _flask_login_user_id() -> str | None:
     if not current_user.is_authenticated:
         return None
     return user_id_text(current_user.get_id())
+
+
+def _end_scope(environ: dict[str, Any]) -> None:
+    """End the request's scope if it is still open (the first caller ends it)."""
+    scope: analytics.scope | None = environ.pop(_SCOPE, None)
+    if scope is not None:
+        scope.__exit__(None, None, None)
+
+
+class _EndingScopes:
+    """The app's WSGI callable, wrapped: a request's scope ends with its request.
+
+    Usually our teardown hook has ended it already. If another teardown hook
+    raised first, Flask skipped ours and the scope would stay in the thread's
+    context, so that the next request on the thread (gunicorn's sync and gthread
+    workers, uwsgi) ran as the previous user: it ends here instead. A response
+    streamed with `stream_with_context` keeps its request (and scope) open until
+    the server closes the body.
+    """
+
+    def __init__(self, wsgi_app: WSGIApp) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        try:
+            body = self.wsgi_app(environ, start_response)
+        except BaseException:
+            _end_scope(environ)
+            raise
+        if _SCOPE not in environ:  # ended with the request: the body is passed as it is
+            return body
+        return _EndingWithBody(body, environ)
+
+
+class _EndingWithBody:
+    """A streamed body that ends the request's scope when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], environ: dict[str, Any]) -> None:
+        self._body = body
+        self._chunks = iter(body)
+        self._environ = environ
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _end_scope(self._environ)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socketserver
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -110,3 +112,15 @@ def make_client(courier: FakeCourier, **options: Any) -> Client:
 def balanced(client: Client) -> bool:
     """The accounting invariant: every message made is accounted for exactly once."""
     return client.stats.unaccounted == 0
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Serve `server` on a thread of its own for the duration; then close it."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -451,7 +451,7 @@ def test_a_key_echoed_in_an_error_body_never_leaves_an_httpx_sender() -> None:
 
 
 def test_a_key_echoed_in_a_malformed_answer_is_not_in_the_error() -> None:
-    """A broken answer quoting the key: the protocol error's text shows it blanked out."""
+    """A broken answer quoting the key: the protocol error's text quotes none of it."""
     answer = b"HTTP/1.1 202 OK\r\nBearer " + KEY.encode() + b"\r\n\r\n"
     server = RawServer(lambda n, raw: answer)
 
@@ -464,8 +464,8 @@ def test_a_key_echoed_in_a_malformed_answer_is_not_in_the_error() -> None:
 
     with pytest.raises(httpx.RemoteProtocolError, match="malformed header line") as info:
         run(server, scenario)
-    assert KEY not in str(info.value)
-    assert "Bearer ***" in str(info.value)
+    assert KEY[:8] not in str(info.value)
+    assert "Bearer" not in str(info.value)
 
 
 def test_a_key_quoted_in_an_httpx_error_is_not_in_the_error() -> None:

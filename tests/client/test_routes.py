@@ -195,10 +195,19 @@ def test_api_route_posts_track_as_prefixed_inbound_event(courier: respx.MockRout
     }
 
 
-def test_api_route_sends_anonymous_track_to_the_anonymous_id(courier: respx.MockRouter) -> None:
-    """Without a user id, route api uses the anonymous id as userId."""
-    deliver("api", "track", "Viewed", anonymous_id="anon-7")
-    assert sent(courier)[0][2]["userId"] == "anon-7"
+def test_api_route_files_anonymous_messages_under_the_namespaced_anonymous_id(
+    courier: respx.MockRouter,
+) -> None:
+    """Without a user id, route api's profile id is anonymous:<anonymous id>, never a user's."""
+    deliver("api", "track", "Viewed", anonymous_id="1")
+    deliver("api", "identify", traits={"plan": "pro"}, anonymous_id="1")
+    deliver("api", "track", "Viewed", user_id="u1", anonymous_id="1")
+    [(_, _, track), (identify_path, _, _), (_, _, known)] = sent(courier)
+    assert (track["userId"], identify_path, known["userId"]) == (
+        "anonymous:1",
+        "/profiles/anonymous%3A1",
+        "u1",
+    )
 
 
 def test_api_route_uses_the_configured_event_prefix(courier: respx.MockRouter) -> None:

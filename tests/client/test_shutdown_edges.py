@@ -11,11 +11,8 @@ import httpx
 from courier_analytics import NotDeliveredError
 from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome
-from courier_analytics._routes import Request
 
 from .fakes import Answer, FakeCourier, Reports, accept, make_client
-
-REQUEST = Request("/inbound/courier", b"{}")
 
 
 def test_a_message_released_just_as_the_worker_stops_is_reported() -> None:
@@ -58,7 +55,7 @@ def test_a_retryable_answer_while_the_worker_ends_is_reported_not_retried() -> N
         assert worker._lanes is not None
         worker._lanes.add(message)  # released, as a message in flight is
         worker._ready.pop()
-        retrying = worker._settle(message, REQUEST, Outcome(503, retry=True), time.monotonic())
+        retrying = worker._settle(message, Outcome(503, retry=True), time.monotonic())
         settled.set_result((retrying, len(worker._retrying)))
 
     worker._call_soon(settle_while_ending)

@@ -11,6 +11,9 @@ from courier_analytics.devserver import DevServer, Faults
 
 KEY = "integrations-key-7c2e"
 MAPPINGS = {"Segment-TrackEvent:Export Finished": "tmpl_export"}
+#: An anonymous id as analytics.js makes one (a UUID v4), and its cookie value.
+ANONYMOUS_ID = "9f1c2a4e-0b8d-4f6a-9c3e-1d2b3a4c5e61"
+ANONYMOUS_COOKIE = f"%22{ANONYMOUS_ID}%22"
 
 
 @pytest.fixture(scope="session")

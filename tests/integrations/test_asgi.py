@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +37,7 @@ import courier_analytics as analytics  # noqa: E402
 from courier_analytics.devserver import DevServer, Faults  # noqa: E402
 from courier_analytics.integrations.asgi import CourierAnalyticsMiddleware  # noqa: E402
 
-from .conftest import KEY  # noqa: E402
+from .conftest import ANONYMOUS_COOKIE, ANONYMOUS_ID, KEY  # noqa: E402
 
 
 class HeaderAuth(AuthenticationBackend):  # type: ignore[misc]
@@ -140,10 +142,13 @@ def test_a_user_id_callable_returning_an_empty_id_never_breaks_the_request(
 ) -> None:
     """user_id(scope) returning "" (no user) answers the request; events carry no user."""
     with TestClient(starlette_app(courier, user_id=lambda scope: "")) as client:
-        client.cookies.set("ajs_anonymous_id", "%22anon-3%22")
+        client.cookies.set("ajs_anonymous_id", ANONYMOUS_COOKIE)
         response = client.get("/whoami")
         assert response.status_code == 200
-        assert response.json() == {"user_id": None, "anonymous_id": "anon-3"}
+        assert response.json() == {
+            "user_id": None,
+            "anonymous_id": ANONYMOUS_ID,
+        }
 
 
 class NoIdentityUser(BaseUser):  # type: ignore[misc]
@@ -208,8 +213,11 @@ def test_a_forged_user_cookie_is_ignored_and_the_anonymous_cookie_used(
     """ajs_user_id never names the user; ajs_anonymous_id (JSON-encoded) is decoded."""
     with TestClient(starlette_app(courier)) as client:
         client.cookies.set("ajs_user_id", "%22victim%22")
-        client.cookies.set("ajs_anonymous_id", "%22anon-3%22")
-        assert client.get("/whoami").json() == {"user_id": None, "anonymous_id": "anon-3"}
+        client.cookies.set("ajs_anonymous_id", ANONYMOUS_COOKIE)
+        assert client.get("/whoami").json() == {
+            "user_id": None,
+            "anonymous_id": ANONYMOUS_ID,
+        }
 
 
 def test_a_call_knowing_no_user_is_skipped_and_the_endpoint_answers(courier: DevServer) -> None:
@@ -362,3 +370,150 @@ def test_other_scope_types_pass_through_untouched() -> None:
 
     asyncio.run(CourierAnalyticsMiddleware(app)({"type": "custom"}, None, None))  # type: ignore[arg-type]
     assert seen == ["custom"]
+
+
+def seen_by_the_app(headers: list[tuple[bytes, bytes]], **options: Any) -> dict[str, Any]:
+    """Call the middleware with one raw HTTP request; what the app saw of its scope."""
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["user"] = analytics.user()
+        seen["context"] = (analytics.scope.snapshot() or {}).get("context")
+
+    request = {"type": "http", "path": "/", "headers": headers, "client": ("203.0.113.9", 1)}
+    asyncio.run(CourierAnalyticsMiddleware(app, **options)(request, None, None))  # type: ignore[arg-type]
+    return seen
+
+
+def test_repeated_cookie_headers_are_joined_as_one_cookie_list() -> None:
+    """HTTP/2 sends each cookie in its own header: the anonymous id in the second is found."""
+    seen = seen_by_the_app(
+        [(b"cookie", b"session=abc"), (b"cookie", f"ajs_anonymous_id={ANONYMOUS_COOKIE}".encode())]
+    )
+    assert seen["user"].anonymous_id == ANONYMOUS_ID
+
+
+class RaisingMiddleware:
+    """Placed after the analytics middleware: fails requests that carry X-Test-Boom."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (b"x-test-boom", b"1") in scope.get("headers", ()):
+            raise ConnectionResetError("a later middleware failed")
+        await self.app(scope, receive, send)
+
+
+async def boom(request: Request) -> PlainTextResponse:
+    analytics.track("Page Served")
+    raise ConnectionResetError("the endpoint failed")
+
+
+@pytest.mark.parametrize("raises", ["the endpoint", "a later middleware"])
+def test_an_exception_leaves_no_scope_in_the_task_for_the_next_request(
+    courier: DevServer, raises: str
+) -> None:
+    """The app or a later middleware raises: the next request in the same task is anonymous."""
+    analytics.configure(api_key=KEY, base_url=courier.base_url)
+    app = Starlette(
+        routes=[Route("/whoami", whoami), Route("/boom", boom)],
+        middleware=[
+            Middleware(AuthenticationMiddleware, backend=HeaderAuth()),
+            Middleware(CourierAnalyticsMiddleware),
+            Middleware(RaisingMiddleware),
+        ],
+    )
+    path, headers = ("/boom", {}) if raises == "the endpoint" else ("/whoami", {"X-Test-Boom": "1"})
+
+    async def main() -> Any:
+        # httpx runs an ASGI app in the task that sends the request: one task, reused.
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            with pytest.raises(ConnectionResetError):
+                await client.get(path, headers={"X-Test-Login": "ada", **headers})
+            assert analytics.user() is None
+            return (await client.get("/whoami")).json()
+
+    assert asyncio.run(main()) == {"user_id": None, "anonymous_id": None}
+
+
+def lifespan_startup(app: Any) -> dict[str, Any]:
+    """Run an app's lifespan start-up and shutdown as a server does; the start-up answer."""
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    answers: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        answers.append(message)
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    return answers[0]
+
+
+def test_a_bad_configuration_fails_the_lifespan_start_up_naming_the_setting() -> None:
+    """No API key anywhere: lifespan.startup.failed names it, so the server does not start."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:  # the app's start-up sets the settings
+        analytics.configure(region="asia", api_key=KEY)
+        yield
+
+    app = Starlette(lifespan=lifespan, middleware=[Middleware(CourierAnalyticsMiddleware)])
+    answer = lifespan_startup(app)
+    assert answer["type"] == "lifespan.startup.failed"
+    assert answer["message"].startswith("courier_analytics.region: region must be one of")
+    analytics.configure(region="us", api_key=None)
+    answer = lifespan_startup(Starlette(middleware=[Middleware(CourierAnalyticsMiddleware)]))
+    assert answer["message"].startswith("courier_analytics.api_key: api_key is required")
+
+
+def test_a_good_configuration_completes_the_lifespan_start_up() -> None:
+    """A valid configuration set by the app's start-up: lifespan.startup.complete."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        analytics.configure(api_key=KEY, send=False)
+        yield
+
+    app = Starlette(lifespan=lifespan, middleware=[Middleware(CourierAnalyticsMiddleware)])
+    assert lifespan_startup(app) == {"type": "lifespan.startup.complete"}
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [(["unix"], "198.51.100.23"), ([], None)])
+def test_behind_a_proxy_on_a_unix_socket_the_ip_comes_from_forwarded_for_if_opted_in(
+    tmp_path: Any, trusted: list[str], expected: str | None
+) -> None:
+    """uvicorn on a unix socket (nginx in front) gives no peer: "unix" trusts it, else no ip."""
+    uvicorn = pytest.importorskip("uvicorn")
+    started = threading.Event()
+
+    async def context_ip(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            started.set()
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        ip = ((analytics.scope.snapshot() or {}).get("context") or {}).get("ip")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(ip).encode()})
+
+    analytics.configure(api_key=KEY, send=False)
+    path = str(tmp_path / "app.sock")
+    app = CourierAnalyticsMiddleware(context_ip, trusted_proxies=trusted)
+    server = uvicorn.Server(uvicorn.Config(app, uds=path, log_level="warning"))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        assert started.wait(30)
+        transport = httpx.HTTPTransport(uds=path)
+        with httpx.Client(transport=transport, base_url="http://shop") as client:
+            answer = client.get("/", headers={"X-Forwarded-For": "198.51.100.23"})
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert answer.text == str(expected)

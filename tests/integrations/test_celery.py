@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -167,3 +169,90 @@ def _installed_for(app: Any) -> Iterator[Any]:
     from courier_analytics.integrations import celery as integration
 
     yield integration._installed[id(app)]
+
+
+@pytest.fixture
+def scoped_app() -> Any:
+    """An app run in this process with Celery's own tracer (task.apply), installed."""
+    app = celery.Celery("scopes", set_as_current=False)
+    install(app)
+
+    @app.task(name="scopes.whoami")
+    def whoami(fail: bool = False, barrier: Any = None) -> str | None:
+        if barrier is not None:
+            barrier.wait()  # both runs in flight at once
+        if fail:
+            raise ConnectionResetError("the task failed")
+        user = analytics.user()
+        return user.id if user else None
+
+    return whoami
+
+
+def run(task: Any, user_id: str | None = None, task_id: str | None = None, **kwargs: Any) -> Any:
+    """Run ``task`` as a worker would, from a message sent inside ``user_id``'s scope."""
+    headers = {HEADER: {"user_id": user_id}} if user_id else {}
+    return task.apply(kwargs=kwargs, headers=headers, task_id=task_id).result
+
+
+def test_a_failing_task_leaves_no_scope_on_the_worker_thread(scoped_app: Any) -> None:
+    """A task that raises: the next task on the same thread runs with no user."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        failed = thread.submit(run, scoped_app, "ada", fail=True).result()
+        assert isinstance(failed, ConnectionResetError)
+        assert thread.submit(run, scoped_app).result() is None
+
+
+@pytest.mark.parametrize("signal_name", ["task_prerun", "task_postrun"])
+def test_a_failing_signal_handler_leaves_no_scope_on_the_worker_thread(
+    scoped_app: Any, signal_name: str
+) -> None:
+    """Another task_prerun/task_postrun receiver raises: the next task runs with no user."""
+
+    def flaky(**_: Any) -> None:
+        raise ConnectionResetError("a receiver failed")
+
+    signal = getattr(celery.signals, signal_name)
+    signal.connect(flaky, weak=False)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            assert thread.submit(run, scoped_app, "ada").result() == "ada"
+            assert thread.submit(run, scoped_app).result() is None
+    finally:
+        signal.disconnect(flaky)
+
+
+def test_one_task_id_run_twice_at_once_ends_both_scopes(scoped_app: Any) -> None:
+    """A redelivered task running twice at once (acks_late): each thread's scope ends."""
+    barrier = threading.Barrier(2, timeout=30)
+    with ThreadPoolExecutor(max_workers=1) as one, ThreadPoolExecutor(max_workers=1) as two:
+        runs = [
+            pool.submit(run, scoped_app, "ada", barrier=barrier, task_id="same-id")
+            for pool in (one, two)
+        ]
+        assert [r.result() for r in runs] == ["ada", "ada"]
+        assert [pool.submit(run, scoped_app).result() for pool in (one, two)] == [None, None]
+
+
+def test_a_worker_without_an_api_key_does_not_start(broker_dir: Path) -> None:
+    """No API key anywhere: the worker stops at start-up naming it, before taking a task."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("COURIER_API_KEY", "COURIER_AUTH_TOKEN")
+    }
+    env.update(CELERY_TEST_DIR=str(broker_dir), PYTHONPATH=str(HERE.parent))
+    command = [
+        sys.executable, "-m", "celery", "-A", "integrations.apps.celery_app", "worker",
+        "--pool", "solo", "--loglevel", "WARNING",
+        "--without-heartbeat", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # it started after all: the test fails below
+            process.kill()
+            process.communicate()
+    assert process.returncode != 0
+    assert "courier_analytics.api_key: api_key is required" in stderr

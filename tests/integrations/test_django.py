@@ -20,7 +20,7 @@ from django.test import AsyncClient, Client, override_settings  # noqa: E402
 import courier_analytics as analytics  # noqa: E402
 from courier_analytics.devserver import DevServer  # noqa: E402
 
-from .conftest import KEY  # noqa: E402
+from .conftest import ANONYMOUS_COOKIE, ANONYMOUS_ID, KEY  # noqa: E402
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -70,6 +70,13 @@ def user(name: str) -> Any:
     return found or User.objects.create_user(name, f"{name}@example.com", "pw")
 
 
+async def logged_in(who: Any) -> AsyncClient:
+    """An async test client with ``who`` logged in."""
+    client = AsyncClient()
+    await client.aforce_login(who)
+    return client
+
+
 def delivered(courier: DevServer) -> list[dict[str, Any]]:
     """Flush the default client and return the events the stand-in received."""
     assert analytics.flush(10)
@@ -104,10 +111,13 @@ def test_the_json_encoded_anonymous_id_cookie_is_decoded(
 ) -> None:
     """analytics.js's cookie value %22abc%22 is the anonymousId abc."""
     client = Client()
-    client.cookies["ajs_anonymous_id"] = "%22anon-123%22"
-    assert client.get("/whoami").json() == {"user_id": None, "anonymous_id": "anon-123"}
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
+    assert client.get("/whoami").json() == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     [event] = delivered(courier)
-    assert event["data"]["anonymousId"] == "anon-123"
+    assert event["data"]["anonymousId"] == ANONYMOUS_ID
     assert "userId" not in event["data"]
 
 
@@ -117,10 +127,13 @@ def test_a_forged_user_id_cookie_or_header_attributes_nothing(
     """An ajs_user_id cookie (or a header) never makes the request someone else's."""
     client = Client(HTTP_X_USER_ID="victim")
     client.cookies["ajs_user_id"] = "%22victim%22"
-    client.cookies["ajs_anonymous_id"] = "%22anon-9%22"
-    assert client.get("/whoami").json() == {"user_id": None, "anonymous_id": "anon-9"}
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
+    assert client.get("/whoami").json() == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     [event] = delivered(courier)
-    assert event["user"] == "anon-9"
+    assert event["user"] == ANONYMOUS_ID
     assert "userId" not in event["data"]
 
 
@@ -143,13 +156,13 @@ def test_identify_at_login_sets_the_user_for_the_rest_of_the_request(
     """A login view's identify() makes the following track carry the user."""
     grace = user("grace")
     client = Client()
-    client.cookies["ajs_anonymous_id"] = "%22anon-7%22"
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
     assert client.post("/signin", {"username": "grace"}).status_code == 200
     identify, track = delivered(courier)
     assert (identify["type"], identify["user"]) == ("identify", str(grace.pk))
     assert identify["data"]["traits"] == {"email": "grace@example.com"}
     assert (track["type"], track["user"]) == ("track", str(grace.pk))
-    assert track["data"]["anonymousId"] == "anon-7"
+    assert track["data"]["anonymousId"] == ANONYMOUS_ID
 
 
 def test_forwarded_for_is_ignored_without_trusted_proxies(
@@ -213,11 +226,7 @@ def test_interleaved_async_requests_keep_their_own_users(
 
     async def main() -> None:
         django_urls.async_barrier = asyncio.Barrier(2)
-        clients = []
-        for who in users:
-            client = AsyncClient()
-            await client.aforce_login(who)
-            clients.append(client)
+        clients = [await logged_in(who) for who in users]
         answers = await asyncio.gather(*(c.get("/interleaved-async") for c in clients))
         assert [a.status_code for a in answers] == [200, 200]
 
@@ -235,9 +244,7 @@ def test_async_views_get_the_scope_through_async_middleware(
     ada = user("ada")
 
     async def main() -> Any:
-        client = AsyncClient()
-        await client.aforce_login(ada)
-        return (await client.get("/async-whoami")).json()
+        return (await (await logged_in(ada)).get("/async-whoami")).json()
 
     assert asyncio.run(main()) == {"user_id": str(ada.pk)}
     [event] = delivered(courier)
@@ -294,12 +301,117 @@ def test_a_failing_user_lookup_never_breaks_the_view(
         raise RuntimeError("database unavailable")
 
     client = Client()
-    client.cookies["ajs_anonymous_id"] = "%22anon-2%22"
+    client.cookies["ajs_anonymous_id"] = ANONYMOUS_COOKIE
     original = auth_middleware.get_user
     auth_middleware.get_user = broken
     try:
         answer = client.get("/whoami")
     finally:
         auth_middleware.get_user = original
-    assert answer.json() == {"user_id": None, "anonymous_id": "anon-2"}
+    assert answer.json() == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     assert "loading request.user raised RuntimeError" in caplog.text
+
+
+def test_a_failing_view_leaves_no_scope_on_the_thread(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """A sync view that raises: the next request on this thread is anonymous again."""
+    client = Client()
+    client.force_login(user("ada"))
+    with pytest.raises(ConnectionResetError):
+        client.get("/boom")
+    assert analytics.user() is None
+    assert Client().get("/whoami").json() == {"user_id": None, "anonymous_id": None}
+
+
+def test_a_failing_later_middleware_leaves_no_scope_on_the_thread(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """A middleware after ours raises: the next request on this thread is anonymous again."""
+    later = "integrations.apps.django_urls.RaisingMiddleware"
+    with override_settings(MIDDLEWARE=[*MIDDLEWARE, later]):
+        client = Client()
+        client.force_login(user("ada"))
+        with pytest.raises(ConnectionResetError):
+            client.get("/whoami", HTTP_X_TEST_BOOM="1")
+        assert analytics.user() is None
+        assert Client().get("/whoami").json() == {"user_id": None, "anonymous_id": None}
+
+
+def test_a_failing_request_finished_receiver_leaves_no_scope_on_the_thread(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """A request_finished receiver raises: the next request on this thread is anonymous."""
+    from django.core.signals import request_finished
+
+    def flaky_cleanup(**_: Any) -> None:
+        raise ConnectionResetError("cleanup failed")
+
+    client = Client()
+    client.force_login(user("ada"))
+    request_finished.connect(flaky_cleanup)
+    try:
+        with pytest.raises(ConnectionResetError):
+            client.get("/whoami")
+    finally:
+        request_finished.disconnect(flaky_cleanup)
+    assert analytics.user() is None
+    assert Client().get("/whoami").json() == {"user_id": None, "anonymous_id": None}
+
+
+def test_a_failing_async_view_leaves_no_scope_in_the_task(
+    courier_settings: dict[str, Any], courier: DevServer
+) -> None:
+    """An async view that raises: the next request handled in the same task is anonymous."""
+    ada = user("ada")
+
+    async def main() -> Any:
+        with pytest.raises(ConnectionResetError):
+            await (await logged_in(ada)).get("/async-boom")
+        assert analytics.user() is None
+        return (await AsyncClient().get("/async-whoami")).json()
+
+    assert asyncio.run(main()) == {"user_id": None}
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"route": "segment"}, 'COURIER_ANALYTICS["api_key"]'),
+        ({"api_key": KEY, "region": "asia"}, 'COURIER_ANALYTICS["region"]'),
+        ({"api_key": KEY, "max_queue_size": 0}, 'COURIER_ANALYTICS["max_queue_size"]'),
+    ],
+)
+def test_a_bad_configuration_is_a_system_check_error_naming_the_setting(
+    project: None, config: dict[str, Any], named: str
+) -> None:
+    """No API key anywhere, or a bad value: manage.py check reports courier_analytics.E001."""
+    from django.core.checks import run_checks
+
+    with override_settings(COURIER_ANALYTICS=config):
+        [error] = [m for m in run_checks() if m.id == "courier_analytics.E001"]
+    assert error.msg.startswith(f"{named}: ")
+    assert KEY not in error.msg
+
+
+def test_a_good_configuration_passes_the_system_check(courier_settings: dict[str, Any]) -> None:
+    """A valid COURIER_ANALYTICS (or send=False without a key) raises no check error."""
+    from django.core.checks import run_checks
+
+    assert [m for m in run_checks() if m.id.startswith("courier_analytics")] == []
+    with override_settings(COURIER_ANALYTICS={"send": False}):
+        assert [m for m in run_checks() if m.id.startswith("courier_analytics")] == []
+
+
+def test_a_bad_configuration_stops_the_server_when_it_builds_the_middleware(
+    project: None,
+) -> None:
+    """gunicorn and uvicorn run no system checks: building the middleware refuses it."""
+    with (
+        override_settings(COURIER_ANALYTICS={"api_key": KEY, "region": "asia"}),
+        pytest.raises(ImproperlyConfigured, match=r'COURIER_ANALYTICS\["region"\]'),
+    ):
+        Client().get("/whoami")

@@ -15,7 +15,7 @@ import courier_analytics as analytics  # noqa: E402
 from courier_analytics.devserver import DevServer  # noqa: E402
 from courier_analytics.integrations.flask import CourierAnalytics  # noqa: E402
 
-from .conftest import KEY  # noqa: E402
+from .conftest import ANONYMOUS_COOKIE, ANONYMOUS_ID, KEY  # noqa: E402
 
 
 class User(flask_login.UserMixin):  # type: ignore[misc]
@@ -115,9 +115,12 @@ def test_a_failing_user_id_callable_never_breaks_the_request(
         raise LookupError("db down")
 
     client = make_app(courier, user_id=broken).test_client()
-    client.set_cookie("ajs_anonymous_id", "%22anon-1%22")
+    client.set_cookie("ajs_anonymous_id", ANONYMOUS_COOKIE)
     with caplog.at_level(logging.WARNING, logger="courier_analytics"):
-        assert client.get("/whoami").json == {"user_id": None, "anonymous_id": "anon-1"}
+        assert client.get("/whoami").json == {
+            "user_id": None,
+            "anonymous_id": ANONYMOUS_ID,
+        }
     assert "user_id callable raised LookupError" in caplog.text
 
 
@@ -126,20 +129,29 @@ def test_a_user_id_callable_returning_an_empty_id_never_breaks_the_request(
 ) -> None:
     """A user_id callable returning "" (no user) answers the request; events carry no user."""
     client = make_app(courier, user_id=lambda: "").test_client()
-    client.set_cookie("ajs_anonymous_id", "%22anon-1%22")
+    client.set_cookie("ajs_anonymous_id", ANONYMOUS_COOKIE)
     response = client.get("/whoami")
     assert response.status_code == 200
-    assert response.json == {"user_id": None, "anonymous_id": "anon-1"}
+    assert response.json == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
 
 
 def test_anonymous_cookie_is_used_and_a_forged_user_cookie_is_not(courier: DevServer) -> None:
     """ajs_anonymous_id gives the anonymousId; ajs_user_id is ignored."""
     client = make_app(courier).test_client()
-    client.set_cookie("ajs_anonymous_id", "%22anon-5%22")
+    client.set_cookie("ajs_anonymous_id", ANONYMOUS_COOKIE)
     client.set_cookie("ajs_user_id", "%22victim%22")
-    assert client.get("/whoami").json == {"user_id": None, "anonymous_id": "anon-5"}
+    assert client.get("/whoami").json == {
+        "user_id": None,
+        "anonymous_id": ANONYMOUS_ID,
+    }
     [event] = delivered(courier)
-    assert (event["user"], event["data"].get("userId")) == ("anon-5", None)
+    assert (event["user"], event["data"].get("userId")) == (
+        ANONYMOUS_ID,
+        None,
+    )
 
 
 def test_a_call_knowing_no_user_is_skipped_and_the_view_answers(courier: DevServer) -> None:
@@ -197,13 +209,20 @@ def test_interleaved_requests_keep_their_own_users(courier: DevServer) -> None:
     ]
 
 
-def test_trusted_proxies_from_the_app_config(courier: DevServer) -> None:
+@pytest.mark.parametrize(
+    ("trusted", "peer"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("unix", ""),  # gunicorn on a unix socket: REMOTE_ADDR "", trusted only when opted in
+    ],
+)
+def test_trusted_proxies_from_the_app_config(courier: DevServer, trusted: str, peer: str) -> None:
     """COURIER_ANALYTICS["trusted_proxies"] lets X-Forwarded-For name the client."""
     app = flask.Flask(__name__)
     app.config["COURIER_ANALYTICS"] = {
         "api_key": KEY,
         "base_url": courier.base_url,
-        "trusted_proxies": ["127.0.0.1"],
+        "trusted_proxies": [trusted],
     }
 
     @app.get("/")
@@ -212,7 +231,8 @@ def test_trusted_proxies_from_the_app_config(courier: DevServer) -> None:
         return "ok"
 
     CourierAnalytics(user_id=lambda: None).init_app(app)
-    app.test_client().get("/", headers={"X-Forwarded-For": "198.51.100.4"})
+    forwarded = {"X-Forwarded-For": "198.51.100.4"}
+    app.test_client().get("/", headers=forwarded, environ_base={"REMOTE_ADDR": peer})
     [event] = delivered(courier)
     assert event["data"]["context"]["ip"] == "198.51.100.4"
 
@@ -225,3 +245,72 @@ def test_bad_configuration_fails_at_init_app() -> None:
         CourierAnalytics(app)
     with pytest.raises(TypeError, match="user_id must be a callable"):
         CourierAnalytics(user_id="ada")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raising_hook_runs", ["before ours", "after ours"])
+def test_a_raising_teardown_hook_never_leaks_the_scope_into_the_next_request(
+    courier: DevServer, raising_hook_runs: str
+) -> None:
+    """Another teardown hook raises: the next request on this thread is not the last user's."""
+    app = make_app(courier)
+
+    def flaky_database_close(exc: BaseException | None) -> None:
+        if flask.request.headers.get("X-Test-Login"):
+            raise ConnectionResetError("database went away")
+
+    if raising_hook_runs == "before ours":  # Flask runs teardown hooks last-registered first
+        app.teardown_request(flaky_database_close)
+    else:
+        app.teardown_request_funcs[None].insert(0, flaky_database_close)
+    client = app.test_client()
+    with pytest.raises(ConnectionResetError):
+        client.get("/whoami", headers={"X-Test-Login": "ada"})
+    assert analytics.user() is None
+    anonymous = client.get("/whoami").json  # on the same thread
+    assert anonymous == {"user_id": None, "anonymous_id": None}
+    assert [event["user"] for event in delivered(courier)] == ["ada"]
+
+
+def test_a_scope_still_open_when_the_app_returns_ends_when_the_body_is_closed() -> None:
+    """Flask < 3.1 keeps a streamed request open: its scope ends when the server closes the body."""
+    from courier_analytics.integrations.flask import _SCOPE, _EndingScopes
+
+    def streaming_app(environ: dict[str, Any], start_response: Any) -> Any:
+        scope = analytics.scope(user_id="ada")
+        scope.__enter__()
+        environ[_SCOPE] = scope  # as the extension's hook does; teardown deferred
+
+        class Body:
+            def __iter__(self) -> Any:
+                user = analytics.user()
+                yield (user.id if user else "nobody").encode()
+
+            def close(self) -> None:
+                raise ConnectionResetError("the body's own close failed")
+
+        return Body()
+
+    answer = _EndingScopes(streaming_app)({}, lambda *args: None)
+    assert b"".join(answer) == b"ada"
+    with pytest.raises(ConnectionResetError):
+        answer.close()  # type: ignore[attr-defined]
+    assert analytics.user() is None
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"route": "segment"}, "api_key"),
+        ({"api_key": KEY, "region": "asia"}, "region"),
+    ],
+)
+def test_a_bad_setting_value_fails_at_init_app_naming_it(
+    config: dict[str, Any], named: str
+) -> None:
+    """No API key anywhere or "region": "asia": ConfigurationError at init_app, not per request."""
+    app = flask.Flask(__name__)
+    app.config["COURIER_ANALYTICS"] = config
+    with pytest.raises(analytics.ConfigurationError) as caught:
+        CourierAnalytics(app)
+    assert str(caught.value).startswith(f'app.config["COURIER_ANALYTICS"]["{named}"]: ')
+    assert analytics.region == "us"  # nothing applied

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import courier_analytics as analytics
@@ -38,28 +40,60 @@ def test_client_ip_walks_forwarded_for_only_through_trusted_proxies(
     assert client_ip(peer, forwarded, PROXIES) == expected
 
 
+UNIX = RequestOptions(trusted_proxies=["unix", "10.0.0.0/8"]).trusted_proxies
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "proxies", "expected"),
+    [
+        (None, "203.0.113.1", UNIX, "203.0.113.1"),  # uvicorn on a unix socket: client None
+        ("", "203.0.113.1", UNIX, "203.0.113.1"),  # gunicorn: REMOTE_ADDR ""
+        ("", "1.1.1.1, 203.0.113.1, 10.0.0.9", UNIX, "203.0.113.1"),  # through more proxies
+        ("", "10.1.1.1, 10.0.0.9", UNIX, "10.1.1.1"),  # all trusted: the leftmost
+        ("", "not-an-ip", UNIX, None),  # nothing known good
+        ("", None, UNIX, None),
+        (None, "203.0.113.1", PROXIES, None),  # not opted in: the header is anyone's
+        ("", "203.0.113.1", (), None),
+    ],
+)
+def test_a_peer_on_a_unix_socket_is_a_trusted_proxy_only_when_opted_in(
+    peer: str | None, forwarded: str | None, proxies: tuple[Any, ...], expected: str | None
+) -> None:
+    """No peer address (a unix socket): X-Forwarded-For is read only with "unix" trusted."""
+    assert client_ip(peer, forwarded, proxies) == expected
+
+
 def test_without_trusted_proxies_forwarded_for_is_never_read() -> None:
     """No trusted_proxies: the socket peer, whatever the header says."""
     assert client_ip("10.0.0.2", "203.0.113.1", ()) == "10.0.0.2"
 
 
+UUID = "6f0d6a3e-84b1-4c1e-9a57-2b3c4d5e6f70"
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("%22abc-123%22", "abc-123"),
-        ('"abc"', "abc"),
-        ("abc", "abc"),  # stored bare by old analytics.js
+        (f"%22{UUID}%22", UUID),  # as analytics.js writes it
+        (f'"{UUID}"', UUID),
+        (UUID, UUID),  # stored bare by old analytics.js
+        (f"%22{UUID.upper()}%22", UUID.upper()),
+        ("%221%22", None),  # a guessable user id: never an anonymous id
+        ("1", None),
+        ("%22ada%40example.com%22", None),
+        ("%22abc-123%22", None),
+        (f"%22{UUID}x%22", None),
+        (f"%22{UUID[:-1]}%22", None),
         ("%22%22", None),
-        ("%7B%7D", "{}"),  # not JSON-quoted: taken as is
-        ("%22a%5Cu0000b%22", None),  # control character
-        ("%22" + "x" * 300 + "%22", None),
+        ("%7B%7D", None),
+        ("%22a%5Cu0000b%22", None),
         ("%22unterminated", None),
         ("", None),
         (None, None),
     ],
 )
 def test_anonymous_id_cookie_values(raw: str | None, expected: str | None) -> None:
-    """analytics.js's JSON-encoded, URL-escaped cookie decodes; junk is ignored."""
+    """analytics.js's JSON-encoded, URL-escaped UUID decodes; anything else is ignored."""
     assert anonymous_id_from_cookie(raw) == expected
 
 

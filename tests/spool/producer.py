@@ -20,7 +20,7 @@ def main() -> None:
         base_url=base_url,
         spool=spool,
         retry=RetryPolicy(max_retries=2, initial_wait=0.01, max_wait=0.05, max_time=1.0),
-        timeout=2.0,
+        timeout=10.0,
     )
     for n in range(int(count)):
         client.track("Produced", {"n": n, "p": name}, user_id=f"{name}-u{n % 20}")

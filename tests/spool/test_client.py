@@ -142,6 +142,39 @@ def test_an_outage_parks_messages_instead_of_failing_them(tmp_path: Path) -> Non
     client.shutdown()
 
 
+def test_a_long_outage_holds_no_memory_and_loses_nothing(tmp_path: Path) -> None:
+    """Courier down while 12,000 events are made: all wait on disk, then all are delivered."""
+    down = threading.Event()
+    down.set()
+
+    def rule(request: httpx.Request, body: dict[str, Any], attempt: int) -> Any:
+        return httpx.Response(503, json={}) if down.is_set() else accept(request, body, attempt)
+
+    courier = FakeCourier(rule)
+    client = make_client(courier, spool=tmp_path / "spool.db", retry=ONE_RETRY)
+    journal = client._worker.journal
+    assert journal is not None
+    for chunk in range(6):
+        for n in range(2000):
+            client.track("Outage", {"n": chunk * 2000 + n}, user_id=f"u{n % 100}")
+        assert client.flush(60)  # returns once every message waits in the spool
+        assert client._worker.held == journal._parked  # none of them in memory
+        assert not journal._rows
+        assert client._worker.held_bytes == 0  # so max_queue_bytes drops none
+    stats = client.stats
+    assert (stats.failed, stats.dropped, stats.pending) == (0, 0, 12_000)
+    tried = len(courier.requests)
+    assert tried < 3 * 2000  # once Courier is known down, only a few are tried (not 24,000)
+    down.clear()
+    journal._clock = lambda: time.time() + 3600  # later: every retry is due
+    assert client.flush(300)
+    assert client.stats.delivered == 12_000
+    assert len({body["messageId"] for body in courier.bodies}) == 12_000
+    assert status(tmp_path / "spool.db").messages == 0
+    assert balanced(client)
+    client.shutdown()
+
+
 def test_a_message_older_than_spool_max_age_fails(tmp_path: Path) -> None:
     """A message still failing after spool_max_age is reported and leaves the spool."""
     courier = FakeCourier(lambda request, body, attempt: httpx.Response(503, json={}))

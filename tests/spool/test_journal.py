@@ -22,6 +22,7 @@ class StubWorker:
     def __init__(self, max_queue_size: int) -> None:
         self.queue: deque[Message] = deque()
         self.held = 0
+        self.delivered = 0
         self.max_queue_size = max_queue_size
         self.released: list[Message] = []
         self.lanes = Lanes(self.released.append, strict=False, per_user=100)
@@ -35,6 +36,12 @@ class StubWorker:
 
     def withdraw(self, user: str) -> list[Message]:
         return self.lanes.withdraw(user)
+
+    def left_memory(self, messages: list[Message]) -> None:
+        pass
+
+    def back_in_memory(self, message: Message) -> None:
+        pass
 
     def report(self, error: BaseException, message: Message) -> None:
         self.reports.append(error)

@@ -29,21 +29,22 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 
 import courier_analytics as analytics
 from courier_analytics.integrations._http import (
     RequestOptions,
-    anonymous_id_from_cookie,
     apply_config,
+    check_settings,
     client_ip,
     page_context,
     request_context,
     user_id_text,
 )
 
-__all__ = ["CourierAnalyticsMiddleware", "configure_from_settings"]
+__all__ = ["CourierAnalyticsMiddleware", "check_configuration", "configure_from_settings"]
 
 logger = logging.getLogger("courier_analytics")
 
@@ -67,6 +68,30 @@ def configure_from_settings() -> RequestOptions:
         raise ImproperlyConfigured(str(exc)) from exc
 
 
+def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Django system check: `settings.COURIER_ANALYTICS` makes a valid client (`manage.py check`).
+
+    The whole configuration is validated as `Client(...)` validates it: the
+    settings in `COURIER_ANALYTICS` over the module-level ones and the
+    environment (`COURIER_API_KEY`). A missing key or a bad value is error
+    `courier_analytics.E001`, naming the setting (`COURIER_ANALYTICS["api_key"]`),
+    so that `runserver`, `migrate` and deploy checks stop on it instead of every
+    call in a view failing later. Registered by the app config.
+    """
+    try:
+        check_settings("COURIER_ANALYTICS", getattr(settings, "COURIER_ANALYTICS", None))
+    except (TypeError, ValueError) as exc:  # ConfigurationError is a ValueError
+        return [checks.Error(str(exc), hint=_HINT, id="courier_analytics.E001")]
+    return []
+
+
+_HINT = (
+    'Fix the setting in COURIER_ANALYTICS. The API key may come from COURIER_ANALYTICS["api_key"] '
+    'or the COURIER_API_KEY environment variable; with "send": False (tests, local development) '
+    "none is needed."
+)
+
+
 class CourierAnalyticsMiddleware:
     """Opens a [`scope`][courier_analytics.scope] around each request (sync and async).
 
@@ -83,6 +108,12 @@ class CourierAnalyticsMiddleware:
 
     Args:
         get_response: The next middleware or view (Django passes it).
+
+    Raises:
+        ImproperlyConfigured: `COURIER_ANALYTICS` (with the module-level settings
+            and the environment) does not make a valid client: no API key
+            anywhere, or a bad value. Django builds middleware when the server
+            starts, so the server does not start.
     """
 
     sync_capable = True
@@ -90,6 +121,12 @@ class CourierAnalyticsMiddleware:
 
     def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
+        # Django builds middleware when the server starts (gunicorn, uwsgi and
+        # uvicorn run no system checks): a bad configuration stops it there.
+        try:
+            check_settings("COURIER_ANALYTICS", getattr(settings, "COURIER_ANALYTICS", None))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(str(exc)) from None
         self.options = configure_from_settings()
         self._warned = False
         self._async = iscoroutinefunction(get_response)
@@ -135,7 +172,6 @@ class CourierAnalyticsMiddleware:
 
     def _scope(self, request: HttpRequest, user_id: str | None) -> analytics.scope:
         meta = request.META
-        cookie = request.COOKIES.get(self.options.anonymous_id_cookie)
         try:
             url = request.build_absolute_uri()
         except DisallowedHost:  # Django answers 400 itself; analytics never breaks the view
@@ -153,7 +189,7 @@ class CourierAnalyticsMiddleware:
         )
         return analytics.scope(
             user_id=user_id,
-            anonymous_id=anonymous_id_from_cookie(cookie),
+            anonymous_id=self.options.anonymous_id(request.COOKIES),
             context=context,
             on_missing_identity="skip",
         )

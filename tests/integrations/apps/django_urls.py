@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 from django.contrib.auth import authenticate, login
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -57,10 +58,46 @@ async def async_whoami(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"user_id": user.id if user else None})
 
 
+def visit(request: HttpRequest) -> JsonResponse:
+    """An anonymous visitor's request: identify traits, track a mapped event."""
+    analytics.identify(traits={"email": "visitor@example.com"})
+    analytics.track("Export Finished", {"report": 7})
+    user = analytics.user()
+    return JsonResponse({"anonymous_id": user.anonymous_id if user else None})
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    """Track, then fail as a view with a bug does."""
+    analytics.track("Page Served")
+    raise ConnectionResetError("the view failed")
+
+
+async def async_boom(request: HttpRequest) -> HttpResponse:
+    """Track, then fail as an async view with a bug does."""
+    analytics.track("Page Served")
+    raise ConnectionResetError("the async view failed")
+
+
+class RaisingMiddleware:
+    """Placed after the analytics middleware: fails requests that carry X-Test-Boom."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        response = self.get_response(request)
+        if "HTTP_X_TEST_BOOM" in request.META:
+            raise ConnectionResetError("a later middleware failed")
+        return response
+
+
 urlpatterns = [
     path("whoami", whoami),
     path("signin", signin),
     path("interleaved", interleaved),
     path("interleaved-async", interleaved_async),
     path("async-whoami", async_whoami),
+    path("visit", visit),
+    path("boom", boom),
+    path("async-boom", async_boom),
 ]
