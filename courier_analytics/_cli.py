@@ -1,8 +1,8 @@
-"""The `courier-analytics` command: the local stand-in, one-off calls, and the demo.
+"""The `courier-analytics` command: the local stand-in, one-off calls, the demo, imports.
 
 Exit codes: 0 success; 1 a message was not delivered; 2 bad usage or bad input;
-141 the output was closed early (`courier-analytics demo | head`), as for tools
-that SIGPIPE ends.
+130 interrupted by Ctrl-C (`import`: run it again to resume); 141 the output was
+closed early (`courier-analytics demo | head`), as for tools that SIGPIPE ends.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import orjson
 
 from courier_analytics._client import Client
 from courier_analytics._errors import NotDeliveredError
+from courier_analytics._import import add_arguments as add_import_arguments
 from courier_analytics._messages import Message
 from courier_analytics._spool import _cli as spool_cli
 from courier_analytics._version import __version__
@@ -89,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--anonymous-id", help="an anonymous id, when there is no user id")
     _add_connection_arguments(track)
     spool_cli.add_commands(commands, _add_connection_arguments)
+
+    history = commands.add_parser(
+        "import",
+        help="send Segment's archived messages (JSON lines, plain or gzipped) to Courier",
+        description="Send Segment-spec messages from exports (S3, Cloud Storage) to Courier: "
+        "identifies by default; each keeps its messageId and timestamp; Ctrl-C, then the "
+        "same command again, goes on where it stopped.",
+    )
+    add_import_arguments(history)
+    _add_connection_arguments(history)
     return parser
 
 
@@ -117,6 +128,10 @@ def _main(argv: Sequence[str] | None, out: TextIO) -> int:
         return run_demo(route=args.route, out=out, keep_running=args.keep_running)
     if args.command in spool_cli.COMMANDS:
         return spool_cli.run(args, out)
+    if args.command == "import":
+        from courier_analytics._import import run as run_import
+
+        return run_import(args, out)
     return _send_one(args, out)
 
 

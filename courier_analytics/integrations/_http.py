@@ -57,7 +57,7 @@ logger = logging.getLogger("courier_analytics")
 #: The cookie in which analytics.js keeps its anonymous id (JSON-encoded).
 ANONYMOUS_ID_COOKIE: Final = "ajs_anonymous_id"
 
-#: What analytics.js writes as an anonymous id: a UUID (v4), in its canonical text form.
+#: An anonymous id as analytics.js writes one: a UUID (it writes v4, lower-case; any is taken).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 #: The `trusted_proxies` entry that trusts a peer on a unix socket (one with no address).
@@ -67,6 +67,8 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: A trusted proxy: a network, or `UNIX_SOCKET`.
 Proxy = _Network | Literal["unix"]
+#: What werkzeug's server gives as `REMOTE_ADDR` for a peer on a unix socket.
+_WERKZEUG_UNIX_PEER: Final = "<local>"
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 
@@ -231,11 +233,12 @@ def client_ip(
     known good. Without `trusted_proxies`, or from a peer that is not one of them,
     the header is ignored: any client can send it.
 
-    A peer without an address (`None` or `""`: the server listens on a unix
-    socket) is a trusted proxy only with `"unix"` in `trusted_proxies`; else
-    there is no address to give.
+    A peer without an address (the server listens on a unix socket: `None`
+    from ASGI servers, `""` from gunicorn, `"<local>"` from werkzeug's server)
+    is a trusted proxy only with `"unix"` in `trusted_proxies`; else there is no
+    address to give.
     """
-    if not peer:
+    if not peer or peer == _WERKZEUG_UNIX_PEER:
         if UNIX_SOCKET not in trusted_proxies or not forwarded_for:
             return None
         nearest: _Address | None = None

@@ -42,6 +42,8 @@ logger = logging.getLogger("courier_analytics")
 
 #: Where a request's open scope is kept: its WSGI environ, which outlives Flask's contexts.
 _SCOPE = "courier_analytics.scope"
+#: The app's extension (the last to call `init_app`): its `user_id` is the one asked.
+_EXTENSION = "courier_analytics.extension"
 UserId = Callable[[], "str | int | None"]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -84,6 +86,9 @@ class CourierAnalytics:
     def init_app(self, app: flask.Flask) -> None:
         """Apply the app's `COURIER_ANALYTICS` config and open a scope in each of its requests.
 
+        Called again for the same app (by this extension or another), it replaces
+        the options and the `user_id` lookup; the app keeps one set of hooks.
+
         Raises:
             TypeError: The config is not a dict, or has an unknown name.
             ConfigurationError: A setting is missing or invalid (no API key
@@ -96,7 +101,8 @@ class CourierAnalytics:
         options = apply_config(config, where)
         initialised = "courier_analytics" in app.extensions
         app.extensions["courier_analytics"] = options
-        if initialised:  # a second init_app() replaces the options, not the hooks
+        app.extensions[_EXTENSION] = self  # whose user_id the hooks call
+        if initialised:  # a second init_app() replaces the options and user_id, not the hooks
             return
         # First to open, last to close: the app's own hooks run inside the scope.
         app.before_request_funcs.setdefault(None, []).insert(0, self._open)
@@ -121,8 +127,9 @@ class CourierAnalytics:
                 request.referrer,
             ),
         )
+        extension: CourierAnalytics = flask.current_app.extensions[_EXTENSION]
         scope = analytics.scope(
-            user_id=self._current_user_id(),
+            user_id=extension._current_user_id(),
             anonymous_id=options.anonymous_id(request.cookies),
             context=context,
             on_missing_identity="skip",
@@ -171,9 +178,10 @@ class _EndingScopes:
     Usually our teardown hook has ended it already. If another teardown hook
     raised first, Flask skipped ours and the scope would stay in the thread's
     context, so that the next request on the thread (gunicorn's sync and gthread
-    workers, uwsgi) ran as the previous user: it ends here instead. A response
-    streamed with `stream_with_context` keeps its request (and scope) open until
-    the server closes the body.
+    workers, uwsgi) ran as the previous user: it ends here instead. Before Flask
+    3.1, a response streamed with `stream_with_context` keeps its request (and
+    scope) open until the server closes the body; from 3.1 on, Flask ends the
+    request before the body streams, and the scope with it.
     """
 
     def __init__(self, wsgi_app: WSGIApp) -> None:

@@ -177,7 +177,7 @@ def scoped_app() -> Any:
     app = celery.Celery("scopes", set_as_current=False)
     install(app)
 
-    @app.task(name="scopes.whoami")
+    @app.task(name="scopes.whoami", shared=False)  # this app only: each test makes one
     def whoami(fail: bool = False, barrier: Any = None) -> str | None:
         if barrier is not None:
             barrier.wait()  # both runs in flight at once
@@ -186,7 +186,10 @@ def scoped_app() -> Any:
         user = analytics.user()
         return user.id if user else None
 
-    return whoami
+    # Bound now, not by the first apply(): two threads binding it at once race
+    # (one finds no request stack yet), which broke the test that runs two at once.
+    app.finalize()
+    return app.tasks["scopes.whoami"]
 
 
 def run(task: Any, user_id: str | None = None, task_id: str | None = None, **kwargs: Any) -> Any:

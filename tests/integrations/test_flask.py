@@ -314,3 +314,40 @@ def test_a_bad_setting_value_fails_at_init_app_naming_it(
         CourierAnalytics(app)
     assert str(caught.value).startswith(f'app.config["COURIER_ANALYTICS"]["{named}"]: ')
     assert analytics.region == "us"  # nothing applied
+
+
+def test_a_second_init_app_replaces_the_user_lookup_and_adds_no_second_hooks(
+    courier: DevServer,
+) -> None:
+    """Another CourierAnalytics on the same app: its user_id is used; hooks and wrapper stay one."""
+    from courier_analytics.integrations.flask import _EndingScopes
+
+    app = make_app(courier)  # the first extension: flask-login's user
+    CourierAnalytics(app, user_id=lambda: "bob")
+    assert isinstance(app.wsgi_app, _EndingScopes)
+    assert not isinstance(app.wsgi_app.wsgi_app, _EndingScopes)
+    assert len(app.before_request_funcs[None]) == len(app.teardown_request_funcs[None]) == 1
+    assert app.test_client().get("/whoami").json == {"user_id": "bob", "anonymous_id": None}
+
+
+def test_a_streamed_body_runs_as_the_docs_say_and_leaves_no_scope(courier: DevServer) -> None:
+    """stream_with_context: from Flask 3.1 the body streams after the scope; none is left."""
+    from importlib.metadata import version
+
+    app = make_app(courier)
+
+    @app.get("/stream")
+    def stream() -> Any:
+        def body() -> Any:
+            user = analytics.user()
+            yield user.id if user and user.id else "nobody"
+
+        return flask.stream_with_context(body())
+
+    client = app.test_client()
+    with client.get("/stream", headers={"X-Test-Login": "ada"}) as response:
+        streamed = response.data
+    flask_major, flask_minor = (int(part) for part in version("flask").split(".")[:2])
+    assert streamed == (b"nobody" if (flask_major, flask_minor) >= (3, 1) else b"ada")
+    assert analytics.user() is None
+    assert client.get("/whoami").json == {"user_id": None, "anonymous_id": None}

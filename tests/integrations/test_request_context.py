@@ -48,12 +48,14 @@ UNIX = RequestOptions(trusted_proxies=["unix", "10.0.0.0/8"]).trusted_proxies
     [
         (None, "203.0.113.1", UNIX, "203.0.113.1"),  # uvicorn on a unix socket: client None
         ("", "203.0.113.1", UNIX, "203.0.113.1"),  # gunicorn: REMOTE_ADDR ""
+        ("<local>", "203.0.113.1", UNIX, "203.0.113.1"),  # werkzeug's server on a unix socket
         ("", "1.1.1.1, 203.0.113.1, 10.0.0.9", UNIX, "203.0.113.1"),  # through more proxies
         ("", "10.1.1.1, 10.0.0.9", UNIX, "10.1.1.1"),  # all trusted: the leftmost
         ("", "not-an-ip", UNIX, None),  # nothing known good
         ("", None, UNIX, None),
         (None, "203.0.113.1", PROXIES, None),  # not opted in: the header is anyone's
         ("", "203.0.113.1", (), None),
+        ("<local>", "203.0.113.1", (), None),  # no address: "<local>" is not an ip
     ],
 )
 def test_a_peer_on_a_unix_socket_is_a_trusted_proxy_only_when_opted_in(
