@@ -86,8 +86,16 @@ def test_the_environment_turns_delivery_off(
 ) -> None:
     """COURIER_ANALYTICS_DELIVER=0 makes a client only commit; deliver=True overrides it."""
     monkeypatch.setenv("COURIER_ANALYTICS_DELIVER", "0")
-    assert not client(server, redis_server.url()).options.spool_settings().deliver  # type: ignore[union-attr]
-    assert client(server, redis_server.url(), deliver=True).options.spool_settings().deliver  # type: ignore[union-attr]
+    quiet, loud = (
+        client(server, redis_server.url()),
+        client(server, redis_server.url(), deliver=True),
+    )
+    try:
+        assert not quiet.options.spool_settings().deliver  # type: ignore[union-attr]
+        assert loud.options.spool_settings().deliver  # type: ignore[union-attr]
+    finally:
+        quiet.shutdown(5)
+        loud.shutdown(5)
 
 
 @pytest.mark.parametrize(
