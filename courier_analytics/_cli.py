@@ -89,7 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--user-id", help="who did it")
     track.add_argument("--anonymous-id", help="an anonymous id, when there is no user id")
     _add_connection_arguments(track)
-    spool_cli.add_commands(commands, _add_connection_arguments)
 
     history = commands.add_parser(
         "import",
@@ -100,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_import_arguments(history)
     _add_connection_arguments(history)
+    spool_cli.add_commands(commands, _add_connection_arguments)
     return parser
 
 
@@ -126,12 +126,12 @@ def _main(argv: Sequence[str] | None, out: TextIO) -> int:
         from courier_analytics._demo import run_demo
 
         return run_demo(route=args.route, out=out, keep_running=args.keep_running)
-    if args.command in spool_cli.COMMANDS:
-        return spool_cli.run(args, out)
     if args.command == "import":
         from courier_analytics._import import run as run_import
 
         return run_import(args, out)
+    if args.command in spool_cli.COMMANDS:
+        return spool_cli.run(args, out)
     return _send_one(args, out)
 
 
