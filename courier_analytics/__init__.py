@@ -148,6 +148,7 @@ spool_max_age: float = _spool.DEFAULT_MAX_AGE
 spool_max_bytes: int = _spool.DEFAULT_MAX_BYTES
 spool_commit_interval: float = _spool.DEFAULT_COMMIT_INTERVAL
 meter_provider: MeterProvider | None = None
+deliver: bool | None = None
 
 identify = proxy(Client.identify)
 track = proxy(Client.track)

@@ -110,7 +110,12 @@ class Stats:
             `spool`; they are also in `pending`, or about to leave it).
         recovered: Messages this client took over from the spool, left there by a
             process (or client) that died or stopped; each ends in `delivered` or
-            `failed`, or is still `pending`.
+            `failed`, or is still `pending`. With a Redis spool: every message this
+            client claimed from the streams to deliver, its own included.
+        committed: Messages this client committed to a Redis spool: from then on
+            they are the fleet's, delivered by whichever process holds their
+            shard (they leave `pending`; those this client delivers come back
+            through `recovered`).
     """
 
     made: int
@@ -123,16 +128,20 @@ class Stats:
     pending: int
     spooled: int = 0
     recovered: int = 0
+    committed: int = 0
 
     @property
     def unaccounted(self) -> int:
-        """`made + recovered - (delivered + failed + dropped + skipped + pending)`: 0 when quiet.
+        """`made + recovered - (delivered + failed + dropped + skipped + pending + committed)`.
+
+        0 when quiet.
 
         Nonzero only for an instant while a message moves between two counters;
         after [`Client.flush`][courier_analytics.Client.flush] it is always 0. Anything else is a
         bug.
         """
         settled = self.delivered + self.failed + self.dropped + self.skipped + self.pending
+        settled += self.committed
         return self.made + self.recovered - settled
 
 
@@ -307,6 +316,10 @@ class Client:
             are recorded through; by default the global one, when opentelemetry-api
             is installed (`pip install 'courier-analytics[otel]'`), else none are
             recorded. See the Monitoring page.
+        deliver: With a Redis spool, whether this process also delivers from it
+            (the default); `False` only commits, and `courier-analytics relay`
+            processes deliver. `None` (the default) reads `COURIER_ANALYTICS_DELIVER`
+            (`0` for False), else True. See the Fleets page.
 
     Raises:
         ConfigurationError: An option is invalid, or no API key is set while `send`.
@@ -354,6 +367,7 @@ class Client:
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         spool_commit_interval: float = DEFAULT_COMMIT_INTERVAL,
         meter_provider: MeterProvider | None = None,
+        deliver: bool | None = None,
     ) -> None:
         options = Options(
             api_key=api_key,
@@ -387,6 +401,7 @@ class Client:
             spool_max_bytes=spool_max_bytes,
             spool_commit_interval=spool_commit_interval,
             meter_provider=meter_provider,
+            deliver=deliver,
         )
         self._plugins = Plugins()
         self._events = Emitter()
@@ -505,6 +520,7 @@ class Client:
             pending=worker.pending,
             spooled=0 if journal is None else journal.spooled,
             recovered=0 if journal is None else journal.recovered,
+            committed=0 if journal is None else journal.committed,
         )
 
     # ------------------------------------------------------------------ the calls

@@ -311,6 +311,7 @@ class Options:
     meter_provider: MeterProvider | None = attrs.field(
         default=None, validator=_meter_provider_or_none
     )
+    deliver: bool | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.send and not self.resolved_api_key():
@@ -340,7 +341,12 @@ class Options:
             raise ConfigurationError(f"max_retries must be >= 0, not {self.max_retries}")
         if self.max_retry_time is not None and self.max_retry_time < 0:
             raise ConfigurationError("max_retry_time must be >= 0 or None")
-        self.spool_settings()  # a bad spool setting raises here, naming its source
+        # A bad spool setting raises here, naming its source.
+        if self.spool_settings() is None and not self._deliver():
+            raise ConfigurationError(
+                "deliver=False needs a Redis spool (spool='redis://host:6379/0') for "
+                "relays to deliver from"
+            )
 
     def spool_settings(self) -> SpoolSettings | None:
         """The spool to use: `spool`, else `COURIER_ANALYTICS_SPOOL`; None for none."""
@@ -353,11 +359,33 @@ class Options:
             return None
         if path is None:
             return None
-        return SpoolSettings(
+        settings = SpoolSettings(
             path,
             max_age=self.spool_max_age,
             max_bytes=self.spool_max_bytes,
             commit_interval=self.spool_commit_interval,
+            deliver=self._deliver(),
+        )
+        if not settings.deliver and not settings.shared:
+            raise ConfigurationError(
+                "deliver=False needs a spool a relay can read from: a Redis spool "
+                "('redis://host:6379/0'), not a file"
+            )
+        return settings
+
+    def _deliver(self) -> bool:
+        """`deliver`, else `COURIER_ANALYTICS_DELIVER`, else True."""
+        if self.deliver is not None:
+            if not isinstance(self.deliver, bool):
+                raise ConfigurationError(f"deliver must be True or False, not {self.deliver!r}")
+            return self.deliver
+        value = os.environ.get("COURIER_ANALYTICS_DELIVER", "").strip().lower()
+        if value in ("", "1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ConfigurationError(
+            f"the COURIER_ANALYTICS_DELIVER environment variable must be 0 or 1, not {value!r}"
         )
 
     def _api_key_and_source(self) -> tuple[object, str]:

@@ -56,6 +56,8 @@ DEFAULT_MAX_BYTES = 1 << 30
 DEFAULT_COMMIT_INTERVAL = 0.02
 #: Seconds an owner's claim lasts without being renewed.
 DEFAULT_LEASE = 15.0
+#: URL schemes of the Redis Streams backend (`_redis.py`, the `[redis]` extra).
+REDIS_SCHEMES = ("redis://", "rediss://")
 
 
 class SpoolError(Exception):
@@ -72,6 +74,8 @@ class Settings:
         max_bytes: The most the spool may hold; beyond it new messages are dropped.
         commit_interval: Seconds between two commits under load.
         lease: Seconds an owner's claim lasts without a renewal.
+        deliver: This process delivers from a shared (Redis) spool; else it only
+            commits, and relays deliver.
     """
 
     path: str
@@ -79,6 +83,21 @@ class Settings:
     max_bytes: int = DEFAULT_MAX_BYTES
     commit_interval: float = DEFAULT_COMMIT_INTERVAL
     lease: float = DEFAULT_LEASE
+    deliver: bool = True
+
+    @property
+    def shared(self) -> bool:
+        """Whether the spool is shared by a fleet (Redis): what is committed is anyone's."""
+        return self.path.startswith(REDIS_SCHEMES)
+
+    @property
+    def where(self) -> str:
+        """The spool, for logs and errors (a Redis URL without its password)."""
+        if not self.shared:
+            return self.path
+        from courier_analytics._spool._redis import redacted
+
+        return redacted(self.path)
 
 
 @attrs.frozen
@@ -127,6 +146,7 @@ class SpoolStatus:
         parked: Messages waiting for a later retry.
         next_retry: Seconds until the next parked message is due (0: due), or None.
         owners: The processes that own messages.
+        dead: Messages that failed for good and are kept as dead letters (Redis).
     """
 
     messages: int
@@ -137,6 +157,7 @@ class SpoolStatus:
     parked: int
     next_retry: float | None
     owners: tuple[OwnerStatus, ...]
+    dead: int = 0
 
 
 class Backend(Protocol):
@@ -166,6 +187,9 @@ class Backend(Protocol):
 
     def remove(self, keys: Sequence[int]) -> None:
         """Forget answered messages (delivered, or failed for good)."""
+
+    def fail(self, keys: Sequence[int], reason: str) -> None:
+        """Forget messages that outlived `spool_max_age` (Redis keeps them as dead letters)."""
 
     def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
         """Move held messages out of memory: (key, due time in epoch seconds, tries added)."""
@@ -199,9 +223,9 @@ class Backend(Protocol):
 def parse_spool(value: object, source: str = "spool") -> str | None:
     """Check a `spool` setting; the SQLite file's path, or None for no spool.
 
-    Accepts a path (str or `os.PathLike`) or `sqlite:///path` (`sqlite:////abs/path`
-    for an absolute one, as SQLAlchemy writes it). Redis URLs are refused until the
-    Redis backend exists.
+    Accepts a path (str or `os.PathLike`), `sqlite:///path` (`sqlite:////abs/path`
+    for an absolute one, as SQLAlchemy writes it), or a Redis URL (`redis://` or
+    `rediss://`, with optional `stream` and `shards` query parameters), kept whole.
 
     Raises:
         ConfigurationError: the value names no spool this version can open (the
@@ -215,18 +239,21 @@ def parse_spool(value: object, source: str = "spool") -> str | None:
         value = os.fspath(value)
     if not isinstance(value, str):
         raise ConfigurationError(
-            f"{source} must be a path, 'sqlite:///path' or None, not {type(value).__name__}"
+            f"{source} must be a path, 'sqlite:///path', 'redis://...' or None, "
+            f"not {type(value).__name__}"
         )
     if not value.strip():
         raise ConfigurationError(
             f"{source} must not be empty: give a file path or 'sqlite:///path'"
         )
+    if value.startswith(REDIS_SCHEMES):
+        return _parse_redis(value, source)
     if "://" in value:
         parts = urlsplit(value)
         if parts.scheme != "sqlite":
             raise ConfigurationError(
-                f"{source} must be a file path or 'sqlite:///path'; {parts.scheme!r} spools "
-                "are not supported yet"
+                f"{source} must be a file path, 'sqlite:///path' or 'redis://host:port/db'; "
+                f"{parts.scheme!r} spools are not supported"
             )
         if parts.query or parts.fragment:
             raise ConfigurationError(f"{source} must not have a query or fragment")
@@ -241,8 +268,33 @@ def parse_spool(value: object, source: str = "spool") -> str | None:
     return value
 
 
+def _parse_redis(value: str, source: str) -> str:
+    """Check a Redis spool URL (its host, `stream` and `shards`); the URL."""
+    parts = urlsplit(value)
+    if not parts.hostname and not parts.path.startswith("/") and "unix" not in parts.scheme:
+        raise ConfigurationError(f"{source} names no Redis host: write 'redis://host:6379/0'")
+    try:
+        from courier_analytics._spool._redis import redis_options
+    except ImportError:
+        raise ConfigurationError(
+            f"{source} is a Redis URL: install the redis extra "
+            "(pip install 'courier-analytics[redis]')"
+        ) from None
+    try:
+        redis_options(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{source}: {exc}") from None
+    return value
+
+
 def open_backend(settings: Settings, owner: str) -> Backend:
     """The backend for a spool's settings, not yet opened."""
+    if settings.shared:
+        from courier_analytics._spool._redis import RedisBackend
+
+        return RedisBackend(
+            settings.path, owner=owner, lease=settings.lease, deliver=settings.deliver
+        )
     from courier_analytics._spool._sqlite import SqliteBackend
 
     return SqliteBackend(settings.path, owner=owner, lease=settings.lease)

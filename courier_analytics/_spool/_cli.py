@@ -23,7 +23,7 @@ import orjson
 
 from courier_analytics._errors import CourierAnalyticsError
 from courier_analytics._messages import Message
-from courier_analytics._spool import SpoolError, SpoolStatus, parse_spool
+from courier_analytics._spool import REDIS_SCHEMES, SpoolError, SpoolStatus, parse_spool
 from courier_analytics._spool._sqlite import SqliteBackend
 
 __all__ = ["COMMANDS", "add_commands", "run"]
@@ -33,6 +33,8 @@ COMMANDS = frozenset({"spool", "relay"})
 EXIT_OK, EXIT_NOT_DELIVERED, EXIT_USAGE = 0, 1, 2
 #: Seconds between two plain progress lines.
 PROGRESS_EVERY = 5.0
+#: Seconds between a relay's looks for new messages while idle.
+RELAY_POLL = 0.05
 
 
 def add_commands(commands: Any, add_connection: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -40,11 +42,15 @@ def add_commands(commands: Any, add_connection: Callable[[argparse.ArgumentParse
     spool = commands.add_parser("spool", help="look into a durable spool")
     actions = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
     status = actions.add_parser("status", help="what a spool holds")
-    status.add_argument("spool", metavar="SPOOL", help="the spool: a path or sqlite:///path")
+    status.add_argument(
+        "spool", metavar="SPOOL", help="the spool: a path, sqlite:///path or redis://host/db"
+    )
     status.add_argument("--json", action="store_true", help="print JSON, for scripts")
 
     relay = commands.add_parser("relay", help="deliver what a spool holds, making nothing")
-    relay.add_argument("--spool", required=True, help="the spool: a path or sqlite:///path")
+    relay.add_argument(
+        "--spool", required=True, help="the spool: a path, sqlite:///path or redis://host/db"
+    )
     relay.add_argument(
         "--once",
         action="store_true",
@@ -66,17 +72,35 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return _relay(path, args, out)
 
 
+def _inspect(path: str) -> SpoolStatus:
+    """What a spool holds, without changing it."""
+    if path.startswith(REDIS_SCHEMES):
+        from courier_analytics._spool._redis import RedisBackend
+
+        return RedisBackend(path, owner="", lease=0, deliver=False).inspect(time.time())
+    return SqliteBackend(path, owner="", lease=0).inspect(time.time())
+
+
+def _shown(path: str) -> str:
+    """The spool as shown (a Redis URL without its password)."""
+    if path.startswith(REDIS_SCHEMES):
+        from courier_analytics._spool._redis import redacted
+
+        return redacted(path)
+    return path
+
+
 def _status(path: str, as_json: bool, out: TextIO) -> int:
     try:
-        status = SqliteBackend(path, owner="", lease=0).inspect(time.time())
+        status = _inspect(path)
     except SpoolError as exc:
         print(f"courier-analytics: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if as_json:
-        out.write(orjson.dumps(_as_dict(path, status), option=orjson.OPT_INDENT_2).decode())
+        out.write(orjson.dumps(_as_dict(_shown(path), status), option=orjson.OPT_INDENT_2).decode())
         out.write("\n")
     else:
-        out.write(_as_text(path, status))
+        out.write(_as_text(_shown(path), status, path.startswith(REDIS_SCHEMES)))
     return EXIT_OK
 
 
@@ -90,6 +114,7 @@ def _as_dict(path: str, status: SpoolStatus) -> dict[str, Any]:
         "parked": status.parked,
         "unowned": status.unowned,
         "next_retry_s": status.next_retry,
+        "dead": status.dead,
         "owners": [
             {
                 "owner": owner.owner,
@@ -103,14 +128,17 @@ def _as_dict(path: str, status: SpoolStatus) -> dict[str, Any]:
     }
 
 
-def _as_text(path: str, status: SpoolStatus) -> str:
+def _as_text(path: str, status: SpoolStatus, shared: bool = False) -> str:
+    where = "in Redis" if shared else "on disk"
     lines = [
-        f"spool      {path} ({_size(status.file_bytes)} on disk)",
+        f"spool      {path} ({_size(status.file_bytes)} {where})",
         f"messages   {status.messages} ({_size(status.bytes)} of data)",
         f"oldest     {_age(status.oldest_age)}",
         f"parked     {status.parked} (waiting to retry); next retry {_when(status.next_retry)}",
         f"unowned    {status.unowned} (the next process to open the spool takes them)",
     ]
+    if shared:
+        lines.append(f"dead       {status.dead} (failed after spool_max_age, kept as dead letters)")
     if status.owners:
         lines.append("owners")
         for owner in status.owners:
@@ -165,11 +193,18 @@ def _relay(path: str, args: argparse.Namespace, out: TextIO) -> int:
         failures.append(error)
 
     try:
-        total = SqliteBackend(path, owner="", lease=0).inspect(time.time()).messages
+        total = _inspect(path).messages
     except SpoolError:
         total = 0  # made when the relay opens it
     try:
-        client = client_for(args, on_error, spool=path)
+        client = client_for(
+            args,
+            on_error,
+            spool=path,
+            deliver=True,
+            # A relay looks for new entries of a shared spool this often while idle.
+            flush_interval=RELAY_POLL if path.startswith(REDIS_SCHEMES) else 0.5,
+        )
     except (TypeError, ValueError) as exc:
         print(f"courier-analytics: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -90,10 +90,17 @@ class Journal:
         self._twins: dict[int, list[tuple[int, bool, float, int]]] = {}
         self._to_remove: list[int] = []
         self._to_park: list[tuple[int, float, int]] = []
+        self._to_fail: list[tuple[int, str]] = []
+        # A shared spool (Redis): what is committed belongs to the fleet, and this
+        # process delivers only what it claims (or nothing, with deliver=False).
+        self._shared = settings.shared
+        self._deliver = settings.deliver
         self._kept: list[Message] = []  # pending at stop with no row yet: committed at stop
         self._parked = 0  # parked rows counted by this worker (in its `held`)
         self._backlog = False  # due parked rows may wait: new messages queue behind them
         self._next_due = math.inf  # when the earliest parked retry is due (epoch seconds)
+        if self._shared and self._deliver:
+            self._next_due = -math.inf  # new entries may wait there now: look at once
         self._blocked: dict[str, int] = {}  # user -> key of their parked barrier
         self._last_write = -math.inf
         self._next_upkeep = 0.0
@@ -121,6 +128,8 @@ class Journal:
         self.spooled = 0
         #: Messages taken over from other processes (or clients) that stopped or died.
         self.recovered = 0
+        #: Messages committed to a shared spool, for the fleet to deliver.
+        self.committed = 0
         #: Messages dropped because the spool was full.
         self.dropped = 0
         #: Messages left in the spool when the worker stopped (still pending).
@@ -179,9 +188,13 @@ class Journal:
             if self._outage:  # Courier answers again: everything parked may go now
                 self._outage, self._outage_wait = False, FIRST_WAIT
                 self._catch_up = self._backlog = True
-        if (self._backlog or self._clock() >= self._next_due) and now >= self._broken_until:
+        if (
+            (self._backlog or self._clock() >= self._next_due)
+            and now >= self._broken_until
+            and self._deliver
+        ):
             self._refill()
-        if self._to_park or self._to_remove:
+        if self._to_park or self._to_remove or self._to_fail:
             if (
                 now >= self._last_write + self._settings.commit_interval
                 or len(self._to_remove) >= BATCH
@@ -213,10 +226,11 @@ class Journal:
         now = self._clock()
         expires = made_at + self._settings.max_age
         if now >= expires or self._closing:
-            self._to_remove.append(key)
+            why = f"it waited in the spool for spool_max_age ({self._settings.max_age:g}s)"
+            self._to_fail.append((key, why))
             if mine:
                 self.spooled -= 1
-            return f"it waited in the spool for spool_max_age ({self._settings.max_age:g}s)"
+            return why
         if not self._outage:
             self._outage, self._doubled_at = True, now
         elif now - self._doubled_at >= self._outage_wait:
@@ -296,6 +310,9 @@ class Journal:
                 return
             if self._used + size > settings.max_bytes:
                 batch = self._fit(batch, settings.max_bytes - self._used)
+        if self._shared:
+            self._hand_over(batch, now, size)
+            return
         # Room before this batch (held counts it already); none while older messages
         # wait in the spool (new ones queue behind them) or while Courier is out.
         room = 0 if self._backlog or self._outage else self._room() + len(batch)
@@ -331,6 +348,21 @@ class Journal:
                 self._twins.setdefault(id(message), []).append(row)
             add(message)
 
+    def _hand_over(self, batch: list[Message], now: float, size: int) -> None:
+        """Commit messages to a shared spool: from then on, whoever holds their shard delivers."""
+        try:
+            if batch:
+                self._backend.commit(batch, self._clock(), True)
+        except SpoolError as exc:
+            self._trouble(exc)
+            self._unspooled(batch, len(batch))
+            return
+        self._worker.held -= len(batch)
+        self._last_write = now
+        self._used += size
+        self.committed += len(batch)
+        self._backlog = self._deliver  # this process may hold their shards: look now
+
     def _fit(self, batch: list[Message], room: int) -> list[Message]:
         """The messages of `batch` that fit in `room` bytes; the rest are dropped and reported."""
         kept: list[Message] = []
@@ -351,7 +383,7 @@ class Journal:
                 logger.error(
                     "courier-analytics: the spool %s is full (spool_max_bytes=%d): new messages "
                     "are dropped, each passed to on_error, until it has room",
-                    self._settings.path,
+                    self._settings.where,
                     self._settings.max_bytes,
                 )
             self._worker.report(error, message)
@@ -360,8 +392,12 @@ class Journal:
         return kept
 
     def _unspooled(self, batch: list[Message], count: int) -> None:
-        """The spool is unavailable: deliver from memory what has room; the rest waits."""
-        room = max(0, self._room() + count)  # held counts the batch already
+        """The spool is unavailable: deliver from memory what has room; the rest waits.
+
+        With a shared spool nothing is delivered from memory: it all waits (bounded
+        by `max_queue_size`) to be committed when the spool is back.
+        """
+        room = 0 if self._shared else max(0, self._room() + count)  # held counts the batch
         for message in batch[:room]:
             self._worker.add_to_lanes(message)
         rest = batch[room:]
@@ -393,8 +429,12 @@ class Journal:
                 self._next_due = now + self._outage_wait
             elif len(claimed) < room:
                 self._backlog = self._catch_up = False
-                due = self._backend.next_due(now)
-                self._next_due = math.inf if due is None else due
+                try:
+                    due = self._backend.next_due(now)
+                except SpoolError as exc:  # what was claimed goes on: it is held now
+                    self._trouble(exc)
+                else:
+                    self._next_due = math.inf if due is None else due
         except SpoolError as exc:
             self._trouble(exc)
             return
@@ -407,10 +447,12 @@ class Journal:
                 self.left -= 1
                 worker.held += 1
             else:
-                if not mine:
+                if not mine or self._shared:  # shared: own messages came back through the fleet
                     self.recovered += 1
                 worker.held += 1
-            self._add_row(rows, entry.message, (entry.key, mine, entry.made_at, entry.tries))
+            # `spooled` counts this client's messages in its own spool (not a shared one).
+            row = (entry.key, mine and not self._shared, entry.made_at, entry.tries)
+            self._add_row(rows, entry.message, row)
             worker.back_in_memory(entry.message)
             worker.add_to_lanes(entry.message)
 
@@ -442,14 +484,18 @@ class Journal:
         """Write the batches of parked and answered messages."""
         park, self._to_park = self._to_park, []
         remove, self._to_remove = self._to_remove, []
+        fail, self._to_fail = self._to_fail, []
         try:
             if park:
                 self._backend.park(park)
             if remove:
                 self._backend.remove(remove)
+            for key, why in fail:
+                self._backend.fail([key], why)
         except SpoolError as exc:
             self._to_park[:0] = park  # written with the next batch
             self._to_remove[:0] = remove
+            self._to_fail[:0] = fail
             self._trouble(exc)
             return
         self._last_write = now
@@ -471,7 +517,7 @@ class Journal:
             return
         if self._trouble_logged:
             self._trouble_logged = False
-            logger.info("courier-analytics: the spool %s works again", self._settings.path)
+            logger.info("courier-analytics: the spool %s works again", self._settings.where)
 
     def _trouble(self, exc: SpoolError) -> None:
         """The spool failed: deliver from memory for a while; log once per episode."""
@@ -480,9 +526,12 @@ class Journal:
         if not self._trouble_logged:
             self._trouble_logged = True
             logger.error(
-                "courier-analytics: %s; delivering from memory until the spool works again "
+                "courier-analytics: %s; %s until the spool works again "
                 "(what is not committed is lost if the process dies)",
                 exc,
+                "keeping new messages in memory (up to max_queue_size, then dropping them)"
+                if self._shared
+                else "delivering from memory",
             )
 
     def _lose(self, messages: list[Message], reason: str) -> None:

@@ -252,6 +252,10 @@ class SqliteBackend:
                 [(first, last, owner) for first, last in _runs(keys)],
             )
 
+    def fail(self, keys: Sequence[int], reason: str) -> None:
+        """Forget messages that outlived `spool_max_age` (their failure was reported)."""
+        self.remove(keys)
+
     def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
         """Move held messages out of memory: (key, due time in epoch seconds, tries added)."""
         owner = self.owner

@@ -273,7 +273,7 @@ def test_the_module_setting_selects_a_spool(tmp_path: Path) -> None:
     [
         ({"spool": 42}, "spool must be a path"),
         ({"spool": ""}, "spool must not be empty"),
-        ({"spool": "redis://localhost"}, "spool must be a file path"),
+        ({"spool": "ftp://localhost/x"}, "spool must be a file path"),
         ({"spool": "sqlite://host/x"}, "spool:"),
         ({"spool": "x.db", "spool_max_age": 0}, "spool_max_age"),
         ({"spool": "x.db", "spool_max_bytes": -1}, "spool_max_bytes"),
@@ -288,7 +288,7 @@ def test_bad_spool_options_are_refused_by_name(options: dict[str, Any], named: s
 
 def test_a_bad_environment_spool_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad COURIER_ANALYTICS_SPOOL is refused naming the variable."""
-    monkeypatch.setenv("COURIER_ANALYTICS_SPOOL", "redis://localhost")
+    monkeypatch.setenv("COURIER_ANALYTICS_SPOOL", "ftp://localhost/x")
     with pytest.raises(ConfigurationError, match="COURIER_ANALYTICS_SPOOL"):
         Client(api_key="k")
 
