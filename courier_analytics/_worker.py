@@ -356,7 +356,14 @@ class Worker:
         thread, ended = self._thread, self._ended
         if thread is None or threading.current_thread() is thread:  # never wait for ourselves
             return True
-        return ended.wait(timeout)
+        began = time.monotonic()
+        if not ended.wait(timeout):
+            return False
+        if self.journal is not None:
+            # The thread's last step commits and releases the spool: once shutdown
+            # returns, the next process (and `pending`) sees what stayed there.
+            thread.join(None if timeout is None else max(0.0, began + timeout - time.monotonic()))
+        return True
 
     def start(self) -> None:
         """Start the thread now (a client with a spool delivers what it finds there)."""
