@@ -4,8 +4,11 @@
 processes that stopped or died left in the spool and delivers it (a sidecar, or
 a one-off after an outage). With `--once` it retries every parked message now
 and exits when nothing more can be delivered: 0 when all it took was delivered,
-1 otherwise. On a terminal it shows a progress bar (tqdm, from the `[relay]`
-extra, when installed); otherwise a progress line every few seconds.
+1 otherwise. A once-relay gives a message `--timeout` seconds of retries (not the
+client's two minutes) before it parks it again: against a Courier that is down
+it exits 1 within about `--timeout`, saying how many are left in the spool. On
+a terminal it shows a progress bar (tqdm, from the `[relay]` extra, when
+installed); otherwise a progress line every few seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import orjson
 
 from courier_analytics._errors import CourierAnalyticsError
 from courier_analytics._messages import Message
+from courier_analytics._retry import RetryPolicy
 from courier_analytics._spool import REDIS_SCHEMES, SpoolError, SpoolStatus, parse_spool
 from courier_analytics._spool._sqlite import SqliteBackend
 
@@ -35,6 +39,8 @@ EXIT_OK, EXIT_NOT_DELIVERED, EXIT_USAGE = 0, 1, 2
 PROGRESS_EVERY = 5.0
 #: Seconds between a relay's looks for new messages while idle.
 RELAY_POLL = 0.05
+#: The longest one request of a once-relay may take (the client's default).
+REQUEST_TIMEOUT = 10.0
 
 
 def add_commands(commands: Any, add_connection: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -196,12 +202,22 @@ def _relay(path: str, args: argparse.Namespace, out: TextIO) -> int:
         total = _inspect(path).messages
     except SpoolError:
         total = 0  # made when the relay opens it
+    once: dict[str, Any] = {}
+    if args.once:
+        # An operator running --once waits for it: a message Courier does not take
+        # within --timeout stays in the spool for the next run, rather than holding
+        # the command for the client's two minutes of retries.
+        once = {
+            "retry": RetryPolicy(max_time=args.timeout, max_wait=args.timeout),
+            "timeout": min(args.timeout, REQUEST_TIMEOUT),
+        }
     try:
         client = client_for(
             args,
             on_error,
             spool=path,
             deliver=True,
+            **once,
             # A relay looks for new entries of a shared spool this often while idle.
             flush_interval=RELAY_POLL if path.startswith(REDIS_SCHEMES) else 0.5,
         )

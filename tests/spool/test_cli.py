@@ -21,10 +21,12 @@ class Terminal(io.StringIO):
         return True
 
 
-def relay(spool: Path, server: DevServer, out: io.StringIO | None = None) -> tuple[int, str]:
+def relay(
+    spool: Path, server: DevServer, out: io.StringIO | None = None, timeout: float = 10
+) -> tuple[int, str]:
     out = out or io.StringIO()
     argv = ["relay", "--spool", str(spool), "--once", "--api-key", KEY]
-    code = main([*argv, "--base-url", server.base_url, "--timeout", "10"], out=out)
+    code = main([*argv, "--base-url", server.base_url, "--timeout", str(timeout)], out=out)
     return code, out.getvalue()
 
 
@@ -75,6 +77,19 @@ def test_relay_once_exits_1_when_a_message_fails(tmp_path: Path, server: DevServ
     code, text = relay(tmp_path / "s.db", server)
     assert code == 1
     assert "0 delivered, 1 failed" in text
+
+
+def test_relay_once_gives_up_within_its_timeout(tmp_path: Path, server: DevServer) -> None:
+    """Against a Courier that is down, `relay --once` retries for --timeout, parks, exits 1."""
+    leave(tmp_path / "s.db", [track(0)])
+    server.set_faults(Faults(error_rate=1.0, error_statuses=(503,)))
+    code, text = relay(tmp_path / "s.db", server, timeout=1)
+    assert code == 1
+    assert "0 delivered, 0 failed, 1 left in the spool" in text
+    # Retries end one second after the first attempt: at most three (the client's
+    # own policy makes seven or more, over two minutes).
+    assert server.stats()["requests_total"] <= 3
+    assert status(tmp_path / "s.db").messages == 1
 
 
 def test_relay_shows_a_progress_bar_on_a_terminal(tmp_path: Path, server: DevServer) -> None:
