@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from courier_analytics.devserver import DevServer, Faults
+from tests._spool_helpers import KEY, _clean, server
+
+__all__ = ["KEY", "RedisServer", "_clean", "server"]
 
 pytest.importorskip("redis", reason="the fleet tests need redis-py (the [redis] extra)")
 if shutil.which("redis-server") is None:
@@ -18,8 +20,6 @@ if shutil.which("redis-server") is None:
         "the fleet tests need a real redis-server (Debian's redis-server package)",
         allow_module_level=True,
     )
-
-KEY = "fleet-key-3f9a"
 
 
 def free_port() -> int:
@@ -85,17 +85,3 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[DevServer]:
-    """One Courier stand-in for the module."""
-    with DevServer(api_key=KEY, max_events=200_000) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _clean(server: DevServer) -> None:
-    """Each test starts with an empty stand-in and no faults."""
-    server.set_faults(Faults())
-    server.reset()

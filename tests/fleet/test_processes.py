@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,23 +9,15 @@ import time
 from pathlib import Path
 
 from courier_analytics.devserver import DevServer, Faults
+from tests._spool_helpers import by_producer, environment, read_until
+from tests._spool_helpers import producer as start
 
 from .conftest import KEY, RedisServer
-
-PRODUCER = Path(__file__).with_name("producer.py")
-
-
-def environment() -> dict[str, str]:
-    """The test's environment without the COURIER_ settings of whoever runs it."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("COURIER_")}
 
 
 def producer(url: str, server: DevServer, count: int, name: str) -> subprocess.Popen[str]:
     """An app process committing `count` tracks to the spool at `url` (deliver=False)."""
-    command = [sys.executable, str(PRODUCER), url, server.base_url, KEY, str(count), name]
-    return subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment()
-    )
+    return start(url, server, count, name, "commit")
 
 
 def relay(url: str, server: DevServer, log: Path) -> subprocess.Popen[str]:
@@ -35,29 +26,6 @@ def relay(url: str, server: DevServer, log: Path) -> subprocess.Popen[str]:
     command += ["--base-url", server.base_url, "--api-key", KEY, "--timeout", "10"]
     with log.open("a") as out:
         return subprocess.Popen(command, stdout=out, stderr=out, env=environment())
-
-
-def read_until(process: subprocess.Popen[str], made: int) -> int:
-    """Read a producer's progress until it has committed `made` messages (or is done)."""
-    assert process.stdout is not None
-    last = 0
-    for line in process.stdout:
-        if line.startswith("done"):
-            return -1
-        last = int(line.split()[1])
-        if last >= made:
-            return last
-    raise AssertionError("the producer ended early")
-
-
-def by_producer(server: DevServer) -> dict[str, set[int]]:
-    """The `n` of each producer's tracks the stand-in received."""
-    seen: dict[str, set[int]] = {}
-    for event in server.events():
-        properties = event["data"].get("properties", {})
-        if "p" in properties:
-            seen.setdefault(properties["p"], set()).add(properties["n"])
-    return seen
 
 
 def test_a_fleet_loses_nothing_through_kills_and_a_redis_restart(
@@ -82,7 +50,7 @@ def test_a_fleet_loses_nothing_through_kills_and_a_redis_restart(
     relays[1].send_signal(signal.SIGKILL)
     for name in ("p2", "p3"):
         assert read_until(producers[name], count + 1) == -1  # to its end
-        producers[name].communicate(timeout=60)  # stdin closed: it shuts down
+        producers[name].communicate(timeout=120)  # stdin closed: it shuts down
         assert producers[name].returncode == 0
     for process in producers.values():
         process.communicate(timeout=30)  # closes its pipes (the killed ones' too)
@@ -92,8 +60,8 @@ def test_a_fleet_loses_nothing_through_kills_and_a_redis_restart(
     least = 2 * count + killed_after + 1500
     try:
         applied = lambda: server.stats()["message_ids_applied"] >= least  # noqa: E731
-        assert server.wait_for(applied, timeout=240), describe(server, url, killed_after, log)
-        deadline = time.monotonic() + 120
+        assert server.wait_for(applied, timeout=600), describe(server, url, killed_after, log)
+        deadline = time.monotonic() + 300
         while spool_messages(url) and time.monotonic() < deadline:
             time.sleep(0.2)  # polls Redis (other processes' work), not a thread of ours
         assert spool_messages(url) == 0, describe(server, url, killed_after, log)

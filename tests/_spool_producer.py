@@ -1,0 +1,47 @@
+"""A process that makes tracks as fast as it can through a spool (run by the spool and fleet tests).
+
+Usage: python _spool_producer.py SPOOL BASE_URL API_KEY COUNT NAME MODE
+
+MODE `deliver`: the process delivers what it commits; prints `made N` after every
+100 messages made (not yet committed). MODE `commit`: it only commits (a fleet's
+relays deliver); prints `made N` each time N are committed (every 250, after a
+flush). Then `done` once all are delivered (or committed); then it waits for stdin
+to close (or for SIGKILL), shuts down and prints `retried N` (requests it sent again).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from courier_analytics import Client, RetryPolicy
+
+
+def main() -> None:
+    spool, base_url, api_key, count, name, mode = sys.argv[1:7]
+    if mode == "commit":
+        client = Client(api_key=api_key, base_url=base_url, spool=spool, deliver=False)
+        every = 250
+    else:
+        client = Client(
+            api_key=api_key,
+            base_url=base_url,
+            spool=spool,
+            retry=RetryPolicy(max_retries=2, initial_wait=0.01, max_wait=0.05, max_time=1.0),
+            timeout=60.0,  # a loaded machine answers late: no request is cut and sent again
+        )
+        every = 100
+    for n in range(int(count)):
+        client.track("Produced", {"n": n, "p": name}, user_id=f"{name}-u{n % 20}")
+        if n % every == every - 1:
+            if mode == "commit":
+                client.flush(600)
+            print(f"made {n + 1}", flush=True)
+    client.flush(600)  # generous: a loaded machine is slow, never stuck
+    print("done", flush=True)
+    sys.stdin.read()
+    client.shutdown(30)
+    print(f"retried {client.stats.retried}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
