@@ -22,7 +22,7 @@ class Terminal(io.StringIO):
 
 
 def relay(
-    spool: Path, server: DevServer, out: io.StringIO | None = None, timeout: float = 10
+    spool: Path, server: DevServer, out: io.StringIO | None = None, timeout: float = 60
 ) -> tuple[int, str]:
     out = out or io.StringIO()
     argv = ["relay", "--spool", str(spool), "--once", "--api-key", KEY]

@@ -51,10 +51,10 @@ def test_a_message_is_in_the_spool_before_it_is_sent(tmp_path: Path) -> None:
     courier.gate.clear()
     client = make_client(courier, spool=tmp_path / "spool.db")
     client.track("Signed Up", user_id="u1")
-    assert courier.arrived.wait(10)
+    assert courier.arrived.wait(60)
     assert status(tmp_path / "spool.db").messages == 1
     courier.gate.set()
-    assert client.flush(10)
+    assert client.flush(60)
     client.shutdown()
 
 
@@ -63,7 +63,7 @@ def test_a_delivered_message_leaves_the_spool(tmp_path: Path) -> None:
     client = make_client(FakeCourier(), spool=tmp_path / "spool.db")
     for n in range(300):
         client.track("E", {"n": n}, user_id=f"u{n % 7}")
-    assert client.flush(10)
+    assert client.flush(60)
     assert status(tmp_path / "spool.db").messages == 0
     stats = client.stats
     assert (stats.delivered, stats.spooled, stats.pending) == (300, 0, 0)
@@ -77,7 +77,7 @@ def test_a_rejected_message_leaves_the_spool(tmp_path: Path) -> None:
     reports = Reports()
     client = make_client(courier, spool=tmp_path / "spool.db", on_error=reports)
     client.track("E", user_id="u1")
-    assert client.flush(10)
+    assert client.flush(60)
     assert client.stats.failed == 1
     assert status(tmp_path / "spool.db").messages == 0
     client.shutdown()
@@ -89,7 +89,7 @@ def test_a_new_client_delivers_what_a_dead_process_left(tmp_path: Path) -> None:
     leave(tmp_path / "spool.db", left)
     courier = FakeCourier()
     client = make_client(courier, spool=tmp_path / "spool.db")
-    assert client.flush(10)
+    assert client.flush(60)
     assert [body["messageId"] for body in courier.bodies] == [m.message_id for m in left]
     stats = client.stats
     assert (stats.made, stats.recovered, stats.delivered) == (0, 5, 5)
@@ -104,7 +104,7 @@ def test_recovery_keeps_each_users_order(tmp_path: Path) -> None:
     leave(tmp_path / "spool.db", left)
     courier = FakeCourier(shuffle=True)
     client = make_client(courier, spool=tmp_path / "spool.db", ordering="strict")
-    assert client.flush(10)
+    assert client.flush(60)
     for user in ("u0", "u1", "u2"):
         sent = [b["properties"]["n"] for b in courier.bodies if b["userId"] == user]
         assert sent == sorted(sent)
@@ -126,7 +126,7 @@ def test_an_outage_parks_messages_instead_of_failing_them(tmp_path: Path) -> Non
     )
     for n in range(50):
         client.track("E", {"n": n}, user_id=f"u{n % 5}")
-    assert client.flush(10)  # returns once all wait in the spool, none due yet
+    assert client.flush(60)  # returns once all wait in the spool, none due yet
     stats = client.stats
     assert (stats.failed, stats.pending, stats.spooled) == (0, 50, 50)
     assert reports.errors == []
@@ -136,7 +136,7 @@ def test_an_outage_parks_messages_instead_of_failing_them(tmp_path: Path) -> Non
     assert status(tmp_path / "spool.db").parked == 50
     down.clear()
     journal._clock = lambda: time.time() + 3600  # an hour later: every retry is due
-    assert client.flush(10)
+    assert client.flush(60)
     assert client.stats.delivered == 50
     assert balanced(client)
     client.shutdown()
@@ -187,7 +187,7 @@ def test_a_message_older_than_spool_max_age_fails(tmp_path: Path) -> None:
         on_error=reports,
     )
     client.track("E", user_id="u1")
-    assert client.flush(10)
+    assert client.flush(60)
     assert client.stats.failed == 1
     [error] = reports.errors
     assert isinstance(error, RetriesExhaustedError)
@@ -204,7 +204,7 @@ def test_shutdown_keeps_what_is_pending_for_the_next_process(tmp_path: Path) -> 
     client = make_client(courier, spool=tmp_path / "spool.db", on_error=reports)
     for n in range(10):
         client.track("E", {"n": n}, user_id="u1")
-    assert courier.arrived.wait(10)
+    assert courier.arrived.wait(60)
     for n in range(10, 15):  # queued behind the ones in flight
         client.track("E", {"n": n}, user_id="u1")
     client.shutdown(timeout=0.1)
@@ -215,7 +215,7 @@ def test_shutdown_keeps_what_is_pending_for_the_next_process(tmp_path: Path) -> 
     assert status(tmp_path / "spool.db").unowned == 15
     later = FakeCourier()
     client2 = make_client(later, spool=tmp_path / "spool.db")
-    assert client2.flush(10)
+    assert client2.flush(60)
     assert client2.stats.recovered == 15
     assert {b["properties"]["n"] for b in later.bodies} == set(range(15))
     client2.shutdown()
@@ -228,7 +228,7 @@ def test_a_full_spool_drops_new_messages(tmp_path: Path) -> None:
         FakeCourier(), spool=tmp_path / "spool.db", spool_max_bytes=1, on_error=reports
     )
     client.track("E", user_id="u1")
-    assert client.flush(10)
+    assert client.flush(60)
     assert client.stats.dropped == 1
     [error] = reports.errors
     assert isinstance(error, QueueFullError)
@@ -241,7 +241,7 @@ def test_the_spool_can_be_given_as_a_sqlite_url(tmp_path: Path) -> None:
     """`sqlite:////abs/path` names the same file as the path."""
     client = make_client(FakeCourier(), spool=f"sqlite:///{tmp_path}/spool.db")
     client.track("E", user_id="u1")
-    assert client.flush(10)
+    assert client.flush(60)
     assert (tmp_path / "spool.db").exists()
     client.shutdown()
 
@@ -298,6 +298,6 @@ def test_an_unusable_spool_falls_back_to_memory(tmp_path: Path) -> None:
     (tmp_path / "not-a-db").write_bytes(b"this is not a database" * 100)
     client = make_client(FakeCourier(), spool=tmp_path / "not-a-db")
     client.track("E", user_id="u1")
-    assert client.flush(10)
+    assert client.flush(60)
     assert client.stats.delivered == 1
     client.shutdown()
