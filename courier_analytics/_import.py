@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -80,10 +81,45 @@ _UTC = _dt.timezone.utc
 # ----------------------------------------------------------------- arguments
 
 
+#: An ISO 8601 date-time as Segment's libraries write it, in parts Python 3.10's
+#: `fromisoformat` takes: any count of fraction digits, `Z`, `+HHMM` or `+HH`.
+_ISO_PARTS: Final = re.compile(
+    r"(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?)"
+    r"(?:[.,](\d+))?"
+    r"(?:([Zz])|([+-]\d{2})(?::?(\d{2}))?)?"
+)
+
+
+def fromisoformat(text: str) -> _dt.datetime:
+    """`text` as `datetime.fromisoformat` of Python 3.11+ reads it, on 3.10 too.
+
+    Python 3.10 refuses a `Z`, a `+0000` offset and fractions of other than 3 or 6
+    digits, all of which Segment's libraries write; a fraction beyond microseconds
+    is cut, as 3.11 does.
+
+    Raises:
+        ValueError: `text` is not an ISO 8601 date or date-time.
+    """
+    try:
+        return _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] == "Z" else text)
+    except ValueError:
+        parts = _ISO_PARTS.fullmatch(text)
+        if parts is None:
+            raise
+    moment, fraction, utc, hours, minutes = parts.groups()
+    if fraction is not None:
+        moment += "." + fraction[:6].ljust(6, "0")
+    if utc is not None:
+        moment += "+00:00"
+    elif hours is not None:
+        moment += f"{hours}:{minutes or '00'}"
+    return _dt.datetime.fromisoformat(moment)
+
+
 def _moment(text: str) -> _dt.datetime:
     """An ISO 8601 date or date-time (`Z` allowed); naive means UTC, as Segment writes."""
     try:
-        value = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        value = fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 date or date-time, e.g. 2024-03-01 or "
@@ -267,7 +303,7 @@ def parse_timestamp(value: object) -> _dt.datetime:
     if not isinstance(value, str) or not value:
         raise BadLine("timestamp is missing" if value is None else "timestamp is not a string")
     try:
-        moment = _dt.datetime.fromisoformat(value[:-1] + "+00:00" if value[-1] == "Z" else value)
+        moment = fromisoformat(value)
     except ValueError:
         raise BadLine(f"timestamp {value[:40]!r} is not an ISO 8601 date-time") from None
     return moment.replace(tzinfo=_UTC) if moment.tzinfo is None else moment
