@@ -261,13 +261,19 @@ class _Input:
                 raw.close()
 
 
-def _expand(patterns: Sequence[str]) -> list[_Input]:
+def _expand(patterns: Sequence[str], note: Callable[[str], None]) -> list[_Input]:
     """The inputs named: files, globs (sorted), `-` for standard input.
+
+    A file named twice (a glob and its name, `a.json` and `./a.json`, a link) is
+    read once, and `note` says so: its second reading would find every message a
+    duplicate, and save that as its progress over the first reading's.
 
     Raises:
         ValueError: a name matches nothing, names a directory, or `-` comes twice.
     """
     inputs: list[_Input] = []
+    #: The first name of each file listed, by (device, inode).
+    listed: dict[tuple[int, int], str] = {}
     for pattern in patterns:
         if pattern == "-":
             if any(item.path is None for item in inputs):
@@ -283,6 +289,13 @@ def _expand(patterns: Sequence[str]) -> list[_Input]:
                 raise ValueError(f"{name} is a directory; name its files, e.g. '{name}/*.gz'")
             if not os.path.exists(name):
                 raise ValueError(f"{name}: no such file")
+            found = os.stat(name)
+            key = (found.st_dev, found.st_ino)
+            if key in listed:
+                same = "named twice" if listed[key] == name else f"the same file as {listed[key]}"
+                note(f"{name}: {same}; reading it once")
+                continue
+            listed[key] = name
             inputs.append(_Input(name, name))
     return inputs
 
@@ -653,7 +666,7 @@ class Importer:
         if "group" in self.types and self.route == "api":
             return self.usage("route api has no group; pass --route segment to send groups")
         try:
-            inputs = _expand(a.inputs)
+            inputs = _expand(a.inputs, self.note)
         except ValueError as exc:
             return self.usage(str(exc))
         if a.state is None and any(item.path is None for item in inputs) and not a.dry_run:

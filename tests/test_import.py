@@ -600,3 +600,24 @@ def test_a_timestamp_that_is_no_date_time_is_a_bad_line(text: str) -> None:
     """A malformed timestamp is a bad line, on every Python."""
     with pytest.raises(ValueError, match="is not an ISO 8601 date-time"):
         parse_timestamp(text)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["{d}/*.json", "{d}/a.json"], ["{d}/a.json", "{d}/./a.json", "--state", "{d}/state.json"]],
+)
+def test_a_file_named_twice_is_read_once(
+    courier: DevServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], names: list[str]
+) -> None:
+    """A file named twice is read once and said so: a second reading would find only
+    duplicates and save itself complete over the first reading's progress."""
+    (tmp_path / "a.json").write_bytes(b"".join(orjson.dumps(identify(i)) + b"\n" for i in range(4)))
+
+    code, out = run("import", *(name.format(d=tmp_path) for name in names), *connection(courier))
+
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "named twice; reading it once" in err or f"the same file as {tmp_path}/a.json" in err
+    assert out.startswith("courier-analytics import: 4 lines read")
+    assert "duplicate messageId" not in out
+    assert len(courier.profiles()) == 4
