@@ -514,6 +514,8 @@ class _Counts:
         self.refused = 0
         self.not_delivered = 0
         self.bad = 0
+        #: Last lines without a newline, not valid JSON: still being written, perhaps.
+        self.incomplete = 0
         self.by_type: collections.Counter[str] = collections.Counter()
         self.sent_by_type: collections.Counter[str] = collections.Counter()
         self.skipped: collections.Counter[str] = collections.Counter()
@@ -784,6 +786,15 @@ class Importer:
                         # Done before; its id still marks a later copy as a duplicate.
                         self.seen.add(hash(_scan_id(line)))
                         continue
+                    if line[-1:] != b"\n" and not _whole(line):
+                        # The file may be written as we read: the rest of the line
+                        # may come, so it is neither bad nor done, and not read.
+                        self.counts.incomplete += 1
+                        self.progress.say(
+                            f"{item.name}:{number}: incomplete last line (no newline; still "
+                            "being written?): the next run reads it again"
+                        )
+                        break
                     if not self.one_line(tracked, number, line):
                         break  # stopped before the line was handed over: not read
                     tracked.read = number
@@ -1037,6 +1048,7 @@ class Importer:
             ("skipped", _n(sum(c.skipped.values())), ""),
             *(("", _n(count), reason) for reason, count in sorted(c.skipped.items())),
             ("bad lines", _n(c.bad), "each one is listed above" if c.bad else ""),
+            *_incomplete_row(c),
             ("resumed past", _n(c.resumed), "lines done by an earlier run" if c.resumed else ""),
             ("time", f"{elapsed:.1f}s", f"{c.delivered / elapsed:,.0f} events/s"
              if elapsed > 0 else ""),
@@ -1048,14 +1060,14 @@ class Importer:
         unsent = c.sent - c.delivered
         if self.stop_reason is not None and self.stop_reason != "interrupted":
             print(_wrap(f"Stopped: {self.stop_reason}"), file=self.out)
-        if self.interrupted or unsent:
+        if self.interrupted or unsent or c.incomplete:
             print(
                 "Run the same command again to go on from the last line Courier answered.",
                 file=self.out,
             )
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if unsent or self.stop_reason is not None:
+        if unsent or c.incomplete or self.stop_reason is not None:
             return EXIT_NOT_DELIVERED
         return EXIT_USAGE if c.bad else EXIT_OK
 
@@ -1070,6 +1082,7 @@ class Importer:
         for reason, count in sorted(c.skipped.items()):
             rows.append(("would skip", _n(count), reason))
         rows.append(("bad lines", _n(c.bad), "each one is listed above" if c.bad else ""))
+        rows.extend(_incomplete_row(c))
         _table(self.out, rows)
         users = sorted(self.users)
         shown = ", ".join(users[:USERS_SHOWN])
@@ -1082,6 +1095,22 @@ class Importer:
 def _wrap(text: str) -> str:
     """`text` in lines that fit a terminal."""
     return textwrap.fill(text, width=78, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _whole(line: bytes) -> bool:
+    """Whether a last line without a newline is whole: valid JSON cannot be cut short
+    (an object ends with its brace); anything else may be."""
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _incomplete_row(counts: _Counts) -> list[tuple[str, str, str]]:
+    if not counts.incomplete:
+        return []
+    return [("incomplete", _n(counts.incomplete), "last lines without a newline; not read")]
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -621,3 +621,30 @@ def test_a_file_named_twice_is_read_once(
     assert out.startswith("courier-analytics import: 4 lines read")
     assert "duplicate messageId" not in out
     assert len(courier.profiles()) == 4
+
+
+def test_a_half_written_last_line_is_read_again_once_the_file_is_finished(
+    courier: DevServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A last line without a newline that is not valid JSON (the file is still being
+    written) is incomplete, not bad, and not counted done: the next run sends it."""
+    path = tmp_path / "e.json"
+    lines = [orjson.dumps(identify(i)) for i in range(4)]
+    path.write_bytes(b"".join(line + b"\n" for line in lines[:3]) + lines[3][:40])
+
+    code, out = run("import", str(path), *connection(courier))
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "e.json:4: incomplete last line" in err
+    assert "bad line" not in err
+    assert row(out, "incomplete").startswith("1 ")
+    [record] = orjson.loads((tmp_path / ".e.json.import-state.json").read_bytes())["inputs"]
+    assert (record["lines_done"], record["complete"]) == (3, False)
+
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    code, out = run("import", str(path), *connection(courier))
+
+    assert code == 0
+    assert row(out, "sent") == "1 identify 1"
+    assert sorted(courier.profiles()) == [f"user-{i}" for i in range(4)]
