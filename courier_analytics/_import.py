@@ -36,6 +36,7 @@ from typing import IO, Any, Final, TextIO
 
 import orjson
 
+from courier_analytics._bar import terminal_bar
 from courier_analytics._client import Client, dispatch, make_message
 from courier_analytics._errors import (
     AuthenticationError,
@@ -562,28 +563,11 @@ class _BarProgress(_PlainProgress):
     """A progress bar on a terminal (rich, the `cli` extra): bytes read, events, rate, time left."""
 
     def __init__(self, err: TextIO, total_bytes: int | None) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         super().__init__(err, 0.0)
-        self._progress = Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            TextColumn("{task.fields[events]} events"),
-            TextColumn("{task.fields[rate]}/s"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=Console(file=err),
+        self._progress = terminal_bar(
+            err, "importing", "{task.fields[events]} events", "{task.fields[rate]}/s"
         )
         self._task = self._progress.add_task("import", total=total_bytes, events="0", rate="0")
-        self._progress.start()
 
     def say(self, text: str) -> None:
         self._progress.console.print(text, markup=False, highlight=False)
