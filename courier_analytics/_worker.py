@@ -469,6 +469,10 @@ class Worker:
                 self._bytes_freed += len(message._data)
                 self._fail(message, _outcomes.not_delivered(message, 1), _outcomes.SHUT_DOWN)
             self._abandon(self._take_all(), reason)
+            if self.journal is not None:
+                # Before the report, which lets wait_stopped return: an exit or SIGTERM
+                # right after must find what is kept committed (a second stop is a no-op).
+                self.journal.stop()
             # Reported before the sender closes: closing may wait on the network.
             self._report_ended()
             if self._sender is not None:

@@ -172,6 +172,8 @@ class Journal:
 
     def drain(self) -> None:
         """Commit what is queued (once per window), claim what is due, write what is done."""
+        if self._closing:  # stopped: a late wake-up (flush, an answer) must not reopen it
+            return
         worker = self._worker
         now = time.monotonic()
         if worker.queue:

@@ -301,3 +301,34 @@ def test_an_unusable_spool_falls_back_to_memory(tmp_path: Path) -> None:
     assert client.flush(10)
     assert client.stats.delivered == 1
     client.shutdown()
+
+
+def test_shutdown_returns_after_the_spool_is_written_and_closed(tmp_path: Path) -> None:
+    """shutdown() waits for the spool's last commit: a SIGTERM or exit right after loses nothing."""
+    courier = Arrivals(1)
+    courier.gate.clear()
+    client = make_client(courier, spool=tmp_path / "spool.db")
+    client.track("E", user_id="u1")
+    assert courier.arrived.wait(10)
+    worker, journal = client._worker, client._worker.journal
+    assert journal is not None
+    order: list[str] = []
+    stop = journal.stop
+
+    def recorded_stop() -> None:
+        stop()
+        order.append("spool closed")
+
+    class Ended(threading.Event):
+        def set(self) -> None:
+            order.append("ended")
+            super().set()
+
+    journal.stop = recorded_stop  # type: ignore[method-assign]
+    worker._ended = Ended()
+    thread = worker._thread
+    assert thread is not None
+    client.shutdown(timeout=0)
+    courier.gate.set()
+    thread.join(10)
+    assert order[0] == "spool closed"
