@@ -360,6 +360,7 @@ class Journal:
             self._unspooled(batch, len(batch))
             return
         self._worker.held -= len(batch)
+        self._worker.left_memory(batch)  # claimed back (back_in_memory) only if this one delivers
         self._last_write = now
         self._used += size
         self.committed += len(batch)
