@@ -338,3 +338,22 @@ def test_committed_messages_free_their_bytes(redis_server: RedisServer, server: 
     assert app.flush(30)
     app.shutdown(10)
     assert (app.stats.committed, app.stats.dropped) == (300, 0)
+
+
+def test_committed_messages_keep_no_metrics_start_time(
+    redis_server: RedisServer, server: DevServer
+) -> None:
+    """A producer's metrics hold nothing for what it handed to Redis (they would grow forever)."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    provider = MeterProvider()
+    app = client(server, redis_server.url(), deliver=False, meter_provider=provider)
+    for n in range(20):
+        app.track("E", {"n": n}, user_id="u1")
+    assert app.flush(30)
+    recorder = app._worker.metrics
+    assert recorder is not None
+    assert recorder._made == {}
+    app.shutdown(10)
+    provider.shutdown()
