@@ -176,7 +176,8 @@ class FlushReport:
             cancelled), each also passed to `on_error`.
         dropped: Messages refused at the call (queue full, client closed), each also
             passed to `on_error`.
-        pending: Messages still queued or being delivered (0 when `done`).
+        pending: Messages still queued or being delivered (0 when `done`, unless
+            parked in a spool for a later retry).
     """
 
     done: bool
@@ -187,12 +188,15 @@ class FlushReport:
 
     @property
     def ok(self) -> bool:
-        """Whether all of it was delivered: `done`, and nothing failed or was dropped.
+        """Whether all of it was delivered: `done`, nothing failed or was dropped, none pending.
+
+        With a spool `done` is `True` while messages are parked there for a later
+        retry (see the Durability page): they are `pending`, so not `ok`.
 
         Messages not sent by design (skipped: `send=False`, a type the route does
         not deliver, an `integrations` filter) do not make it `False`.
         """
-        return self.done and self.failed == 0 and self.dropped == 0
+        return self.done and self.failed == 0 and self.dropped == 0 and self.pending == 0
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:

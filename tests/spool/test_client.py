@@ -332,3 +332,14 @@ def test_shutdown_returns_after_the_spool_is_written_and_closed(tmp_path: Path) 
     courier.gate.set()
     thread.join(10)
     assert order[0] == "spool closed"
+
+
+def test_a_flush_report_is_not_ok_while_messages_wait_in_the_spool(tmp_path: Path) -> None:
+    """flush() returns with a message parked for a later retry, but its report says not ok."""
+    courier = FakeCourier(lambda *_: httpx.Response(503))
+    client = make_client(courier, spool=tmp_path / "spool.db", retry=ONE_RETRY)
+    client.track("E", user_id="u1")
+    report = client.flush_report(10)
+    assert (report.done, report.failed, report.pending) == (True, 0, 1)
+    assert not report.ok
+    client.shutdown(timeout=0)
