@@ -251,10 +251,12 @@ def test_the_environment_variable_selects_a_spool(
 ) -> None:
     """COURIER_ANALYTICS_SPOOL names the spool when no `spool` is given."""
     monkeypatch.setenv("COURIER_ANALYTICS_SPOOL", str(tmp_path / "env.db"))
-    client = Client(api_key="k", send=False)
+    client = make_client(FakeCourier())
     settings = client.options.spool_settings()
     assert settings is not None
     assert settings.path == str(tmp_path / "env.db")
+    client.shutdown()
+    assert Client(api_key="k", send=False).options.spool_settings() is None  # sends nothing
 
 
 def test_the_module_setting_selects_a_spool(tmp_path: Path) -> None:
