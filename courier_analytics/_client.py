@@ -176,7 +176,8 @@ class FlushReport:
             cancelled), each also passed to `on_error`.
         dropped: Messages refused at the call (queue full, client closed), each also
             passed to `on_error`.
-        pending: Messages still queued or being delivered (0 when `done`).
+        pending: Messages still queued or being delivered (0 when `done`, unless
+            parked in a spool for a later retry).
     """
 
     done: bool
@@ -187,12 +188,15 @@ class FlushReport:
 
     @property
     def ok(self) -> bool:
-        """Whether all of it was delivered: `done`, and nothing failed or was dropped.
+        """Whether all of it was delivered: `done`, nothing failed or was dropped, none pending.
+
+        With a spool `done` is `True` while messages are parked there for a later
+        retry (see the Durability page): they are `pending`, so not `ok`.
 
         Messages not sent by design (skipped: `send=False`, a type the route does
         not deliver, an `integrations` filter) do not make it `False`.
         """
-        return self.done and self.failed == 0 and self.dropped == 0
+        return self.done and self.failed == 0 and self.dropped == 0 and self.pending == 0
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -502,8 +506,7 @@ class Client:
         """A snapshot of this client's counters; see [`Stats`][courier_analytics.Stats]."""
         worker = self._worker
         with self._lock:
-            made = next(self._made) - self._made_reads - self._handed_over
-            self._made_reads += 1
+            made = self._made_now()
             dropped, skipped = self._dropped, self._skipped
             cancelled = self._cancelled
         journal = worker.journal
@@ -522,6 +525,12 @@ class Client:
             recovered=0 if journal is None else journal.recovered,
             committed=0 if journal is None else journal.committed,
         )
+
+    def _made_now(self) -> int:
+        """Messages made so far (under `_lock`: reading the count advances it)."""
+        made = next(self._made) - self._made_reads - self._handed_over
+        self._made_reads += 1
+        return made
 
     # ------------------------------------------------------------------ the calls
 
@@ -1187,7 +1196,16 @@ class Client:
         # No lock: this runs in the SIGTERM handler too, which may interrupt a holder
         # of `_lock`; the tuple is replaced whole, so a plain read is consistent.
         gave_up = self._gave_up
-        if gave_up is None or gave_up[0] != self.stats.made:
+        if gave_up is None:
+            return options.exit_timeout
+        # Nor a wait for it (that holder may be this thread): unknown, the whole wait.
+        if not self._lock.acquire(blocking=False):
+            return options.exit_timeout
+        try:
+            made = self._made_now()
+        finally:
+            self._lock.release()
+        if gave_up[0] != made:
             return options.exit_timeout
         return min(options.exit_timeout, max(0.0, options.flush_timeout - gave_up[1]))
 

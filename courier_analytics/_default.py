@@ -226,6 +226,7 @@ def _stand_in(problem: str) -> Client:
         api_key="unused",
         base_url=REGIONS["us"],
         send=False,
+        deliver=True,  # COURIER_ANALYTICS_DELIVER may be the invalid setting
         on_error=handler if callable(handler) else None,
         flush_at_exit=False,
     )

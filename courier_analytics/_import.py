@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -35,6 +36,7 @@ from typing import IO, Any, Final, TextIO
 
 import orjson
 
+from courier_analytics._bar import terminal_bar
 from courier_analytics._client import Client, dispatch, make_message
 from courier_analytics._errors import (
     AuthenticationError,
@@ -80,10 +82,45 @@ _UTC = _dt.timezone.utc
 # ----------------------------------------------------------------- arguments
 
 
+#: An ISO 8601 date-time as Segment's libraries write it, in parts Python 3.10's
+#: `fromisoformat` takes: any count of fraction digits, `Z`, `+HHMM` or `+HH`.
+_ISO_PARTS: Final = re.compile(
+    r"(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?)"
+    r"(?:[.,](\d+))?"
+    r"(?:([Zz])|([+-]\d{2})(?::?(\d{2}))?)?"
+)
+
+
+def fromisoformat(text: str) -> _dt.datetime:
+    """`text` as `datetime.fromisoformat` of Python 3.11+ reads it, on 3.10 too.
+
+    Python 3.10 refuses a `Z`, a `+0000` offset and fractions of other than 3 or 6
+    digits, all of which Segment's libraries write; a fraction beyond microseconds
+    is cut, as 3.11 does.
+
+    Raises:
+        ValueError: `text` is not an ISO 8601 date or date-time.
+    """
+    try:
+        return _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] == "Z" else text)
+    except ValueError:
+        parts = _ISO_PARTS.fullmatch(text)
+        if parts is None:
+            raise
+    moment, fraction, utc, hours, minutes = parts.groups()
+    if fraction is not None:
+        moment += "." + fraction[:6].ljust(6, "0")
+    if utc is not None:
+        moment += "+00:00"
+    elif hours is not None:
+        moment += f"{hours}:{minutes or '00'}"
+    return _dt.datetime.fromisoformat(moment)
+
+
 def _moment(text: str) -> _dt.datetime:
     """An ISO 8601 date or date-time (`Z` allowed); naive means UTC, as Segment writes."""
     try:
-        value = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        value = fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 date or date-time, e.g. 2024-03-01 or "
@@ -225,13 +262,19 @@ class _Input:
                 raw.close()
 
 
-def _expand(patterns: Sequence[str]) -> list[_Input]:
+def _expand(patterns: Sequence[str], note: Callable[[str], None]) -> list[_Input]:
     """The inputs named: files, globs (sorted), `-` for standard input.
+
+    A file named twice (a glob and its name, `a.json` and `./a.json`, a link) is
+    read once, and `note` says so: its second reading would find every message a
+    duplicate, and save that as its progress over the first reading's.
 
     Raises:
         ValueError: a name matches nothing, names a directory, or `-` comes twice.
     """
     inputs: list[_Input] = []
+    #: The first name of each file listed, by (device, inode).
+    listed: dict[tuple[int, int], str] = {}
     for pattern in patterns:
         if pattern == "-":
             if any(item.path is None for item in inputs):
@@ -247,6 +290,13 @@ def _expand(patterns: Sequence[str]) -> list[_Input]:
                 raise ValueError(f"{name} is a directory; name its files, e.g. '{name}/*.gz'")
             if not os.path.exists(name):
                 raise ValueError(f"{name}: no such file")
+            found = os.stat(name)
+            key = (found.st_dev, found.st_ino)
+            if key in listed:
+                same = "named twice" if listed[key] == name else f"the same file as {listed[key]}"
+                note(f"{name}: {same}; reading it once")
+                continue
+            listed[key] = name
             inputs.append(_Input(name, name))
     return inputs
 
@@ -267,7 +317,7 @@ def parse_timestamp(value: object) -> _dt.datetime:
     if not isinstance(value, str) or not value:
         raise BadLine("timestamp is missing" if value is None else "timestamp is not a string")
     try:
-        moment = _dt.datetime.fromisoformat(value[:-1] + "+00:00" if value[-1] == "Z" else value)
+        moment = fromisoformat(value)
     except ValueError:
         raise BadLine(f"timestamp {value[:40]!r} is not an ISO 8601 date-time") from None
     return moment.replace(tzinfo=_UTC) if moment.tzinfo is None else moment
@@ -465,6 +515,8 @@ class _Counts:
         self.refused = 0
         self.not_delivered = 0
         self.bad = 0
+        #: Last lines without a newline, not valid JSON: still being written, perhaps.
+        self.incomplete = 0
         self.by_type: collections.Counter[str] = collections.Counter()
         self.sent_by_type: collections.Counter[str] = collections.Counter()
         self.skipped: collections.Counter[str] = collections.Counter()
@@ -511,28 +563,11 @@ class _BarProgress(_PlainProgress):
     """A progress bar on a terminal (rich, the `cli` extra): bytes read, events, rate, time left."""
 
     def __init__(self, err: TextIO, total_bytes: int | None) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         super().__init__(err, 0.0)
-        self._progress = Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            TextColumn("{task.fields[events]} events"),
-            TextColumn("{task.fields[rate]}/s"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=Console(file=err),
+        self._progress = terminal_bar(
+            err, "importing", "{task.fields[events]} events", "{task.fields[rate]}/s"
         )
         self._task = self._progress.add_task("import", total=total_bytes, events="0", rate="0")
-        self._progress.start()
 
     def say(self, text: str) -> None:
         self._progress.console.print(text, markup=False, highlight=False)
@@ -617,7 +652,7 @@ class Importer:
         if "group" in self.types and self.route == "api":
             return self.usage("route api has no group; pass --route segment to send groups")
         try:
-            inputs = _expand(a.inputs)
+            inputs = _expand(a.inputs, self.note)
         except ValueError as exc:
             return self.usage(str(exc))
         if a.state is None and any(item.path is None for item in inputs) and not a.dry_run:
@@ -735,6 +770,15 @@ class Importer:
                         # Done before; its id still marks a later copy as a duplicate.
                         self.seen.add(hash(_scan_id(line)))
                         continue
+                    if line[-1:] != b"\n" and not _whole(line):
+                        # The file may be written as we read: the rest of the line
+                        # may come, so it is neither bad nor done, and not read.
+                        self.counts.incomplete += 1
+                        self.progress.say(
+                            f"{item.name}:{number}: incomplete last line (no newline; still "
+                            "being written?): the next run reads it again"
+                        )
+                        break
                     if not self.one_line(tracked, number, line):
                         break  # stopped before the line was handed over: not read
                     tracked.read = number
@@ -988,6 +1032,7 @@ class Importer:
             ("skipped", _n(sum(c.skipped.values())), ""),
             *(("", _n(count), reason) for reason, count in sorted(c.skipped.items())),
             ("bad lines", _n(c.bad), "each one is listed above" if c.bad else ""),
+            *_incomplete_row(c),
             ("resumed past", _n(c.resumed), "lines done by an earlier run" if c.resumed else ""),
             ("time", f"{elapsed:.1f}s", f"{c.delivered / elapsed:,.0f} events/s"
              if elapsed > 0 else ""),
@@ -999,14 +1044,14 @@ class Importer:
         unsent = c.sent - c.delivered
         if self.stop_reason is not None and self.stop_reason != "interrupted":
             print(_wrap(f"Stopped: {self.stop_reason}"), file=self.out)
-        if self.interrupted or unsent:
+        if self.interrupted or unsent or c.incomplete:
             print(
                 "Run the same command again to go on from the last line Courier answered.",
                 file=self.out,
             )
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if unsent or self.stop_reason is not None:
+        if unsent or c.incomplete or self.stop_reason is not None:
             return EXIT_NOT_DELIVERED
         return EXIT_USAGE if c.bad else EXIT_OK
 
@@ -1021,6 +1066,7 @@ class Importer:
         for reason, count in sorted(c.skipped.items()):
             rows.append(("would skip", _n(count), reason))
         rows.append(("bad lines", _n(c.bad), "each one is listed above" if c.bad else ""))
+        rows.extend(_incomplete_row(c))
         _table(self.out, rows)
         users = sorted(self.users)
         shown = ", ".join(users[:USERS_SHOWN])
@@ -1033,6 +1079,22 @@ class Importer:
 def _wrap(text: str) -> str:
     """`text` in lines that fit a terminal."""
     return textwrap.fill(text, width=78, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _whole(line: bytes) -> bool:
+    """Whether a last line without a newline is whole: valid JSON cannot be cut short
+    (an object ends with its brace); anything else may be."""
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _incomplete_row(counts: _Counts) -> list[tuple[str, str, str]]:
+    if not counts.incomplete:
+        return []
+    return [("incomplete", _n(counts.incomplete), "last lines without a newline; not read")]
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -342,17 +342,19 @@ class Options:
         if self.max_retry_time is not None and self.max_retry_time < 0:
             raise ConfigurationError("max_retry_time must be >= 0 or None")
         # A bad spool setting raises here, naming its source.
-        if self.spool_settings() is None and not self._deliver():
+        if self.send and self.spool_settings() is None and not self._deliver():
             raise ConfigurationError(
                 "deliver=False needs a Redis spool (spool='redis://host:6379/0') for "
                 "relays to deliver from"
             )
 
     def spool_settings(self) -> SpoolSettings | None:
-        """The spool to use: `spool`, else `COURIER_ANALYTICS_SPOOL`; None for none."""
+        """The spool to use: `spool`, else `COURIER_ANALYTICS_SPOOL` if it sends; None for none."""
         if self.spool is not None:
             path = parse_spool(self.spool, "spool")
-        elif os.environ.get("COURIER_ANALYTICS_SPOOL"):
+        # A client that sends nothing queues nothing: the environment's spool is not its
+        # own (the stand-in of invalid module settings must build when it is the problem).
+        elif self.send and os.environ.get("COURIER_ANALYTICS_SPOOL"):
             source = "the COURIER_ANALYTICS_SPOOL environment variable"
             path = parse_spool(os.environ["COURIER_ANALYTICS_SPOOL"], source)
         else:

@@ -356,14 +356,7 @@ class Worker:
         thread, ended = self._thread, self._ended
         if thread is None or threading.current_thread() is thread:  # never wait for ourselves
             return True
-        began = time.monotonic()
-        if not ended.wait(timeout):
-            return False
-        if self.journal is not None:
-            # The thread's last step commits and releases the spool: once shutdown
-            # returns, the next process (and `pending`) sees what stayed there.
-            thread.join(None if timeout is None else max(0.0, began + timeout - time.monotonic()))
-        return True
+        return ended.wait(timeout)
 
     def start(self) -> None:
         """Start the thread now (a client with a spool delivers what it finds there)."""
@@ -476,6 +469,10 @@ class Worker:
                 self._bytes_freed += len(message._data)
                 self._fail(message, _outcomes.not_delivered(message, 1), _outcomes.SHUT_DOWN)
             self._abandon(self._take_all(), reason)
+            if self.journal is not None:
+                # Before the report, which lets wait_stopped return: an exit or SIGTERM
+                # right after must find what is kept committed (a second stop is a no-op).
+                self.journal.stop()
             # Reported before the sender closes: closing may wait on the network.
             self._report_ended()
             if self._sender is not None:
@@ -855,6 +852,8 @@ class Worker:
         if outcome.retry and self.journal is not None:
             why = self.journal.park(message)  # waits in the spool for a later retry
             if why is None:
+                if self.metrics is not None:  # it comes back as another object, if at all
+                    self.metrics.forget(id(message))
                 return
             refusal = why or refusal
         if outcome.delivered:
@@ -891,6 +890,8 @@ class Worker:
             alarm: An ERROR that every message would share: logged once per client,
                 in place of a WARNING per message.
         """
+        if self.metrics is not None:  # first: kept or reported later, it ends here
+            self.metrics.forget(id(message))
         if (
             self._ending
             and self.journal is not None
@@ -908,8 +909,6 @@ class Worker:
             done = self._done.pop(id(message), None) if self._done else None
             self._unreported.append((message, error, why, done))
             return
-        if self.metrics is not None:
-            self.metrics.forget(id(message))
         if alarm is None:
             logger.warning(
                 "courier-analytics: %s %s (%d bytes) not delivered: %s (%s)",
@@ -959,6 +958,9 @@ class Worker:
     def left_memory(self, messages: list[Message]) -> None:
         """Messages taken from the queue left memory for the spool (or were dropped)."""
         self._bytes_freed += sum(len(message._data) for message in messages)
+        if self.metrics is not None:  # what comes back from the spool is another object
+            for message in messages:
+                self.metrics.forget(id(message))
 
     def back_in_memory(self, message: Message) -> None:
         """A message claimed from the spool is held in memory again (`max_queue_bytes`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import re
@@ -18,7 +19,13 @@ import orjson
 import pytest
 
 from courier_analytics._cli import main
-from courier_analytics._import import Pacer, _BarProgress, _PlainProgress, _progress
+from courier_analytics._import import (
+    Pacer,
+    _BarProgress,
+    _PlainProgress,
+    _progress,
+    parse_timestamp,
+)
 from courier_analytics.devserver import DevServer, Faults
 
 KEY = "import-key"
@@ -546,3 +553,98 @@ def test_pacer_sends_no_burst_after_a_short_stall() -> None:
         pacer.wait()
         sent.append(now[0])
     assert max(sum(1 for t in sent if start <= t < start + 1) for start in sent) <= 8
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-03-01T12:00:00.123Z", dt.datetime(2024, 3, 1, 12, 0, 0, 123_000, dt.timezone.utc)),
+        ("2024-03-01T12:00:00Z", dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)),
+        ("2024-03-01T12:00:00.1Z", dt.datetime(2024, 3, 1, 12, 0, 0, 100_000, dt.timezone.utc)),
+        ("2024-03-01T12:00:00.12Z", dt.datetime(2024, 3, 1, 12, 0, 0, 120_000, dt.timezone.utc)),
+        (
+            "2024-03-01T12:00:00.123456789Z",  # Go's RFC 3339 with nanoseconds: cut, not rounded
+            dt.datetime(2024, 3, 1, 12, 0, 0, 123_456, dt.timezone.utc),
+        ),
+        (
+            "2024-03-01T12:00:00.1234567+00:00",
+            dt.datetime(2024, 3, 1, 12, 0, 0, 123_456, dt.timezone.utc),
+        ),
+        (
+            "2024-03-01T12:00:00.123+0000",
+            dt.datetime(2024, 3, 1, 12, 0, 0, 123_000, dt.timezone.utc),
+        ),
+        (
+            "2024-03-01T07:00:00-0500",
+            dt.datetime(2024, 3, 1, 7, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        ),
+        (
+            "2024-03-01T12:00:00.123456+00:00",
+            dt.datetime(2024, 3, 1, 12, 0, 0, 123_456, dt.timezone.utc),
+        ),
+        ("2024-03-01T12:00:00", dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)),
+        ("2024-03-01", dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)),
+    ],
+)
+def test_timestamps_segment_writes_parse_alike_on_every_python(
+    text: str, expected: dt.datetime
+) -> None:
+    """Each timestamp form Segment's libraries write reads as the same moment on 3.10 and 3.11+."""
+    moment = parse_timestamp(text)
+    assert moment == expected
+    assert moment.utcoffset() == expected.utcoffset()
+
+
+@pytest.mark.parametrize("text", ["2024-03-01T12:00:00 UTC", "yesterday", "2024-13-01T00:00:00Z"])
+def test_a_timestamp_that_is_no_date_time_is_a_bad_line(text: str) -> None:
+    """A malformed timestamp is a bad line, on every Python."""
+    with pytest.raises(ValueError, match="is not an ISO 8601 date-time"):
+        parse_timestamp(text)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["{d}/*.json", "{d}/a.json"], ["{d}/a.json", "{d}/./a.json", "--state", "{d}/state.json"]],
+)
+def test_a_file_named_twice_is_read_once(
+    courier: DevServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], names: list[str]
+) -> None:
+    """A file named twice is read once and said so: a second reading would find only
+    duplicates and save itself complete over the first reading's progress."""
+    (tmp_path / "a.json").write_bytes(b"".join(orjson.dumps(identify(i)) + b"\n" for i in range(4)))
+
+    code, out = run("import", *(name.format(d=tmp_path) for name in names), *connection(courier))
+
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "named twice; reading it once" in err or f"the same file as {tmp_path}/a.json" in err
+    assert out.startswith("courier-analytics import: 4 lines read")
+    assert "duplicate messageId" not in out
+    assert len(courier.profiles()) == 4
+
+
+def test_a_half_written_last_line_is_read_again_once_the_file_is_finished(
+    courier: DevServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A last line without a newline that is not valid JSON (the file is still being
+    written) is incomplete, not bad, and not counted done: the next run sends it."""
+    path = tmp_path / "e.json"
+    lines = [orjson.dumps(identify(i)) for i in range(4)]
+    path.write_bytes(b"".join(line + b"\n" for line in lines[:3]) + lines[3][:40])
+
+    code, out = run("import", str(path), *connection(courier))
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "e.json:4: incomplete last line" in err
+    assert "bad line" not in err
+    assert row(out, "incomplete").startswith("1 ")
+    [record] = orjson.loads((tmp_path / ".e.json.import-state.json").read_bytes())["inputs"]
+    assert (record["lines_done"], record["complete"]) == (3, False)
+
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    code, out = run("import", str(path), *connection(courier))
+
+    assert code == 0
+    assert row(out, "sent") == "1 identify 1"
+    assert sorted(courier.profiles()) == [f"user-{i}" for i in range(4)]

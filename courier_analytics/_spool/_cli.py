@@ -7,7 +7,7 @@ and exits when nothing more can be delivered: 0 when all it took was delivered,
 1 otherwise. A once-relay gives a message `--timeout` seconds of retries (not the
 client's two minutes) before it parks it again: against a Courier that is down
 it exits 1 within about `--timeout`, saying how many are left in the spool. On
-a terminal it shows a progress bar (tqdm, from the `[relay]` extra, when
+a terminal it shows a progress bar (rich, from the `cli` extra, when
 installed); otherwise a progress line every few seconds.
 """
 
@@ -20,15 +20,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
+from courier_analytics._bar import terminal_bar
 from courier_analytics._errors import CourierAnalyticsError
 from courier_analytics._messages import Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._spool import REDIS_SCHEMES, SpoolError, SpoolStatus, parse_spool
 from courier_analytics._spool._sqlite import SqliteBackend
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["COMMANDS", "add_commands", "run"]
 
@@ -276,26 +280,30 @@ def _on_signals(stop: threading.Event) -> Callable[[], None]:
 
 
 class _Progress:
-    """A progress bar on a terminal (tqdm, if installed), else a line every few seconds."""
+    """A progress bar on a terminal (rich, the `cli` extra: messages, rate, time left),
+    else a line every few seconds."""
 
     def __init__(self, total: int, out: TextIO) -> None:
         self._out = out
-        self._bar: Any = None
-        self._shown = 0
+        self._bar: Progress | None = None
+        self._started = time.monotonic()
         self._last_line = -math.inf
         if out.isatty():
             try:
-                from tqdm import tqdm
-            except ImportError:
+                self._bar = terminal_bar(
+                    out, "relay", "{task.fields[done]} messages", "{task.fields[rate]}/s"
+                )
+            except ImportError:  # the [cli] extra is not installed: plain lines will do
                 pass
             else:
-                self._bar = tqdm(total=total or None, unit="msg", file=out, desc="relay")
+                self._task = self._bar.add_task("relay", total=total or None, done="0", rate="0")
 
     def show(self, delivered: int, failed: int) -> None:
         done = delivered + failed
         if self._bar is not None:
-            self._bar.update(done - self._shown)
-            self._shown = done
+            elapsed = time.monotonic() - self._started
+            rate = done / elapsed if elapsed > 0 else 0.0
+            self._bar.update(self._task, completed=done, done=f"{done:,}", rate=f"{rate:,.0f}")
             return
         now = time.monotonic()
         if now - self._last_line >= PROGRESS_EVERY:
@@ -304,4 +312,4 @@ class _Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.close()
+            self._bar.stop()

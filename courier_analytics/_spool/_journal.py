@@ -172,6 +172,8 @@ class Journal:
 
     def drain(self) -> None:
         """Commit what is queued (once per window), claim what is due, write what is done."""
+        if self._closing:  # stopped: a late wake-up (flush, an answer) must not reopen it
+            return
         worker = self._worker
         now = time.monotonic()
         if worker.queue:
@@ -358,6 +360,7 @@ class Journal:
             self._unspooled(batch, len(batch))
             return
         self._worker.held -= len(batch)
+        self._worker.left_memory(batch)  # claimed back (back_in_memory) only if this one delivers
         self._last_write = now
         self._used += size
         self.committed += len(batch)

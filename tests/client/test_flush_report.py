@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -88,6 +89,30 @@ def test_exit_wait_is_cut_by_a_timed_out_flush_until_a_new_message() -> None:
         assert client._exit_wait() == 0.5
         client.track("B", user_id="u1")
         assert client._exit_wait() == 5.0
+    finally:
+        courier.gate.set()
+        client.shutdown(10)
+
+
+def test_exit_wait_is_found_by_a_signal_handler_that_interrupted_a_holder_of_the_lock() -> None:
+    """The SIGTERM handler's exit wait never blocks on the client lock its own thread holds."""
+    courier = FakeCourier()
+    courier.gate.clear()  # hold every request
+    client = Client(api_key="k", transport=courier, flush_timeout=1.0, exit_timeout=5.0)
+    found: list[float] = []
+    returned = threading.Event()
+
+    def interrupted_holder() -> None:
+        with client._lock:  # as a call counting a drop, when the handler runs on its thread
+            found.append(client._exit_wait())
+        returned.set()
+
+    try:
+        client.track("A", user_id="u1")
+        assert not client.flush(0.25)
+        threading.Thread(target=interrupted_holder, daemon=True).start()
+        assert returned.wait(30)
+        assert found == [5.0]  # cannot tell if more was made: the whole exit_timeout
     finally:
         courier.gate.set()
         client.shutdown(10)

@@ -354,3 +354,18 @@ def test_counts_survive_a_module_setting_that_rebuilds_the_default_client(
     gc.collect()  # and then collected
 
     assert by_outcome(collect(reader)["courier_analytics.messages"])["skipped"] == 2
+
+
+def test_messages_left_at_shutdown_keep_no_start_time(provider: MeterProvider) -> None:
+    """A message reported as not delivered at shutdown leaves no start time in the recorder."""
+    courier = HoldingCourier()
+    client = make_client(courier, meter_provider=provider)
+    client.track("E", user_id="u1")
+    client.track("E", user_id="u2")
+    assert courier.arrived.acquire(timeout=10)
+    client.shutdown(timeout=0)
+    courier.gate.set()
+    recorder = client._worker.metrics
+    assert recorder is not None
+    assert client.stats.failed == 2
+    assert recorder._made == {}

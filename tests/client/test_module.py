@@ -99,6 +99,23 @@ def test_a_call_with_invalid_settings_is_dropped_and_reported_not_raised(
     assert (stats.made, stats.dropped, stats.unaccounted) == (1, 1, 0)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("COURIER_ANALYTICS_SPOOL", "ftp://spool"), ("COURIER_ANALYTICS_DELIVER", "maybe")],
+)
+def test_an_invalid_spool_environment_variable_drops_calls_too(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A bad spool variable in the environment: calls are dropped and reported, not raised."""
+    monkeypatch.setenv(variable, value)
+    reports = Reports()
+    analytics.configure(api_key="k", on_error=reports)
+    analytics.track("E", user_id="u1")
+    [error] = reports.errors
+    assert isinstance(error, ConfigurationError)
+    assert variable in str(error)
+
+
 def test_invalid_settings_are_logged_once_as_an_error_without_the_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

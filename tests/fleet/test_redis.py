@@ -320,3 +320,40 @@ def test_a_dead_consumers_shard_and_pending_entries_pass_on(
     live.release()
     live.close()
     assert status(redis_server, shards=2).messages == 0
+
+
+def test_committed_messages_free_their_bytes(redis_server: RedisServer, server: DevServer) -> None:
+    """Messages handed to Redis leave memory: a producer never fills max_queue_bytes with them."""
+    app = client(
+        server, redis_server.url(), deliver=False, max_queue_bytes=20_000, max_message_bytes=1_000
+    )
+    for n in range(50):
+        app.track("E", {"n": n}, user_id="u1")
+    assert app.flush(30)
+    assert app._worker.held_bytes == 0
+    for n in range(50, 300):  # far more bytes in all than max_queue_bytes
+        app.track("E", {"n": n}, user_id="u1")
+        if n % 50 == 0:
+            assert app.flush(30)
+    assert app.flush(30)
+    app.shutdown(10)
+    assert (app.stats.committed, app.stats.dropped) == (300, 0)
+
+
+def test_committed_messages_keep_no_metrics_start_time(
+    redis_server: RedisServer, server: DevServer
+) -> None:
+    """A producer's metrics hold nothing for what it handed to Redis (they would grow forever)."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    provider = MeterProvider()
+    app = client(server, redis_server.url(), deliver=False, meter_provider=provider)
+    for n in range(20):
+        app.track("E", {"n": n}, user_id="u1")
+    assert app.flush(30)
+    recorder = app._worker.metrics
+    assert recorder is not None
+    assert recorder._made == {}
+    app.shutdown(10)
+    provider.shutdown()

@@ -93,12 +93,15 @@ def test_relay_once_gives_up_within_its_timeout(tmp_path: Path, server: DevServe
 
 
 def test_relay_shows_a_progress_bar_on_a_terminal(tmp_path: Path, server: DevServer) -> None:
-    """On a terminal the relay draws a tqdm progress bar."""
+    """On a terminal the relay draws rich's progress bar: messages, rate, time left."""
     leave(tmp_path / "s.db", [track(n) for n in range(5)])
     code, text = relay(tmp_path / "s.db", server, out=Terminal())
     assert code == 0
     assert "relay" in text
-    assert "msg" in text  # tqdm's unit
+    assert "5 messages" in text
+    assert "/s" in text
+    assert "left" in text
+    assert not text.startswith("relay: ")  # not the plain lines
 
 
 def test_relay_prints_plain_lines_elsewhere(tmp_path: Path, server: DevServer) -> None:

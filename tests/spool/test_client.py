@@ -251,10 +251,12 @@ def test_the_environment_variable_selects_a_spool(
 ) -> None:
     """COURIER_ANALYTICS_SPOOL names the spool when no `spool` is given."""
     monkeypatch.setenv("COURIER_ANALYTICS_SPOOL", str(tmp_path / "env.db"))
-    client = Client(api_key="k", send=False)
+    client = make_client(FakeCourier())
     settings = client.options.spool_settings()
     assert settings is not None
     assert settings.path == str(tmp_path / "env.db")
+    client.shutdown()
+    assert Client(api_key="k", send=False).options.spool_settings() is None  # sends nothing
 
 
 def test_the_module_setting_selects_a_spool(tmp_path: Path) -> None:
@@ -301,3 +303,45 @@ def test_an_unusable_spool_falls_back_to_memory(tmp_path: Path) -> None:
     assert client.flush(60)
     assert client.stats.delivered == 1
     client.shutdown()
+
+
+def test_shutdown_returns_after_the_spool_is_written_and_closed(tmp_path: Path) -> None:
+    """shutdown() waits for the spool's last commit: a SIGTERM or exit right after loses nothing."""
+    courier = Arrivals(1)
+    courier.gate.clear()
+    client = make_client(courier, spool=tmp_path / "spool.db")
+    client.track("E", user_id="u1")
+    assert courier.arrived.wait(10)
+    worker, journal = client._worker, client._worker.journal
+    assert journal is not None
+    order: list[str] = []
+    stop = journal.stop
+
+    def recorded_stop() -> None:
+        stop()
+        order.append("spool closed")
+
+    class Ended(threading.Event):
+        def set(self) -> None:
+            order.append("ended")
+            super().set()
+
+    journal.stop = recorded_stop  # type: ignore[method-assign]
+    worker._ended = Ended()
+    thread = worker._thread
+    assert thread is not None
+    client.shutdown(timeout=0)
+    courier.gate.set()
+    thread.join(10)
+    assert order[0] == "spool closed"
+
+
+def test_a_flush_report_is_not_ok_while_messages_wait_in_the_spool(tmp_path: Path) -> None:
+    """flush() returns with a message parked for a later retry, but its report says not ok."""
+    courier = FakeCourier(lambda *_: httpx.Response(503))
+    client = make_client(courier, spool=tmp_path / "spool.db", retry=ONE_RETRY)
+    client.track("E", user_id="u1")
+    report = client.flush_report(10)
+    assert (report.done, report.failed, report.pending) == (True, 0, 1)
+    assert not report.ok
+    client.shutdown(timeout=0)
