@@ -411,9 +411,11 @@ def test_concurrent_first_calls_in_sync_mode_start_one_worker() -> None:
     client = make_client(courier, sync_mode=True)
     start = threading.Barrier(8)
 
-    def workers() -> int:
-        return sum(t.name == "courier-analytics-worker" for t in threading.enumerate())
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "courier-analytics-worker"}
 
+    # Threads, not a count: an earlier test's worker may still be ending (shutdown()
+    # returns once it has reported, not once its thread is gone) and vanish meanwhile.
     before = workers()
 
     def call(n: int) -> None:
@@ -425,7 +427,7 @@ def test_concurrent_first_calls_in_sync_mode_start_one_worker() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert workers() - before == 1
+    assert len(workers() - before) == 1
     assert client.stats.delivered == 8
     client.shutdown()
 
