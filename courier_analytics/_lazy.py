@@ -14,7 +14,8 @@ left for later:
   `Client()` imports them, once, since a client delivers on the worker's event loop.
   A process that imports the package and sends nothing (a CLI's `--help`, an app
   whose module-level functions are never called) never pays for them.
-- `ssl` and `socket` where only a failed request needs their exception classes.
+- `ssl` and `socket` where only a failed request needs their exception classes,
+  and the spool's journal where no spool is set.
 
 Modules that use one write:
 
@@ -27,7 +28,7 @@ else:
 
 and every `httpx.X` they evaluate (in an `except` clause, an `isinstance` check, a
 `raise`) imports httpx then. What stands for a class or function here (`Worker`,
-`make_sender`, `is_loopback`) imports its module and calls the real one; the type
+`make_sender`, `is_loopback`, `Journal`) imports its module and calls the real one; the type
 checker sees the real one.
 """
 
@@ -37,9 +38,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from courier_analytics._spool._journal import Journal as _Journal
     from courier_analytics._worker import Worker as _Worker
 
-__all__ = ["Worker", "asyncio", "httpx", "is_loopback", "make_sender", "socket", "ssl"]
+__all__ = ["Journal", "Worker", "asyncio", "httpx", "is_loopback", "make_sender", "socket", "ssl"]
 
 
 class LazyModule:
@@ -80,3 +82,10 @@ def is_loopback(host: str) -> bool:
     from courier_analytics._transport import is_loopback
 
     return is_loopback(host)
+
+
+def Journal(*args: Any, **options: Any) -> _Journal:
+    """`_spool._journal.Journal(...)`: made only for a client with a spool."""
+    from courier_analytics._spool._journal import Journal
+
+    return Journal(*args, **options)

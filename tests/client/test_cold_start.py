@@ -146,7 +146,7 @@ def test_a_meter_provider_named_in_the_environment_is_used() -> None:
 
 
 def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
-    """Client(), track() and flush() to a local server import neither httpx nor the IDNA codec."""
+    """Client(), track() and flush() to a local server import no httpx, IDNA codec or spool."""
     code = ONE_ANSWER + textwrap.dedent(
         """
         import json, sys
@@ -158,7 +158,8 @@ def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
         print(json.dumps({
             "delivered": client.stats.delivered,
             "flushed": flushed,
-            "loaded": [m for m in ("httpx", "encodings.idna") if m in sys.modules],
+            "loaded": [m for m in ("httpx", "encodings.idna", "sqlite3",
+                                   "courier_analytics._spool._journal") if m in sys.modules],
         }))
         """
     )
