@@ -78,55 +78,21 @@ def run_python(code: str, env: dict[str, str] | None = None) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def loaded_after(imports: str, modules: tuple[str, ...]) -> Any:
+    """Which of `modules` a fresh interpreter holds after `import {imports}`."""
+    code = f"import json, sys\nimport {imports}\n"
+    code += f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))"
+    return run_python(code)
+
+
 def test_import_does_not_import_httpx() -> None:
     """`import courier_analytics` (and the Segment drop-in) leaves httpx unimported."""
-    result = run_python(
-        textwrap.dedent(
-            f"""
-            import json, sys
-            import courier_analytics, courier_analytics.segment
-            print(json.dumps({{"loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
-            """
-        )
-    )
-
-    assert result == {"loaded": []}
+    assert loaded_after("courier_analytics, courier_analytics.segment", HEAVY) == []
 
 
 def test_import_loads_no_engine_extra_or_unused_module() -> None:
     """`import courier_analytics` loads none of NOT_AT_IMPORT (with opentelemetry installed)."""
-    result = run_python(
-        textwrap.dedent(
-            f"""
-            import json, sys
-            import courier_analytics
-            print(json.dumps({{"loaded": [m for m in {NOT_AT_IMPORT!r} if m in sys.modules]}}))
-            """
-        )
-    )
-
-    assert result == {"loaded": []}
-
-
-def test_a_client_imports_no_opentelemetry_the_app_did_not_set_up() -> None:
-    """opentelemetry-api installed, not imported by the app: Client() records and imports none."""
-    code = ONE_ANSWER + textwrap.dedent(
-        """
-        import json, sys
-        import courier_analytics
-
-        client = courier_analytics.Client(api_key="k", base_url=url, flush_at_exit=False)
-        client.track("Signed Up", user_id="u1")
-        flushed = client.flush(30)
-        print(json.dumps({
-            "flushed": flushed,
-            "metrics": client._worker.metrics is not None,
-            "loaded": [m for m in sys.modules if m.split(".")[0] == "opentelemetry"],
-        }))
-        """
-    )
-
-    assert run_python(code) == {"flushed": True, "metrics": False, "loaded": []}
+    assert loaded_after("courier_analytics", NOT_AT_IMPORT) == []
 
 
 def test_a_meter_provider_named_in_the_environment_is_used() -> None:
@@ -146,7 +112,8 @@ def test_a_meter_provider_named_in_the_environment_is_used() -> None:
 
 
 def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
-    """Client(), track() and flush() to a local server import no httpx, IDNA codec or spool."""
+    """Client(), track() and flush() to a local server import no httpx, IDNA codec or spool,
+    and no OpenTelemetry where it is installed and the app did not set it up."""
     code = ONE_ANSWER + textwrap.dedent(
         """
         import json, sys
@@ -158,10 +125,11 @@ def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
         print(json.dumps({
             "delivered": client.stats.delivered,
             "flushed": flushed,
-            "loaded": [m for m in ("httpx", "encodings.idna", "sqlite3",
+            "metrics": client._worker.metrics is not None,
+            "loaded": [m for m in ("httpx", "encodings.idna", "sqlite3", "opentelemetry",
                                    "courier_analytics._spool._journal") if m in sys.modules],
         }))
         """
     )
 
-    assert run_python(code) == {"delivered": 1, "flushed": True, "loaded": []}
+    assert run_python(code) == {"delivered": 1, "flushed": True, "metrics": False, "loaded": []}
