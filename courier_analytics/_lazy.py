@@ -49,12 +49,21 @@ class LazyModule:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._module: Any = None
 
     def __repr__(self) -> str:
         return f"<lazy module {self._name!r}>"
 
     def __getattr__(self, attribute: str) -> Any:
-        return getattr(importlib.import_module(self._name), attribute)
+        # Called only for an attribute not read before: each is kept on this object,
+        # so that the next read is a plain one (a retry loop reads `ssl.X` on every
+        # failed attempt). These are classes and functions, which nothing reassigns.
+        module = self._module
+        if module is None:
+            module = self._module = importlib.import_module(self._name)
+        value = getattr(module, attribute)
+        setattr(self, attribute, value)
+        return value
 
 
 httpx = LazyModule("httpx")
