@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import HERE, SLOW
+
+from tests.conftest import HERE, SLOW
 
 
 @pytest.mark.parametrize("entry", sorted(SLOW))
