@@ -14,12 +14,13 @@ from courier_analytics import _default
 HERE = Path(__file__).resolve().parent
 
 #: Tests that run something outside this process and wait for it (a browser,
-#: gunicorn, a Celery worker, the docs site's build, the benchmark, processes
-#: killed mid-way and started again, an import of a large export) or push tens of
-#: thousands of events: each takes from seconds to minutes on a busy machine, and
-#: together most of the suite's time. Marked `slow` here, by path, so that
-#: `pytest -m "not slow"` is the quick run while plain `pytest` still runs them all.
-#: A file, or a test in it ("file::name", every parameter), relative to tests/.
+#: gunicorn, a Celery worker, the docs site's build, the benchmark, a whole pytest
+#: run, processes killed mid-way and started again, an import of a large export)
+#: or push tens of thousands of events: each takes from seconds to minutes on a
+#: busy machine, and together most of the suite's time. Marked `slow` here, by
+#: path, so that `pytest -m "not slow"` is the quick run while plain `pytest`
+#: still runs them all. A file, or a test in it ("file::name", every parameter),
+#: relative to tests/.
 SLOW = frozenset(
     {
         "devserver/test_devserver_browser.py",
@@ -40,6 +41,8 @@ SLOW = frozenset(
         "client/test_delivery.py::test_many_threads_lose_nothing_and_keep_order",
         "e2e/test_bad_input.py::test_any_input_is_sent_as_valid_json_or_refused_at_the_call",
         "e2e/test_end_to_end.py::test_random_5xx_are_survived_with_nothing_lost_or_doubled",
+        "testing/test_dev_extra.py::test_fixture_fails_naming_the_extra",
+        "testing/test_traceback.py::test_failures_hide_the_kits_frames",
     }
 )
 
