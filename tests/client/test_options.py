@@ -296,3 +296,19 @@ def test_the_url_used_is_the_url_checked_though_the_environment_changes(
         assert client.flush(10)
     assert [str(r.url) for r in courier.requests] == ["https://courier.example/inbound/courier"]
 
+
+def test_options_are_built_once_per_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client(...) and Client.from_options check the options once, and keep that value."""
+    built: list[Options] = []
+    check = Options.__attrs_post_init__
+
+    def counted(self: Options) -> None:
+        check(self)
+        built.append(self)
+
+    monkeypatch.setattr(Options, "__attrs_post_init__", counted)
+    client = Client(api_key="k", send=False)
+    assert built == [client.options]
+    options = Options(api_key="k", send=False)
+    assert Client.from_options(options).options is options
+    assert len(built) == 2
