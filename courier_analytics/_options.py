@@ -11,7 +11,7 @@ from urllib.parse import SplitResult, urlsplit
 import attrs
 
 from courier_analytics._errors import ConfigurationError
-from courier_analytics._messages import MAX_REQUEST_BYTES, Message
+from courier_analytics._message import MAX_REQUEST_BYTES, Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._spool import (
