@@ -135,14 +135,11 @@ class Client(Lifecycle):
             needs them. The default is 512, or a quarter of the process's soft
             open-file limit (`ulimit -n`) when that is lower (read when the package
             is imported); a value given here is used as given. Far from Courier
-            more is faster: 20,000 events 20 ms away took 1.4 s with up to 512 in
-            flight and 2.0 s with 256 (plain HTTP).
-            Close by, the limit grows only while throughput does. The cost is
-            connections: each holds a file descriptor and, over HTTPS, costs a TLS
-            handshake when it opens and about 70 KB of TLS state while open (the
-            benchmark's client peaked at 85 MB with 512 TLS connections).
-            Lower it to cap them, for example under a preforking server with many
-            processes.
+            more is faster; close by, the limit grows only while throughput does.
+            The cost is connections: each holds a file descriptor and, over HTTPS,
+            costs a TLS handshake when it opens and its TLS state while open (the
+            Performance page has the figures). Lower it to cap them, for example
+            under a preforking server with many processes.
         ordering: `"identify"` (default): a user's `identify`, `alias` and `group`
             go after that user's earlier messages are answered and before any
             later one; a user's tracks between two of them go together (up to half
@@ -152,7 +149,7 @@ class Client(Lifecycle):
             user at one event per round trip. See the Delivery page.
         event_loop: `"asyncio"` (default) or `"uvloop"`: the worker's event loop.
             uvloop (`pip install 'courier-analytics[uvloop]'`, not on Windows) cuts
-            the worker's CPU per event by about half; see the Performance page.
+            the worker's CPU per event; see the Performance page.
         flush_interval: Seconds an idle worker waits before looking at the queue on
             its own; a call normally wakes it at once.
         timeout: Seconds allowed to connect (DNS included), and then to send one request
@@ -690,10 +687,10 @@ def dispatch(client: Client, message: Message) -> Outcome:
 
     What becomes of it is counted in `stats` and passed to `on_error` as for any call.
     """
-    refused = client._dispatch(message)
-    if refused is None:
+    not_queued = client._dispatch(message)
+    if not_queued is None:
         return Outcome(message.message_id, "accepted")
-    return Outcome(message.message_id, *refused)
+    return Outcome(message.message_id, *not_queued)
 
 
 def _enable_debug_logging() -> None:

@@ -111,7 +111,7 @@ State = Literal["accepted", "skipped", "dropped", "failed"]
 
 #: What `_dispatch` returns for a message it did not simply queue: its state and why.
 #: A queued message returns None, so the common call allocates nothing to say so.
-Refused = tuple[State, "str | BaseException"]
+NotQueued = tuple[State, "str | BaseException"]
 
 
 class Outcome(NamedTuple):
@@ -208,7 +208,7 @@ class Intake:
         self._made_reads += 1
         return made
 
-    def _dispatch(self, message: Message) -> Refused | None:
+    def _dispatch(self, message: Message) -> NotQueued | None:
         """Queue, skip or drop a made message; None when queued, else its state and why."""
         stop = message._stop
         if stop is not None:
@@ -234,7 +234,7 @@ class Intake:
             return self._unavailable(message, exc)
         return self._full(message)
 
-    def _put_and_wait(self, message: Message) -> Refused | None:
+    def _put_and_wait(self, message: Message) -> NotQueued | None:
         """Sync mode: queue the message and wait until it is delivered or has failed."""
         key = id(message)
         done: Future[None] = Future()
@@ -251,7 +251,7 @@ class Intake:
             error = self._waiting.pop(key, None)
         return None if error is None else ("failed", error)
 
-    def _full(self, message: Message) -> Refused:
+    def _full(self, message: Message) -> NotQueued:
         options = self._options
         error = QueueFullError(
             f"{message.type} {message.message_id} ({len(message._data)} bytes) dropped: "
@@ -261,7 +261,7 @@ class Intake:
         self._not_queued(message, error)
         return "dropped", error
 
-    def _unavailable(self, message: Message, exc: WorkerUnavailable) -> Refused | None:
+    def _unavailable(self, message: Message, exc: WorkerUnavailable) -> NotQueued | None:
         """The worker takes no more: the successor takes the message, or it is dropped."""
         successor = self._successor
         if successor is not None and self._worker.closed:
@@ -272,7 +272,7 @@ class Intake:
         self._not_queued(message, error)
         return "dropped", error
 
-    def _refuse(self, message: Message) -> Refused | None:
+    def _refuse(self, message: Message) -> NotQueued | None:
         """Drop a call made while the module settings are invalid (see `_refusal`).
 
         Counted as made and dropped and passed to `on_error`; the settings module
@@ -309,7 +309,7 @@ class Intake:
             self._events.failure("dropped", error, message)
         self._report(error, message)
 
-    def _stopped(self, message: Message, why: str | Exception) -> Refused:
+    def _stopped(self, message: Message, why: str | Exception) -> NotQueued:
         """Count a message that goes no further than the call: skipped, or cancelled."""
         next(self._made)
         if isinstance(why, str):
@@ -335,7 +335,7 @@ class Intake:
         drops, self._drops_unlogged, self._drop_logged_at = self._drops_unlogged, 0, now
         return drops
 
-    def _capture(self, message: Message) -> Refused:
+    def _capture(self, message: Message) -> NotQueued:
         """Hand the message to the test recorders instead of sending it (counted as skipped)."""
         for recorder in _capture.recorders:
             recorder(message, None)
