@@ -39,6 +39,7 @@ from courier_analytics import _outcomes
 from courier_analytics._errors import QueueFullError
 from courier_analytics._messages import Message
 from courier_analytics._spool import Backend, Settings, SpoolError, open_backend
+from courier_analytics._spool._lease import Holdings, Lease
 
 if TYPE_CHECKING:
     from courier_analytics._worker import Worker
@@ -84,10 +85,9 @@ class Journal:
         self._clock = clock
         self._open = False
         self._closing = False
-        # Messages held in memory that have a row: id(message) -> (key, made here,
-        # committed at, tries). A message object queued twice has two rows.
-        self._rows: dict[int, tuple[int, bool, float, int]] = {}
-        self._twins: dict[int, list[tuple[int, bool, float, int]]] = {}
+        # Messages held in memory that have a row, and the lease they are held under.
+        self._holdings = Holdings()
+        self._lease = Lease(self._backend, settings.lease, worker.wake_for_spool)
         self._to_remove: list[int] = []
         self._to_park: list[tuple[int, float, int]] = []
         self._to_fail: list[tuple[int, str]] = []
@@ -103,7 +103,6 @@ class Journal:
             self._next_due = -math.inf  # new entries may wait there now: look at once
         self._blocked: dict[str, int] = {}  # user -> key of their parked barrier
         self._last_write = -math.inf
-        self._next_upkeep = 0.0
         self._broken_until = 0.0  # the spool failed: memory only until then
         self._trouble_logged = False
         self._full_logged = False
@@ -134,6 +133,27 @@ class Journal:
         self.dropped = 0
         #: Messages left in the spool when the worker stopped (still pending).
         self.left = 0
+        #: Messages another process took over while this one stalled past its lease.
+        self.taken_over = 0
+
+    @property
+    def some_taken(self) -> bool:
+        """Copies another process took over are still in memory: each send asks `taken`."""
+        return self._holdings.any_gone
+
+    def taken(self, message: Message) -> bool:
+        """Whether another process took this message over; then it is not to be sent.
+
+        Asked before each retry, and before each first attempt while `some_taken`;
+        a message taken over leaves `pending` for `taken_over`. The lease is renewed
+        first when its safe time passed (the process may have stalled).
+        """
+        if time.monotonic() >= self._lease.safe_until and self._open and not self._closing:
+            self._check_lease()
+        if self._holdings.any_gone and self._holdings.gone(message):
+            self.taken_over += 1
+            return True
+        return False
 
     def retry_everything_now(self) -> None:
         """Treat every parked message as due now, once each (`relay --once`)."""
@@ -160,7 +180,7 @@ class Journal:
     def start(self) -> None:
         """Open the spool on the worker's thread (a forked child opens its own)."""
         self._closing = False
-        self._next_upkeep = 0.0  # the first drain takes over what the dead left
+        self._lease.next_upkeep = 0.0  # the first drain takes over what the dead left
         if self._open:
             return
         try:
@@ -176,6 +196,8 @@ class Journal:
             return
         worker = self._worker
         now = time.monotonic()
+        if now >= self._lease.safe_until and self._open and now >= self._broken_until:
+            self._check_lease()  # first: nothing held goes out, nor is committed, unknowing
         if worker.queue:
             if now >= self._last_write + self._settings.commit_interval or (
                 len(worker.queue) >= self.burst
@@ -183,7 +205,7 @@ class Journal:
                 self._commit(now)
             elif self._timer is None:
                 self._schedule(self._last_write + self._settings.commit_interval)
-        if now >= self._next_upkeep:
+        if now >= self._lease.next_upkeep:
             self._upkeep(now)
         if worker.delivered != self._delivered_seen:
             self._delivered_seen = worker.delivered
@@ -208,11 +230,14 @@ class Journal:
 
     def finished(self, message: Message) -> None:
         """A held message's delivery ended (delivered, or failed for good): remove its row."""
-        row = self._pop_row(message) if self._twins else self._rows.pop(id(message), None)
+        holdings = self._holdings
+        row = holdings.pop(message)
         if row is not None:
             self._to_remove.append(row[0])
             if row[1]:
                 self.spooled -= 1
+        elif holdings.any_gone:
+            holdings.gone(message)  # on the wire before its lease was lost: settled here
 
     def park(self, message: Message) -> str | None:
         """Park a message whose retries ran out on a retryable failure.
@@ -221,8 +246,11 @@ class Journal:
             None when parked; else why it fails now: `""` when it has no row (it
             fails as without a spool), the age limit when it is too old.
         """
-        row = self._pop_row(message)
+        row = self._holdings.pop(message)
         if row is None:
+            if self._holdings.any_gone and self._holdings.gone(message):
+                self.taken_over += 1  # another process took it over: it retries it
+                return None
             return ""
         key, mine, made_at, _tries = row
         now = self._clock()
@@ -255,7 +283,10 @@ class Journal:
         """Keep a message the stopping worker would report as not delivered."""
         if self._closing:
             return False
-        if self._pop_row(message) is None:
+        if self._holdings.pop(message) is None:
+            if self._holdings.any_gone and self._holdings.gone(message):
+                self.taken_over += 1  # another process took it over: it delivers it
+                return True
             self._kept.append(message)
         self.left += 1
         return True
@@ -266,6 +297,7 @@ class Journal:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._lease.stop()
         kept, self._kept = self._kept, []
         self.left += self._parked
         self._parked = 0
@@ -284,8 +316,7 @@ class Journal:
             logger.error("courier-analytics: %s; messages left in memory are lost", exc)
             self._lose(kept, "the spool failed")
         finally:
-            self._rows.clear()
-            self._twins.clear()
+            self._holdings.clear()
             self._blocked.clear()
             self._backend.close()
             self._open = False
@@ -343,11 +374,11 @@ class Journal:
             self._parked += len(parked_keys)
             self._backlog = True
             worker.left_memory(parked)
-        rows, add = self._rows, worker.add_to_lanes
+        rows, add = self._holdings.rows, worker.add_to_lanes
         for message, key in zip(held, keys, strict=True):
             row = (key, True, wall, 0)
             if rows.setdefault(id(message), row) is not row:  # queued twice
-                self._twins.setdefault(id(message), []).append(row)
+                self._holdings.add(message, row)
             add(message)
 
     def _hand_over(self, batch: list[Message], now: float, size: int) -> None:
@@ -441,7 +472,7 @@ class Journal:
         except SpoolError as exc:
             self._trouble(exc)
             return
-        worker, rows = self._worker, self._rows
+        worker, holdings = self._worker, self._holdings
         for entry in claimed:
             mine = entry.maker == self.token
             if entry.counted:
@@ -455,7 +486,7 @@ class Journal:
                 worker.held += 1
             # `spooled` counts this client's messages in its own spool (not a shared one).
             row = (entry.key, mine and not self._shared, entry.made_at, entry.tries)
-            self._add_row(rows, entry.message, row)
+            holdings.add(entry.message, row)
             worker.back_in_memory(entry.message)
             worker.add_to_lanes(entry.message)
 
@@ -475,7 +506,7 @@ class Journal:
         """A user's barrier waits in the spool: their later messages wait there too."""
         self._blocked.setdefault(user, key)
         for message in self._worker.withdraw(user):
-            row = self._pop_row(message)
+            row = self._holdings.pop(message)
             if row is None:  # no row: it goes on from memory
                 self._worker.add_to_lanes(message)
                 continue
@@ -505,11 +536,13 @@ class Journal:
 
     def _upkeep(self, now: float) -> None:
         """Renew the lease, take over what the dead left, and keep the file small."""
-        self._next_upkeep = now + self._settings.lease / 3
+        self._lease.next_upkeep = now + self._settings.lease / 3
         if not self._open:
             self.start()
             if not self._open:
                 return
+        if not self._check_lease():
+            return
         try:
             if self._backend.take_over(self._clock()):
                 self._backlog = True
@@ -522,10 +555,47 @@ class Journal:
             self._trouble_logged = False
             logger.info("courier-analytics: the spool %s works again", self._settings.where)
 
+    def _check_lease(self) -> bool:
+        """Renew the lease; if it was lost, drop what it held. False when the spool failed."""
+        try:
+            held = self._lease.renew(self._clock())
+        except SpoolError as exc:  # unknown: what is held goes on (see durability.md)
+            self._trouble(exc)
+            return False
+        if not held:
+            self._lose_lease()
+        return True
+
+    def _lose_lease(self) -> None:
+        """This process stalled past its lease and another took over all it held: drop it.
+
+        What is in memory is dropped at its next send (see `taken`); what was parked
+        leaves `held` now. The taker counts them as recovered and delivers them.
+        """
+        worker = self._worker
+        in_memory = self._holdings.lose_all()
+        parked, self._parked = self._parked, 0
+        worker.held -= parked
+        self.taken_over += parked
+        self.spooled = 0  # none of its rows is its own any more
+        self._blocked.clear()
+        self._parked_now.clear()
+        # Their keys are the taker's now (the store would refuse them anyway).
+        self._to_park, self._to_remove, self._to_fail = [], [], []
+        self._backlog = False
+        self._next_due = -math.inf if self._shared and self._deliver else math.inf
+        logger.warning(
+            "courier-analytics: this process stalled past its lease on the spool %s, and "
+            "another took over the %d message(s) it held; it sends none of them (the "
+            "other process delivers them)",
+            self._settings.where,
+            in_memory + parked,
+        )
+
     def _trouble(self, exc: SpoolError) -> None:
         """The spool failed: deliver from memory for a while; log once per episode."""
         self._broken_until = time.monotonic() + RETRY_SPOOL
-        self._next_upkeep = min(self._next_upkeep, self._broken_until)
+        self._lease.next_upkeep = min(self._lease.next_upkeep, self._broken_until)
         if not self._trouble_logged:
             self._trouble_logged = True
             logger.error(
@@ -556,21 +626,3 @@ class Journal:
     def _due(self) -> None:
         self._timer = None
         self._worker.wake_for_spool()
-
-    def _add_row(
-        self,
-        rows: dict[int, tuple[int, bool, float, int]],
-        message: Message,
-        row: tuple[int, bool, float, int],
-    ) -> None:
-        if rows.setdefault(id(message), row) is not row:
-            self._twins.setdefault(id(message), []).append(row)
-
-    def _pop_row(self, message: Message) -> tuple[int, bool, float, int] | None:
-        twins = self._twins.get(id(message)) if self._twins else None
-        if twins:
-            row = twins.pop()
-            if not twins:
-                del self._twins[id(message)]
-            return row
-        return self._rows.pop(id(message), None)

@@ -407,6 +407,30 @@ class RedisBackend:
 
     # ---------------------------------------------------------------- leases
 
+    def renew(self, now: float) -> bool:
+        """Renew this consumer and its shard leases; False when one was lost meanwhile.
+
+        Then everything held here is forgotten (the journal drops it from memory):
+        a lost shard's new holder adopts its entries, and what is pending in the
+        shards still held is made due again by `_reconcile`.
+        """
+        if not self.deliver:
+            return True
+        with self._failing("renew its leases"):
+            self._redis.zadd(self._consumers, {self.owner: now + self._lease})
+            lost = {
+                shard
+                for shard in self._mine
+                if not self._renew(keys=[self._lease_key(shard)], args=[self.owner, self._lease_ms])
+            }
+        if not lost:
+            return True
+        self._mine -= lost
+        self._leaving -= lost
+        for known in (self._by_key, self._by_entry, self._parked_here, self._held):
+            known.clear()
+        return False
+
     def take_over(self, now: float) -> int:
         """Renew this consumer and its leases, take free shards up to a fair share.
 

@@ -266,14 +266,23 @@ class SqliteBackend:
                 [(due, tries, key, owner) for key, due, tries in entries],
             )
 
+    def renew(self, now: float) -> bool:
+        """Renew this owner's lease; False when another took over its rows meanwhile."""
+        with self._write() as db:
+            return self._renew(db, now)
+
+    def _renew(self, db: sqlite3.Connection, now: float) -> bool:
+        renewed = db.execute(
+            "UPDATE owners SET lease_until = ? WHERE owner = ?", (now + self._lease, self.owner)
+        ).rowcount
+        if not renewed:  # taken over while it did not renew (a stalled process)
+            self._register(db, now)
+        return bool(renewed)
+
     def take_over(self, now: float) -> int:
         """Renew this owner's lease; take what gone owners left and what nobody owns."""
         with self._write() as db:
-            renewed = db.execute(
-                "UPDATE owners SET lease_until = ? WHERE owner = ?", (now + self._lease, self.owner)
-            ).rowcount
-            if not renewed:  # taken over while it did not renew (a frozen process)
-                self._register(db, now)
+            self._renew(db, now)
             gone = [
                 (owner,)
                 for owner, host, pid, until in db.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 from collections import Counter
@@ -30,10 +31,14 @@ def start(spool: Path, server: DevServer, count: int, name: str) -> subprocess.P
 
 def in_spool(path: Path) -> set[str]:
     """The messageIds of every message in the spool file."""
+    if not path.exists():
+        return set()
     db = sqlite3.connect(path)
     try:
         rows = db.execute("SELECT type, mid, user_id, anonymous_id, event, data FROM messages")
         return {_made(*row).message_id for row in rows}
+    except sqlite3.OperationalError:  # no table yet: the producer is opening it
+        return set()
     finally:
         db.close()
 
@@ -41,6 +46,36 @@ def in_spool(path: Path) -> set[str]:
 def delivered(server: DevServer) -> Counter[str]:
     """How often the stand-in received each track's messageId (repeats are duplicates)."""
     return Counter(e["messageId"] for e in server.events() if e["type"] == "track")
+
+
+def write_locked(path: Path) -> bool:
+    """Whether a process holds the spool's write lock now."""
+    db = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        db.close()
+    return False
+
+
+def stop_outside_a_write(process: subprocess.Popen[str], path: Path, server: DevServer) -> None:
+    """SIGSTOP a process at a moment it holds no write lock on the spool.
+
+    A process stopped inside a write holds the lock for as long as it is stopped,
+    and no other process can take its messages over (see durability.md); its
+    writes follow Courier's answers, so it is tried again after the next request.
+    """
+    for _ in range(50):
+        process.send_signal(signal.SIGSTOP)
+        os.waitpid(process.pid, os.WUNTRACED)  # returns once it has stopped
+        if not write_locked(path):
+            return
+        process.send_signal(signal.SIGCONT)
+        seen = len(server.events())
+        server.wait_for(lambda: len(server.events()) > seen, timeout=10)  # noqa: B023
+    raise AssertionError("the process held the spool's write lock each time it was stopped")
 
 
 def test_several_processes_share_one_spool(tmp_path: Path, server: DevServer) -> None:
@@ -135,4 +170,38 @@ def test_a_forked_child_uses_its_own_connection(tmp_path: Path, server: DevServe
     assert os.waitstatus_to_exitcode(wait_status) == 0
     client.shutdown(10)
     assert len(delivered(server)) == 60
+    assert status(spool).messages == 0
+
+
+def test_a_process_stalled_past_its_lease_sends_nothing_taken_over(
+    tmp_path: Path, server: DevServer
+) -> None:
+    """A SIGSTOPped holder resumed after another took over its messages sends none of them."""
+    spool = tmp_path / "spool.db"
+    server.set_faults(Faults(latency_ms=300))  # it holds what it made: one request at a time
+    stalled = producer(spool, server, 500, "a", "hold")
+    read_until(stalled, 500)
+    # Everything made is committed (in the spool, or answered) before the stall.
+    assert server.wait_for(lambda: len(in_spool(spool) | set(delivered(server))) == 500, 120)
+    stop_outside_a_write(stalled, spool, server)
+    try:
+        server.set_faults(Faults())
+        taker = Client(api_key=KEY, base_url=server.base_url, spool=spool, retry=BRIEF)
+        try:  # it takes over once the stalled one's lease (2 s) has expired
+            assert server.wait_for(lambda: len(delivered(server)) == 500, timeout=120)
+            assert taker.flush(120)
+        finally:
+            taker.shutdown(10)
+        before = sum(delivered(server).values())
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    read_until(stalled, 501)  # its flush returned: what it held is settled
+    out, _ = stalled.communicate(timeout=120)
+    made, sent, failed, taken_over, pending = (int(n) for n in out.split("stats ")[1].split()[:5])
+    seen = delivered(server)
+    print(f"{taken_over} taken over, {sum(seen.values()) - len(seen)} duplicates in all")
+    assert sum(seen.values()) == before  # the resumed process sent nothing again
+    assert taker.stats.recovered >= taken_over > 0
+    assert (made, failed, pending) == (500, 0, 0)
+    assert made == sent + taken_over
     assert status(spool).messages == 0
