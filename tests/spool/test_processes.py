@@ -7,6 +7,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from courier_analytics import Client, RetryPolicy
 from courier_analytics._messages import _made
+from courier_analytics._spool._sqlite import SqliteBackend
 from courier_analytics.devserver import DevServer, Faults
 from tests._spool_helpers import by_producer, producer, read_until
 
@@ -170,6 +172,48 @@ def test_a_forked_child_uses_its_own_connection(tmp_path: Path, server: DevServe
     assert os.waitstatus_to_exitcode(wait_status) == 0
     client.shutdown(10)
     assert len(delivered(server)) == 60
+    assert status(spool).messages == 0
+
+
+#: Set by every fork of this process (a hook cannot be removed): see the test below.
+_forking = threading.Event()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_forking.set)
+
+
+def test_a_child_forked_during_a_write_can_write(tmp_path: Path, server: DevServer) -> None:
+    """A fork while a connection is inside a transaction leaves the child's own connection free."""
+    spool = tmp_path / "spool.db"
+    writer = SqliteBackend(str(spool), owner="writer", lease=60)
+    writer.open()
+    inside = threading.Event()
+    _forking.clear()
+
+    def write() -> None:  # inside a transaction until fork() begins
+        with writer._write():
+            inside.set()
+            _forking.wait(60)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert inside.wait(60)
+    pid = os.fork()
+    if pid == 0:  # the child: a client of its own on the same file
+        failed = 1
+        try:
+            client = Client(api_key=KEY, base_url=server.base_url, spool=spool)
+            client.track("Child", user_id="child")
+            if client.flush(60) and client.stats.delivered == 1:
+                journal = client._worker.journal
+                failed = 0 if journal is not None and journal._open else 3
+            client.shutdown(10)
+        finally:
+            os._exit(failed)
+    thread.join(60)
+    _, wait_status = os.waitpid(pid, 0)
+    writer.close()
+    # The child's exit: 1 not delivered, 3 its spool could not be written.
+    assert os.waitstatus_to_exitcode(wait_status) == 0
     assert status(spool).messages == 0
 
 
