@@ -30,10 +30,45 @@ from collections.abc import Callable
 from courier_analytics._messages import Message
 from courier_analytics._spool import Backend
 
-__all__ = ["Holdings", "Lease", "Row"]
+__all__ = ["Alarm", "Holdings", "Lease", "Row"]
 
 #: A held message's row: (key, made by this client, committed at, tries).
 Row = tuple[int, bool, float, int]
+
+
+class Alarm:
+    """Wakes the worker once at a set time (a commit or a batch is due then).
+
+    Args:
+        wake: Called on the worker's loop at that time.
+    """
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._handle: asyncio.TimerHandle | None = None
+        #: The monotonic time it is set for, or None.
+        self.set_for: float | None = None
+
+    def set(self, when: float) -> None:
+        """Wake the worker at `when` (monotonic), unless set already."""
+        if self.set_for is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the worker's loop (tests drive it by hand)
+            return
+        self.set_for = when
+        self._handle = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._ring)
+
+    def cancel(self) -> None:
+        """Not any more."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self.set_for = None
+
+    def _ring(self) -> None:
+        self._handle = self.set_for = None
+        self._wake()
 
 
 class Lease:
