@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,21 @@ def in_spool(path: Path) -> set[str]:
 def delivered(server: DevServer) -> Counter[str]:
     """How often the stand-in received each track's messageId (repeats are duplicates)."""
     return Counter(e["messageId"] for e in server.events() if e["type"] == "track")
+
+
+def all_arrived(server: DevServer, wanted: set[str]) -> Callable[[], bool]:
+    """A `wait_for` predicate: every one of `wanted` reached the stand-in.
+
+    It runs after each request under the stand-in's lock, so the count is read first
+    and the ids (a copy of the whole event log) only once the count allows it.
+    """
+
+    def arrived() -> bool:
+        if server.stats()["message_ids_applied"] < len(wanted):
+            return False
+        return wanted <= set(delivered(server))
+
+    return arrived
 
 
 def write_locked(path: Path) -> bool:
@@ -123,7 +139,7 @@ def test_sigkill_loses_only_what_was_not_committed(
     server.set_faults(Faults())
     client = Client(api_key=KEY, base_url=server.base_url, spool=spool, retry=BRIEF)
     try:
-        assert server.wait_for(lambda: committed <= set(delivered(server)), timeout=600)
+        assert server.wait_for(all_arrived(server, committed), timeout=600)
         assert client.flush(300)
     finally:
         client.shutdown(10)
@@ -232,7 +248,9 @@ def test_a_process_stalled_past_its_lease_sends_nothing_taken_over(
         server.set_faults(Faults())
         taker = Client(api_key=KEY, base_url=server.base_url, spool=spool, retry=BRIEF)
         try:  # it takes over once the stalled one's lease (2 s) has expired
-            assert server.wait_for(lambda: len(delivered(server)) == 500, timeout=120)
+            assert server.wait_for(
+                lambda: server.stats()["message_ids_applied"] == 500, timeout=120
+            )
             assert taker.flush(120)
         finally:
             taker.shutdown(10)
