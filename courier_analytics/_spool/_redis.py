@@ -114,6 +114,10 @@ def shard_of(user: str, shards: int) -> int:
     return zlib.crc32(user.encode()) % shards
 
 
+#: A claim's candidate: entry id, its fields (None: deleted meanwhile), tries, was parked.
+_Candidate = tuple[bytes, dict[bytes, bytes] | None, int, bool]
+
+
 def _order(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq)
@@ -274,39 +278,17 @@ class RedisBackend:
         take: Callable[[int, Message], bool] | None,
         claimed: list[Claimed],
     ) -> None:
-        r, stream = self._redis, self._shard(shard)
-        due_ids = r.zrangebyscore(self._due(shard), "-inf", now)
-        pipe = r.pipeline(transaction=False)
-        for entry_id in due_ids:
-            pipe.xrange(stream, entry_id, entry_id)
-        for entry_id in due_ids:
-            pipe.hget(self._tries(shard), entry_id)
-        fetched = pipe.execute() if due_ids else []
-        candidates: list[tuple[bytes, dict[bytes, bytes] | None, int, bool]] = [
-            (entry_id, found[0][1] if found else None, int(tries or 0), True)
-            for entry_id, found, tries in zip(
-                due_ids, fetched[: len(due_ids)], fetched[len(due_ids) :], strict=True
-            )
-        ]
-        # New entries join this owner's pending list as they are read.
-        read = r.xreadgroup(GROUP, self.owner, {stream: ">"}, count=limit - len(claimed))
-        for _, entries in read or ():
-            candidates.extend((entry_id, fields, 0, False) for entry_id, fields in entries)
-        candidates.sort(key=lambda c: _order(c[0]))
+        """Hand over a shard's due and new entries, oldest first, up to `limit` in all."""
         gone: list[bytes] = []
         wait: dict[bytes, float] = {}  # read now but not taken: due at once, next time
         taken: list[bytes] = []
-        for entry_id, fields, tries, was_due in candidates:
+        for entry_id, fields, tries, was_due in self._candidates(shard, now, limit - len(claimed)):
             if fields is None:  # deleted meanwhile (answered by a reader before us)
                 gone.append(entry_id)
                 continue
-            if len(claimed) >= limit:
-                if not was_due:
-                    wait[entry_id] = 0.0
-                continue
-            message = _message(fields)
-            key = self._key_of(shard, entry_id)
-            if take is not None and not take(key, message):
+            message = _message(fields) if len(claimed) < limit else None
+            key = self._key_of(shard, entry_id) if message is not None else 0
+            if message is None or (take is not None and not take(key, message)):
                 if not was_due:
                     wait[entry_id] = 0.0
                 continue
@@ -318,7 +300,7 @@ class RedisBackend:
             claimed.append(Claimed(key, message, maker, tries, made_at, counted))
             if was_due:
                 taken.append(entry_id)
-        pipe = r.pipeline(transaction=False)
+        stream, pipe = self._shard(shard), self._redis.pipeline(transaction=False)
         if taken or gone:
             pipe.zrem(self._due(shard), *taken, *gone)
         if wait:
@@ -328,6 +310,32 @@ class RedisBackend:
         pipe.execute()
         for entry_id in gone:
             self._forget(shard, entry_id)
+
+    def _candidates(self, shard: int, now: float, new: int) -> list[_Candidate]:
+        """A shard's parked entries due by `now` and up to `new` unread ones, oldest first.
+
+        Each is (entry id, its fields or None if deleted meanwhile, tries, was parked).
+        """
+        r, stream = self._redis, self._shard(shard)
+        due_ids = r.zrangebyscore(self._due(shard), "-inf", now)
+        pipe = r.pipeline(transaction=False)
+        for entry_id in due_ids:
+            pipe.xrange(stream, entry_id, entry_id)
+        for entry_id in due_ids:
+            pipe.hget(self._tries(shard), entry_id)
+        fetched = pipe.execute() if due_ids else []
+        candidates: list[_Candidate] = [
+            (entry_id, found[0][1] if found else None, int(tries or 0), True)
+            for entry_id, found, tries in zip(
+                due_ids, fetched[: len(due_ids)], fetched[len(due_ids) :], strict=True
+            )
+        ]
+        # New entries join this owner's pending list as they are read.
+        read = r.xreadgroup(GROUP, self.owner, {stream: ">"}, count=new) if new > 0 else None
+        for _, entries in read or ():
+            candidates.extend((entry_id, fields, 0, False) for entry_id, fields in entries)
+        candidates.sort(key=lambda c: _order(c[0]))
+        return candidates
 
     def _key_of(self, shard: int, entry_id: bytes) -> int:
         key = self._by_entry.get((shard, entry_id))
@@ -567,42 +575,47 @@ class RedisBackend:
             pipe.hgetall(self._who)
             pipe.xlen(self.dead_letters)
             results = pipe.execute()
-        messages = used = unowned = parked = 0
-        oldest: float | None = None
-        next_due: float | None = None
-        held: dict[str, int] = {}
-        for shard in range(self.shards):
-            length, holder, waiting, first_due, first, size = results[shard * 6 : shard * 6 + 6]
-            messages += length
-            used += int(size or 0)
-            parked += waiting
-            if holder is None:
-                unowned += length
-            else:
-                held[holder.decode()] = held.get(holder.decode(), 0) + length
-            if first_due:
-                due = float(first_due[0][1])
-                next_due = due if next_due is None else min(next_due, due)
-            if first:
-                made = float(first[0][1].get(b"at", b"0"))
-                oldest = made if oldest is None else min(oldest, made)
-        consumers, who, dead = results[self.shards * 6 :]
-        owners = []
-        for name, until in consumers:
-            owner = name.decode()
-            host, _, pid = (who.get(name) or b"? 0").decode().rpartition(" ")
-            owners.append(OwnerStatus(owner, host, int(pid or 0), held.get(owner, 0), until - now))
-        return SpoolStatus(
-            messages=messages,
-            bytes=used,
-            file_bytes=used,
-            oldest_age=None if oldest is None else max(0.0, now - oldest),
-            unowned=unowned,
-            parked=parked,
-            next_retry=None if next_due is None else max(0.0, next_due - now),
-            owners=tuple(owners),
-            dead=dead,
-        )
+        return _summary(results, self.shards, now)
+
+
+def _summary(results: list[Any], shards: int, now: float) -> SpoolStatus:
+    """The status from `RedisBackend.status`'s pipeline: six replies a shard, then the rest."""
+    messages = used = unowned = parked = 0
+    oldest: float | None = None
+    next_due: float | None = None
+    held: dict[str, int] = {}
+    for shard in range(shards):
+        length, holder, waiting, first_due, first, size = results[shard * 6 : shard * 6 + 6]
+        messages += length
+        used += int(size or 0)
+        parked += waiting
+        if holder is None:
+            unowned += length
+        else:
+            held[holder.decode()] = held.get(holder.decode(), 0) + length
+        if first_due:
+            due = float(first_due[0][1])
+            next_due = due if next_due is None else min(next_due, due)
+        if first:
+            made = float(first[0][1].get(b"at", b"0"))
+            oldest = made if oldest is None else min(oldest, made)
+    consumers, who, dead = results[shards * 6 :]
+    owners = []
+    for name, until in consumers:
+        owner = name.decode()
+        host, _, pid = (who.get(name) or b"? 0").decode().rpartition(" ")
+        owners.append(OwnerStatus(owner, host, int(pid or 0), held.get(owner, 0), until - now))
+    return SpoolStatus(
+        messages=messages,
+        bytes=used,
+        file_bytes=used,
+        oldest_age=None if oldest is None else max(0.0, now - oldest),
+        unowned=unowned,
+        parked=parked,
+        next_retry=None if next_due is None else max(0.0, next_due - now),
+        owners=tuple(owners),
+        dead=dead,
+    )
 
 
 def _message(fields: dict[bytes, bytes]) -> Message:
