@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from courier_analytics._messages import Message, _made
 from courier_analytics._spool import Claimed, OwnerStatus, SpoolError, SpoolStatus
@@ -59,6 +59,8 @@ GROUP = "courier-analytics"
 DEAD_KEPT = 10_000
 #: Seconds a Redis command may take before it counts as a failure.
 TIMEOUT = 5.0
+#: Entries one bookkeeping command names at most.
+CHUNK = 1000
 #: Seconds between two looks for new entries while idle.
 POLL = 0.05
 
@@ -67,6 +69,13 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return 0
+"""
+# Bookkeeping writes (registration, leases, due times, dead letters) go through this
+# on Redis 7+: each is a few bytes, and they must work while Redis is full
+# (`maxmemory`), or the relays that would empty it could not take a shard or park
+# what Courier refused. Commits (`XADD` of new messages) never do: those fail.
+_ALLOW_OOM = """#!lua flags=allow-oom
+return redis.call(unpack(ARGV))
 """
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -159,6 +168,7 @@ class RedisBackend:
         self._mine: set[int] = set()  # shards whose lease this owner holds
         self._leaving: set[int] = set()  # held beyond the fair share: released once idle
         self._held: set[tuple[int, bytes]] = set()  # (shard, entry) in memory here
+        self._allow_oom = False  # Redis 7+: bookkeeping may write while Redis is full
 
     # ------------------------------------------------------------------ keys
 
@@ -200,14 +210,32 @@ class RedisBackend:
         self._by_entry.clear()
         self._held.clear()
         with self._failing("open"):
+            version = str(self._redis.info("server").get("redis_version", "0"))
+            self._allow_oom = int(version.partition(".")[0] or 0) >= 7
             pipe = self._redis.pipeline(transaction=False)
             for shard in range(self.shards):
-                pipe.xgroup_create(self._shard(shard), GROUP, id="0", mkstream=True)
+                stream = self._shard(shard)
+                self._keep(pipe, stream, "XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM")
             for result in pipe.execute(raise_on_error=False):
                 if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
                     raise result
             self._renew = self._redis.register_script(_RENEW)
             self._release = self._redis.register_script(_RELEASE)
+
+    def _keep(self, target: Any, key: str, *command: Any) -> Any:
+        """Queue (on a pipeline) or run a bookkeeping write on `key`; see `_ALLOW_OOM`."""
+        if self._allow_oom:
+            return target.eval(_ALLOW_OOM, 1, key, *command)
+        return target.execute_command(*command)
+
+    def _make_due(self, target: Any, shard: int, entry_ids: Sequence[bytes]) -> None:
+        """Make entries due at once unless parked already (`ZADD NX`), a chunk at a time."""
+        due = self._due(shard)
+        for start in range(0, len(entry_ids), CHUNK):  # a script's arguments are bounded
+            pairs = [
+                part for entry_id in entry_ids[start : start + CHUNK] for part in (0, entry_id)
+            ]
+            self._keep(target, due, "ZADD", due, "NX", *pairs)
 
     def close(self) -> None:
         """Drop the connection (the messages stay in Redis)."""
@@ -229,7 +257,9 @@ class RedisBackend:
         delivers its entries, so `parked` makes no difference here.
         """
         with self._failing("commit"):
-            pipe = self._redis.pipeline(transaction=False)
+            # MULTI/EXEC: a batch that Redis refuses (full) leaves no entry behind, so
+            # committing it again later makes no second copy.
+            pipe = self._redis.pipeline(transaction=True)
             stamp = repr(made_at).encode()
             maker = self.owner.encode()
             shards = self.shards
@@ -280,7 +310,7 @@ class RedisBackend:
     ) -> None:
         """Hand over a shard's due and new entries, oldest first, up to `limit` in all."""
         gone: list[bytes] = []
-        wait: dict[bytes, float] = {}  # read now but not taken: due at once, next time
+        wait: list[bytes] = []  # read now but not taken: due at once, next time
         taken: list[bytes] = []
         for entry_id, fields, tries, was_due in self._candidates(shard, now, limit - len(claimed)):
             if fields is None:  # deleted meanwhile (answered by a reader before us)
@@ -290,7 +320,7 @@ class RedisBackend:
             key = self._key_of(shard, entry_id) if message is not None else 0
             if message is None or (take is not None and not take(key, message)):
                 if not was_due:
-                    wait[entry_id] = 0.0
+                    wait.append(entry_id)
                 continue
             counted = key in self._parked_here
             self._parked_here.discard(key)
@@ -303,8 +333,7 @@ class RedisBackend:
         stream, pipe = self._shard(shard), self._redis.pipeline(transaction=False)
         if taken or gone:
             pipe.zrem(self._due(shard), *taken, *gone)
-        if wait:
-            pipe.zadd(self._due(shard), wait, nx=True)
+        self._make_due(pipe, shard, wait)
         if gone:
             pipe.xack(stream, GROUP, *gone)
         pipe.execute()
@@ -393,7 +422,9 @@ class RedisBackend:
                 if entry:
                     fields = dict(entry[0][1])
                     fields[b"why"] = reason.encode()
-                    pipe.xadd(self.dead_letters, fields, maxlen=DEAD_KEPT, approximate=True)
+                    dead = self.dead_letters
+                    flat = [part for pair in fields.items() for part in pair]
+                    self._keep(pipe, dead, "XADD", dead, "MAXLEN", "~", DEAD_KEPT, "*", *flat)
             self._done(keys, pipe)
             pipe.execute()
         self._settle(entries)
@@ -408,9 +439,10 @@ class RedisBackend:
                 if where is None:
                     continue
                 shard, entry_id = where
-                pipe.zadd(self._due(shard), {entry_id: due})
+                self._keep(pipe, self._due(shard), "ZADD", self._due(shard), due, entry_id)
                 if tries:
-                    pipe.hincrby(self._tries(shard), entry_id, tries)
+                    tries_key = self._tries(shard)
+                    self._keep(pipe, tries_key, "HINCRBY", tries_key, entry_id, tries)
                 parked.append(key)
             pipe.execute()
         for key in parked:
@@ -430,8 +462,10 @@ class RedisBackend:
         with self._failing("renew its leases"):
             r = self._redis
             pipe = r.pipeline(transaction=False)
-            pipe.zadd(self._consumers, {self.owner: now + self._lease})
-            pipe.hset(self._who, self.owner, f"{socket.gethostname()} {os.getpid()}")
+            until = now + self._lease
+            self._keep(pipe, self._consumers, "ZADD", self._consumers, until, self.owner)
+            where = f"{socket.gethostname()} {os.getpid()}"
+            self._keep(pipe, self._who, "HSET", self._who, self.owner, where)
             pipe.zremrangebyscore(self._consumers, "-inf", now)
             pipe.zcard(self._consumers)
             live = max(1, pipe.execute()[-1])
@@ -464,7 +498,8 @@ class RedisBackend:
                 shard = (start + step) % self.shards
                 if shard in self._mine:
                     continue
-                if r.set(self._lease_key(shard), self.owner, nx=True, px=self._lease_ms):
+                key = self._lease_key(shard)
+                if self._keep(r, key, "SET", key, self.owner, "NX", "PX", self._lease_ms):
                     self._mine.add(shard)
                     taken += self._adopt(shard)
         return taken
@@ -486,8 +521,7 @@ class RedisBackend:
                 break
             ms, seq = _order(page[-1]["message_id"])
             start = f"{ms}-{seq + 1}"
-        if lost:
-            r.zadd(self._due(shard), dict.fromkeys(lost, 0.0), nx=True)
+        self._make_due(r, shard, lost)
 
     def _adopt(self, shard: int) -> int:
         """Make every pending entry of a shard just taken this consumer's, due now."""
@@ -501,8 +535,7 @@ class RedisBackend:
             adopted.extend(ids)
             if cursor in (b"0-0", "0-0") or not ids:
                 break
-        if adopted:
-            r.zadd(self._due(shard), dict.fromkeys(adopted, 0.0), nx=True)
+        self._make_due(r, shard, adopted)
         return len(adopted)
 
     def release(self) -> int:
@@ -651,6 +684,9 @@ class _Failing:
     ) -> None:
         if exc is None or not isinstance(exc, RedisError):
             return
-        if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
-            raise SpoolError(f"{self._doing}: Redis is full (maxmemory reached)") from exc
-        raise SpoolError(f"{self._doing}: {type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM"):
+            raise SpoolError(f"{self._doing}: Redis is full (maxmemory reached)") from None
+        # A pipeline's error names its command, arguments (a message's data) and all:
+        # only the server's words are kept, and the chain is cut for the same reason.
+        text = str(exc).rpartition("caused error: ")[2]
+        raise SpoolError(f"{self._doing}: {type(exc).__name__}: {text}") from None

@@ -357,3 +357,45 @@ def test_committed_messages_keep_no_metrics_start_time(
     assert recorder._made == {}
     app.shutdown(10)
     provider.shutdown()
+
+
+def test_relays_drain_a_full_redis_and_producers_commit_again(
+    tmp_path: Path, server: DevServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis at maxmemory: the oldest messages are kept, a relay drains it, commits resume."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    full = RedisServer(folder, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    full.start()
+    errors: list[BaseException] = []
+    try:
+        app = client(
+            server,
+            full.url(),
+            deliver=False,
+            max_queue_size=100,
+            on_error=lambda error, message: errors.append(error),
+        )
+        pad, made = "x" * 2000, 0
+        while app.flush(5):  # committed: Redis still has room
+            for _ in range(50):
+                app.track("E", {"n": made, "pad": pad}, user_id=f"u{made % 7}")
+                made += 1
+        assert "Redis is full" in caplog.text
+        assert "XADD" not in caplog.text  # no command, so no message's data, in the log
+        for _ in range(200):  # beyond max_queue_size: the newest are dropped
+            app.track("E", {"n": made, "pad": pad}, user_id=f"u{made % 7}")
+            made += 1
+        assert app.stats.dropped > 0
+        relay = client(server, full.url(), flush_interval=0.05)
+        assert app.flush(60)  # the relay made room: what waited is committed
+        made -= app.stats.dropped
+        assert app.stats.committed == made
+        assert server.wait_for(lambda: len(delivered(server)) == made, timeout=120)
+        app.shutdown(10)
+        relay.shutdown(10)
+    finally:
+        full.stop()
+    arrived = {e["data"]["properties"]["n"] for e in server.events() if e["type"] == "track"}
+    assert arrived == set(range(made))  # the newest were dropped, never the oldest
+    assert len(errors) == app.stats.dropped
