@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from courier_analytics import Client, ConfigurationError, QueueFullError, RetryPolicy
+from courier_analytics._cli import main
 from courier_analytics._spool._redis import RedisBackend, shard_of
 from courier_analytics.devserver import DevServer, Faults
 
@@ -399,3 +402,33 @@ def test_relays_drain_a_full_redis_and_producers_commit_again(
     arrived = {e["data"]["properties"]["n"] for e in server.events() if e["type"] == "track"}
     assert arrived == set(range(made))  # the newest were dropped, never the oldest
     assert len(errors) == app.stats.dropped
+
+
+def test_spool_status_shows_dead_letters_and_relay_leases(
+    redis_server: RedisServer, server: DevServer
+) -> None:
+    """`spool status redis://... [--json]` shows backlog, dead letters and each relay's lease."""
+    url = redis_server.url(shards=2)
+    producer = client(server, url, deliver=False)
+    for n in range(3):
+        producer.track("E", {"n": n}, user_id=f"u{n}")
+    assert producer.flush(30)
+    producer.shutdown(10)
+    relay = RedisBackend(url, owner="relay-a", lease=30)
+    relay.open()
+    relay.take_over(time.time())
+    first = relay.claim(1, time.time())
+    relay.fail([first[0].key], "it waited in the spool for spool_max_age")
+    out = io.StringIO()
+    assert main(["spool", "status", "--json", url], out=out) == 0
+    shown = orjson.loads(out.getvalue())
+    assert (shown["messages"], shown["dead"], shown["unowned"]) == (2, 1, 0)
+    (owner,) = shown["owners"]
+    assert (owner["owner"], owner["messages"]) == ("relay-a", 2)
+    assert 0 < owner["lease_left_s"] <= 30
+    out = io.StringIO()
+    assert main(["spool", "status", url], out=out) == 0
+    assert "dead       1 " in out.getvalue()
+    assert "2 messages, lease" in out.getvalue()
+    relay.release()
+    relay.close()
