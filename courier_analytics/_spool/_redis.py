@@ -280,16 +280,25 @@ class RedisBackend:
     def claim(
         self, limit: int, now: float, take: Callable[[int, Message], bool] | None = None
     ) -> list[Claimed]:
-        """Entries of this owner's shards that are due or new, oldest first per shard."""
+        """Entries of this owner's shards that are due or new, oldest first per shard.
+
+        A look at every shard this owner holds is one round trip (a relay looks
+        twenty times a second while idle); due entries' fields and the writes add
+        one each when there are any.
+        """
         if not self.deliver or not self._mine:
             return []
         claimed: list[Claimed] = []
+        gone: list[tuple[int, bytes]] = []
         try:
             with self._failing("claim"):
-                for shard in sorted(self._mine - self._leaving):
-                    if len(claimed) >= limit:
-                        break
-                    self._claim_shard(shard, limit, now, take, claimed)
+                shards = sorted(self._mine - self._leaving)
+                found = self._candidates(shards, now, -(-limit // len(shards)))
+                pipe = self._redis.pipeline(transaction=False)
+                for shard in shards:
+                    self._claim_shard(shard, found[shard], limit, take, claimed, pipe)
+                    gone.extend((shard, c[0]) for c in found[shard] if c[1] is None)
+                pipe.execute()
         except SpoolError:
             # Not handed over: what was read stays pending here, made due again by
             # `_reconcile`; what this owner had parked is still counted as parked.
@@ -298,21 +307,24 @@ class RedisBackend:
                 if entry.counted:
                     self._parked_here.add(entry.key)
             raise
+        for shard, entry_id in gone:
+            self._forget(shard, entry_id)
         return claimed
 
     def _claim_shard(
         self,
         shard: int,
+        candidates: list[_Candidate],
         limit: int,
-        now: float,
         take: Callable[[int, Message], bool] | None,
         claimed: list[Claimed],
+        pipe: Any,
     ) -> None:
-        """Hand over a shard's due and new entries, oldest first, up to `limit` in all."""
+        """Hand over a shard's candidates, up to `limit` in all; queue its writes on `pipe`."""
         gone: list[bytes] = []
         wait: list[bytes] = []  # read now but not taken: due at once, next time
         taken: list[bytes] = []
-        for entry_id, fields, tries, was_due in self._candidates(shard, now, limit - len(claimed)):
+        for entry_id, fields, tries, was_due in candidates:
             if fields is None:  # deleted meanwhile (answered by a reader before us)
                 gone.append(entry_id)
                 continue
@@ -330,41 +342,41 @@ class RedisBackend:
             claimed.append(Claimed(key, message, maker, tries, made_at, counted))
             if was_due:
                 taken.append(entry_id)
-        stream, pipe = self._shard(shard), self._redis.pipeline(transaction=False)
         if taken or gone:
             pipe.zrem(self._due(shard), *taken, *gone)
         self._make_due(pipe, shard, wait)
         if gone:
-            pipe.xack(stream, GROUP, *gone)
-        pipe.execute()
-        for entry_id in gone:
-            self._forget(shard, entry_id)
+            pipe.xack(self._shard(shard), GROUP, *gone)
 
-    def _candidates(self, shard: int, now: float, new: int) -> list[_Candidate]:
-        """A shard's parked entries due by `now` and up to `new` unread ones, oldest first.
+    def _candidates(self, shards: list[int], now: float, new: int) -> dict[int, list[_Candidate]]:
+        """Each shard's parked entries due by `now` and up to `new` unread ones, oldest first.
 
         Each is (entry id, its fields or None if deleted meanwhile, tries, was parked).
+        New entries join this owner's pending list as they are read.
         """
-        r, stream = self._redis, self._shard(shard)
-        due_ids = r.zrangebyscore(self._due(shard), "-inf", now)
+        r = self._redis
         pipe = r.pipeline(transaction=False)
-        for entry_id in due_ids:
-            pipe.xrange(stream, entry_id, entry_id)
-        for entry_id in due_ids:
-            pipe.hget(self._tries(shard), entry_id)
-        fetched = pipe.execute() if due_ids else []
-        candidates: list[_Candidate] = [
-            (entry_id, found[0][1] if found else None, int(tries or 0), True)
-            for entry_id, found, tries in zip(
-                due_ids, fetched[: len(due_ids)], fetched[len(due_ids) :], strict=True
-            )
-        ]
-        # New entries join this owner's pending list as they are read.
-        read = r.xreadgroup(GROUP, self.owner, {stream: ">"}, count=new) if new > 0 else None
-        for _, entries in read or ():
-            candidates.extend((entry_id, fields, 0, False) for entry_id, fields in entries)
-        candidates.sort(key=lambda c: _order(c[0]))
-        return candidates
+        for shard in shards:
+            pipe.zrangebyscore(self._due(shard), "-inf", now)
+            pipe.xreadgroup(GROUP, self.owner, {self._shard(shard): ">"}, count=new)
+        looked = pipe.execute()
+        due, read = looked[0::2], looked[1::2]
+        for shard, due_ids in zip(shards, due, strict=True):
+            for entry_id in due_ids:
+                pipe.xrange(self._shard(shard), entry_id, entry_id)
+                pipe.hget(self._tries(shard), entry_id)
+        fetched = iter(pipe.execute() if any(due) else ())
+        found: dict[int, list[_Candidate]] = {}
+        for shard, due_ids, entries in zip(shards, due, read, strict=True):
+            candidates: list[_Candidate] = []
+            for entry_id in due_ids:
+                rows, tries = next(fetched), next(fetched)
+                candidates.append((entry_id, rows[0][1] if rows else None, int(tries or 0), True))
+            for _, fresh in entries or ():
+                candidates.extend((entry_id, fields, 0, False) for entry_id, fields in fresh)
+            candidates.sort(key=lambda c: _order(c[0]))
+            found[shard] = candidates
+        return found
 
     def _key_of(self, shard: int, entry_id: bytes) -> int:
         key = self._by_entry.get((shard, entry_id))
