@@ -38,6 +38,15 @@ def client(server: DevServer, spool: str, **options: object) -> Client:
     return Client(api_key=KEY, base_url=server.base_url, spool=spool, **options)  # type: ignore[arg-type]
 
 
+def commit_tracks(server: DevServer, url: str, count: int) -> None:
+    """A deliver=False client commits `count` tracks, each of its own user, and stops."""
+    producer = client(server, url, deliver=False)
+    for n in range(count):
+        producer.track("E", {"n": n}, user_id=f"u{n}")
+    assert producer.flush(30)
+    producer.shutdown(10)
+
+
 def test_a_client_commits_then_delivers_what_it_claims(
     redis_server: RedisServer, server: DevServer
 ) -> None:
@@ -296,11 +305,7 @@ def test_a_dead_consumers_shard_and_pending_entries_pass_on(
 ) -> None:
     """A consumer that stops renewing loses its shards; the next takes its pending entries."""
     url = redis_server.url(shards=2)
-    producer = client(server, url, deliver=False)
-    for n in range(20):
-        producer.track("E", {"n": n}, user_id=f"u{n}")
-    assert producer.flush(30)
-    producer.shutdown(10)
+    commit_tracks(server, url, 20)
     dead = RedisBackend(url, owner="dead", lease=0.05)
     dead.open()
     dead.take_over(time.time())
@@ -409,11 +414,7 @@ def test_spool_status_shows_dead_letters_and_relay_leases(
 ) -> None:
     """`spool status redis://... [--json]` shows backlog, dead letters and each relay's lease."""
     url = redis_server.url(shards=2)
-    producer = client(server, url, deliver=False)
-    for n in range(3):
-        producer.track("E", {"n": n}, user_id=f"u{n}")
-    assert producer.flush(30)
-    producer.shutdown(10)
+    commit_tracks(server, url, 3)
     relay = RedisBackend(url, owner="relay-a", lease=30)
     relay.open()
     relay.take_over(time.time())
