@@ -94,8 +94,12 @@ class RedisServer:
             pubsub.close()
             client.close()
 
-    def restart(self) -> None:
-        """Stop it and start it again on the same port and folder."""
+    def restart(self, *, crash: bool = False) -> None:
+        """Stop it (`crash`: SIGKILL, no shutdown) and start it again, same port and folder."""
+        if crash and self._process is not None:
+            self._process.kill()
+            self._process.communicate(timeout=30)
+            self._process = None
         self.stop()
         self.start()
 

@@ -209,6 +209,23 @@ def test_nothing_committed_is_lost_when_redis_restarts(
     relay.shutdown(10)
 
 
+def test_nothing_committed_is_lost_when_redis_is_killed(
+    redis_server: RedisServer, server: DevServer
+) -> None:
+    """A SIGKILLed Redis (AOF, everysec) keeps every batch it acknowledged: it was written."""
+    app = client(server, redis_server.url(), deliver=False)
+    for n in range(300):
+        app.track("E", {"n": n}, user_id=f"u{n % 5}")
+    assert app.flush(30)
+    redis_server.restart(crash=True)
+    assert status(redis_server).messages == 300
+    for n in range(300, 400):  # and the client commits again once it is back
+        app.track("E", {"n": n}, user_id=f"u{n % 5}")
+    assert app.flush(30)
+    app.shutdown(10)
+    assert status(redis_server).messages == 400
+
+
 def test_a_full_redis_is_counted_and_reported(tmp_path: Path, server: DevServer) -> None:
     """Redis at maxmemory (OOM): messages wait in memory, then are dropped, counted, reported."""
     folder = tmp_path / "redis"
