@@ -408,6 +408,7 @@ def test_relays_drain_a_full_redis_and_producers_commit_again(
                 made += 1
         assert "Redis is full" in caplog.text
         assert "XADD" not in caplog.text  # no command, so no message's data, in the log
+        assert status(full).messages == app.stats.committed  # a refused batch left no copy
         for _ in range(200):  # beyond max_queue_size: the newest are dropped
             app.track("E", {"n": made, "pad": pad}, user_id=f"u{made % 7}")
             made += 1
