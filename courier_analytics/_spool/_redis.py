@@ -473,7 +473,10 @@ class RedisBackend:
         if not self.deliver:
             return True
         with self._failing("renew its leases"):
-            self._redis.zadd(self._consumers, {self.owner: now + self._lease})
+            # A bookkeeping write (see `_ALLOW_OOM`): a full Redis refused a plain ZADD,
+            # the upkeep stopped there, and no relay took a shard to drain it.
+            until = now + self._lease
+            self._keep(self._redis, self._consumers, "ZADD", self._consumers, until, self.owner)
             args = [self.owner, self._lease_ms]
             lost = {s for s in self._mine if not self._renew(keys=[self._lease_key(s)], args=args)}
         self._mine -= lost

@@ -427,6 +427,27 @@ def test_relays_drain_a_full_redis_and_producers_commit_again(
     assert len(errors) == app.stats.dropped
 
 
+def test_a_relay_renews_its_leases_while_redis_is_full(redis_server: RedisServer) -> None:
+    """A relay's lease renewal writes through a full Redis (else no relay could drain it)."""
+    import redis
+
+    relay = RedisBackend(redis_server.url(shards=2), owner="relay-a", lease=30)
+    relay.open()
+    now = time.time()
+    relay.take_over(now)
+    filler = redis.Redis(port=redis_server.port)
+    # Full for good: a limit under what it uses (filling up to it is not, the query
+    # buffers that overshoot it are freed after the refused command).
+    filler.config_set("maxmemory", filler.info("memory")["used_memory"] // 2)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        filler.zadd("probe", {"a": 1})
+    assert relay.renew(now + 10)
+    assert filler.zscore(f"{relay.stream}:consumers", "relay-a") == now + 40
+    assert filler.get(f"{relay.stream}:lease:0") == b"relay-a"
+    relay.close()
+    filler.close()
+
+
 def test_spool_status_shows_dead_letters_and_relay_leases(
     redis_server: RedisServer, server: DevServer
 ) -> None:
