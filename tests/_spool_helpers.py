@@ -1,4 +1,4 @@
-"""Shared by the spool and fleet tests: the Courier stand-in, producer processes, what arrived.
+"""Shared by the spool and fleet tests: the stand-in, producer processes, what arrived, a worker.
 
 `tests/spool/conftest.py` and `tests/fleet/conftest.py` import the fixtures from here.
 """
@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from courier_analytics._lanes import Lanes
+from courier_analytics._messages import Message
 from courier_analytics.devserver import DevServer, Faults
 
 KEY = "spool-key-7c1d"
@@ -73,3 +77,40 @@ def by_producer(server: DevServer) -> dict[str, set[int]]:
         if "p" in properties:
             seen.setdefault(properties["p"], set()).add(properties["n"])
     return seen
+
+
+class StubWorker:
+    """What the journal needs of a worker: its queue, `held`, lanes and reports."""
+
+    def __init__(self, max_queue_size: int) -> None:
+        self.queue: deque[Message] = deque()
+        self.held = 0
+        self.delivered = 0
+        self.max_queue_size = max_queue_size
+        self.released: list[Message] = []
+        self.lanes = Lanes(self.released.append, strict=False, per_user=100)
+        self.reports: list[BaseException] = []
+
+    def add_to_lanes(self, message: Message) -> None:
+        self.lanes.add(message)
+
+    def is_barrier(self, message: Message) -> bool:
+        return self.lanes.is_barrier(message)
+
+    def withdraw(self, user: str) -> list[Message]:
+        return self.lanes.withdraw(user)
+
+    def left_memory(self, messages: list[Message]) -> None:
+        pass
+
+    def back_in_memory(self, message: Message) -> None:
+        pass
+
+    def report(self, error: BaseException, message: Message) -> None:
+        self.reports.append(error)
+
+    def fail_at_stop(self, message: Message, error: Any) -> None:
+        self.reports.append(error)
+
+    def wake_for_spool(self) -> None:
+        pass

@@ -1,8 +1,9 @@
 """Whether the spool and Courier work, as the journal sees them.
 
-A spool failure (a locked or broken file, Redis away) is logged once per episode,
-and its end once; the journal tries the spool again `RETRY_SPOOL` seconds later
-and delivers from memory meanwhile. A Courier outage (`Outage`) spaces out the
+A spool failure (a locked or broken file, Redis away or full) is logged once per
+episode, and its end once, after a write of the kind that failed succeeds; the
+journal tries the spool again `RETRY_SPOOL` seconds later and delivers from
+memory meanwhile. A Courier outage (`Outage`) spaces out the
 retries of what waits in the spool.
 """
 
@@ -36,10 +37,15 @@ class Health:
         #: Monotonic time until which the spool is not tried (it failed).
         self.broken_until = 0.0
         self._logged = False
+        self._commits_failed = False  # in this episode: only a commit ends it
 
-    def failed(self, exc: SpoolError) -> float:
-        """The spool failed: not tried until the time returned (monotonic); logged once."""
+    def failed(self, exc: SpoolError, *, committing: bool = False) -> float:
+        """The spool failed (`committing`: a commit did): not tried until the time returned.
+
+        The time is monotonic; the failure is logged once per episode.
+        """
         self.broken_until = time.monotonic() + RETRY_SPOOL
+        self._commits_failed = self._commits_failed or committing
         if not self._logged:
             self._logged = True
             logger.error(
@@ -52,10 +58,15 @@ class Health:
             )
         return self.broken_until
 
-    def works(self) -> None:
-        """The spool answered: the end of a failure is logged once."""
-        if self._logged:
-            self._logged = False
+    def works(self, *, committed: bool = False) -> None:
+        """The spool took a write (`committed`: a commit): the end of a failure is logged once.
+
+        Only a write ends an episode: a full Redis still answers reads. And an episode
+        in which commits failed ends only with a commit: a full Redis 7 still takes the
+        bookkeeping writes (leases, acknowledgements) that let relays drain it.
+        """
+        if self._logged and (committed or not self._commits_failed):
+            self._logged = self._commits_failed = False
             logger.info("courier-analytics: the spool %s works again", self._settings.where)
 
 

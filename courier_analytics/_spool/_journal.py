@@ -316,7 +316,7 @@ class Journal:
         try:
             batch, size = self._bound.admit(batch)
         except SpoolError as exc:
-            self._trouble(exc)
+            self._trouble(exc, committing=True)
             self._unspooled(batch, count)
             return
         if self._shared:
@@ -340,10 +340,12 @@ class Journal:
             keys = self._backend.commit(held, wall, False) if held else []
             parked_keys = self._backend.commit(parked, wall, True) if parked else []
         except SpoolError as exc:
-            self._trouble(exc)
+            self._trouble(exc, committing=True)
             self._unspooled(batch, len(batch))
             return
         self._last_write = now
+        if batch:
+            self._health.works(committed=True)
         self._bound.used += size
         self.spooled += len(held) + len(parked)
         if parked_keys:
@@ -363,9 +365,11 @@ class Journal:
             if batch:
                 self._backend.commit(batch, self._clock(), True)
         except SpoolError as exc:
-            self._trouble(exc)
+            self._trouble(exc, committing=True)
             self._unspooled(batch, len(batch))
             return
+        if batch:
+            self._health.works(committed=True)
         self._worker.held -= len(batch)
         self._worker.left_memory(batch)  # claimed back (back_in_memory) only if this one delivers
         self._last_write = now
@@ -481,6 +485,8 @@ class Journal:
             self._trouble(exc)
             return
         self._last_write = now
+        if park or remove or fail:
+            self._health.works()
 
     def _upkeep(self, now: float) -> None:
         """Renew the lease, take over what the dead left, and keep the file small."""
@@ -499,7 +505,8 @@ class Journal:
         except SpoolError as exc:
             self._trouble(exc)
             return
-        self._health.works()
+        if self._deliver or not self._shared:  # it renewed a lease: a write, not reads only
+            self._health.works()
 
     def _check_lease(self) -> bool:
         """Renew the lease; if it was lost, drop what it held. False when the spool failed."""
@@ -537,9 +544,9 @@ class Journal:
             in_memory + parked,
         )
 
-    def _trouble(self, exc: SpoolError) -> None:
-        """The spool failed: deliver from memory for a while; log once per episode."""
-        until = self._health.failed(exc)
+    def _trouble(self, exc: SpoolError, *, committing: bool = False) -> None:
+        """The spool failed (`committing`: a commit did): memory only for a while; log once."""
+        until = self._health.failed(exc, committing=committing)
         self._lease.next_upkeep = min(self._lease.next_upkeep, until)
 
     def _lose(self, messages: list[Message], reason: str) -> None:

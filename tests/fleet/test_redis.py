@@ -7,14 +7,20 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
 
 from courier_analytics import Client, ConfigurationError, QueueFullError, RetryPolicy
 from courier_analytics._cli import main
+from courier_analytics._spool import Settings, _health
+from courier_analytics._spool._journal import Journal
 from courier_analytics._spool._redis import RedisBackend, shard_of
+from courier_analytics._worker import Worker
 from courier_analytics.devserver import DevServer, Faults
+from tests._spool_helpers import StubWorker
+from tests.spool.helpers import track
 
 from .conftest import KEY, RedisServer
 
@@ -446,6 +452,39 @@ def test_a_relay_renews_its_leases_while_redis_is_full(redis_server: RedisServer
     assert filler.get(f"{relay.stream}:lease:0") == b"relay-a"
     relay.close()
     filler.close()
+
+
+@pytest.mark.parametrize("deliver", [False, True], ids=["producer", "delivering"])
+def test_a_full_redis_is_logged_once_until_commits_work_again(
+    redis_server: RedisServer,
+    deliver: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full Redis: one ERROR, however many upkeeps read or renew; one INFO once commits work."""
+    import redis
+
+    monkeypatch.setattr(_health, "RETRY_SPOOL", 0.0)  # each drain retries and runs the upkeep
+    caplog.set_level(logging.INFO, logger="courier_analytics")
+    worker = StubWorker(max_queue_size=100)
+    settings = Settings(redis_server.url(), commit_interval=1e-9, deliver=deliver)
+    journal = Journal(cast(Worker, worker), settings)
+    journal.start()
+    admin = redis.Redis(port=redis_server.port)
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"] // 2)  # full for good
+    for n in range(5):
+        worker.queue.append(track(n))
+        journal.drain()  # a refused commit, then an upkeep: reads, and with deliver lease writes
+    assert len(worker.queue) == 5  # none committed: all wait in memory
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "Redis is full" in caplog.records[0].getMessage()
+    admin.config_set("maxmemory", 0)
+    journal.drain()
+    assert not worker.queue  # committed
+    assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
+    assert "works again" in caplog.records[1].getMessage()
+    journal.stop()
+    admin.close()
 
 
 def test_spool_status_shows_dead_letters_and_relay_leases(

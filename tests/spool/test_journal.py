@@ -3,54 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from courier_analytics._lanes import Lanes
 from courier_analytics._messages import Message
 from courier_analytics._spool import Settings
 from courier_analytics._spool._journal import Journal
 from courier_analytics._worker import Worker
+from tests._spool_helpers import StubWorker
 
 from .helpers import status, track
-
-
-class StubWorker:
-    """What the journal needs of a worker: its queue, `held`, lanes and reports."""
-
-    def __init__(self, max_queue_size: int) -> None:
-        self.queue: deque[Message] = deque()
-        self.held = 0
-        self.delivered = 0
-        self.max_queue_size = max_queue_size
-        self.released: list[Message] = []
-        self.lanes = Lanes(self.released.append, strict=False, per_user=100)
-        self.reports: list[BaseException] = []
-
-    def add_to_lanes(self, message: Message) -> None:
-        self.lanes.add(message)
-
-    def is_barrier(self, message: Message) -> bool:
-        return self.lanes.is_barrier(message)
-
-    def withdraw(self, user: str) -> list[Message]:
-        return self.lanes.withdraw(user)
-
-    def left_memory(self, messages: list[Message]) -> None:
-        pass
-
-    def back_in_memory(self, message: Message) -> None:
-        pass
-
-    def report(self, error: BaseException, message: Message) -> None:
-        self.reports.append(error)
-
-    def fail_at_stop(self, message: Message, error: Any) -> None:
-        self.reports.append(error)
-
-    def wake_for_spool(self) -> None:
-        pass
 
 
 def journal_for(worker: StubWorker, path: Path) -> Journal:
