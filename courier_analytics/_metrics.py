@@ -148,6 +148,18 @@ _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDict
 _lock = threading.Lock()
 
 
+class _GlobalKey:
+    """The key of the global provider's instruments in `_instruments`."""
+
+
+#: Before the app sets a provider, OpenTelemetry's global one is a proxy that hands
+#: the instruments made on it to the real one once set. Instruments made then on the
+#: real one too would be a second registration of the same names, which the SDK
+#: ignores (warning): clients made after would record nothing. So the global
+#: provider's instruments are made once, on whichever it was first.
+_GLOBAL = _GlobalKey()
+
+
 class Recorder:
     """A client's link to its instruments; the worker calls it where it takes timestamps.
 
@@ -250,20 +262,39 @@ def recorder_for(
         if not global_provider_wanted():
             return _Deferred(stats, in_flight, base_url)
         try:
-            from opentelemetry import metrics
+            from opentelemetry import metrics  # noqa: F401 - the variable's provider loads
         except ImportError:  # the variable is set where opentelemetry-api is not installed
             return None
-        provider = metrics.get_meter_provider()
     return _attach(provider, stats, in_flight, base_url)
 
 
+def _instruments_of(provider: MeterProvider | None) -> _Instruments:
+    """The instruments of `provider` (None: the global one), made once each. Locked."""
+    instruments = None if provider is None else _instruments.get(provider)
+    if instruments is not None:
+        return instruments
+    from opentelemetry import metrics
+
+    current = metrics.get_meter_provider()
+    if provider is not None and provider is not current:
+        instruments = _instruments[provider] = _Instruments(provider)
+        return instruments
+    # The global provider (or one the app both set and gave): see `_GLOBAL`.
+    instruments = _instruments.get(_GLOBAL) or _instruments.get(current)
+    if instruments is None:
+        instruments = _Instruments(current)
+    _instruments[_GLOBAL] = _instruments[current] = instruments
+    return instruments
+
+
 def _attach(
-    provider: MeterProvider, stats: Callable[[], Stats], in_flight: Callable[[], int], base_url: str
+    provider: MeterProvider | None,
+    stats: Callable[[], Stats],
+    in_flight: Callable[[], int],
+    base_url: str,
 ) -> Recorder:
     with _lock:
-        instruments = _instruments.get(provider)
-        if instruments is None:
-            instruments = _instruments[provider] = _Instruments(provider)
+        instruments = _instruments_of(provider)
         url = urlsplit(base_url)
         server = {
             "server.address": url.hostname or "",
@@ -297,9 +328,7 @@ class _Deferred(Recorder):
         if real is None and not self._closed and "opentelemetry.metrics" in sys.modules:
             with self._attaching:
                 if self._real is None and not self._closed:
-                    from opentelemetry import metrics
-
-                    self._real = _attach(metrics.get_meter_provider(), *self._args)
+                    self._real = _attach(None, *self._args)
                 real = self._real
         return real
 

@@ -402,3 +402,41 @@ def test_messages_left_at_shutdown_keep_no_start_time(provider: MeterProvider) -
     assert recorder is not None
     assert client.stats.failed == 2
     assert recorder._made == {}
+
+
+def test_clients_attached_before_and_after_the_provider_is_set_are_all_counted() -> None:
+    """One made while the API was loaded but no provider set, one after: both counted."""
+    code = textwrap.dedent(
+        """
+        import json
+        from tests.client.fakes import FakeCourier, make_client
+
+        courier = FakeCourier()
+        early = make_client(courier, flush_at_exit=False)
+        from opentelemetry import metrics  # the app builds its provider: not set yet
+        early.track("Signed Up", user_id="u1")
+        early.flush(30)  # its worker attaches to the global provider (still a proxy)
+
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        metrics.set_meter_provider(provider)
+        late = make_client(courier, flush_at_exit=False)
+        given = make_client(courier, flush_at_exit=False, meter_provider=provider)
+        for client in (late, given):
+            client.track("Signed Up", user_id="u2")
+            client.flush(30)
+        print(json.dumps([
+            [p.value for p in m.data.data_points
+             if dict(p.attributes).get("outcome") == "delivered"]
+            for r in reader.get_metrics_data().resource_metrics
+            for s in r.scope_metrics
+            for m in s.metrics
+            if m.name == "courier_analytics.messages"
+        ]))
+        """
+    )
+
+    assert run_python(code) == [[3]]
