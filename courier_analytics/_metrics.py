@@ -196,6 +196,8 @@ class Recorder:
         stats = self.stats() if os.getpid() == self._pid else None
         instruments = self._instruments
         with _lock:
+            if self not in instruments.recorders:
+                return  # closed already: its counts are in `retired` once
             instruments.recorders.discard(self)
             if stats is not None:
                 for name in instruments.retired:
@@ -329,13 +331,19 @@ class _Deferred(Recorder):
             with self._attaching:
                 if self._real is None and not self._closed:
                     self._real = _attach(None, *self._args)
+                    if self._closed:  # close() ran meanwhile, and may not have seen it
+                        self._real.close()
                 real = self._real
         return real
 
     def close(self) -> None:
+        # Without `_attaching`: a worker attaching holds it, and this may run in a
+        # forked child, where that worker is gone. Either this or `_attached` closes
+        # the real recorder, or both (closing is idempotent).
         self._closed = True
-        if self._real is not None:
-            self._real.close()
+        real = self._real
+        if real is not None:
+            real.close()
 
     def queued(self, key: int) -> None:
         real = self._real

@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import courier_analytics as analytics
 from courier_analytics import Client, ConfigurationError, Stats
+from courier_analytics._intake import NO_STATS
 from courier_analytics._metrics import INSTRUMENTS, METER_NAME
 from tests.client.fakes import FakeCourier, accept, make_client
 from tests.client.test_cold_start import ONE_ANSWER, run_python
@@ -440,3 +441,29 @@ def test_clients_attached_before_and_after_the_provider_is_set_are_all_counted()
     )
 
     assert run_python(code) == [[3]]
+
+
+def test_a_deferred_recorder_closed_while_it_attaches_observes_nothing(
+    provider: MeterProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() while the worker is attaching: the recorder it attaches is closed too."""
+    from courier_analytics import _metrics
+
+    attaching, go_on = threading.Event(), threading.Event()
+    attach = _metrics._attach
+
+    def slow_attach(_provider: Any, *args: Any) -> _metrics.Recorder:
+        attaching.set()
+        go_on.wait()
+        return attach(provider, *args)
+
+    monkeypatch.setattr(_metrics, "_attach", slow_attach)
+    deferred = _metrics._Deferred(lambda: NO_STATS, lambda: 0, "https://api.courier.com")
+    worker = threading.Thread(target=deferred.request, args=(0.1, 202, None))
+    worker.start()
+    attaching.wait()
+    deferred.close()  # the client is rebuilt or forked meanwhile
+    go_on.set()
+    worker.join()
+
+    assert list(_metrics._instruments[provider].recorders) == []
