@@ -26,7 +26,14 @@ if TYPE_CHECKING:
 
     from courier_analytics._client import Stats
 
-__all__ = ["INSTRUMENTS", "METER_NAME", "Recorder", "global_provider_wanted", "recorder_for"]
+__all__ = [
+    "INSTRUMENTS",
+    "METER_NAME",
+    "Recorder",
+    "after_fork_in_child",
+    "global_provider_wanted",
+    "recorder_for",
+]
 
 #: The instrumentation scope (meter) name.
 METER_NAME = "courier_analytics"
@@ -146,6 +153,16 @@ class _Instruments:
 
 _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+def after_fork_in_child() -> None:
+    """A fresh lock in a forked child, before its clients make their recorders anew.
+
+    A thread of the parent may have held it (a worker attaching, see `_Deferred`):
+    that thread is gone from the child, and the lock would be held for ever.
+    """
+    global _lock
+    _lock = threading.Lock()
 
 
 class _GlobalKey:

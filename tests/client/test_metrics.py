@@ -467,3 +467,42 @@ def test_a_deferred_recorder_closed_while_it_attaches_observes_nothing(
     worker.join()
 
     assert list(_metrics._instruments[provider].recorders) == []
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_fork_while_another_thread_attaches_a_recorder_does_not_hang_the_child() -> None:
+    """fork() while a thread holds the metrics lock (a worker attaching): the child goes on."""
+    code = textwrap.dedent(
+        """
+        import json, os, select, threading
+        from opentelemetry.sdk.metrics import MeterProvider
+        from courier_analytics import _metrics
+        from tests.client.fakes import FakeCourier, make_client
+
+        client = make_client(FakeCourier(), meter_provider=MeterProvider(), flush_at_exit=False)
+        held, release = threading.Event(), threading.Event()
+
+        def attaching():
+            with _metrics._lock:
+                held.set()
+                release.wait()
+
+        thread = threading.Thread(target=attaching)
+        thread.start()
+        held.wait()
+        ready, tell = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(tell, b"1")  # reached only once the child's client is rebuilt
+            os._exit(0)
+        release.set()
+        # 30 s bounds a failure only: a working child answers at once.
+        hung = not select.select([ready], [], [], 30)[0]
+        if hung:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        print(json.dumps({"hung": hung}))
+        """
+    )
+
+    assert run_python(code) == {"hung": False}
