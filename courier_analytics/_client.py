@@ -192,9 +192,9 @@ class Client(Lifecycle):
         spool_commit_interval: Seconds between two commits to the spool under load
             (default 0.02): the most a SIGKILL can lose is what was made in that time.
         meter_provider: The OpenTelemetry `MeterProvider` that the client's metrics
-            are recorded through; by default the global one, where the app has set
-            OpenTelemetry up before making the client (`pip install
-            'courier-analytics[otel]'`), else none are recorded. See the Monitoring page.
+            are recorded through; by default the global one, once the app sets it
+            up, before or after the client is made (`pip install
+            'courier-analytics[otel]'`). See the Monitoring page.
         deliver: With a Redis spool, whether this process also delivers from it
             (the default); `False` only commits, and `courier-analytics relay`
             processes deliver. `None` (the default) reads `COURIER_ANALYTICS_DELIVER`

@@ -76,6 +76,10 @@ class Stats:
             they are the fleet's, delivered by whichever process holds their
             shard (they leave `pending`; those this client delivers come back
             through `recovered`).
+        taken_over: Messages another process took over from the spool because
+            this one stalled past its lease (SIGSTOP, a suspended VM): that
+            process delivers them, and this one sends none of them (they leave
+            `pending`).
     """
 
     made: int
@@ -89,10 +93,11 @@ class Stats:
     spooled: int = 0
     recovered: int = 0
     committed: int = 0
+    taken_over: int = 0
 
     @property
     def unaccounted(self) -> int:
-        """`made + recovered - (delivered + failed + dropped + skipped + pending + committed)`.
+        """`made + recovered - (delivered + failed + ... + pending + committed + taken_over)`.
 
         0 when quiet.
 
@@ -101,7 +106,7 @@ class Stats:
         bug.
         """
         settled = self.delivered + self.failed + self.dropped + self.skipped + self.pending
-        settled += self.committed
+        settled += self.committed + self.taken_over
         return self.made + self.recovered - settled
 
 
@@ -203,6 +208,7 @@ class Intake:
             spooled=0 if journal is None else journal.spooled,
             recovered=0 if journal is None else journal.recovered,
             committed=0 if journal is None else journal.committed,
+            taken_over=0 if journal is None else journal.taken_over,
         )
 
     def _made_now(self) -> int:

@@ -535,6 +535,10 @@ class Worker:
         assert concurrency is not None  # set by _main()
         if self._ending:
             return
+        # Copies another process took over from the spool (this one stalled past its
+        # lease) are not sent: rare, so each message is asked only while there are any.
+        journal = self.journal
+        taken = journal.taken if journal is not None and journal.some_taken else None
         while ready and self._in_flight < concurrency.limit:
             # A request holds copies of its message's bytes while it is sent: it
             # waits while they would pass max_queue_bytes, unless none is in flight,
@@ -543,6 +547,9 @@ class Worker:
             if self._room or not self._fits(wire):
                 break
             message = ready.popleft()
+            if taken is not None and taken(message):
+                self._finish_lane(message)
+                continue
             self._in_flight += 1
             self._wire += wire  # until its first attempt ends
             if native is None or not self._send_now(native, message, wire):
@@ -728,6 +735,8 @@ class Worker:
                     break
                 self._log_retry(message, outcome, wait, attempts)
                 await asyncio.sleep(wait)
+                if self.journal is not None and self.journal.taken(message):
+                    return  # another process took it over from the spool, and sends it
                 attempts += 1
                 self.retried += 1
                 outcome = await self._attempt(self._route.request(message))

@@ -31,6 +31,7 @@ SLOW = frozenset(
         "test_import_bench.py",
         "test_docs_site.py",
         "spool/test_processes.py",
+        "spool/test_outage.py",
         "spool/test_client.py::test_a_long_outage_holds_no_memory_and_loses_nothing",
         "fleet/test_processes.py",
         "fleet/test_redis.py::test_a_message_past_max_age_becomes_a_dead_letter",

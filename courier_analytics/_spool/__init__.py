@@ -13,8 +13,9 @@ interface, `Backend`, is what both can do cheaply:
 - `remove` (acknowledge) a batch once answered;
 - `park` a batch: out of memory, to be claimed again at a given time (a retry
   after an outage outlasted the in-memory retries, or a burst beyond memory);
-- `take_over` the messages of owners whose lease expired (or whose process is gone),
-  and renew the caller's own lease;
+- `renew` the caller's lease, saying whether it had lapsed and was lost (the
+  caller stalled: what it held was taken over);
+- `take_over` the messages of owners whose lease expired (or whose process is gone);
 - `release` everything the caller owns, for anyone to take (a clean stop);
 - `status`, for `courier-analytics spool status`.
 
@@ -193,6 +194,13 @@ class Backend(Protocol):
 
     def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
         """Move held messages out of memory: (key, due time in epoch seconds, tries added)."""
+
+    def renew(self, now: float) -> bool:
+        """Renew this owner's lease (or leases); False when it had lapsed and was lost.
+
+        Lost: another owner took over what this one held (it stalled past its
+        lease), and this one now holds nothing; it is registered anew.
+        """
 
     def take_over(self, now: float) -> int:
         """Renew this owner's lease and take the messages of owners that are gone.

@@ -26,19 +26,19 @@ the spool when the worker stopped; `recovered` what this worker took over.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import random
 import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from courier_analytics import _outcomes
-from courier_analytics._errors import QueueFullError
 from courier_analytics._messages import Message
 from courier_analytics._spool import Backend, Settings, SpoolError, open_backend
+from courier_analytics._spool._bound import Bound
+from courier_analytics._spool._health import RETRY_SPOOL, Health, Outage
+from courier_analytics._spool._lease import Alarm, Holdings, Lease
 
 if TYPE_CHECKING:
     from courier_analytics._worker import Worker
@@ -49,12 +49,6 @@ logger = logging.getLogger("courier_analytics")
 
 #: The most messages one commit or claim moves.
 BATCH = 2000
-#: Bytes a row takes beyond its message's data (columns, ids, the b-tree).
-ROW_OVERHEAD = 80
-#: Seconds after a spool error before the spool is tried again.
-RETRY_SPOOL = 1.0
-#: The first and the longest wait of a parked retry.
-FIRST_WAIT, LONGEST_WAIT = 1.0, 300.0
 #: Parked messages retried at a time while Courier does not answer (an outage).
 PROBE = 10
 
@@ -84,10 +78,9 @@ class Journal:
         self._clock = clock
         self._open = False
         self._closing = False
-        # Messages held in memory that have a row: id(message) -> (key, made here,
-        # committed at, tries). A message object queued twice has two rows.
-        self._rows: dict[int, tuple[int, bool, float, int]] = {}
-        self._twins: dict[int, list[tuple[int, bool, float, int]]] = {}
+        # Messages held in memory that have a row, and the lease they are held under.
+        self._holdings = Holdings()
+        self._lease = Lease(self._backend, settings.lease, worker.wake_for_spool)
         self._to_remove: list[int] = []
         self._to_park: list[tuple[int, float, int]] = []
         self._to_fail: list[tuple[int, str]] = []
@@ -103,25 +96,15 @@ class Journal:
             self._next_due = -math.inf  # new entries may wait there now: look at once
         self._blocked: dict[str, int] = {}  # user -> key of their parked barrier
         self._last_write = -math.inf
-        self._next_upkeep = 0.0
-        self._broken_until = 0.0  # the spool failed: memory only until then
-        self._trouble_logged = False
-        self._full_logged = False
-        self._used = 0  # bytes the spool used at the last look, plus what was added
-        self._timer: asyncio.TimerHandle | None = None
+        self._health = Health(settings)  # the spool failed: memory only for a while
+        self._bound = Bound(worker, settings, self._backend)
+        self._timer = Alarm(worker.wake_for_spool)
         # Relay once: every parked message is due now, but those parked again in this
         # run wait for their time (else they would be retried without pause).
         self._eager = False
         self._parked_now: set[int] = set()
-        # An outage: a message was parked and none delivered since. New messages wait
-        # in the spool and only a few parked ones are tried, once per wait, the wait
-        # doubling (shared by all, as a Courier that does not answer is one for all);
-        # the first delivery ends it and every parked message is tried at once.
-        self._outage = False
-        self._outage_wait = FIRST_WAIT
-        self._doubled_at = 0.0
-        self._catch_up = False
-        self._delivered_seen = 0
+        self._outage = Outage()  # Courier does not answer: parked ones are tried a few at a time
+        self._catch_up, self._delivered_seen = False, 0
         #: Messages queued at which a commit is made at once, window or not.
         self.burst = max(1, min(BATCH, worker.max_queue_size // 2))
         #: Messages made by this client in the spool now.
@@ -130,10 +113,34 @@ class Journal:
         self.recovered = 0
         #: Messages committed to a shared spool, for the fleet to deliver.
         self.committed = 0
-        #: Messages dropped because the spool was full.
-        self.dropped = 0
         #: Messages left in the spool when the worker stopped (still pending).
         self.left = 0
+        #: Messages another process took over while this one stalled past its lease.
+        self.taken_over = 0
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the spool was full."""
+        return self._bound.dropped
+
+    @property
+    def some_taken(self) -> bool:
+        """Copies another process took over are still in memory: each send asks `taken`."""
+        return self._holdings.any_gone
+
+    def taken(self, message: Message) -> bool:
+        """Whether another process took this message over; then it is not to be sent.
+
+        Asked before each retry, and before each first attempt while `some_taken`;
+        a message taken over leaves `pending` for `taken_over`. The lease is renewed
+        first when its safe time passed (the process may have stalled).
+        """
+        if time.monotonic() >= self._lease.safe_until and self._open and not self._closing:
+            self._check_lease()
+        if self._holdings.any_gone and self._holdings.gone(message):
+            self.taken_over += 1
+            return True
+        return False
 
     def retry_everything_now(self) -> None:
         """Treat every parked message as due now, once each (`relay --once`)."""
@@ -143,7 +150,7 @@ class Journal:
     @property
     def waiting(self) -> bool:
         """A commit is scheduled: the worker need not be woken for each new message."""
-        return self._timer is not None
+        return self._timer.set_for is not None
 
     def resting(self) -> bool:
         """Nothing is in memory and nothing parked is due: `flush()` may return."""
@@ -160,7 +167,7 @@ class Journal:
     def start(self) -> None:
         """Open the spool on the worker's thread (a forked child opens its own)."""
         self._closing = False
-        self._next_upkeep = 0.0  # the first drain takes over what the dead left
+        self._lease.next_upkeep = 0.0  # the first drain takes over what the dead left
         if self._open:
             return
         try:
@@ -176,23 +183,25 @@ class Journal:
             return
         worker = self._worker
         now = time.monotonic()
+        if now >= self._lease.safe_until and self._open and now >= self._health.broken_until:
+            self._check_lease()  # first: nothing held goes out, nor is committed, unknowing
         if worker.queue:
             if now >= self._last_write + self._settings.commit_interval or (
                 len(worker.queue) >= self.burst
             ):
                 self._commit(now)
-            elif self._timer is None:
+            elif self._timer.set_for is None:
                 self._schedule(self._last_write + self._settings.commit_interval)
-        if now >= self._next_upkeep:
+        if now >= self._lease.next_upkeep:
             self._upkeep(now)
         if worker.delivered != self._delivered_seen:
             self._delivered_seen = worker.delivered
-            if self._outage:  # Courier answers again: everything parked may go now
-                self._outage, self._outage_wait = False, FIRST_WAIT
+            if self._outage.on:  # Courier answers again: everything parked may go now
+                self._outage.end()
                 self._catch_up = self._backlog = True
         if (
             (self._backlog or self._clock() >= self._next_due)
-            and now >= self._broken_until
+            and now >= self._health.broken_until
             and self._deliver
         ):
             self._refill()
@@ -203,16 +212,19 @@ class Journal:
                 or worker.held == self._parked
             ):
                 self._write_done(now)
-            elif self._timer is None:
+            elif self._timer.set_for is None:
                 self._schedule(self._last_write + self._settings.commit_interval)
 
     def finished(self, message: Message) -> None:
         """A held message's delivery ended (delivered, or failed for good): remove its row."""
-        row = self._pop_row(message) if self._twins else self._rows.pop(id(message), None)
+        holdings = self._holdings
+        row = holdings.pop(message)
         if row is not None:
             self._to_remove.append(row[0])
             if row[1]:
                 self.spooled -= 1
+        elif holdings.any_gone:
+            holdings.gone(message)  # on the wire before its lease was lost: settled here
 
     def park(self, message: Message) -> str | None:
         """Park a message whose retries ran out on a retryable failure.
@@ -221,8 +233,11 @@ class Journal:
             None when parked; else why it fails now: `""` when it has no row (it
             fails as without a spool), the age limit when it is too old.
         """
-        row = self._pop_row(message)
+        row = self._holdings.pop(message)
         if row is None:
+            if self._holdings.any_gone and self._holdings.gone(message):
+                self.taken_over += 1  # another process took it over: it retries it
+                return None
             return ""
         key, mine, made_at, _tries = row
         now = self._clock()
@@ -233,12 +248,7 @@ class Journal:
             if mine:
                 self.spooled -= 1
             return why
-        if not self._outage:
-            self._outage, self._doubled_at = True, now
-        elif now - self._doubled_at >= self._outage_wait:
-            self._outage_wait = min(LONGEST_WAIT, self._outage_wait * 2)
-            self._doubled_at = now
-        due = min(now + self._outage_wait * random.uniform(0.5, 1.0), expires)
+        due = min(self._outage.next_try(now), expires)
         self._to_park.append((key, due, 1))
         self._next_due = min(self._next_due, due)
         if self._eager:
@@ -255,7 +265,10 @@ class Journal:
         """Keep a message the stopping worker would report as not delivered."""
         if self._closing:
             return False
-        if self._pop_row(message) is None:
+        if self._holdings.pop(message) is None:
+            if self._holdings.any_gone and self._holdings.gone(message):
+                self.taken_over += 1  # another process took it over: it delivers it
+                return True
             self._kept.append(message)
         self.left += 1
         return True
@@ -263,9 +276,8 @@ class Journal:
     def stop(self) -> None:
         """Commit what is left, release everything this owner holds, and close."""
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
+        self._lease.stop()
         kept, self._kept = self._kept, []
         self.left += self._parked
         self._parked = 0
@@ -284,8 +296,7 @@ class Journal:
             logger.error("courier-analytics: %s; messages left in memory are lost", exc)
             self._lose(kept, "the spool failed")
         finally:
-            self._rows.clear()
-            self._twins.clear()
+            self._holdings.clear()
             self._blocked.clear()
             self._backend.close()
             self._open = False
@@ -294,30 +305,26 @@ class Journal:
 
     def _commit(self, now: float) -> None:
         """Move queued messages to the spool; hand those memory has room for to the lanes."""
-        worker, settings = self._worker, self._settings
+        worker = self._worker
         queue = worker.queue
         count = min(len(queue), BATCH)
         worker.held += count  # first: callers read len(queue) + held, never less
         batch = [queue.popleft() for _ in range(count)]
-        if not self._open or now < self._broken_until:
+        if not self._open or now < self._health.broken_until:
             self._unspooled(batch, count)
             return
-        size = sum(len(m._data) for m in batch) + ROW_OVERHEAD * count
-        if self._used + size > settings.max_bytes:
-            try:
-                self._used = self._backend.used_bytes()
-            except SpoolError as exc:
-                self._trouble(exc)
-                self._unspooled(batch, count)
-                return
-            if self._used + size > settings.max_bytes:
-                batch = self._fit(batch, settings.max_bytes - self._used)
+        try:
+            batch, size = self._bound.admit(batch)
+        except SpoolError as exc:
+            self._trouble(exc)
+            self._unspooled(batch, count)
+            return
         if self._shared:
             self._hand_over(batch, now, size)
             return
         # Room before this batch (held counts it already); none while older messages
         # wait in the spool (new ones queue behind them) or while Courier is out.
-        room = 0 if self._backlog or self._outage else self._room() + len(batch)
+        room = 0 if self._backlog or self._outage.on else self._room() + len(batch)
         held: list[Message] = []
         parked: list[Message] = []
         for message in batch:
@@ -337,17 +344,17 @@ class Journal:
             self._unspooled(batch, len(batch))
             return
         self._last_write = now
-        self._used += size
+        self._bound.used += size
         self.spooled += len(held) + len(parked)
         if parked_keys:
             self._parked += len(parked_keys)
             self._backlog = True
             worker.left_memory(parked)
-        rows, add = self._rows, worker.add_to_lanes
+        rows, add = self._holdings.rows, worker.add_to_lanes
         for message, key in zip(held, keys, strict=True):
             row = (key, True, wall, 0)
             if rows.setdefault(id(message), row) is not row:  # queued twice
-                self._twins.setdefault(id(message), []).append(row)
+                self._holdings.add(message, row)
             add(message)
 
     def _hand_over(self, batch: list[Message], now: float, size: int) -> None:
@@ -362,37 +369,9 @@ class Journal:
         self._worker.held -= len(batch)
         self._worker.left_memory(batch)  # claimed back (back_in_memory) only if this one delivers
         self._last_write = now
-        self._used += size
+        self._bound.used += size
         self.committed += len(batch)
         self._backlog = self._deliver  # this process may hold their shards: look now
-
-    def _fit(self, batch: list[Message], room: int) -> list[Message]:
-        """The messages of `batch` that fit in `room` bytes; the rest are dropped and reported."""
-        kept: list[Message] = []
-        for message in batch:
-            room -= len(message._data) + ROW_OVERHEAD
-            if room >= 0:
-                kept.append(message)
-                continue
-            self._worker.held -= 1
-            self._worker.left_memory([message])
-            self.dropped += 1
-            error = QueueFullError(
-                f"{message.type} {message.message_id} dropped: the spool is full "
-                f"(spool_max_bytes={self._settings.max_bytes})"
-            )
-            if not self._full_logged:
-                self._full_logged = True
-                logger.error(
-                    "courier-analytics: the spool %s is full (spool_max_bytes=%d): new messages "
-                    "are dropped, each passed to on_error, until it has room",
-                    self._settings.where,
-                    self._settings.max_bytes,
-                )
-            self._worker.report(error, message)
-        if len(kept) == len(batch):
-            self._full_logged = False
-        return kept
 
     def _unspooled(self, batch: list[Message], count: int) -> None:
         """The spool is unavailable: deliver from memory what has room; the rest waits.
@@ -416,7 +395,7 @@ class Journal:
 
     def _refill(self) -> None:
         """Claim parked messages that are due, as memory has room, oldest first."""
-        room = min(self._room(), PROBE if self._outage else BATCH)
+        room = min(self._room(), PROBE if self._outage.on else BATCH)
         if room < self.burst and self._worker.held > self._parked:
             return  # a batch at a time, once memory has room for one (a claim scans)
         if room <= 0 or not self._open:
@@ -427,9 +406,9 @@ class Journal:
                 self._write_done(time.monotonic())
             everything = self._eager or self._catch_up
             claimed = self._backend.claim(room, math.inf if everything else now, self._take)
-            if self._outage:  # a few at a time, once per wait
+            if self._outage.on:  # a few at a time, once per wait
                 self._backlog = False
-                self._next_due = now + self._outage_wait
+                self._next_due = now + self._outage.wait
             elif len(claimed) < room:
                 self._backlog = self._catch_up = False
                 try:
@@ -441,7 +420,7 @@ class Journal:
         except SpoolError as exc:
             self._trouble(exc)
             return
-        worker, rows = self._worker, self._rows
+        worker, holdings = self._worker, self._holdings
         for entry in claimed:
             mine = entry.maker == self.token
             if entry.counted:
@@ -455,7 +434,7 @@ class Journal:
                 worker.held += 1
             # `spooled` counts this client's messages in its own spool (not a shared one).
             row = (entry.key, mine and not self._shared, entry.made_at, entry.tries)
-            self._add_row(rows, entry.message, row)
+            holdings.add(entry.message, row)
             worker.back_in_memory(entry.message)
             worker.add_to_lanes(entry.message)
 
@@ -475,7 +454,7 @@ class Journal:
         """A user's barrier waits in the spool: their later messages wait there too."""
         self._blocked.setdefault(user, key)
         for message in self._worker.withdraw(user):
-            row = self._pop_row(message)
+            row = self._holdings.pop(message)
             if row is None:  # no row: it goes on from memory
                 self._worker.add_to_lanes(message)
                 continue
@@ -505,37 +484,63 @@ class Journal:
 
     def _upkeep(self, now: float) -> None:
         """Renew the lease, take over what the dead left, and keep the file small."""
-        self._next_upkeep = now + self._settings.lease / 3
+        self._lease.next_upkeep = now + self._settings.lease / 3
         if not self._open:
             self.start()
             if not self._open:
                 return
+        if not self._check_lease():
+            return
         try:
             if self._backend.take_over(self._clock()):
                 self._backlog = True
             self._backend.tidy()
-            self._used = self._backend.used_bytes()
+            self._bound.used = self._backend.used_bytes()
         except SpoolError as exc:
             self._trouble(exc)
             return
-        if self._trouble_logged:
-            self._trouble_logged = False
-            logger.info("courier-analytics: the spool %s works again", self._settings.where)
+        self._health.works()
+
+    def _check_lease(self) -> bool:
+        """Renew the lease; if it was lost, drop what it held. False when the spool failed."""
+        try:
+            held = self._lease.renew(self._clock())
+        except SpoolError as exc:  # unknown: what is held goes on (see durability.md)
+            self._trouble(exc)
+            return False
+        if not held:
+            self._lose_lease()
+        return True
+
+    def _lose_lease(self) -> None:
+        """This process stalled past its lease and another took over all it held: drop it.
+
+        What is in memory is dropped at its next send (see `taken`); what was parked
+        leaves `held` now. The taker counts them as recovered and delivers them.
+        """
+        worker = self._worker
+        in_memory = self._holdings.lose_all()
+        parked, self._parked = self._parked, 0
+        worker.held -= parked
+        self.taken_over += parked
+        self.spooled = 0  # none of its rows is its own any more
+        self._blocked.clear()
+        self._parked_now.clear()
+        # Their keys are the taker's now (the store would refuse them anyway).
+        self._to_park, self._to_remove, self._to_fail = [], [], []
+        self._backlog = False
+        self._next_due = -math.inf if self._shared and self._deliver else math.inf
+        logger.warning(
+            "courier-analytics: this process stalled past its lease on the spool %s; another "
+            "took over the %d message(s) it held and delivers them (this one sends none)",
+            self._settings.where,
+            in_memory + parked,
+        )
 
     def _trouble(self, exc: SpoolError) -> None:
         """The spool failed: deliver from memory for a while; log once per episode."""
-        self._broken_until = time.monotonic() + RETRY_SPOOL
-        self._next_upkeep = min(self._next_upkeep, self._broken_until)
-        if not self._trouble_logged:
-            self._trouble_logged = True
-            logger.error(
-                "courier-analytics: %s; %s until the spool works again "
-                "(what is not committed is lost if the process dies)",
-                exc,
-                "keeping new messages in memory (up to max_queue_size, then dropping them)"
-                if self._shared
-                else "delivering from memory",
-            )
+        until = self._health.failed(exc)
+        self._lease.next_upkeep = min(self._lease.next_upkeep, until)
 
     def _lose(self, messages: list[Message], reason: str) -> None:
         """Report messages that could not be kept at stop (the spool failed)."""
@@ -545,32 +550,5 @@ class Journal:
 
     def _schedule(self, when: float) -> None:
         """Wake the worker at `when` (monotonic): a commit or a batch is due then."""
-        if self._timer is not None or self._closing:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on the worker's loop (tests drive it by hand)
-            return
-        self._timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._due)
-
-    def _due(self) -> None:
-        self._timer = None
-        self._worker.wake_for_spool()
-
-    def _add_row(
-        self,
-        rows: dict[int, tuple[int, bool, float, int]],
-        message: Message,
-        row: tuple[int, bool, float, int],
-    ) -> None:
-        if rows.setdefault(id(message), row) is not row:
-            self._twins.setdefault(id(message), []).append(row)
-
-    def _pop_row(self, message: Message) -> tuple[int, bool, float, int] | None:
-        twins = self._twins.get(id(message)) if self._twins else None
-        if twins:
-            row = twins.pop()
-            if not twins:
-                del self._twins[id(message)]
-            return row
-        return self._rows.pop(id(message), None)
+        if not self._closing:
+            self._timer.set(when)

@@ -407,6 +407,25 @@ class RedisBackend:
 
     # ---------------------------------------------------------------- leases
 
+    def renew(self, now: float) -> bool:
+        """Renew this consumer and its shard leases; False when one was lost meanwhile.
+
+        Then everything held here is forgotten (the journal drops it from memory):
+        a lost shard's new holder adopts its entries, and what is pending in the
+        shards still held is made due again by `_reconcile`.
+        """
+        if not self.deliver:
+            return True
+        with self._failing("renew its leases"):
+            self._redis.zadd(self._consumers, {self.owner: now + self._lease})
+            args = [self.owner, self._lease_ms]
+            lost = {s for s in self._mine if not self._renew(keys=[self._lease_key(s)], args=args)}
+        self._mine -= lost
+        self._leaving -= lost
+        for known in (self._by_key, self._by_entry, self._parked_here, self._held) if lost else ():
+            known.clear()
+        return not lost
+
     def take_over(self, now: float) -> int:
         """Renew this consumer and its leases, take free shards up to a fair share.
 
@@ -423,12 +442,7 @@ class RedisBackend:
             pipe.zremrangebyscore(self._consumers, "-inf", now)
             pipe.zcard(self._consumers)
             live = max(1, pipe.execute()[-1])
-            for shard in list(self._mine):
-                if not self._renew(
-                    keys=[self._lease_key(shard)], args=[self.owner, self._lease_ms]
-                ):
-                    self._mine.discard(shard)  # lost while this process was frozen
-                    self._leaving.discard(shard)
+            # Its shard leases were renewed just before, by `renew` (the journal's upkeep).
             share = -(-self.shards // live)
             # Beyond the fair share, shards are read no more, and given up once nothing
             # of theirs is in memory here: the next holder never sends what this one does.

@@ -31,6 +31,7 @@ import operator
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -84,15 +85,26 @@ _COLUMNS = "id, type, mid, user_id, anonymous_id, event, data, maker, tries, mad
 # `_inherited` and never closes them.
 _opened: dict[int, sqlite3.Connection] = {}
 _inherited: list[sqlite3.Connection] = []
+# Held while a connection of this process works on a spool file, and by fork():
+# a fork waits until no connection is inside a transaction. SQLite keeps one record
+# per process of the locks its connections hold on a file, shared by all of them;
+# a child forked mid-transaction inherits a record of a lock that is never
+# released there, and its own connection would find the file locked for good.
+_in_use = threading.RLock()  # open() holds it around its first transaction
 
 
 def _after_fork_in_child() -> None:
     _inherited.extend(_opened.values())
     _opened.clear()
+    _in_use.release()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_in_use.acquire,
+        after_in_parent=_in_use.release,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def host_key() -> str:
@@ -146,6 +158,11 @@ class SqliteBackend:
         """Open (or create) the file and register this owner with a fresh lease."""
         if self._db is not None:
             return
+        with _in_use:
+            self._db = self._connect()
+        _opened[id(self._db)] = self._db
+
+    def _connect(self) -> sqlite3.Connection:
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
@@ -176,15 +193,14 @@ class SqliteBackend:
         except BaseException:
             db.close()
             raise
-        self._db = db
-        _opened[id(db)] = db
+        return db
 
     def close(self) -> None:
         """Close the connection (the messages stay)."""
         db, self._db = self._db, None
         if db is None or _opened.pop(id(db), None) is None:
             return  # never opened, or inherited across fork: never closed here
-        with contextlib.suppress(sqlite3.Error):
+        with _in_use, contextlib.suppress(sqlite3.Error):
             db.close()
 
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
@@ -266,14 +282,23 @@ class SqliteBackend:
                 [(due, tries, key, owner) for key, due, tries in entries],
             )
 
+    def renew(self, now: float) -> bool:
+        """Renew this owner's lease; False when another took over its rows meanwhile."""
+        with self._write() as db:
+            return self._renew(db, now)
+
+    def _renew(self, db: sqlite3.Connection, now: float) -> bool:
+        renewed = db.execute(
+            "UPDATE owners SET lease_until = ? WHERE owner = ?", (now + self._lease, self.owner)
+        ).rowcount
+        if not renewed:  # taken over while it did not renew (a stalled process)
+            self._register(db, now)
+        return bool(renewed)
+
     def take_over(self, now: float) -> int:
         """Renew this owner's lease; take what gone owners left and what nobody owns."""
         with self._write() as db:
-            renewed = db.execute(
-                "UPDATE owners SET lease_until = ? WHERE owner = ?", (now + self._lease, self.owner)
-            ).rowcount
-            if not renewed:  # taken over while it did not renew (a frozen process)
-                self._register(db, now)
+            self._renew(db, now)
             gone = [
                 (owner,)
                 for owner, host, pid, until in db.execute(
@@ -313,15 +338,20 @@ class SqliteBackend:
         if db is None or id(db) not in _opened:
             return
         try:
-            pages = db.execute("PRAGMA page_count").fetchone()[0]
-            free = db.execute("PRAGMA freelist_count").fetchone()[0]
-            if free > 64 and free * 4 > pages:  # a quarter free: give it back
-                db.executescript("PRAGMA incremental_vacuum")  # stepped to its end
-            # After the vacuum: the file shrinks when its pages are checkpointed.
-            # PASSIVE: never waits for another process's readers or writer.
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with _in_use:
+                self._tidy(db)
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot tidy the spool {self.path!r}: {exc}") from exc
+
+    @staticmethod
+    def _tidy(db: sqlite3.Connection) -> None:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        if free > 64 and free * 4 > pages:  # a quarter free: give it back
+            db.executescript("PRAGMA incremental_vacuum")  # stepped to its end
+        # After the vacuum: the file shrinks when its pages are checkpointed.
+        # PASSIVE: never waits for another process's readers or writer.
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def release(self) -> int:
         """Give up this owner's messages and lease, for the next process to take."""
@@ -401,6 +431,11 @@ def _runs(keys: Sequence[int]) -> list[tuple[int, int]]:
 def _transaction(db: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
     """One write transaction (`BEGIN IMMEDIATE`: the lock is taken first, so no
     deadlock between two processes upgrading a read); errors as `SpoolError`."""
+    with _in_use:  # no fork() meanwhile
+        yield from _within(db, path)
+
+
+def _within(db: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:

@@ -19,6 +19,7 @@ from courier_analytics import (
     QueueFullError,
     RetriesExhaustedError,
     RetryPolicy,
+    Stats,
 )
 
 from .helpers import leave, status, track
@@ -159,7 +160,7 @@ def test_a_long_outage_holds_no_memory_and_loses_nothing(tmp_path: Path) -> None
             client.track("Outage", {"n": chunk * 2000 + n}, user_id=f"u{n % 100}")
         assert client.flush(60)  # returns once every message waits in the spool
         assert client._worker.held == journal._parked  # none of them in memory
-        assert not journal._rows
+        assert not journal._holdings
         assert client._worker.held_bytes == 0  # so max_queue_bytes drops none
     stats = client.stats
     assert (stats.failed, stats.dropped, stats.pending) == (0, 0, 12_000)
@@ -345,3 +346,47 @@ def test_a_flush_report_is_not_ok_while_messages_wait_in_the_spool(tmp_path: Pat
     assert (report.done, report.failed, report.pending) == (True, 0, 1)
     assert not report.ok
     client.shutdown(timeout=0)
+
+
+def test_pending_counts_what_waits_in_the_spool_through_an_outage_and_a_restart(
+    tmp_path: Path,
+) -> None:
+    """made == delivered + failed + dropped + skipped + pending, with parked and left messages."""
+    down = threading.Event()
+    down.set()
+
+    def rule(request: httpx.Request, body: dict[str, Any], attempt: int) -> Any:
+        return httpx.Response(503, json={}) if down.is_set() else accept(request, body, attempt)
+
+    def settled(stats: Stats) -> int:
+        return stats.delivered + stats.failed + stats.dropped + stats.skipped + stats.pending
+
+    client = make_client(FakeCourier(rule), spool=tmp_path / "spool.db", retry=ONE_RETRY)
+    for n in range(30):
+        client.track("E", {"n": n}, user_id=f"u{n % 3}")
+    assert client.flush(60)  # all parked: Courier is down
+    stats = client.stats
+    assert (stats.made, stats.pending, stats.spooled) == (30, 30, 30)
+    assert settled(stats) == stats.made
+    down.clear()  # Courier is back, but the parked retries are not due yet
+    for n in range(30, 40):
+        client.track("E", {"n": n}, user_id=f"u{n % 3}")
+    assert client.flush(60)
+    client.shutdown(timeout=0)  # what waits in the spool stays there, pending
+    stats = client.stats
+    assert settled(stats) == stats.made == 40
+    assert stats.pending == 40 - stats.delivered
+    courier = FakeCourier()
+    restarted = make_client(courier, spool=tmp_path / "spool.db")
+    restarted.track("E", {"n": 40}, user_id="u0")
+    assert restarted.flush(60)
+    stats = restarted.stats
+    assert (stats.made, stats.recovered, stats.delivered, stats.pending) == (
+        1,
+        40 - client.stats.delivered,
+        41 - client.stats.delivered,
+        0,
+    )
+    assert balanced(restarted)
+    assert len({body["messageId"] for body in courier.bodies}) == stats.delivered
+    restarted.shutdown()
