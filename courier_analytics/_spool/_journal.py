@@ -41,7 +41,7 @@ from courier_analytics._messages import Message
 from courier_analytics._spool import Backend, Settings, SpoolError, open_backend
 
 if TYPE_CHECKING:
-    from courier_analytics._worker import Worker
+    from courier_analytics._engine import Engine
 
 __all__ = ["Journal"]
 
@@ -71,7 +71,7 @@ class Journal:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: Engine,
         settings: Settings,
         *,
         backend: Backend | None = None,
