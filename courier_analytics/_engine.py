@@ -9,7 +9,7 @@ The cycle, on the worker's thread (`_worker.py` runs the loop and the lifecycle)
    (`_concurrency.py`) and `max_queue_bytes` allow, a ready message's request is
    built (once per attempt) and handed to the sender's `start(request, on_done)`.
    The sender writes it on an idle connection, or opens one for it.
-4. **on_done** (`_answered`): the answer, or the error that ended the attempt,
+4. **on_done** (`_on_done`): the answer, or the error that ended the attempt,
    comes back by callback; the place in flight is free again.
 5. **finish, or schedule a retry** (`_settle`): a delivered or final outcome
    finishes the message and lets its lane go on (`_finish_lane`); a retryable
@@ -140,27 +140,19 @@ class Engine:
         wake: Callable[[], bool],
     ) -> None:
         self.queue = queue
-        self._route = route
-        self._policy = policy
-        self.max_queue_size = max_queue_size
-        self.max_queue_bytes = max_queue_bytes
-        self._max_in_flight = max_in_flight
-        self._strict_order = strict_order
-        self._report = report
-        self._origin = origin
-        self._events = events
-        self._on_idle = on_idle
-        self._wake = wake
-        self.held = 0
-        self.delivered = 0
-        self.failed = 0
-        self.retried = 0
+        # What a message's request is, how it is retried, where its outcome goes.
+        self._route, self._policy, self._origin = route, policy, origin
+        self._report, self._events = report, events
+        # The bounds: in memory, in flight, per user.
+        self.max_queue_size, self.max_queue_bytes = max_queue_size, max_queue_bytes
+        self._max_in_flight, self._strict_order = max_in_flight, strict_order
+        # What the worker is told: idle (flush() returns), or woken by the spool.
+        self._on_idle, self._wake = on_idle, wake
+        self.held = self.delivered = self.failed = self.retried = 0
         # Bytes of the messages held (see `held_bytes`): added by callers under the
         # worker's lock, freed by the worker thread alone, so neither counter needs
         # the other's lock; `wire` is the bytes of requests in flight.
-        self.bytes_taken = 0
-        self.bytes_freed = 0
-        self.wire = 0
+        self.bytes_taken = self.bytes_freed = self.wire = 0
         #: Sync-mode waiters by id(message), resolved when the message is finished.
         self.done: dict[int, Future[None]] = {}
         #: OpenTelemetry's recorder of durations (`_metrics.py`), or None: metrics are off.
@@ -263,7 +255,7 @@ class Engine:
             self._start(sender, message, wire, item if isinstance(item, _Retry) else None)
 
     def _start(self, sender: Sender, message: Message, wire: int, retry: _Retry | None) -> None:
-        """Build the attempt's request and hand it to the sender; `_answered` follows."""
+        """Build the attempt's request and hand it to the sender; `_on_done` follows."""
         key = next(self._keys)
         try:
             request = self._route.request(message)
@@ -271,7 +263,7 @@ class Engine:
             self._in_flight += 1
             self.wire += wire
             sent = time.monotonic()
-            sender.start(request, partial(self._answered, key, message, wire, sent, retry))
+            sender.start(request, partial(self._on_done, key, message, wire, sent, retry))
         except Exception as exc:  # a bug: the message is reported, the worker goes on
             if self._sending.pop(key, None) is not None:
                 self._in_flight -= 1
@@ -282,7 +274,7 @@ class Engine:
             )
             self._finish_lane(message)
 
-    def _answered(
+    def _on_done(
         self,
         key: int,
         message: Message,

@@ -7,10 +7,10 @@ string and parses one small answer in `data_received`: no per-request header
 objects, URL parsing or pool bookkeeping. It measures several times cheaper per
 request than `httpx.AsyncHTTPTransport` (see the Performance docs).
 
-Answers are parsed strictly (RFC 9112; where it differs from h11, it is stricter,
-see tests/client/test_http11_parser.py) and within fixed bounds: a 64 KiB head, a
-1 MiB body (a larger Content-Length is refused before reading), a 4 KiB chunk size
-line, 64 KiB of trailers. An answer that breaks either closes its connection.
+A request goes out on an idle connection, or on one opened for it
+(`_open_connection`), and its answer comes back by callback. Answers are parsed
+strictly and within fixed bounds by `_http11_parser.py`; an answer that breaks
+either closes its connection.
 
 Failures are raised as the matching `httpx` exceptions (`ConnectError`,
 `ConnectTimeout`, `ReadTimeout`, `RemoteProtocolError`), so callers treat
@@ -312,7 +312,7 @@ class Http11Pool:
             connection = idle.pop()
             if not connection.closed:
                 connection.start(
-                    data, self._timeout, partial(self._answered, data, on_answer, True)
+                    data, self._timeout, partial(self._request_ended, data, on_answer, True)
                 )
                 return
             self._open.discard(connection)
@@ -340,9 +340,9 @@ class Http11Pool:
             on_answer(None, httpx.ConnectError("the connection pool was closed"))
             return
         self._open.add(connection)
-        connection.start(data, self._timeout, partial(self._answered, data, on_answer, False))
+        connection.start(data, self._timeout, partial(self._request_ended, data, on_answer, False))
 
-    def _answered(
+    def _request_ended(
         self,
         data: bytes,
         on_answer: OnResult,

@@ -1,7 +1,11 @@
-"""Senders: send one request to Courier and read the answer, for the worker's loop.
+"""Senders: send one request to Courier and hand its answer back, for the worker's loop.
 
-By default the worker uses `NativeSender`, a lean keep-alive HTTP/1.1
-client (`_http11.py`) that costs a fraction of an httpx transport per request.
+Every sender has one method for the delivery engine, `start(request, on_done)`:
+it sends the request and returns; `on_done` gets the whole answer, or the error
+that ended the attempt, from the event loop.
+
+By default the worker uses `NativeSender`, a lean keep-alive HTTP/1.1 client
+(`_http11.py`) that costs a fraction of an httpx transport per request.
 `HttpxSender` works with any httpx transport instead, asynchronous (used
 directly) or synchronous (run on up to `SYNC_THREADS` daemon threads, started as
 requests need them): it is used when the `transport` option is given (proxies,
@@ -309,9 +313,9 @@ class NativeSender:
 
     def start(self, request: Request, on_done: OnDone) -> None:
         """Send one request; `on_done` gets the answer or the error, once, from the loop."""
-        self._pool.start(self._encode(request), partial(self._answered, on_done))
+        self._pool.start(self._encode(request), partial(self._done, on_done))
 
-    def _answered(
+    def _done(
         self, on_done: OnDone, raw: RawResponse | None, error: httpx.TransportError | None
     ) -> None:
         if raw is not None:
@@ -429,7 +433,7 @@ class HttpxSender:
     def __repr__(self) -> str:
         return f"<HttpxSender {self._base_url}>"
 
-    def _build(self, request: Request) -> httpx.Request:
+    def _encode(self, request: Request) -> httpx.Request:
         headers = self._headers
         if request.idempotency_key is not None:
             headers = [*headers, (b"Idempotency-Key", request.idempotency_key.encode())]
@@ -469,7 +473,7 @@ class HttpxSender:
         error: BaseException
         try:
             status, retry_after, body = await asyncio.wait_for(
-                self._send(self._build(request)), self._deadline
+                self._send(self._encode(request)), self._deadline
             )
         except asyncio.TimeoutError as exc:  # TimeoutError since 3.11, an alias
             error = httpx.ReadTimeout(f"no whole answer within {self._deadline:g}s")

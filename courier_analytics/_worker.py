@@ -72,6 +72,21 @@ class _LoopWaiter:
             self.future.set_result(None)
 
 
+class _EngineCount:
+    """A number of the worker's engine, read as the worker's own (`worker.delivered`)."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, worker: Worker, owner: type | None = None) -> int:
+        count: int = getattr(worker._engine, self._name)
+        return count
+
+
 class WorkerUnavailable(Exception):
     """The worker takes no message: it was closed, or no thread can start (interpreter exit)."""
 
@@ -136,48 +151,22 @@ class Worker:
         self._idle_lock = threading.RLock()
         self._ended = threading.Event()  # set once the ending worker has reported all
 
-    # ------------------------------------------------------- counters (any thread)
-
-    @property
-    def delivered(self) -> int:
-        """Messages Courier accepted."""
-        return self._engine.delivered
-
-    @property
-    def failed(self) -> int:
-        """Messages counted as not delivered."""
-        return self._engine.failed
-
-    @property
-    def retried(self) -> int:
-        """Retries made."""
-        return self._engine.retried
-
-    @property
-    def held(self) -> int:
-        """Messages taken from the queue and not yet finished."""
-        return self._engine.held
+    # The engine's counters, read from any thread (`stats`, metrics).
+    delivered = _EngineCount("Messages Courier accepted.")
+    failed = _EngineCount("Messages counted as not delivered.")
+    retried = _EngineCount("Retries made.")
+    held = _EngineCount("Messages taken from the queue and not yet finished.")
+    in_flight = _EngineCount("Requests being sent right now (not messages waiting to retry).")
+    held_bytes = _EngineCount("Bytes held for undelivered messages (see `Engine.held_bytes`).")
+    max_queue_size = _EngineCount(
+        "The most messages held in memory (beyond it, with a spool, in it)."
+    )
 
     @property
     def pending(self) -> int:
         """Messages queued, being delivered, or waiting in the spool."""
         journal = self.journal
         return len(self.queue) + self._engine.held + (0 if journal is None else journal.left)
-
-    @property
-    def max_queue_size(self) -> int:
-        """The most messages held in memory (with a spool: beyond it they wait there)."""
-        return self._engine.max_queue_size
-
-    @property
-    def in_flight(self) -> int:
-        """Requests being sent right now (not messages waiting to retry)."""
-        return self._engine.in_flight
-
-    @property
-    def held_bytes(self) -> int:
-        """Bytes held for undelivered messages (see `Engine.held_bytes`)."""
-        return self._engine.held_bytes
 
     @property
     def metrics(self) -> Recorder | None:
