@@ -208,9 +208,7 @@ _events = Emitter()
 
 
 def _build(**settings: Any) -> Client:
-    client = Client(**settings)
-    client._adopt(_plugins, _events)
-    return client
+    return Client._built(Options(**settings), _plugins, _events)
 
 
 def _stand_in(problem: str) -> Client:
@@ -221,7 +219,7 @@ def _stand_in(problem: str) -> Client:
     usable) as a `ConfigurationError`.
     """
     handler = getattr(sys.modules[core.module], "on_error", None)
-    client = Client(
+    options = Options(
         # Explicit values that cannot be invalid: the environment's key or URL may be.
         api_key="unused",
         base_url=REGIONS["us"],
@@ -230,8 +228,8 @@ def _stand_in(problem: str) -> Client:
         on_error=handler if callable(handler) else None,
         flush_at_exit=False,
     )
+    client = Client._built(options, _plugins, _events)
     client._refusal = problem
-    client._adopt(_plugins, _events)
     return client
 
 

@@ -53,15 +53,15 @@ from courier_analytics._retry import (
 )
 from courier_analytics._routes import Route
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._spool._journal import Journal
 from courier_analytics._transport import Response, Sender
 
 if TYPE_CHECKING:
     import httpx
 
     from courier_analytics._metrics import Recorder
+    from courier_analytics._spool._journal import Journal
 else:
-    from courier_analytics._lazy import httpx
+    from courier_analytics._lazy import Journal, httpx
 
 __all__ = ["WIRE_COPIES", "Engine"]
 

@@ -11,6 +11,7 @@ the Monitoring page (docs/monitoring.md); `INSTRUMENTS` below is that list.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from courier_analytics._client import Stats
 
-__all__ = ["INSTRUMENTS", "METER_NAME", "Recorder", "recorder_for"]
+__all__ = ["INSTRUMENTS", "METER_NAME", "Recorder", "global_provider_wanted", "recorder_for"]
 
 #: The instrumentation scope (meter) name.
 METER_NAME = "courier_analytics"
@@ -219,6 +220,20 @@ class Recorder:
         self._request(seconds, attributes)
 
 
+def global_provider_wanted() -> bool:
+    """Whether a client given no provider should look up OpenTelemetry's global one now.
+
+    Where the app has set OpenTelemetry up: `opentelemetry.metrics` is already imported
+    (setting a provider imports it, as do the SDK and `opentelemetry-instrument`), or
+    `OTEL_PYTHON_METER_PROVIDER` names a provider for the API to load. Elsewhere the
+    client waits for that module to appear (`_Deferred`) rather than import the API in
+    every `Client()` wherever another package happened to install it.
+    """
+    if "opentelemetry.metrics" in sys.modules:
+        return True
+    return bool(os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
+
+
 def recorder_for(
     provider: MeterProvider | None,
     stats: Callable[[], Stats],
@@ -227,14 +242,24 @@ def recorder_for(
 ) -> Recorder | None:
     """A recorder of one client's metrics through `provider` (the global one if None).
 
-    Returns None, and costs nothing more, where opentelemetry-api is not installed.
+    Where no provider is given and the app has set none up yet (see
+    `global_provider_wanted`), the recorder attaches once it has: see `_Deferred`.
+    Returns None where the variable names a provider but opentelemetry-api is absent.
     """
     if provider is None:
+        if not global_provider_wanted():
+            return _Deferred(stats, in_flight, base_url)
         try:
             from opentelemetry import metrics
-        except ImportError:
+        except ImportError:  # the variable is set where opentelemetry-api is not installed
             return None
         provider = metrics.get_meter_provider()
+    return _attach(provider, stats, in_flight, base_url)
+
+
+def _attach(
+    provider: MeterProvider, stats: Callable[[], Stats], in_flight: Callable[[], int], base_url: str
+) -> Recorder:
     with _lock:
         instruments = _instruments.get(provider)
         if instruments is None:
@@ -247,3 +272,58 @@ def recorder_for(
         recorder = Recorder(instruments, stats, in_flight, server)
         instruments.recorders.add(recorder)
     return recorder
+
+
+class _Deferred(Recorder):
+    """The recorder of a client made before the app set OpenTelemetry up.
+
+    Setting a global provider imports `opentelemetry.metrics`, so until that module is
+    loaded there is no provider to record to (OpenTelemetry's own proxy instruments
+    record nothing before one is set either). The worker's calls look for it, a dict
+    lookup each, and the first to find it attaches a real `Recorder` to the global
+    provider. The caller's `queued` never attaches: it runs under the queue's lock.
+    """
+
+    def __init__(
+        self, stats: Callable[[], Stats], in_flight: Callable[[], int], base_url: str
+    ) -> None:
+        self._args = (stats, in_flight, base_url)
+        self._real: Recorder | None = None
+        self._closed = False
+        self._attaching = threading.Lock()
+
+    def _attached(self) -> Recorder | None:
+        real = self._real
+        if real is None and not self._closed and "opentelemetry.metrics" in sys.modules:
+            with self._attaching:
+                if self._real is None and not self._closed:
+                    from opentelemetry import metrics
+
+                    self._real = _attach(metrics.get_meter_provider(), *self._args)
+                real = self._real
+        return real
+
+    def close(self) -> None:
+        self._closed = True
+        if self._real is not None:
+            self._real.close()
+
+    def queued(self, key: int) -> None:
+        real = self._real
+        if real is not None:
+            real.queued(key)
+
+    def delivered(self, key: int, now: float) -> None:
+        real = self._attached()
+        if real is not None:
+            real.delivered(key, now)
+
+    def forget(self, key: int) -> None:
+        real = self._real
+        if real is not None:
+            real.forget(key)
+
+    def request(self, seconds: float, status: int | None, error: BaseException | None) -> None:
+        real = self._attached()
+        if real is not None:
+            real.request(seconds, status, error)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast, get_args
 from urllib.parse import SplitResult, urlsplit
 
 import attrs
 
 from courier_analytics._errors import ConfigurationError
-from courier_analytics._messages import MAX_REQUEST_BYTES, Message
+from courier_analytics._lazy import is_loopback
+from courier_analytics._message import MAX_REQUEST_BYTES, Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
 from courier_analytics._spool import (
@@ -21,7 +22,6 @@ from courier_analytics._spool import (
     parse_spool,
 )
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._transport import is_loopback
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -35,6 +35,7 @@ __all__ = [
     "REGIONS",
     "ErrorHandler",
     "EventLoop",
+    "MissingApiKeyError",
     "Options",
     "Ordering",
     "Region",
@@ -267,12 +268,29 @@ def _check_base_url(url: object, source: str) -> SplitResult:
     return parts
 
 
-@attrs.frozen(kw_only=True)
+class MissingApiKeyError(ConfigurationError):
+    """No API key was given or found while the client sends (the drop-in words it its way)."""
+
+
+class _Resolved(NamedTuple):
+    """What the options resolved from the environment, once, when they were built."""
+
+    api_key: str | None
+    base_url: str
+    allow_insecure_http: bool
+    spool: SpoolSettings | None
+
+
+# Not slotted: the values resolved from the environment are kept beside the fields
+# (`_resolved`), not as a field, so the fields stay exactly the client's options.
+@attrs.frozen(kw_only=True, slots=False)
 class Options:
     """Every setting of a [`Client`][courier_analytics.Client], validated.
 
     See [`Client`][courier_analytics.Client] for what each option means. `api_key`
-    never appears in `repr()`.
+    never appears in `repr()`. The environment variables that stand in for options
+    not given (`COURIER_API_KEY`, `COURIER_BASE_URL`, ...) are read once, when the
+    value is built.
     """
 
     api_key: str | None = attrs.field(default=None, repr=_mask)
@@ -314,21 +332,43 @@ class Options:
     deliver: bool | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.send and not self.resolved_api_key():
-            raise ConfigurationError(
+        # The environment is read here, once: the key checked is the key sent, and
+        # a variable changed later cannot split them (nor the URL from its check).
+        key, key_source = self._api_key_and_source()
+        if self.send and not key:
+            raise MissingApiKeyError(
                 "api_key is required: pass Client(api_key=...), set "
                 "courier_analytics.api_key, or set the COURIER_API_KEY environment variable "
                 "(send=False needs no key)"
             )
-        _check_api_key(*self._api_key_and_source())
-        url = _check_base_url(*self._base_url_and_source())
+        _check_api_key(key, key_source)
+        base_url, url_source = self._base_url_and_source()
+        url = _check_base_url(base_url, url_source)
+        allow_insecure = self._allow_insecure_http()
         insecure = url.scheme == "http" and not is_loopback(url.hostname or "")
-        if insecure and not self.resolved_allow_insecure_http():
+        if insecure and not allow_insecure:
             raise ConfigurationError(
                 "base_url uses plain http:// to a host that is not this machine, which "
                 "would send the API key unencrypted; use https://, or if you really mean "
                 f"it pass allow_insecure_http=True or set {ALLOW_INSECURE_HTTP_VARIABLE}=1"
             )
+        self._check_limits()
+        deliver = self._deliver()
+        spool = self._spool_settings(deliver)  # a bad spool setting raises, naming its source
+        if self.send and spool is None and not deliver:
+            raise ConfigurationError(
+                "deliver=False needs a Redis spool (spool='redis://host:6379/0') for "
+                "relays to deliver from"
+            )
+        resolved = _Resolved(cast(str | None, key), cast(str, base_url), allow_insecure, spool)
+        object.__setattr__(self, "_env", resolved)
+
+    @property
+    def _resolved(self) -> _Resolved:
+        resolved: _Resolved = self.__dict__["_env"]
+        return resolved
+
+    def _check_limits(self) -> None:
         if self.max_queue_bytes < self.max_message_bytes:
             raise ConfigurationError(
                 f"max_queue_bytes ({self.max_queue_bytes:,}) must be at least "
@@ -341,15 +381,12 @@ class Options:
             raise ConfigurationError(f"max_retries must be >= 0, not {self.max_retries}")
         if self.max_retry_time is not None and self.max_retry_time < 0:
             raise ConfigurationError("max_retry_time must be >= 0 or None")
-        # A bad spool setting raises here, naming its source.
-        if self.send and self.spool_settings() is None and not self._deliver():
-            raise ConfigurationError(
-                "deliver=False needs a Redis spool (spool='redis://host:6379/0') for "
-                "relays to deliver from"
-            )
 
     def spool_settings(self) -> SpoolSettings | None:
         """The spool to use: `spool`, else `COURIER_ANALYTICS_SPOOL` if it sends; None for none."""
+        return self._resolved.spool
+
+    def _spool_settings(self, deliver: bool) -> SpoolSettings | None:
         if self.spool is not None:
             path = parse_spool(self.spool, "spool")
         # A client that sends nothing queues nothing: the environment's spool is not its
@@ -366,7 +403,7 @@ class Options:
             max_age=self.spool_max_age,
             max_bytes=self.spool_max_bytes,
             commit_interval=self.spool_commit_interval,
-            deliver=self._deliver(),
+            deliver=deliver,
         )
         if not settings.deliver and not settings.shared:
             raise ConfigurationError(
@@ -407,24 +444,22 @@ class Options:
             return os.environ["COURIER_BASE_URL"], "the COURIER_BASE_URL environment variable"
         return REGIONS[self.region], "region"
 
-    def resolved_api_key(self) -> str | None:
-        """The key given, else `COURIER_API_KEY`, else `COURIER_AUTH_TOKEN`."""
-        return (
-            self.api_key
-            or os.environ.get("COURIER_API_KEY")
-            or os.environ.get("COURIER_AUTH_TOKEN")
-            or None
-        )
-
-    def resolved_base_url(self) -> str:
-        """`base_url`, else `COURIER_BASE_URL`, else the region's host."""
-        return self.base_url or os.environ.get("COURIER_BASE_URL") or REGIONS[self.region]
-
-    def resolved_allow_insecure_http(self) -> bool:
-        """`allow_insecure_http` if given, else `COURIER_ANALYTICS_ALLOW_INSECURE_HTTP`, else no."""
+    def _allow_insecure_http(self) -> bool:
         if self.allow_insecure_http is not None:
             return self.allow_insecure_http
         return bool(_flag_from_environment(ALLOW_INSECURE_HTTP_VARIABLE))
+
+    def resolved_api_key(self) -> str | None:
+        """The key given, else `COURIER_API_KEY`, else `COURIER_AUTH_TOKEN` (read when built)."""
+        return self._resolved.api_key
+
+    def resolved_base_url(self) -> str:
+        """`base_url`, else `COURIER_BASE_URL`, else the region's host (read when built)."""
+        return self._resolved.base_url
+
+    def resolved_allow_insecure_http(self) -> bool:
+        """`allow_insecure_http` if given, else `COURIER_ANALYTICS_ALLOW_INSECURE_HTTP`, else no."""
+        return self._resolved.allow_insecure_http
 
     def retry_policy(self) -> RetryPolicy:
         """`retry` if given, else the default policy with `max_retries`/`max_retry_time`."""

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import attrs
 import orjson
 
-from courier_analytics._messages import Message, pieces
+from courier_analytics._message import Message, pieces
 
 __all__ = [
     "ANONYMOUS_PROFILE_PREFIX",
@@ -139,31 +139,13 @@ class ApiRoute:
         return kind in ("identify", "track")
 
     def request(self, message: Message) -> Request:
-        """identify -> `POST /profiles/{id}` (merge); track -> `POST /inbound/courier`."""
-        if message._mid is None:
-            return self._compact_request(message)
-        data = orjson.loads(message.body)
-        if message.type == "identify":
-            path = "/profiles/" + path_segment(profile_id(message))
-            return Request(path, orjson.dumps({"profile": data.get("traits", {})}))
-        body = orjson.dumps(
-            {
-                "event": self.event_prefix + data["event"],
-                "messageId": message.message_id,
-                "type": "track",
-                "properties": data.get("properties", {}),
-                "userId": profile_id(message),
-            }
-        )
-        return Request("/inbound/courier", body)
+        """identify -> `POST /profiles/{id}` (merge); track -> `POST /inbound/courier`.
 
-    def _compact_request(self, message: Message) -> Request:
-        """`request` of a compact message: its JSON pieces spliced, nothing decoded.
-
-        The same bytes as `request` makes by decoding (the pieces are orjson's own
-        encoding of the same values; tests/client/test_routes.py pins it).
+        The body is spliced from JSON pieces, the bytes `orjson` makes of the same
+        dict (tests/client/test_routes.py pins it): a compact message's own, kept
+        as made, or a whole message's, from its body decoded once.
         """
-        _, message_id, payload = pieces(message._data)  # see _messages.pack
+        message_id, payload = _id_and_payload(message)
         if message.type == "identify":
             path = "/profiles/" + path_segment(profile_id(message))
             return Request(path, b'{"profile":' + payload + b"}")
@@ -185,3 +167,13 @@ class ApiRoute:
     def accepted(self, status: int) -> bool:
         """2xx, or 409: `/inbound/courier` already has this messageId."""
         return 200 <= status < 300 or status == 409
+
+
+def _id_and_payload(message: Message) -> tuple[bytes, bytes]:
+    """A message's id and its traits or properties, as JSON."""
+    if message._mid is None:  # compact: its pieces are kept as JSON (see _message.pack)
+        _, message_id, payload = pieces(message._data)
+        return message_id, payload
+    data = orjson.loads(message.body)
+    field = "traits" if message.type == "identify" else "properties"
+    return orjson.dumps(message.message_id), orjson.dumps(data.get(field, {}))

@@ -28,16 +28,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from courier_analytics import _outcomes
 from courier_analytics._engine import WIRE_COPIES, Engine, Reporter
+from courier_analytics._errors import WorkerUnavailable
 from courier_analytics._events import Emitter
 from courier_analytics._messages import Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import Route
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._spool._journal import Journal
 from courier_analytics._transport import Sender
 
 if TYPE_CHECKING:
     from courier_analytics._metrics import Recorder
+    from courier_analytics._spool._journal import Journal
 
 __all__ = ["WIRE_COPIES", "State", "Worker", "WorkerUnavailable"]
 
@@ -85,10 +86,6 @@ class _EngineCount:
     def __get__(self, worker: Worker, owner: type | None = None) -> int:
         count: int = getattr(worker._engine, self._name)
         return count
-
-
-class WorkerUnavailable(Exception):
-    """The worker takes no message: it was closed, or no thread can start (interpreter exit)."""
 
 
 class Worker:

@@ -41,12 +41,15 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+import attrs
+
 from courier_analytics import _errors
 from courier_analytics._client import Client as CourierClient
 from courier_analytics._client import Stats, dispatch, make_message
 from courier_analytics._default import DefaultClient, install, proxy
-from courier_analytics._messages import Message, MessageFactory
-from courier_analytics._options import Options
+from courier_analytics._message import Message
+from courier_analytics._messages import MessageFactory
+from courier_analytics._options import MissingApiKeyError, Options
 from courier_analytics._version import __version__
 
 if TYPE_CHECKING:
@@ -246,6 +249,26 @@ def _proxy_url(where: str, value: object) -> str:
     return url
 
 
+def _core_settings(client: Client, courier_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `courier_analytics.Client` options of a drop-in client's settings."""
+    settings: dict[str, Any] = {
+        "api_key": client.write_key or None,
+        "debug": client.debug,
+        "max_queue_size": client.max_queue_size,
+        "send": client.send,
+        "on_error": client._report,
+        "max_retries": client.max_retries,
+        "sync_mode": client.sync_mode,
+        "timeout": client.timeout,
+        "max_retry_time": client.max_total_backoff_duration,
+        **_host(client.host),
+    }
+    if client.upload_interval and client.upload_interval > 0:
+        settings["flush_interval"] = client.upload_interval
+    settings.update(courier_options or {})
+    return settings
+
+
 def _host(host: str | None) -> dict[str, Any]:
     """Core options for Segment's `host`: Courier's URL, or a region for a Segment host."""
     if not host:
@@ -341,7 +364,8 @@ class Client:
         proxies: A requests-style dict (`{"https": "http://proxy:3128"}`) or a
             proxy URL; requests go through it. Without a scheme a proxy is
             `http://`, as requests reads it.
-        thread: Accepted and ignored: one worker keeps up to 128 requests in flight.
+        thread: Accepted and ignored: one worker keeps many requests in flight
+            (the core client's `max_in_flight`).
         upload_size: Accepted and ignored: Courier has no batch endpoint.
         upload_interval: Seconds an idle worker waits before looking at the queue
             on its own (`flush_interval`); calls wake it at once anyway.
@@ -361,6 +385,30 @@ class Client:
     Raises:
         InvalidArgumentError: An option is invalid, or no API key is set while `send`.
     """
+
+    # Segment's attributes, one per argument, as given; the courier-analytics
+    # client's options are made from them once, in __init__.
+    write_key: str | None
+    host: str | None
+    debug: bool
+    max_queue_size: int
+    send: bool
+    on_error: SegmentErrorHandler | None
+    gzip: bool
+    max_retries: int
+    sync_mode: bool
+    timeout: float
+    proxies: Mapping[str, str] | str | None
+    thread: int
+    upload_size: int
+    upload_interval: float
+    oauth_client_id: str | None
+    oauth_client_key: str | None
+    oauth_key_id: str | None
+    oauth_auth_server: str
+    oauth_scope: str
+    max_total_backoff_duration: float
+    max_rate_limit_duration: float
 
     def __init__(
         self,
@@ -389,6 +437,7 @@ class Client:
         *,
         courier_options: Mapping[str, Any] | None = None,
     ) -> None:
+        given = dict(locals())
         if write_key is not None and not isinstance(write_key, str):
             raise InvalidArgumentError(f"write_key must be a str, not {type(write_key).__name__}")
         for name, value in (
@@ -397,72 +446,40 @@ class Client:
         ):
             if value is None or value < 0:
                 raise InvalidArgumentError(f"{name} must be a non-negative number")
-        self.write_key = write_key
-        self.host = host
-        self.debug = debug
-        self.max_queue_size = max_queue_size
-        self.send = send
-        self.on_error = on_error
-        self.gzip = gzip
-        self.max_retries = max_retries
-        self.sync_mode = sync_mode
-        self.timeout = timeout
-        self.proxies = proxies
-        self.thread = thread
-        self.upload_size = upload_size
-        self.upload_interval = upload_interval
-        self.oauth_client_id = oauth_client_id
-        self.oauth_client_key = oauth_client_key
-        self.oauth_key_id = oauth_key_id
-        self.oauth_auth_server = oauth_auth_server
-        self.oauth_scope = oauth_scope
-        self.max_total_backoff_duration = max_total_backoff_duration
-        self.max_rate_limit_duration = max_rate_limit_duration
+        # Segment's attributes: each argument under its own name, but these two.
+        for name in ("self", "log_handler", "courier_options"):
+            del given[name]
+        self.__dict__.update(given)
         self.queue = _QueueView(self)
         self.log = logger
         if log_handler is not None and log_handler not in logger.handlers:
             logger.addHandler(log_handler)
-        options: dict[str, Any] = {
-            "api_key": write_key or None,
-            "debug": debug,
-            "max_queue_size": max_queue_size,
-            "send": send,
-            "on_error": self._report,
-            "max_retries": max_retries,
-            "sync_mode": sync_mode,
-            "timeout": timeout,
-            "max_retry_time": max_total_backoff_duration,
-            **_host(host),
-        }
-        if upload_interval and upload_interval > 0:
-            options["flush_interval"] = upload_interval
-        options.update(courier_options or {})
+        self._settings = _core_settings(self, courier_options)
         # Options set through courier_options keep the core's names in error texts.
         self._given = frozenset(courier_options or ())
-        self._options = options
         self._lock = threading.Lock()
-        # id(message) -> (the calling thread, success so far), for each call that has
-        # not returned yet; the worker thread writes it too, so both hold the lock.
-        self._calls_lock = threading.Lock()
-        self._calls: dict[int, tuple[int, bool]] = {}
         self._engine: CourierClient | None = None
-        self._engine = self._build()  # validates the options now, as Segment does
+        self._engine = self._build()  # checks the options now, as Segment does
 
     def _build(self) -> CourierClient:
-        options = dict(self._options)
+        """The courier-analytics client of these settings, its options built once."""
+        settings = self._settings
         try:
-            resolved = Options(**{**options, "send": False})
-            if options["send"] and not resolved.resolved_api_key():
-                raise InvalidArgumentError(
-                    "write_key is required: set analytics.write_key or Client(write_key=...) "
-                    "to your Courier API key, or set the COURIER_API_KEY environment variable "
-                    "(send=False needs no key)"
-                )
-            if "transport" not in options and self.proxies:
-                options["transport"] = _proxy_transport(self.proxies, resolved.resolved_base_url())
-            return CourierClient(**options)
+            options = Options(**settings)
+            if "transport" not in settings and self.proxies:
+                # The proxy is chosen by the scheme of the URL the options resolved: only
+                # then is the transport known, so these options are built a second time.
+                transport = _proxy_transport(self.proxies, options.resolved_base_url())
+                options = attrs.evolve(options, transport=transport)
+        except MissingApiKeyError as exc:
+            raise InvalidArgumentError(
+                "write_key is required: set analytics.write_key or Client(write_key=...) "
+                "to your Courier API key, or set the COURIER_API_KEY environment variable "
+                "(send=False needs no key)"
+            ) from exc
         except _errors.ConfigurationError as exc:
             raise InvalidArgumentError(_in_shim_words(str(exc), self._given)) from exc
+        return CourierClient.from_options(options)
 
     @property
     def courier_client(self) -> CourierClient:
@@ -487,20 +504,7 @@ class Client:
         return self.courier_client.stats
 
     def _report(self, error: BaseException, message: Message) -> None:
-        """The engine's `on_error`: fail the call still waiting for it, then tell the user.
-
-        As in Segment's library, a call returns `False` for a message it did not
-        queue (dropped or cancelled: reported on the calling thread, during the
-        call) and, in `sync_mode` only, for one that was not delivered. A delivery
-        failure in the background never changes what a call returns, however early
-        it arrives.
-        """
-        with self._calls_lock:
-            call = self._calls.get(id(message))
-            if call is not None:
-                caller, _ = call
-                if caller == threading.get_ident() or self._options.get("sync_mode"):
-                    self._calls[id(message)] = (caller, False)
+        """The engine's `on_error`: the user's, with Segment's arguments."""
         handler = self.on_error
         if handler is not None:
             handler(error, [_segment_dict(message)])
@@ -516,14 +520,10 @@ class Client:
             raise MessageTooLargeError(str(exc)) from exc
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(str(exc)) from exc
-        key = id(message)
-        with self._calls_lock:
-            self._calls[key] = (threading.get_ident(), True)
-        try:
-            dispatch(engine, message)
-        finally:
-            with self._calls_lock:
-                _, ok = self._calls.pop(key)
+        # As in Segment's library, a call fails for a message it did not queue
+        # (dropped, or cancelled by a plugin) and, in sync mode only, for one not
+        # delivered; a failure in the background never changes what a call returns.
+        ok = dispatch(engine, message).ok
         return ok, _segment_dict(message, given if message.type == kind else None)
 
     # ------------------------------------------------------------- the calls

@@ -659,7 +659,7 @@ def test_a_track_exactly_at_the_size_limit_is_accepted() -> None:
 def test_a_compact_timestamp_reads_as_the_whole_encoding_writes_it(when: dt.datetime) -> None:
     """The milliseconds kept by a compact message format as encode_timestamp writes the datetime."""
     from courier_analytics._json import encode_timestamp
-    from courier_analytics._messages import _EPOCH, _MILLISECOND, format_ms
+    from courier_analytics._message import _EPOCH, _MILLISECOND, format_ms
 
     expected = orjson.dumps(encode_timestamp(when)).decode().strip('"')
     assert format_ms((when - _EPOCH) // _MILLISECOND) == expected

@@ -268,3 +268,47 @@ def test_client_takes_exactly_the_options_fields_with_the_same_defaults() -> Non
     fields = attrs.fields(Options)
     assert [p.name for p in parameters] == [f.name for f in fields]
     assert {p.name: p.default for p in parameters} == {f.name: f.default for f in fields}
+
+
+def test_the_key_sent_is_the_key_checked_though_the_environment_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment is read once, at construction: a later COURIER_API_KEY is not sent."""
+    monkeypatch.setenv("COURIER_API_KEY", "checked-key")
+    courier = FakeCourier()
+    with make_client(courier, api_key=None) as client:
+        monkeypatch.setenv("COURIER_API_KEY", "a key with spaces")  # would fail the check
+        client.track("E", user_id="u")  # the worker starts, and makes its sender, now
+        assert client.flush(10)
+    assert [r.headers["authorization"] for r in courier.requests] == ["Bearer checked-key"]
+    assert client.options.resolved_api_key() == "checked-key"
+
+
+def test_the_url_used_is_the_url_checked_though_the_environment_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """COURIER_BASE_URL is read once, at construction, for the check and for the requests."""
+    monkeypatch.setenv("COURIER_BASE_URL", "https://courier.example")
+    courier = FakeCourier()
+    with make_client(courier) as client:
+        monkeypatch.setenv("COURIER_BASE_URL", "http://elsewhere.example")  # would be refused
+        client.track("E", user_id="u")
+        assert client.flush(10)
+    assert [str(r.url) for r in courier.requests] == ["https://courier.example/inbound/courier"]
+
+
+def test_options_are_built_once_per_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client(...) and Client.from_options check the options once, and keep that value."""
+    built: list[Options] = []
+    check = Options.__attrs_post_init__
+
+    def counted(self: Options) -> None:
+        check(self)
+        built.append(self)
+
+    monkeypatch.setattr(Options, "__attrs_post_init__", counted)
+    client = Client(api_key="k", send=False)
+    assert built == [client.options]
+    options = Options(api_key="k", send=False)
+    assert Client.from_options(options).options is options
+    assert len(built) == 2
