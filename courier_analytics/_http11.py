@@ -32,6 +32,7 @@ from functools import partial
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
+from courier_analytics._concurrency import IDLE_S
 from courier_analytics._threads import BlockingRunner
 
 if TYPE_CHECKING:
@@ -412,6 +413,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.received_any = False
+        self.idle_since = 0.0  # when its last answer was read (see Http11Pool.release)
         self._on_answer: OnAnswer | None = None
         self._reader = _Reader()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -612,6 +614,11 @@ class Http11Pool:
                 self._heads[(path, extra_headers)] = head
         return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
+    @property
+    def idle(self) -> int:
+        """Idle connections kept for reuse."""
+        return len(self._idle)
+
     def start(self, data: bytes, on_answer: OnResult) -> _Connection | None:
         """Send a request made by `build` on an idle connection, if one is open.
 
@@ -669,7 +676,10 @@ class Http11Pool:
     def release(self, connection: _Connection, keep_alive: bool) -> None:
         """A connection's answer is read: keep it for reuse if it can be, else close it."""
         if keep_alive and not connection.closed and len(self._idle) < self._max_idle:
-            self._idle.append(connection)
+            idle, connection.idle_since = self._idle, time.monotonic()
+            idle.append(connection)  # reused last in, first out: the oldest is spare
+            if connection.idle_since - idle[0].idle_since > IDLE_S:
+                self.discard(idle.pop(0))
         else:
             self.discard(connection)
 

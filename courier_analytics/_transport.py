@@ -321,6 +321,11 @@ class NativeSender:
             return self._response(raw)
         raise error  # out of the except block: no __context__ holds the original
 
+    @property
+    def idle(self) -> int:
+        """Idle connections open (a request started now opens none)."""
+        return self._pool.idle
+
     def start(self, request: Request, on_done: OnDone) -> bool:
         """Write the request on an idle connection and return; `on_done` gets the outcome.
 

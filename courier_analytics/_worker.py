@@ -546,6 +546,12 @@ class Worker:
             wire = WIRE_COPIES * len(ready[0]._data)
             if self._room or not self._fits(wire):
                 break
+            if (
+                native is not None
+                and not native.idle
+                and not concurrency.may_open(self._in_flight, len(ready))
+            ):
+                break  # no connection pays its handshake: an answer frees one soon
             message = ready.popleft()
             self._in_flight += 1
             self._wire += wire  # until its first attempt ends
@@ -610,7 +616,7 @@ class Worker:
         """After an answer: adjust the limit, move queued messages on, send what may go."""
         concurrency = self._concurrency
         assert concurrency is not None  # set by _main()
-        concurrency.update(time.monotonic(), bool(self._ready))
+        concurrency.update(time.monotonic(), len(self._ready))
         self._drain()  # which sends what may go
 
     async def _deliver(self, message: Message, key: int, wire: int) -> None:
