@@ -40,7 +40,8 @@ otherwise the message waits for the first connection that an answer frees:
   rate is smoothed over seconds, so a short burst moves it a little, a rate that
   lasts moves it all the way;
 - the backlog needs it: the waiting messages would keep every open connection
-  busy for longer than `BACKLOG_S`.
+  busy for longer than `BACKLOG_S`, unless answers show queueing (then the CPU,
+  here or at the server, is short, not connections).
 
 Idle connections are reused most recent first, so the ones beyond what the rate
 needs stay idle, and the pool closes a connection idle for `IDLE_S`: the
@@ -62,8 +63,8 @@ GAIN: Final = 1.25
 MIN_WINDOW_S: Final = 0.02
 #: The window that judges a step up is this many windows long: just after the settling
 #: window, answers delayed by the new connections' handshakes arrive in a burst that
-#: would flatter the step (over TLS at 20 ms, 512 in flight measured 12,000 answers a
-#: second for one window and 6,000-7,000 after it, less than 256 gave).
+#: would flatter the step (the window after is slower, and the one after that is the
+#: step's throughput; see docs/design-notes.md, "How many requests in flight").
 JUDGING: Final = 2
 MAX_WINDOW_S: Final = 1.0
 #: After a step up that bought nothing: seconds before probing again. The wait doubles
@@ -86,16 +87,16 @@ CALM: Final = 2
 #: path that became slower (Courier farther away) is learnt again within a minute.
 QUICKEST_DRIFT: Final = 1.02
 #: A new connection pays for its handshake when the waiting messages would keep every
-#: open connection busy for longer than this (seconds at the mean answer time).
+#: open connection busy for longer than this (seconds at the quickest answer time).
 BACKLOG_S: Final = 1.0
-#: Connections wanted beyond the rate times the mean answer time (Little's law): at
+#: Connections wanted beyond the rate times the answer time (Little's law): at
 #: exactly that many the waiting line would never empty.
 SPARE: Final = 1.25
 #: Seconds over which the arrival rate is smoothed: a burst of a fraction of a second
 #: moves it by a fraction, a rate that lasts this long moves it most of the way.
 RATE_S: Final = 4.0
 #: An idle connection unused this long is beyond what the rate needs: the pool closes it.
-IDLE_S: Final = 2.0
+IDLE_S: Final = 5.0
 
 
 class Concurrency:
@@ -123,6 +124,7 @@ class Concurrency:
         self._timed = 0
         self._quickest = float("inf")  # the lowest mean answer time of a window
         self.latency: float | None = None  # the mean answer time of the last timed window
+        self._distance = float("inf")  # the lowest such mean, drifting up as _quickest does
         self.rate = 0.0  # messages arriving per second, smoothed over RATE_S
         self._waiting = 0  # messages waiting when this window began
 
@@ -177,22 +179,25 @@ class Concurrency:
         """Whether a message that finds no idle connection should open one.
 
         A connection costs a handshake (over TLS, as much CPU as many requests), so
-        one opens when the rate needs it (Little's law, with `SPARE`) or when the
-        waiting messages would keep the open connections busy for longer than
-        `BACKLOG_S`; otherwise the message waits for an answer to free one.
+        one opens when the rate needs it (Little's law, with `SPARE`) or, while
+        answers show no queueing, when the waiting messages would keep the open
+        connections busy for longer than `BACKLOG_S`; otherwise the message waits
+        for an answer to free one.
 
         Args:
             connections: Connections open (all busy).
             waiting: Messages waiting to be sent, this one included.
         """
-        # The distance, not a queue: while this process or the server is short of
-        # CPU, answers take longer, and more connections would only cost more CPU.
-        latency = min(self.latency, self._quickest) if self.latency is not None else None
+        latency = self.latency
         if not connections or latency is None:  # nothing learnt yet: the limit decides
             return True
-        return (
-            connections < self.rate * latency * SPARE or waiting * latency > connections * BACKLOG_S
-        )
+        # The distance, not a queue: while this process or the server is short of CPU,
+        # answers take longer and a backlog grows, and more connections would only
+        # cost more CPU (the limit does not grow then either).
+        distance = self._distance
+        if connections < self.rate * distance * SPARE:
+            return True
+        return latency <= QUEUEING * distance and waiting * distance > connections * BACKLOG_S
 
     def _observe(self, elapsed: float, waiting: int) -> None:
         """At the end of a window: its mean answer time, and the arrival rate.
@@ -201,7 +206,8 @@ class Concurrency:
         requests in flight is left out: the limit changes seldom).
         """
         if self._timed:
-            self.latency = self._waited / self._timed
+            self.latency = latency = self._waited / self._timed
+            self._distance = min(latency, self._distance * QUICKEST_DRIFT**elapsed)
         arrived = max(0, self._answers + waiting - self._waiting)
         weight = 1.0 - math.exp(-elapsed / RATE_S)
         self.rate += (arrived / elapsed - self.rate) * weight

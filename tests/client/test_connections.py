@@ -156,13 +156,22 @@ class Clock:
         return self.now
 
 
-def test_the_pool_closes_a_connection_left_idle_beyond_idle_s(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Connections reused last in, first out: one idle for IDLE_S is closed on the next release."""
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The pool's clock, moved by hand."""
     clock = Clock()
     monkeypatch.setattr(_http11, "time", types.SimpleNamespace(monotonic=clock.monotonic))
-    pool = Http11Pool("http://127.0.0.1:9", [], timeout=1.0, max_idle=10)
+    return clock
+
+
+def idle_pool() -> Http11Pool:
+    """A pool that never connects: connections are handed to it as if answered."""
+    return Http11Pool("http://127.0.0.1:9", [], timeout=1.0, max_idle=10)
+
+
+def test_the_pool_closes_a_connection_left_idle_beyond_idle_s(clock: Clock) -> None:
+    """Connections reused last in, first out: one idle for IDLE_S is closed on the next release."""
+    pool = idle_pool()
     spare, busy = _Connection(), _Connection()
     pool.release(spare, keep_alive=True)
     pool.release(busy, keep_alive=True)
@@ -175,16 +184,24 @@ def test_the_pool_closes_a_connection_left_idle_beyond_idle_s(
     assert pool.idle == 1
 
 
-def test_the_pool_keeps_connections_idle_for_less_than_idle_s(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_pool_keeps_connections_idle_for_less_than_idle_s(clock: Clock) -> None:
     """Idle connections used within IDLE_S are all kept."""
-    clock = Clock()
-    monkeypatch.setattr(_http11, "time", types.SimpleNamespace(monotonic=clock.monotonic))
-    pool = Http11Pool("http://127.0.0.1:9", [], timeout=1.0, max_idle=10)
+    pool = idle_pool()
     connections = [_Connection() for _ in range(3)]
     for connection in connections:
         clock.now += IDLE_S / 4
         pool.release(connection, keep_alive=True)
     assert pool.idle == 3
     assert not any(connection.closed for connection in connections)
+
+
+def test_a_backlog_opens_nothing_while_answers_queue() -> None:
+    """Answers slower than twice the quickest mean a CPU short of work, not of connections."""
+    limit = learnt()
+    now = 2.0
+    for _ in range(200):  # the same answers, now taking five times as long
+        now += 0.005
+        limit.record(congested=False, seconds=5 * LATENCY)
+        limit.update(now, 0)
+    assert not limit.may_open(10, 100_000)
+    assert learnt().may_open(10, 100_000)
