@@ -316,12 +316,19 @@ def _floor_send(requests: list[bytes], connections: list[socket.socket]) -> None
     selector.close()
 
 
-def _floor_paced(requests: list[bytes], connections: list[socket.socket], rate: float) -> None:
+def _floor_paced(
+    requests: list[bytes],
+    connections: list[socket.socket],
+    rate: float,
+    reconnect: Callable[[], socket.socket],
+) -> None:
     """Like ``_floor_send``, each request written once due at ``rate`` per second, on
-    an idle connection (or, with none idle, as soon as an answer frees one)."""
+    an idle connection (or, with none idle, as soon as an answer frees one). A
+    connection the server closed while idle (its keep-alive timeout) is replaced."""
     selector = selectors.DefaultSelector()
     idle = list(connections)
     buffers: dict[socket.socket, bytes] = dict.fromkeys(connections, b"")
+    carrying: dict[socket.socket, bytes] = {}
     t0 = time.monotonic()
     made = answered = 0
     n = len(requests)
@@ -332,17 +339,25 @@ def _floor_paced(requests: list[bytes], connections: list[socket.socket], rate: 
             # readable (session tickets) with no answer to read.
             sock = idle.pop()
             sock.sendall(requests[made])
+            carrying[sock] = requests[made]
             selector.register(sock, selectors.EVENT_READ)
             made += 1
         timeout = None if made < due or made == n else max(0.0, t0 + made / rate - time.monotonic())
         for key, _ in selector.select(timeout):
             sock = key.fileobj  # type: ignore[assignment]
-            buffer = buffers[sock] + sock.recv(65536)  # type: ignore[attr-defined]
+            data = sock.recv(65536)  # type: ignore[attr-defined]
+            if not data:  # closed by the server while it was idle: the request goes again
+                selector.unregister(sock)
+                sock.close()  # type: ignore[attr-defined]
+                fresh = reconnect()
+                fresh.sendall(carrying[sock])  # type: ignore[index]
+                carrying[fresh], buffers[fresh] = carrying.pop(sock), b""  # type: ignore[call-overload]
+                selector.register(fresh, selectors.EVENT_READ)
+                continue
+            buffer = buffers[sock] + data
             end = buffer.find(b"\r\n\r\n")
             at = buffer.find(b"content-length:", 0, end) if end >= 0 else -1
             if at < 0 or len(buffer) < end + 4 + int(buffer[at + 15 : buffer.find(b"\r\n", at)]):
-                if not buffer:
-                    raise RuntimeError("the server closed a connection")
                 buffers[sock] = buffer
                 continue
             buffers[sock] = b""
@@ -366,7 +381,10 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     cpu0 = cpu_seconds()
     t0 = time.monotonic()
     if spec["mode"] == "sustain":
-        _floor_paced(requests[warmup:], connections, float(spec["rate"]))
+        url = urlsplit(spec["url"])
+        context = ssl.create_default_context() if url.scheme == "https" else None
+        reconnect = lambda: _floor_connect(url, context)  # noqa: E731
+        _floor_paced(requests[warmup:], connections, float(spec["rate"]), reconnect)
     else:
         _floor_send(requests[warmup:], connections)
     result = {
