@@ -24,6 +24,9 @@ The parent also times the whole process (start-up and exit included) for
 ``courier_analytics`` (its directory goes first on ``sys.path``, before the clock
 starts). Run by ``benchmarks.run`` (scenarios ``import`` and ``cold_start``); on
 its own: ``python -m benchmarks.cold --repeat 9``, which starts its own sinks.
+``--baseline DIR`` adds a row for another copy (say ``main``'s, from
+``git archive main courier_analytics | tar -x -C DIR``), interleaved with the others
+so that all rows see the same load, and prints each row's ratio to Segment's.
 """
 
 from __future__ import annotations
@@ -142,20 +145,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=9, help="fresh interpreters per reading")
     parser.add_argument("--courier-src", help="directory holding another courier_analytics")
+    parser.add_argument("--baseline", help="directory holding a courier_analytics to compare with")
     args = parser.parse_args()
     servers = {lib: Server(lib, 3600) for lib in IMPORTS}
+    # row name -> (library, courier_analytics directory or None for this checkout's)
+    rows = {"courier": ("courier", args.courier_src), "segment": ("segment", None)}
+    if args.baseline:
+        rows = {"baseline": ("courier", args.baseline), **rows}
     try:
         for mode in ("import", "cold"):
-            readings: dict[str, dict[str, Any]] = {}
-            for index in range(args.repeat):  # interleaved, so both see the same noise
-                for lib in IMPORTS if index % 2 == 0 else reversed(IMPORTS):
-                    record = measure(lib, mode, 1, servers[lib].url, args.courier_src)
+            readings: dict[str, dict[str, list[float]]] = {}
+            for index in range(args.repeat):  # interleaved, so all rows see the same noise
+                for row in list(rows) if index % 2 == 0 else reversed(rows):
+                    lib, src = rows[row]
+                    record = measure(lib, mode, 1, servers[lib].url, src)
                     for key, value in record.items():
-                        readings.setdefault(lib, {}).setdefault(key, []).append(value)
-            for lib, values in readings.items():
+                        readings.setdefault(row, {}).setdefault(key, []).append(value)
+            segment = {k: statistics.median(v) for k, v in readings["segment"].items()}
+            for row, values in readings.items():
                 medians = {k: statistics.median(v) for k, v in values.items() if k != "runs"}
-                shown = ", ".join(f"{key} {value:.1f}" for key, value in medians.items())
-                print(f"{mode:<6} {lib:<8} {shown}  (medians of {args.repeat})")
+                shown = ", ".join(
+                    f"{key} {value:.1f} ({value / segment[key]:.2f}x)"
+                    for key, value in medians.items()
+                )
+                print(f"{mode:<6} {row:<8} {shown}  (medians of {args.repeat})", flush=True)
     finally:
         for server in servers.values():
             server.close()

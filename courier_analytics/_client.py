@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import itertools
 import logging
@@ -24,6 +23,7 @@ from courier_analytics._errors import (
     ConfigurationError,
     CourierAnalyticsError,
     QueueFullError,
+    WorkerUnavailable,
 )
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._messages import (
@@ -58,13 +58,16 @@ from courier_analytics._routes import (
 )
 from courier_analytics._scope import Frame, commit, current_frame
 from courier_analytics._spool import DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
-from courier_analytics._transport import Sender, make_sender
-from courier_analytics._worker import Worker, WorkerUnavailable
 
 if TYPE_CHECKING:
+    import asyncio
+
     from opentelemetry.metrics import MeterProvider
 
-    from courier_analytics._transport import AnyTransport
+    from courier_analytics._transport import AnyTransport, Sender, make_sender
+    from courier_analytics._worker import Worker
+else:  # the delivery engine (asyncio and all) is imported by the first Client(): see _lazy
+    from courier_analytics._lazy import Worker, asyncio, make_sender
 
 __all__ = ["Client", "FlushReport", "Stats", "dispatch", "make_message"]
 
@@ -317,9 +320,9 @@ class Client:
         spool_commit_interval: Seconds between two commits to the spool under load
             (default 0.02): the most a SIGKILL can lose is what was made in that time.
         meter_provider: The OpenTelemetry `MeterProvider` that the client's metrics
-            are recorded through; by default the global one, when opentelemetry-api
-            is installed (`pip install 'courier-analytics[otel]'`), else none are
-            recorded. See the Monitoring page.
+            are recorded through; by default the global one, where the app has set
+            OpenTelemetry up before making the client (`pip install
+            'courier-analytics[otel]'`), else none are recorded. See the Monitoring page.
         deliver: With a Redis spool, whether this process also delivers from it
             (the default); `False` only commits, and `courier-analytics relay`
             processes deliver. `None` (the default) reads `COURIER_ANALYTICS_DELIVER`

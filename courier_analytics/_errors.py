@@ -114,3 +114,12 @@ class RetriesExhaustedError(DeliveryError):
 
 class NotDeliveredError(DeliveryError):
     """The client shut down (or the interpreter exited) before this message was delivered."""
+
+
+class WorkerUnavailable(Exception):
+    """The worker takes no message: it was closed, or no thread can start (interpreter exit).
+
+    Internal (never reported as such): the client turns it into a `ClientClosedError`.
+    Defined here, not beside the worker, so that the client can catch it without
+    importing the delivery engine (asyncio and all) with the package.
+    """

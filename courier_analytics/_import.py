@@ -1022,7 +1022,7 @@ class Importer:
     def report(self) -> int:
         """The summary table on stdout; the exit code."""
         if self.args.dry_run:
-            return self.report_dry_run()
+            return _dry_run_summary(self.out, self.counts, self.users)
         c = self.counts
         elapsed = time.monotonic() - self.started
         rows = [
@@ -1055,30 +1055,27 @@ class Importer:
             return EXIT_NOT_DELIVERED
         return EXIT_USAGE if c.bad else EXIT_OK
 
-    def report_dry_run(self) -> int:
-        c = self.counts
-        print(
-            f"courier-analytics import --dry-run: {_n(c.lines)} lines read, nothing sent",
-            file=self.out,
-        )
-        rows = [(kind, _n(count), "") for kind, count in sorted(c.by_type.items())]
-        rows.append(("would send", _n(sum(c.sent_by_type.values())), _by_type(c.sent_by_type)))
-        for reason, count in sorted(c.skipped.items()):
-            rows.append(("would skip", _n(count), reason))
-        rows.append(("bad lines", _n(c.bad), "each one is listed above" if c.bad else ""))
-        rows.extend(_incomplete_row(c))
-        _table(self.out, rows)
-        users = sorted(self.users)
-        shown = ", ".join(users[:USERS_SHOWN])
-        more = f" and {_n(len(users) - USERS_SHOWN)} more" if len(users) > USERS_SHOWN else ""
-        touched = f"Users touched: {_n(len(users))}" + (f" ({shown}{more})" if users else "")
-        print(_wrap(touched), file=self.out)
-        return EXIT_USAGE if c.bad else EXIT_OK
-
 
 def _wrap(text: str) -> str:
     """`text` in lines that fit a terminal."""
     return textwrap.fill(text, width=78, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _dry_run_summary(out: TextIO, c: _Counts, users: set[str]) -> int:
+    """What a `--dry-run` would have done, on stdout; the exit code."""
+    print(f"courier-analytics import --dry-run: {_n(c.lines)} lines read, nothing sent", file=out)
+    rows = [(kind, _n(count), "") for kind, count in sorted(c.by_type.items())]
+    rows.append(("would send", _n(sum(c.sent_by_type.values())), _by_type(c.sent_by_type)))
+    for reason, count in sorted(c.skipped.items()):
+        rows.append(("would skip", _n(count), reason))
+    rows.append(("bad lines", _n(c.bad), "each one is listed above" if c.bad else ""))
+    rows.extend(_incomplete_row(c))
+    _table(out, rows)
+    shown = ", ".join(sorted(users)[:USERS_SHOWN])
+    more = f" and {_n(len(users) - USERS_SHOWN)} more" if len(users) > USERS_SHOWN else ""
+    touched = f"Users touched: {_n(len(users))}" + (f" ({shown}{more})" if users else "")
+    print(_wrap(touched), file=out)
+    return EXIT_USAGE if c.bad else EXIT_OK
 
 
 def _whole(line: bytes) -> bool:

@@ -41,10 +41,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from decimal import Decimal
 from typing import Any, NoReturn
 
 import attrs
@@ -145,7 +145,10 @@ def _default(obj: Any) -> Any:
             )
         plain = _dt.time(obj.hour, obj.minute, obj.second, obj.microsecond)
         return orjson.Fragment(orjson.dumps(plain))
-    if isinstance(obj, Decimal):
+    # A Decimal exists only once `decimal` is imported: not importing it here spares
+    # every process that never uses one its import.
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(obj, decimal.Decimal):
         return float(obj) if obj.is_finite() else None
     if isinstance(obj, (bytes, bytearray, memoryview)):
         try:

@@ -11,6 +11,7 @@ the Monitoring page (docs/monitoring.md); `INSTRUMENTS` below is that list.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from courier_analytics._client import Stats
 
-__all__ = ["INSTRUMENTS", "METER_NAME", "Recorder", "recorder_for"]
+__all__ = ["INSTRUMENTS", "METER_NAME", "Recorder", "global_provider_wanted", "recorder_for"]
 
 #: The instrumentation scope (meter) name.
 METER_NAME = "courier_analytics"
@@ -219,6 +220,20 @@ class Recorder:
         self._request(seconds, attributes)
 
 
+def global_provider_wanted() -> bool:
+    """Whether a client given no provider should record through OpenTelemetry's global one.
+
+    Only where the app has set OpenTelemetry up: `opentelemetry.metrics` is already
+    imported (setting a provider imports it, as do the SDK and `opentelemetry-instrument`),
+    or `OTEL_PYTHON_METER_PROVIDER` names a provider for the API to load. Importing
+    the API only to find its provider records nothing and would cost every client a
+    cold start's worth of imports where opentelemetry-api is installed by another package.
+    """
+    if "opentelemetry.metrics" in sys.modules:
+        return True
+    return bool(os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
+
+
 def recorder_for(
     provider: MeterProvider | None,
     stats: Callable[[], Stats],
@@ -227,12 +242,15 @@ def recorder_for(
 ) -> Recorder | None:
     """A recorder of one client's metrics through `provider` (the global one if None).
 
-    Returns None, and costs nothing more, where opentelemetry-api is not installed.
+    Returns None, and costs nothing more, where no provider is given and the app
+    has set none up (see `global_provider_wanted`).
     """
     if provider is None:
+        if not global_provider_wanted():
+            return None
         try:
             from opentelemetry import metrics
-        except ImportError:
+        except ImportError:  # the variable is set where opentelemetry-api is not installed
             return None
         provider = metrics.get_meter_provider()
     with _lock:

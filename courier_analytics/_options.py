@@ -11,6 +11,7 @@ from urllib.parse import SplitResult, urlsplit
 import attrs
 
 from courier_analytics._errors import ConfigurationError
+from courier_analytics._lazy import is_loopback
 from courier_analytics._messages import MAX_REQUEST_BYTES, Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import DEFAULT_EVENT_PREFIX, RouteName
@@ -21,7 +22,6 @@ from courier_analytics._spool import (
     parse_spool,
 )
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._transport import is_loopback
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider

@@ -8,8 +8,6 @@ report says. No text here carries a payload or the API key.
 
 from __future__ import annotations
 
-import socket
-import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -27,9 +25,12 @@ from courier_analytics._messages import Message
 from courier_analytics._retry import Outcome, causes
 
 if TYPE_CHECKING:
+    import socket
+    import ssl
+
     import httpx
-else:
-    from courier_analytics._lazy import httpx
+else:  # only a failed request needs them (see _lazy)
+    from courier_analytics._lazy import httpx, socket, ssl
 
 __all__ = [
     "SHUT_DOWN",

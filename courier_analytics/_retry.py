@@ -12,11 +12,15 @@ import datetime as _dt
 import itertools
 import math
 import random
-import ssl
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    import ssl
+else:  # only a failed request looks for a certificate failure among its causes
+    from courier_analytics._lazy import ssl
 
 __all__ = [
     "MAX_RETRY_AFTER",

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from courier_analytics import _outcomes
 from courier_analytics._concurrency import Concurrency
-from courier_analytics._errors import DeliveryError, NotDeliveredError
+from courier_analytics._errors import DeliveryError, NotDeliveredError, WorkerUnavailable
 from courier_analytics._events import Emitter
 from courier_analytics._lanes import Lanes
 from courier_analytics._messages import Message
@@ -54,15 +54,15 @@ from courier_analytics._retry import (
 )
 from courier_analytics._routes import Request, Route
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._spool._journal import Journal
 from courier_analytics._transport import NativeSender, Response, Sender
 
 if TYPE_CHECKING:
     import httpx
 
     from courier_analytics._metrics import Recorder
+    from courier_analytics._spool._journal import Journal
 else:
-    from courier_analytics._lazy import httpx
+    from courier_analytics._lazy import Journal, httpx
 
 __all__ = ["Worker", "WorkerUnavailable"]
 
@@ -98,10 +98,6 @@ class _LoopWaiter:
 
 #: The outcome of an accepted answer, made once per status (outcomes are immutable).
 _DELIVERED = {status: Outcome(status, delivered=True) for status in (200, 201, 202, 204, 409)}
-
-
-class WorkerUnavailable(Exception):
-    """The worker takes no message: it was closed, or no thread can start (interpreter exit)."""
 
 
 class Worker:

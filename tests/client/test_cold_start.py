@@ -1,4 +1,5 @@
-"""A cold start pays only for what it uses: no httpx unless a transport or proxy needs it.
+"""A cold start pays only for what it uses: no httpx unless a transport or proxy needs it,
+no delivery engine before a client, no OpenTelemetry unless the app set it up.
 
 Each test runs a fresh interpreter (the test process has imported everything) and
 reads its `sys.modules`.
@@ -7,6 +8,7 @@ reads its `sys.modules`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,34 @@ from typing import Any
 
 #: Needed only by httpx transports, a proxy, an HTTP-date Retry-After or a retry.
 HEAVY = ("httpx", "httpcore", "h11", "urllib.request", "email.utils", "backoff")
+
+#: Not needed by `import courier_analytics`: the delivery engine and what it imports
+#: (the first Client() imports them), optional backends and extras, unused stdlib.
+NOT_AT_IMPORT = (
+    *HEAVY,
+    "asyncio",
+    "ssl",
+    "socket",
+    "selectors",
+    "subprocess",
+    "decimal",
+    "email",
+    "sqlite3",
+    "redis",
+    "opentelemetry",
+    "courier_analytics._worker",
+    "courier_analytics._transport",
+    "courier_analytics._http11",
+    "courier_analytics._threads",
+    "courier_analytics._spool._journal",
+    "courier_analytics._spool._sqlite",
+    "courier_analytics._spool._redis",
+    "courier_analytics._import",
+    "courier_analytics.devserver",
+    "courier_analytics.integrations",
+    "courier_analytics.segment",
+    "courier_analytics.testing",
+)
 
 #: Code that answers one request with 202 on 127.0.0.1 and names the server's `url`:
 #: a bare HTTP/1.1 server, since http.server would import urllib.
@@ -48,23 +78,42 @@ def run_python(code: str, env: dict[str, str] | None = None) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def loaded_after(imports: str, modules: tuple[str, ...]) -> Any:
+    """Which of `modules` a fresh interpreter holds after `import {imports}`."""
+    code = f"import json, sys\nimport {imports}\n"
+    code += f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))"
+    return run_python(code)
+
+
 def test_import_does_not_import_httpx() -> None:
     """`import courier_analytics` (and the Segment drop-in) leaves httpx unimported."""
-    result = run_python(
-        textwrap.dedent(
-            f"""
-            import json, sys
-            import courier_analytics, courier_analytics.segment
-            print(json.dumps({{"loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
-            """
-        )
-    )
+    assert loaded_after("courier_analytics, courier_analytics.segment", HEAVY) == []
 
-    assert result == {"loaded": []}
+
+def test_import_loads_no_engine_extra_or_unused_module() -> None:
+    """`import courier_analytics` loads none of NOT_AT_IMPORT (with opentelemetry installed)."""
+    assert loaded_after("courier_analytics", NOT_AT_IMPORT) == []
+
+
+def test_a_meter_provider_named_in_the_environment_is_used() -> None:
+    """OTEL_PYTHON_METER_PROVIDER set: a client records through the global provider it names."""
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import courier_analytics
+
+        client = courier_analytics.Client(api_key="k", send=False)
+        print(json.dumps({"metrics": client._worker.metrics is not None}))
+        """
+    )
+    env = {**os.environ, "OTEL_PYTHON_METER_PROVIDER": "sdk_meter_provider"}
+
+    assert run_python(code, env) == {"metrics": True}
 
 
 def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
-    """Client(), track() and flush() to a local server import neither httpx nor the IDNA codec."""
+    """Client(), track() and flush() to a local server import no httpx, IDNA codec or spool,
+    and no OpenTelemetry where it is installed and the app did not set it up."""
     code = ONE_ANSWER + textwrap.dedent(
         """
         import json, sys
@@ -76,9 +125,11 @@ def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
         print(json.dumps({
             "delivered": client.stats.delivered,
             "flushed": flushed,
-            "loaded": [m for m in ("httpx", "encodings.idna") if m in sys.modules],
+            "metrics": client._worker.metrics is not None,
+            "loaded": [m for m in ("httpx", "encodings.idna", "sqlite3", "opentelemetry",
+                                   "courier_analytics._spool._journal") if m in sys.modules],
         }))
         """
     )
 
-    assert run_python(code) == {"delivered": 1, "flushed": True, "loaded": []}
+    assert run_python(code) == {"delivered": 1, "flushed": True, "metrics": False, "loaded": []}
