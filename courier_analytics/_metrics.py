@@ -221,13 +221,13 @@ class Recorder:
 
 
 def global_provider_wanted() -> bool:
-    """Whether a client given no provider should record through OpenTelemetry's global one.
+    """Whether a client given no provider should look up OpenTelemetry's global one now.
 
-    Only where the app has set OpenTelemetry up: `opentelemetry.metrics` is already
-    imported (setting a provider imports it, as do the SDK and `opentelemetry-instrument`),
-    or `OTEL_PYTHON_METER_PROVIDER` names a provider for the API to load. Importing
-    the API only to find its provider records nothing and would cost every client a
-    cold start's worth of imports where opentelemetry-api is installed by another package.
+    Where the app has set OpenTelemetry up: `opentelemetry.metrics` is already imported
+    (setting a provider imports it, as do the SDK and `opentelemetry-instrument`), or
+    `OTEL_PYTHON_METER_PROVIDER` names a provider for the API to load. Elsewhere the
+    client waits for that module to appear (`_Deferred`) rather than import the API in
+    every `Client()` wherever another package happened to install it.
     """
     if "opentelemetry.metrics" in sys.modules:
         return True
@@ -242,17 +242,24 @@ def recorder_for(
 ) -> Recorder | None:
     """A recorder of one client's metrics through `provider` (the global one if None).
 
-    Returns None, and costs nothing more, where no provider is given and the app
-    has set none up (see `global_provider_wanted`).
+    Where no provider is given and the app has set none up yet (see
+    `global_provider_wanted`), the recorder attaches once it has: see `_Deferred`.
+    Returns None where the variable names a provider but opentelemetry-api is absent.
     """
     if provider is None:
         if not global_provider_wanted():
-            return None
+            return _Deferred(stats, in_flight, base_url)
         try:
             from opentelemetry import metrics
         except ImportError:  # the variable is set where opentelemetry-api is not installed
             return None
         provider = metrics.get_meter_provider()
+    return _attach(provider, stats, in_flight, base_url)
+
+
+def _attach(
+    provider: MeterProvider, stats: Callable[[], Stats], in_flight: Callable[[], int], base_url: str
+) -> Recorder:
     with _lock:
         instruments = _instruments.get(provider)
         if instruments is None:
@@ -265,3 +272,58 @@ def recorder_for(
         recorder = Recorder(instruments, stats, in_flight, server)
         instruments.recorders.add(recorder)
     return recorder
+
+
+class _Deferred(Recorder):
+    """The recorder of a client made before the app set OpenTelemetry up.
+
+    Setting a global provider imports `opentelemetry.metrics`, so until that module is
+    loaded there is no provider to record to (OpenTelemetry's own proxy instruments
+    record nothing before one is set either). The worker's calls look for it, a dict
+    lookup each, and the first to find it attaches a real `Recorder` to the global
+    provider. The caller's `queued` never attaches: it runs under the queue's lock.
+    """
+
+    def __init__(
+        self, stats: Callable[[], Stats], in_flight: Callable[[], int], base_url: str
+    ) -> None:
+        self._args = (stats, in_flight, base_url)
+        self._real: Recorder | None = None
+        self._closed = False
+        self._attaching = threading.Lock()
+
+    def _attached(self) -> Recorder | None:
+        real = self._real
+        if real is None and not self._closed and "opentelemetry.metrics" in sys.modules:
+            with self._attaching:
+                if self._real is None and not self._closed:
+                    from opentelemetry import metrics
+
+                    self._real = _attach(metrics.get_meter_provider(), *self._args)
+                real = self._real
+        return real
+
+    def close(self) -> None:
+        self._closed = True
+        if self._real is not None:
+            self._real.close()
+
+    def queued(self, key: int) -> None:
+        real = self._real
+        if real is not None:
+            real.queued(key)
+
+    def delivered(self, key: int, now: float) -> None:
+        real = self._attached()
+        if real is not None:
+            real.delivered(key, now)
+
+    def forget(self, key: int) -> None:
+        real = self._real
+        if real is not None:
+            real.forget(key)
+
+    def request(self, seconds: float, status: int | None, error: BaseException | None) -> None:
+        real = self._attached()
+        if real is not None:
+            real.request(seconds, status, error)

@@ -695,8 +695,13 @@ class TlsServer:
                 self.context.wrap_socket(conn, server_side=True).close()
 
     def close(self) -> None:
+        # close() alone leaves a thread blocked in accept() asleep on Linux;
+        # shutdown() wakes it at once (EINVAL), so the join does not wait.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         self.thread.join(10)
+        assert not self.thread.is_alive(), "the TLS server's thread did not end"
 
 
 def test_a_certificate_that_does_not_verify_fails_at_once(

@@ -287,13 +287,46 @@ def test_without_opentelemetry_nothing_is_recorded_or_imported() -> None:
 
         client = courier_analytics.Client(api_key="k", send=False)
         client.track("E", user_id="u1")
-        print(json.dumps({"metrics": client._worker.metrics is not None,
+        print(json.dumps({"loaded": "opentelemetry.metrics" in sys.modules,
                           "skipped": client.stats.skipped}))
         """
         )
     )
 
-    assert result == {"metrics": False, "skipped": 1}
+    assert result == {"loaded": False, "skipped": 1}
+
+
+def test_a_client_made_before_the_app_sets_opentelemetry_up_records_once_it_has() -> None:
+    """A client made before the app sets a global provider records through it afterwards."""
+    code = ONE_ANSWER + textwrap.dedent(
+        """
+        import json, sys
+        import courier_analytics
+
+        client = courier_analytics.Client(api_key="k", base_url=url, flush_at_exit=False)
+        before = "opentelemetry.metrics" in sys.modules
+
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        client.track("Signed Up", user_id="u1")
+        client.flush(30)
+        names = {
+            m.name: [p.value for p in m.data.data_points
+                     if dict(p.attributes).get("outcome") == "delivered"]
+            for r in reader.get_metrics_data().resource_metrics
+            for s in r.scope_metrics
+            for m in s.metrics
+        }
+        print(json.dumps({"before": before,
+                          "delivered": names.get("courier_analytics.messages")}))
+        """
+    )
+
+    assert run_python(code) == {"before": False, "delivered": [1]}
 
 
 def test_the_prometheus_example_serves_every_documented_metric() -> None:

@@ -117,7 +117,7 @@ def _refusal(client: Client, properties: Any) -> Exception | None:
     return None
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     properties=st.dictionaries(keys, values, max_size=6) | st.builds(_deep, st.integers(240, 400))
 )
@@ -153,7 +153,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(properties=st.dictionaries(keys, st.dictionaries(keys, st.integers(), max_size=4)))
 def test_no_json_object_sent_has_two_equal_keys(properties: dict[Any, Any]) -> None:
     """Keys that stringify alike (1 and "1", True and "true") are refused, never both sent."""

@@ -34,7 +34,26 @@ def broker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tasks(broker_dir: Path) -> Iterator[ModuleType]:
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty working folder for the producer and the workers, checked empty at the end.
+
+    kombu's filesystem transport writes whatever the app leaves unset (the exchange
+    tables, by default) under the working folder: in the repository, when pytest runs
+    from it. The producer works here, and the workers it starts inherit the folder,
+    so such a stray file fails the module instead.
+    """
+    folder = Path(tmp_path_factory.mktemp("celery-cwd"))
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(previous)
+    assert sorted(path.name for path in folder.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def tasks(broker_dir: Path, workdir: Path) -> Iterator[ModuleType]:
     """The test app's module, imported in this (the producer's) process."""
     previous = os.environ.get("CELERY_TEST_DIR")
     os.environ["CELERY_TEST_DIR"] = str(broker_dir)
@@ -237,6 +256,7 @@ def test_one_task_id_run_twice_at_once_ends_both_scopes(scoped_app: Any) -> None
         assert [pool.submit(run, scoped_app).result() for pool in (one, two)] == [None, None]
 
 
+@pytest.mark.usefixtures("workdir")
 def test_a_worker_without_an_api_key_does_not_start(broker_dir: Path) -> None:
     """No API key anywhere: the worker stops at start-up naming it, before taking a task."""
     env = {
