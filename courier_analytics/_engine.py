@@ -53,7 +53,7 @@ from courier_analytics._retry import (
 )
 from courier_analytics._routes import Route
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._transport import Response, Sender
+from courier_analytics._transport import NativeSender, Response, Sender
 
 if TYPE_CHECKING:
     import httpx
@@ -247,6 +247,7 @@ class Engine:
         # lease) are not sent: rare, so each message is asked only while there are any.
         journal = self.journal
         taken = journal.taken if journal is not None and journal.some_taken else None
+        native = sender if isinstance(sender, NativeSender) else None
         while ready and self._in_flight < limit:
             item = ready[0]
             message = item.message if isinstance(item, _Retry) else item
@@ -255,6 +256,12 @@ class Engine:
             wire = WIRE_COPIES * len(message._data)
             if self._in_flight and self.held_bytes + wire > self.max_queue_bytes:
                 break
+            if (
+                native is not None
+                and not native.idle
+                and not self._concurrency.may_open(self._in_flight, len(ready))
+            ):
+                break  # no connection pays its handshake: an answer frees one soon
             ready.popleft()
             if taken is not None and taken(message):
                 self._finish_lane(message)
@@ -305,7 +312,7 @@ class Engine:
                 message, _outcomes.exception_error(message, attempts, exc), type(exc).__name__
             )
             self._finish_lane(message)
-        self._concurrency.update(time.monotonic(), bool(self._ready))
+        self._concurrency.update(time.monotonic(), len(self._ready))
         self.drain()  # which starts what may go now
 
     def _settle(

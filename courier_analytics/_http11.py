@@ -31,6 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+from courier_analytics._concurrency import IDLE_S
 from courier_analytics._http11_parser import MAX_BODY, RawResponse, Reader
 from courier_analytics._threads import BlockingRunner
 
@@ -122,6 +123,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.received_any = False
+        self.idle_since = 0.0  # when its last answer was read (see Http11Pool._request_ended)
         self._on_answer: OnAnswer | None = None
         self._reader = Reader()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -299,6 +301,11 @@ class Http11Pool:
                 self._heads[(path, extra_headers)] = head
         return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
+    @property
+    def idle(self) -> int:
+        """Idle connections kept for reuse."""
+        return len(self._idle)
+
     def start(self, data: bytes, on_answer: OnResult) -> None:
         """Send a request made by `build`: on an idle connection, else on a new one.
 
@@ -353,10 +360,7 @@ class Http11Pool:
     ) -> None:
         """A request's end: its connection kept for reuse or closed, then `on_answer`."""
         if raw is not None:
-            if raw.keep_alive and not connection.closed and len(self._idle) < self._max_idle:
-                self._idle.append(connection)
-            else:
-                self.discard(connection)
+            self.release(connection, raw.keep_alive)
             on_answer(raw, None)
             return
         self.discard(connection)
@@ -369,6 +373,21 @@ class Http11Pool:
             self._open_connection(data, on_answer)
             return
         on_answer(None, error)
+
+    def release(self, connection: _Connection, keep_alive: bool) -> None:
+        """A connection's answer is read: keep it for reuse if it can be, else close it.
+
+        Idle connections are reused last in, first out, so the one at the bottom is
+        spare: closed once it has been idle for `IDLE_S`, and the connections held
+        follow the rate.
+        """
+        if keep_alive and not connection.closed and len(self._idle) < self._max_idle:
+            idle, connection.idle_since = self._idle, time.monotonic()
+            idle.append(connection)
+            if connection.idle_since - idle[0].idle_since > IDLE_S:
+                self.discard(idle.pop(0))
+        else:
+            self.discard(connection)
 
     async def send(self, data: bytes) -> RawResponse:
         """`start`, awaited: the whole answer (raises `httpx.TransportError`)."""

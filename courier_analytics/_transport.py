@@ -311,6 +311,11 @@ class NativeSender:
             extra = b"Idempotency-Key: " + request.idempotency_key.encode() + b"\r\n"
         return self._pool.build(request.path, request.body, extra)
 
+    @property
+    def idle(self) -> int:
+        """Idle connections open (a request started now opens none)."""
+        return self._pool.idle
+
     def start(self, request: Request, on_done: OnDone) -> None:
         """Send one request; `on_done` gets the answer or the error, once, from the loop."""
         self._pool.start(self._encode(request), partial(self._done, on_done))
