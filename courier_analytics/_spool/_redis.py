@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from courier_analytics._messages import Message, _made
 from courier_analytics._spool import Claimed, OwnerStatus, SpoolError, SpoolStatus
@@ -59,6 +59,8 @@ GROUP = "courier-analytics"
 DEAD_KEPT = 10_000
 #: Seconds a Redis command may take before it counts as a failure.
 TIMEOUT = 5.0
+#: Entries one bookkeeping command names at most.
+CHUNK = 1000
 #: Seconds between two looks for new entries while idle.
 POLL = 0.05
 
@@ -67,6 +69,13 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return 0
+"""
+# Bookkeeping writes (registration, leases, due times, dead letters) go through this
+# on Redis 7+: each is a few bytes, and they must work while Redis is full
+# (`maxmemory`), or the relays that would empty it could not take a shard or park
+# what Courier refused. Commits (`XADD` of new messages) never do: those fail.
+_ALLOW_OOM = """#!lua flags=allow-oom
+return redis.call(unpack(ARGV))
 """
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -114,6 +123,10 @@ def shard_of(user: str, shards: int) -> int:
     return zlib.crc32(user.encode()) % shards
 
 
+#: A claim's candidate: entry id, its fields (None: deleted meanwhile), tries, was parked.
+_Candidate = tuple[bytes, dict[bytes, bytes] | None, int, bool]
+
+
 def _order(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq)
@@ -155,6 +168,7 @@ class RedisBackend:
         self._mine: set[int] = set()  # shards whose lease this owner holds
         self._leaving: set[int] = set()  # held beyond the fair share: released once idle
         self._held: set[tuple[int, bytes]] = set()  # (shard, entry) in memory here
+        self._allow_oom = False  # Redis 7+: bookkeeping may write while Redis is full
 
     # ------------------------------------------------------------------ keys
 
@@ -196,14 +210,32 @@ class RedisBackend:
         self._by_entry.clear()
         self._held.clear()
         with self._failing("open"):
+            version = str(self._redis.info("server").get("redis_version", "0"))
+            self._allow_oom = int(version.partition(".")[0] or 0) >= 7
             pipe = self._redis.pipeline(transaction=False)
             for shard in range(self.shards):
-                pipe.xgroup_create(self._shard(shard), GROUP, id="0", mkstream=True)
+                stream = self._shard(shard)
+                self._keep(pipe, stream, "XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM")
             for result in pipe.execute(raise_on_error=False):
                 if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
                     raise result
             self._renew = self._redis.register_script(_RENEW)
             self._release = self._redis.register_script(_RELEASE)
+
+    def _keep(self, target: Any, key: str, *command: Any) -> Any:
+        """Queue (on a pipeline) or run a bookkeeping write on `key`; see `_ALLOW_OOM`."""
+        if self._allow_oom:
+            return target.eval(_ALLOW_OOM, 1, key, *command)
+        return target.execute_command(*command)
+
+    def _make_due(self, target: Any, shard: int, entry_ids: Sequence[bytes]) -> None:
+        """Make entries due at once unless parked already (`ZADD NX`), a chunk at a time."""
+        due = self._due(shard)
+        for start in range(0, len(entry_ids), CHUNK):  # a script's arguments are bounded
+            pairs = [
+                part for entry_id in entry_ids[start : start + CHUNK] for part in (0, entry_id)
+            ]
+            self._keep(target, due, "ZADD", due, "NX", *pairs)
 
     def close(self) -> None:
         """Drop the connection (the messages stay in Redis)."""
@@ -225,7 +257,9 @@ class RedisBackend:
         delivers its entries, so `parked` makes no difference here.
         """
         with self._failing("commit"):
-            pipe = self._redis.pipeline(transaction=False)
+            # MULTI/EXEC: a batch that Redis refuses (full) leaves no entry behind, so
+            # committing it again later makes no second copy.
+            pipe = self._redis.pipeline(transaction=True)
             stamp = repr(made_at).encode()
             maker = self.owner.encode()
             shards = self.shards
@@ -246,16 +280,25 @@ class RedisBackend:
     def claim(
         self, limit: int, now: float, take: Callable[[int, Message], bool] | None = None
     ) -> list[Claimed]:
-        """Entries of this owner's shards that are due or new, oldest first per shard."""
+        """Entries of this owner's shards that are due or new, oldest first per shard.
+
+        A look at every shard this owner holds is one round trip (a relay looks
+        twenty times a second while idle); due entries' fields and the writes add
+        one each when there are any.
+        """
         if not self.deliver or not self._mine:
             return []
         claimed: list[Claimed] = []
+        gone: list[tuple[int, bytes]] = []
         try:
             with self._failing("claim"):
-                for shard in sorted(self._mine - self._leaving):
-                    if len(claimed) >= limit:
-                        break
-                    self._claim_shard(shard, limit, now, take, claimed)
+                shards = sorted(self._mine - self._leaving)
+                found = self._candidates(shards, now, -(-limit // len(shards)))
+                pipe = self._redis.pipeline(transaction=False)
+                for shard in shards:
+                    self._claim_shard(shard, found[shard], limit, take, claimed, pipe)
+                    gone.extend((shard, c[0]) for c in found[shard] if c[1] is None)
+                pipe.execute()
         except SpoolError:
             # Not handed over: what was read stays pending here, made due again by
             # `_reconcile`; what this owner had parked is still counted as parked.
@@ -264,51 +307,32 @@ class RedisBackend:
                 if entry.counted:
                     self._parked_here.add(entry.key)
             raise
+        for shard, entry_id in gone:
+            self._forget(shard, entry_id)
         return claimed
 
     def _claim_shard(
         self,
         shard: int,
+        candidates: list[_Candidate],
         limit: int,
-        now: float,
         take: Callable[[int, Message], bool] | None,
         claimed: list[Claimed],
+        pipe: Any,
     ) -> None:
-        r, stream = self._redis, self._shard(shard)
-        due_ids = r.zrangebyscore(self._due(shard), "-inf", now)
-        pipe = r.pipeline(transaction=False)
-        for entry_id in due_ids:
-            pipe.xrange(stream, entry_id, entry_id)
-        for entry_id in due_ids:
-            pipe.hget(self._tries(shard), entry_id)
-        fetched = pipe.execute() if due_ids else []
-        candidates: list[tuple[bytes, dict[bytes, bytes] | None, int, bool]] = [
-            (entry_id, found[0][1] if found else None, int(tries or 0), True)
-            for entry_id, found, tries in zip(
-                due_ids, fetched[: len(due_ids)], fetched[len(due_ids) :], strict=True
-            )
-        ]
-        # New entries join this owner's pending list as they are read.
-        read = r.xreadgroup(GROUP, self.owner, {stream: ">"}, count=limit - len(claimed))
-        for _, entries in read or ():
-            candidates.extend((entry_id, fields, 0, False) for entry_id, fields in entries)
-        candidates.sort(key=lambda c: _order(c[0]))
+        """Hand over a shard's candidates, up to `limit` in all; queue its writes on `pipe`."""
         gone: list[bytes] = []
-        wait: dict[bytes, float] = {}  # read now but not taken: due at once, next time
+        wait: list[bytes] = []  # read now but not taken: due at once, next time
         taken: list[bytes] = []
         for entry_id, fields, tries, was_due in candidates:
             if fields is None:  # deleted meanwhile (answered by a reader before us)
                 gone.append(entry_id)
                 continue
-            if len(claimed) >= limit:
+            message = _message(fields) if len(claimed) < limit else None
+            key = self._key_of(shard, entry_id) if message is not None else 0
+            if message is None or (take is not None and not take(key, message)):
                 if not was_due:
-                    wait[entry_id] = 0.0
-                continue
-            message = _message(fields)
-            key = self._key_of(shard, entry_id)
-            if take is not None and not take(key, message):
-                if not was_due:
-                    wait[entry_id] = 0.0
+                    wait.append(entry_id)
                 continue
             counted = key in self._parked_here
             self._parked_here.discard(key)
@@ -318,16 +342,41 @@ class RedisBackend:
             claimed.append(Claimed(key, message, maker, tries, made_at, counted))
             if was_due:
                 taken.append(entry_id)
-        pipe = r.pipeline(transaction=False)
         if taken or gone:
             pipe.zrem(self._due(shard), *taken, *gone)
-        if wait:
-            pipe.zadd(self._due(shard), wait, nx=True)
+        self._make_due(pipe, shard, wait)
         if gone:
-            pipe.xack(stream, GROUP, *gone)
-        pipe.execute()
-        for entry_id in gone:
-            self._forget(shard, entry_id)
+            pipe.xack(self._shard(shard), GROUP, *gone)
+
+    def _candidates(self, shards: list[int], now: float, new: int) -> dict[int, list[_Candidate]]:
+        """Each shard's parked entries due by `now` and up to `new` unread ones, oldest first.
+
+        Each is (entry id, its fields or None if deleted meanwhile, tries, was parked).
+        New entries join this owner's pending list as they are read.
+        """
+        r = self._redis
+        pipe = r.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zrangebyscore(self._due(shard), "-inf", now)
+            pipe.xreadgroup(GROUP, self.owner, {self._shard(shard): ">"}, count=new)
+        looked = pipe.execute()
+        due, read = looked[0::2], looked[1::2]
+        for shard, due_ids in zip(shards, due, strict=True):
+            for entry_id in due_ids:
+                pipe.xrange(self._shard(shard), entry_id, entry_id)
+                pipe.hget(self._tries(shard), entry_id)
+        fetched = iter(pipe.execute() if any(due) else ())
+        found: dict[int, list[_Candidate]] = {}
+        for shard, due_ids, entries in zip(shards, due, read, strict=True):
+            candidates: list[_Candidate] = []
+            for entry_id in due_ids:
+                rows, tries = next(fetched), next(fetched)
+                candidates.append((entry_id, rows[0][1] if rows else None, int(tries or 0), True))
+            for _, fresh in entries or ():
+                candidates.extend((entry_id, fields, 0, False) for entry_id, fields in fresh)
+            candidates.sort(key=lambda c: _order(c[0]))
+            found[shard] = candidates
+        return found
 
     def _key_of(self, shard: int, entry_id: bytes) -> int:
         key = self._by_entry.get((shard, entry_id))
@@ -346,12 +395,16 @@ class RedisBackend:
     def _done(self, keys: Sequence[int], pipe: Any) -> list[tuple[int, bytes]]:
         """Acknowledge and delete entries (queued on `pipe`); the entries."""
         entries = [self._by_key[k] for k in keys if k in self._by_key]
+        by_shard: dict[int, list[bytes]] = {}
         for shard, entry_id in entries:
+            by_shard.setdefault(shard, []).append(entry_id)
+        # Four commands a shard, not four a message: Redis's CPU per message is in them.
+        for shard, ids in by_shard.items():
             stream = self._shard(shard)
-            pipe.xack(stream, GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            pipe.zrem(self._due(shard), entry_id)
-            pipe.hdel(self._tries(shard), entry_id)
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            pipe.zrem(self._due(shard), *ids)
+            pipe.hdel(self._tries(shard), *ids)
         return entries
 
     def _settle(self, entries: list[tuple[int, bytes]]) -> None:
@@ -381,7 +434,9 @@ class RedisBackend:
                 if entry:
                     fields = dict(entry[0][1])
                     fields[b"why"] = reason.encode()
-                    pipe.xadd(self.dead_letters, fields, maxlen=DEAD_KEPT, approximate=True)
+                    dead = self.dead_letters
+                    flat = [part for pair in fields.items() for part in pair]
+                    self._keep(pipe, dead, "XADD", dead, "MAXLEN", "~", DEAD_KEPT, "*", *flat)
             self._done(keys, pipe)
             pipe.execute()
         self._settle(entries)
@@ -396,9 +451,10 @@ class RedisBackend:
                 if where is None:
                     continue
                 shard, entry_id = where
-                pipe.zadd(self._due(shard), {entry_id: due})
+                self._keep(pipe, self._due(shard), "ZADD", self._due(shard), due, entry_id)
                 if tries:
-                    pipe.hincrby(self._tries(shard), entry_id, tries)
+                    tries_key = self._tries(shard)
+                    self._keep(pipe, tries_key, "HINCRBY", tries_key, entry_id, tries)
                 parked.append(key)
             pipe.execute()
         for key in parked:
@@ -437,8 +493,10 @@ class RedisBackend:
         with self._failing("renew its leases"):
             r = self._redis
             pipe = r.pipeline(transaction=False)
-            pipe.zadd(self._consumers, {self.owner: now + self._lease})
-            pipe.hset(self._who, self.owner, f"{socket.gethostname()} {os.getpid()}")
+            until = now + self._lease
+            self._keep(pipe, self._consumers, "ZADD", self._consumers, until, self.owner)
+            where = f"{socket.gethostname()} {os.getpid()}"
+            self._keep(pipe, self._who, "HSET", self._who, self.owner, where)
             pipe.zremrangebyscore(self._consumers, "-inf", now)
             pipe.zcard(self._consumers)
             live = max(1, pipe.execute()[-1])
@@ -466,7 +524,8 @@ class RedisBackend:
                 shard = (start + step) % self.shards
                 if shard in self._mine:
                     continue
-                if r.set(self._lease_key(shard), self.owner, nx=True, px=self._lease_ms):
+                key = self._lease_key(shard)
+                if self._keep(r, key, "SET", key, self.owner, "NX", "PX", self._lease_ms):
                     self._mine.add(shard)
                     taken += self._adopt(shard)
         return taken
@@ -488,8 +547,7 @@ class RedisBackend:
                 break
             ms, seq = _order(page[-1]["message_id"])
             start = f"{ms}-{seq + 1}"
-        if lost:
-            r.zadd(self._due(shard), dict.fromkeys(lost, 0.0), nx=True)
+        self._make_due(r, shard, lost)
 
     def _adopt(self, shard: int) -> int:
         """Make every pending entry of a shard just taken this consumer's, due now."""
@@ -503,8 +561,7 @@ class RedisBackend:
             adopted.extend(ids)
             if cursor in (b"0-0", "0-0") or not ids:
                 break
-        if adopted:
-            r.zadd(self._due(shard), dict.fromkeys(adopted, 0.0), nx=True)
+        self._make_due(r, shard, adopted)
         return len(adopted)
 
     def release(self) -> int:
@@ -581,42 +638,47 @@ class RedisBackend:
             pipe.hgetall(self._who)
             pipe.xlen(self.dead_letters)
             results = pipe.execute()
-        messages = used = unowned = parked = 0
-        oldest: float | None = None
-        next_due: float | None = None
-        held: dict[str, int] = {}
-        for shard in range(self.shards):
-            length, holder, waiting, first_due, first, size = results[shard * 6 : shard * 6 + 6]
-            messages += length
-            used += int(size or 0)
-            parked += waiting
-            if holder is None:
-                unowned += length
-            else:
-                held[holder.decode()] = held.get(holder.decode(), 0) + length
-            if first_due:
-                due = float(first_due[0][1])
-                next_due = due if next_due is None else min(next_due, due)
-            if first:
-                made = float(first[0][1].get(b"at", b"0"))
-                oldest = made if oldest is None else min(oldest, made)
-        consumers, who, dead = results[self.shards * 6 :]
-        owners = []
-        for name, until in consumers:
-            owner = name.decode()
-            host, _, pid = (who.get(name) or b"? 0").decode().rpartition(" ")
-            owners.append(OwnerStatus(owner, host, int(pid or 0), held.get(owner, 0), until - now))
-        return SpoolStatus(
-            messages=messages,
-            bytes=used,
-            file_bytes=used,
-            oldest_age=None if oldest is None else max(0.0, now - oldest),
-            unowned=unowned,
-            parked=parked,
-            next_retry=None if next_due is None else max(0.0, next_due - now),
-            owners=tuple(owners),
-            dead=dead,
-        )
+        return _summary(results, self.shards, now)
+
+
+def _summary(results: list[Any], shards: int, now: float) -> SpoolStatus:
+    """The status from `RedisBackend.status`'s pipeline: six replies a shard, then the rest."""
+    messages = used = unowned = parked = 0
+    oldest: float | None = None
+    next_due: float | None = None
+    held: dict[str, int] = {}
+    for shard in range(shards):
+        length, holder, waiting, first_due, first, size = results[shard * 6 : shard * 6 + 6]
+        messages += length
+        used += int(size or 0)
+        parked += waiting
+        if holder is None:
+            unowned += length
+        else:
+            held[holder.decode()] = held.get(holder.decode(), 0) + length
+        if first_due:
+            due = float(first_due[0][1])
+            next_due = due if next_due is None else min(next_due, due)
+        if first:
+            made = float(first[0][1].get(b"at", b"0"))
+            oldest = made if oldest is None else min(oldest, made)
+    consumers, who, dead = results[shards * 6 :]
+    owners = []
+    for name, until in consumers:
+        owner = name.decode()
+        host, _, pid = (who.get(name) or b"? 0").decode().rpartition(" ")
+        owners.append(OwnerStatus(owner, host, int(pid or 0), held.get(owner, 0), until - now))
+    return SpoolStatus(
+        messages=messages,
+        bytes=used,
+        file_bytes=used,
+        oldest_age=None if oldest is None else max(0.0, now - oldest),
+        unowned=unowned,
+        parked=parked,
+        next_retry=None if next_due is None else max(0.0, next_due - now),
+        owners=tuple(owners),
+        dead=dead,
+    )
 
 
 def _message(fields: dict[bytes, bytes]) -> Message:
@@ -648,6 +710,9 @@ class _Failing:
     ) -> None:
         if exc is None or not isinstance(exc, RedisError):
             return
-        if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
-            raise SpoolError(f"{self._doing}: Redis is full (maxmemory reached)") from exc
-        raise SpoolError(f"{self._doing}: {type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM"):
+            raise SpoolError(f"{self._doing}: Redis is full (maxmemory reached)") from None
+        # A pipeline's error names its command, arguments (a message's data) and all:
+        # only the server's words are kept, and the chain is cut for the same reason.
+        text = str(exc).rpartition("caused error: ")[2]
+        raise SpoolError(f"{self._doing}: {type(exc).__name__}: {text}") from None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,8 +70,36 @@ class RedisServer:
             process.terminate()
             process.communicate(timeout=30)
 
-    def restart(self) -> None:
-        """Stop it and start it again on the same port and folder."""
+    def wait_for(
+        self, ready: Callable[[Any], bool], keys: str, events: str, timeout: float
+    ) -> bool:
+        """Wait until `ready(client)`, checked again each time Redis tells of an event.
+
+        Keyspace notifications of the classes `events` (e.g. `t` stream commands,
+        `x` expiries) on keys matching `keys` wake the wait: no sleep, no polling.
+        Returns False if `timeout` passed first.
+        """
+        import redis
+
+        client = redis.Redis(port=self.port)
+        client.config_set("notify-keyspace-events", "K" + events)
+        pubsub = client.pubsub()
+        try:
+            pubsub.psubscribe(f"__keyspace@0__:{keys}")  # before the first look: none missed
+            deadline = time.monotonic() + timeout
+            while not (done := ready(client)) and (left := deadline - time.monotonic()) > 0:
+                pubsub.get_message(timeout=left)  # blocks until an event (or the deadline)
+            return done
+        finally:
+            pubsub.close()
+            client.close()
+
+    def restart(self, *, crash: bool = False) -> None:
+        """Stop it (`crash`: SIGKILL, no shutdown) and start it again, same port and folder."""
+        if crash and self._process is not None:
+            self._process.kill()
+            self._process.communicate(timeout=30)
+            self._process = None
         self.stop()
         self.start()
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from courier_analytics import Client, ConfigurationError, QueueFullError, RetryPolicy
+from courier_analytics._cli import main
 from courier_analytics._spool._redis import RedisBackend, shard_of
 from courier_analytics.devserver import DevServer, Faults
 
@@ -33,6 +36,15 @@ def delivered(server: DevServer) -> Counter[str]:
 def client(server: DevServer, spool: str, **options: object) -> Client:
     """A client on the stand-in with a Redis spool."""
     return Client(api_key=KEY, base_url=server.base_url, spool=spool, **options)  # type: ignore[arg-type]
+
+
+def commit_tracks(server: DevServer, url: str, count: int) -> None:
+    """A deliver=False client commits `count` tracks, each of its own user, and stops."""
+    producer = client(server, url, deliver=False)
+    for n in range(count):
+        producer.track("E", {"n": n}, user_id=f"u{n}")
+    assert producer.flush(30)
+    producer.shutdown(10)
 
 
 def test_a_client_commits_then_delivers_what_it_claims(
@@ -197,6 +209,23 @@ def test_nothing_committed_is_lost_when_redis_restarts(
     relay.shutdown(10)
 
 
+def test_nothing_committed_is_lost_when_redis_is_killed(
+    redis_server: RedisServer, server: DevServer
+) -> None:
+    """A SIGKILLed Redis (AOF, everysec) keeps every batch it acknowledged: it was written."""
+    app = client(server, redis_server.url(), deliver=False)
+    for n in range(300):
+        app.track("E", {"n": n}, user_id=f"u{n % 5}")
+    assert app.flush(30)
+    redis_server.restart(crash=True)
+    assert status(redis_server).messages == 300
+    for n in range(300, 400):  # and the client commits again once it is back
+        app.track("E", {"n": n}, user_id=f"u{n % 5}")
+    assert app.flush(30)
+    app.shutdown(10)
+    assert status(redis_server).messages == 400
+
+
 def test_a_full_redis_is_counted_and_reported(tmp_path: Path, server: DevServer) -> None:
     """Redis at maxmemory (OOM): messages wait in memory, then are dropped, counted, reported."""
     folder = tmp_path / "redis"
@@ -293,20 +322,16 @@ def test_a_dead_consumers_shard_and_pending_entries_pass_on(
 ) -> None:
     """A consumer that stops renewing loses its shards; the next takes its pending entries."""
     url = redis_server.url(shards=2)
-    producer = client(server, url, deliver=False)
-    for n in range(20):
-        producer.track("E", {"n": n}, user_id=f"u{n}")
-    assert producer.flush(30)
-    producer.shutdown(10)
+    commit_tracks(server, url, 20)
     dead = RedisBackend(url, owner="dead", lease=0.05)
     dead.open()
     dead.take_over(time.time())
     taken = dead.claim(100, time.time())
     assert len(taken) == 20  # read: in its pending list, never acknowledged
     leases = [dead._lease_key(shard) for shard in range(2)]
-    watch = dead._redis
-    while watch.exists(*leases):  # it dies (no release); Redis ends its leases
-        watch.ping()
+    # It dies (no release); Redis ends its leases, and tells of each expiry.
+    gone = lambda r: r.exists(*leases) == 0  # noqa: E731
+    assert redis_server.wait_for(gone, dead._lease_key(0)[:-1] + "*", "x", timeout=30)
     dead.close()
     live = RedisBackend(url, owner="live", lease=30)
     live.open()
@@ -357,3 +382,72 @@ def test_committed_messages_keep_no_metrics_start_time(
     assert recorder._made == {}
     app.shutdown(10)
     provider.shutdown()
+
+
+def test_relays_drain_a_full_redis_and_producers_commit_again(
+    tmp_path: Path, server: DevServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis at maxmemory: the oldest messages are kept, a relay drains it, commits resume."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    full = RedisServer(folder, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    full.start()
+    errors: list[BaseException] = []
+    try:
+        app = client(
+            server,
+            full.url(),
+            deliver=False,
+            max_queue_size=100,
+            on_error=lambda error, message: errors.append(error),
+        )
+        pad, made = "x" * 2000, 0
+        while app.flush(5):  # committed: Redis still has room
+            for _ in range(50):
+                app.track("E", {"n": made, "pad": pad}, user_id=f"u{made % 7}")
+                made += 1
+        assert "Redis is full" in caplog.text
+        assert "XADD" not in caplog.text  # no command, so no message's data, in the log
+        assert status(full).messages == app.stats.committed  # a refused batch left no copy
+        for _ in range(200):  # beyond max_queue_size: the newest are dropped
+            app.track("E", {"n": made, "pad": pad}, user_id=f"u{made % 7}")
+            made += 1
+        assert app.stats.dropped > 0
+        relay = client(server, full.url(), flush_interval=0.05)
+        assert app.flush(60)  # the relay made room: what waited is committed
+        made -= app.stats.dropped
+        assert app.stats.committed == made
+        assert server.wait_for(lambda: len(delivered(server)) == made, timeout=120)
+        app.shutdown(10)
+        relay.shutdown(10)
+    finally:
+        full.stop()
+    arrived = {e["data"]["properties"]["n"] for e in server.events() if e["type"] == "track"}
+    assert arrived == set(range(made))  # the newest were dropped, never the oldest
+    assert len(errors) == app.stats.dropped
+
+
+def test_spool_status_shows_dead_letters_and_relay_leases(
+    redis_server: RedisServer, server: DevServer
+) -> None:
+    """`spool status redis://... [--json]` shows backlog, dead letters and each relay's lease."""
+    url = redis_server.url(shards=2)
+    commit_tracks(server, url, 3)
+    relay = RedisBackend(url, owner="relay-a", lease=30)
+    relay.open()
+    relay.take_over(time.time())
+    first = relay.claim(1, time.time())
+    relay.fail([first[0].key], "it waited in the spool for spool_max_age")
+    out = io.StringIO()
+    assert main(["spool", "status", "--json", url], out=out) == 0
+    shown = orjson.loads(out.getvalue())
+    assert (shown["messages"], shown["dead"], shown["unowned"]) == (2, 1, 0)
+    (owner,) = shown["owners"]
+    assert (owner["owner"], owner["messages"]) == ("relay-a", 2)
+    assert 0 < owner["lease_left_s"] <= 30
+    out = io.StringIO()
+    assert main(["spool", "status", url], out=out) == 0
+    assert "dead       1 " in out.getvalue()
+    assert "2 messages, lease" in out.getvalue()
+    relay.release()
+    relay.close()
