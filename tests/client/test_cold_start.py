@@ -136,6 +136,18 @@ def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
     assert run_python(code) == {"delivered": 1, "flushed": True, "loaded": []}
 
 
+#: Ends a script that forked `pid`, whose child writes to the pipe `tell` once it has
+#: got past what is tested: prints whether the child hung (30 s bounds a failure only:
+#: a working child answers at once).
+CHILD_HUNG = """
+hung = not select.select([ready], [], [], 30)[0]
+if hung:
+    os.kill(pid, 9)
+os.waitpid(pid, 0)
+print(json.dumps({"hung": hung}))
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_fork_while_another_thread_imports_the_engine_leaves_the_child_a_working_client() -> None:
     """fork() while another thread's first Client() imports the engine: the child's works."""
@@ -177,13 +189,8 @@ def test_a_fork_while_another_thread_imports_the_engine_leaves_the_child_a_worki
             os.write(tell, b"1")
             os._exit(0)
         first.join()
-        # 30 s bounds a failure only: a working child answers at once.
-        hung = not select.select([ready], [], [], 30)[0]
-        if hung:
-            os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        print(json.dumps({"hung": hung}))
         """
     )
+    code += CHILD_HUNG
 
     assert run_python(code) == {"hung": False}
