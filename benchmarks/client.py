@@ -22,6 +22,10 @@ URL is trusted through the CA the harness names in ``SSL_CERT_FILE`` /
 - ``stall``: ``n`` tracks against a server that never answers, ``settle_s`` of waiting,
   then RSS (current and peak). The process ends with ``os._exit`` (nothing to flush).
 - ``inline``: ``n`` blocking ``trycourier`` ``inbound.track_event`` calls.
+- ``sustain``: as ``deliver``, but the ``n`` tracks are made at a steady ``rate``
+  (events per second) as a busy application makes them: every millisecond or so,
+  the calls that fell due. Also reports ``sockets_end``: the sockets the process
+  holds once flushed (the connections it keeps).
 
 The ``floor`` is not a library: the least work Python can do for this job. Its
 ``n`` requests are built before the clock starts (the same body and headers
@@ -33,6 +37,7 @@ answer just far enough to know it is complete (``select`` on blocking sockets,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -49,6 +54,8 @@ from urllib.parse import urlsplit
 from benchmarks._common import API_KEY, PAYLOADS, USERS, cpu_seconds, proc_status_kb, send_line
 
 QUEUE_SIZE = 1_000_000
+#: The producer's tick in ``sustain`` mode (seconds): each tick makes the calls due.
+PACE_S = 0.001
 FLUSH_TIMEOUT_S = 600.0
 
 Track = Callable[[int], Any]
@@ -182,6 +189,35 @@ def _each_call(track: Track, start: int, n: int) -> tuple[float, float, float, l
     return t0, wall, time.thread_time() - cpu0, durations
 
 
+def _paced_calls(track: Track, start: int, n: int, rate: float) -> tuple[float, float, float]:
+    """Like ``_timed_calls``, the calls made at ``rate`` per second (due ones each tick)."""
+    cpu0 = time.thread_time()
+    t0 = time.monotonic()
+    p0 = time.perf_counter()
+    made = 0
+    while made < n:
+        due = min(n, int((time.monotonic() - t0) * rate) + 1)
+        for i in range(start + made, start + due):
+            track(i)
+        made = due
+        time.sleep(PACE_S)
+    wall = time.perf_counter() - p0
+    return t0, wall, time.thread_time() - cpu0
+
+
+def _sockets() -> int:
+    """Sockets this process holds open (Linux; 0 where /proc is missing)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    count = 0
+    for name in names:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
+    return count
+
+
 def _percentile(sorted_ns: list[int], fraction: float) -> float:
     """The value below which ``fraction`` of the calls fall, in microseconds."""
     index = min(len(sorted_ns) - 1, int(fraction * len(sorted_ns)))
@@ -280,6 +316,57 @@ def _floor_send(requests: list[bytes], connections: list[socket.socket]) -> None
     selector.close()
 
 
+def _floor_paced(
+    requests: list[bytes],
+    connections: list[socket.socket],
+    rate: float,
+    reconnect: Callable[[], socket.socket],
+) -> None:
+    """Like ``_floor_send``, each request written once due at ``rate`` per second, on
+    an idle connection (or, with none idle, as soon as an answer frees one). A
+    connection the server closed while idle (its keep-alive timeout) is replaced."""
+    selector = selectors.DefaultSelector()
+    idle = list(connections)
+    buffers: dict[socket.socket, bytes] = dict.fromkeys(connections, b"")
+    carrying: dict[socket.socket, bytes] = {}
+    t0 = time.monotonic()
+    made = answered = 0
+    n = len(requests)
+    while answered < n:
+        due = min(n, int((time.monotonic() - t0) * rate) + 1)
+        while made < due and idle:
+            # Watched only while a request is out: an idle TLS connection can be
+            # readable (session tickets) with no answer to read.
+            sock = idle.pop()
+            sock.sendall(requests[made])
+            carrying[sock] = requests[made]
+            selector.register(sock, selectors.EVENT_READ)
+            made += 1
+        timeout = None if made < due or made == n else max(0.0, t0 + made / rate - time.monotonic())
+        for key, _ in selector.select(timeout):
+            sock = key.fileobj  # type: ignore[assignment]
+            data = sock.recv(65536)  # type: ignore[attr-defined]
+            if not data:  # closed by the server while it was idle: the request goes again
+                selector.unregister(sock)
+                sock.close()  # type: ignore[attr-defined]
+                fresh = reconnect()
+                fresh.sendall(carrying[sock])  # type: ignore[index]
+                carrying[fresh], buffers[fresh] = carrying.pop(sock), b""  # type: ignore[call-overload]
+                selector.register(fresh, selectors.EVENT_READ)
+                continue
+            buffer = buffers[sock] + data
+            end = buffer.find(b"\r\n\r\n")
+            at = buffer.find(b"content-length:", 0, end) if end >= 0 else -1
+            if at < 0 or len(buffer) < end + 4 + int(buffer[at + 15 : buffer.find(b"\r\n", at)]):
+                buffers[sock] = buffer
+                continue
+            buffers[sock] = b""
+            answered += 1
+            selector.unregister(sock)
+            idle.append(sock)  # type: ignore[arg-type]
+    selector.close()
+
+
 def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     """The floor: prebuilt requests on keep-alive connections, nothing else.
 
@@ -293,7 +380,13 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
         _floor_send(requests[:warmup], connections)
     cpu0 = cpu_seconds()
     t0 = time.monotonic()
-    _floor_send(requests[warmup:], connections)
+    if spec["mode"] == "sustain":
+        url = urlsplit(spec["url"])
+        context = ssl.create_default_context() if url.scheme == "https" else None
+        reconnect = lambda: _floor_connect(url, context)  # noqa: E731
+        _floor_paced(requests[warmup:], connections, float(spec["rate"]), reconnect)
+    else:
+        _floor_send(requests[warmup:], connections)
     result = {
         "n": n,
         "t0": t0,
@@ -301,6 +394,8 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": cpu_seconds() - cpu0,
         "rss_peak_kb": proc_status_kb("VmHWM"),
     }
+    if spec["mode"] == "sustain":
+        result["sockets_end"] = len(connections)
     for sock in connections:
         sock.close()
     return result
@@ -320,6 +415,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     durations: list[int] = []
     if spec.get("timing") == "each":
         t0, wall, thread_cpu, durations = _each_call(track, warmup, n)
+    elif mode == "sustain":
+        t0, wall, thread_cpu = _paced_calls(track, warmup, n, float(spec["rate"]))
     else:
         t0, wall, thread_cpu = _timed_calls(track, warmup, n)
     result: dict[str, Any] = {
@@ -347,6 +444,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         cpu_s=cpu_seconds() - cpu0,
         rss_peak_kb=proc_status_kb("VmHWM"),
     )
+    if mode == "sustain":
+        result["sockets_end"] = _sockets()
     return result
 
 

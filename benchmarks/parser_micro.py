@@ -2,8 +2,8 @@
 
     python -m benchmarks.parser_micro [--courier-src DIR]
 
-Times `_Reader().feed(...)` on typical answers (one piece, cut in two, chunked) for
-this checkout's `courier_analytics._http11`, and, with `--courier-src`, for the copy
+Times the answer reader's `feed(...)` on typical answers (one piece, cut in two, chunked)
+for this checkout's `courier_analytics._http11_parser`, and, with `--courier-src`, for the copy
 of `courier_analytics` in DIR too (e.g. `git archive main courier_analytics | tar -x -C DIR`).
 """
 
@@ -33,12 +33,17 @@ CASES = {
 
 
 def load(source: Path | None) -> ModuleType:
-    """`courier_analytics._http11` from this checkout, or from the copy under `source`."""
-    if source is None:
-        from courier_analytics import _http11
+    """The answer parser's module from this checkout, or from the copy under `source`.
 
-        return _http11
-    path = source / "courier_analytics" / "_http11.py"
+    It is `_http11_parser.py`; copies made before it was split from `_http11.py` have it there.
+    """
+    if source is None:
+        from courier_analytics import _http11_parser
+
+        return _http11_parser
+    path = source / "courier_analytics" / "_http11_parser.py"
+    if not path.exists():
+        path = source / "courier_analytics" / "_http11.py"
     spec = importlib.util.spec_from_file_location("_http11_baseline", path)
     assert spec is not None
     assert spec.loader is not None
@@ -49,7 +54,7 @@ def load(source: Path | None) -> ModuleType:
 
 def per_answer(module: ModuleType, pieces: list[bytes], number: int = 20_000) -> float:
     """Microseconds per answer: a new reader fed the pieces, best of five runs."""
-    reader_class = module._Reader
+    reader_class = getattr(module, "Reader", None) or module._Reader
 
     def once() -> object:
         reader = reader_class()

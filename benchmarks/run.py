@@ -28,6 +28,18 @@ The ``import`` and ``cold_start`` scenarios run fresh interpreters instead
 one ``track()``, ``flush()``) against the same sinks, ``--cold-repeat`` of each per
 round.
 
+``sustained_tls_20ms`` is a busy application's steady load rather than a burst:
+``--rate`` tracks a second for ``--seconds`` over TLS at 20 ms, made at that pace by
+the client's own thread (``benchmarks/client.py``, ``sustain`` mode). Besides CPU per
+event it reports the connections held: ``connections_peak`` (the server's count of
+open connections, at its highest) and ``sockets_end`` (the client's sockets once
+flushed), and the TLS handshakes.
+
+``--baseline-src DIR`` adds a third client, ``base``: courier-analytics imported from
+``DIR`` (e.g. ``git archive main courier_analytics | tar -x -C /tmp/base``), run in
+the same rounds as the tree's, for an A/B side by side; the table then shows
+``base`` / tree ratios too.
+
 The ``floor`` is a reference that is not a library (see ``benchmarks/client.py``):
 prebuilt requests on keep-alive connections against the same server; the report
 gives courier-analytics / floor for CPU per event.
@@ -75,7 +87,11 @@ LIB_NAMES = {
     "segment": "segment-analytics-python",
     "trycourier": "trycourier (inline)",
     "floor": "floor (prebuilt requests, no library)",
+    "base": "courier-analytics baseline (--baseline-src)",
 }
+#: The sustained scenario's pace (tracks a second) and length (seconds) by default.
+SUSTAINED_RATE = 2_000
+SUSTAINED_S = 15.0
 
 #: name -> what the client does, with which payload, against which server behaviour.
 #: ``floor``: the floor runs too; ``users``: 1 is one busy user; ``timing``: each call.
@@ -90,6 +106,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "floor": True},
     "tls_20ms": {"mode": "deliver", "payload": "small", "latency_ms": 20, "tls": True},
     "stalled": {"mode": "stall", "payload": "small", "hang": True},
+    # A steady rate (--rate, --seconds) rather than a burst; the floor paced alike, on
+    # 64 connections (Little's law: 2,000/s x 20 ms needs 40).
+    "sustained_tls_20ms": {"mode": "sustain", "payload": "small", "latency_ms": 20, "tls": True,
+                           "floor": True, "connections": 64},
     # With a durable spool (a SQLite file in a temporary directory): ours only.
     "spool_0ms": {"mode": "deliver", "payload": "small", "latency_ms": 0, "spool": True,
                   "libs": ("courier",)},
@@ -127,6 +147,25 @@ FIGURES: dict[str, tuple[Any, ...]] = {
     "handshakes_tls_20ms": (
         "tls_20ms", "handshakes", "count", None, "TLS handshakes for 20k events, 20 ms",
     ),
+    "cpu_us_per_event_tls_20ms": (
+        "tls_20ms", "cpu_us_per_event", "us", 1.0, "CPU per event, TLS, 20 ms",
+    ),
+    "rss_peak_mb_tls_20ms": ("tls_20ms", "rss_peak_mb", "MB", 1.5, "peak RSS, TLS, 20 ms"),
+    "cpu_us_per_event_sustained": (
+        "sustained_tls_20ms", "cpu_us_per_event", "us", 0.8,
+        "CPU per event, steady rate, TLS, 20 ms",
+    ),
+    "connections_peak_sustained": (
+        "sustained_tls_20ms", "connections_peak", "count", None,
+        "connections open at most, steady rate",
+    ),
+    "connections_end_sustained": (
+        "sustained_tls_20ms", "sockets_end", "count", None,
+        "connections held at the end, steady rate",
+    ),
+    "handshakes_sustained": (
+        "sustained_tls_20ms", "handshakes", "count", None, "TLS handshakes, steady rate",
+    ),
     "rss_peak_mb_stalled": (
         "stalled", "rss_peak_mb", "MB", 0.4, "peak RSS with 100k queued (stalled server)",
     ),
@@ -144,6 +183,10 @@ FIGURES: dict[str, tuple[Any, ...]] = {
     ),
     "floor_cpu_tls": (
         "tls_0ms", "cpu_us_per_event", "us", None, "CPU per event, TLS, vs the floor", "floor",
+    ),
+    "floor_cpu_sustained": (
+        "sustained_tls_20ms", "cpu_us_per_event", "us", 1.8,
+        "CPU per event, steady rate, vs the floor", "floor",
     ),
     "caller_us_spool": (
         "spool_0ms", "caller_us", "us", None, "caller cost per track(), with a spool",
@@ -300,13 +343,17 @@ def measure(
         "payload": scenario["payload"],
         "users": scenario.get("users"),
         "timing": scenario.get("timing"),
-        "connections": FLOOR_CONNECTIONS,
+        "connections": scenario.get("connections", FLOOR_CONNECTIONS),
+        "rate": args.rate,
         "max_in_flight": args.max_in_flight if lib == "courier" else None,
         "event_loop": args.event_loop if lib == "courier" else None,
         "settle_s": args.settle,
         "courier_src": str(args.courier_src) if args.courier_src else None,
         "spool": scenario.get("spool", False),
     }
+    if lib == "base":  # the baseline: courier-analytics from --baseline-src
+        spec.update(lib="courier", courier_src=str(args.baseline_src))
+        spec.update(max_in_flight=args.max_in_flight, event_loop=args.event_loop)
     client = run_client(spec, args.timeout, env)
     if "courier_file" in client:
         args.courier_file = client["courier_file"]
@@ -317,6 +364,8 @@ def measure(
     ):  # fmt: skip
         if key in client:
             record[key] = client[key]
+    if "sockets_end" in client:
+        record["sockets_end"] = client["sockets_end"]
     if mode == "stall":
         record["rss_mb"] = client["rss_kb"] / 1024
         record["rss_base_mb"] = client["rss_base_kb"] / 1024
@@ -328,6 +377,7 @@ def measure(
     record["server_events"] = seen["count"]
     record["server_requests"] = seen["requests"]
     record["connections"] = seen.get("connections")
+    record["connections_peak"] = seen.get("connections_peak")
     if seen.get("handshakes") is not None:
         record["handshakes"] = seen["handshakes"]
         record["resumed"] = seen["resumed"]
@@ -385,6 +435,7 @@ def summarise(rounds: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, A
         peer_scenario = rest[1] if len(rest) > 1 else scenario
         ours, peer = pick(scenario, "courier", reading), pick(peer_scenario, peer_lib, reading)
         ratio = ours / peer if ours is not None and peer else None
+        base = pick(scenario, "base", reading)
         figures[name] = {
             "what": what,
             "unit": unit,
@@ -394,6 +445,8 @@ def summarise(rounds: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, A
             "ratio": ratio,
             "target": target,
             "met": None if ratio is None or target is None else ratio <= target,
+            "base": base,
+            "vs_base": ours / base if ours is not None and base else None,
         }
     for name, (figure, over, target, what) in SELF_RATIOS.items():
         top, bottom = figures[figure]["courier"], figures[over]["courier"]
@@ -444,6 +497,14 @@ def table(summary: dict[str, Any]) -> str:
             f"| {item['what']} ({item['unit']}) | {_fmt(item['courier'])} | {peer} | {shown}"
             f" | {_fmt(item['ratio'], 'ratio')} | {'<= ' + str(target) if target else ''} | {met} |"
         )
+    if any(item.get("base") is not None for item in summary["figures"].values()):
+        lines += ["", "| figure | this tree | baseline | ratio |", "|---|---:|---:|---:|"]
+        for item in summary["figures"].values():
+            if item.get("base") is not None:
+                lines.append(
+                    f"| {item['what']} ({item['unit']}) | {_fmt(item['courier'])} | "
+                    f"{_fmt(item['base'])} | {_fmt(item['vs_base'], 'ratio')} |"
+                )
     for item in summary["reference"].values():
         lines.append(
             f"| trycourier {item['what']} ({item['unit']}) | | | | reference: "
@@ -522,6 +583,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "request what Segment's sink does (default), or the package's Courier stand-in "
         "(which costs the shared cores some 50 us of CPU per request)",
     )
+    parser.add_argument(
+        "--rate", type=float, help=f"tracks a second, sustained scenario ({SUSTAINED_RATE})"
+    )
+    parser.add_argument(
+        "--seconds", type=float, help=f"length of the sustained scenario ({SUSTAINED_S:g} s)"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="directory holding a baseline courier_analytics, run as a third client"
+        " ('base') in the same rounds: an A/B side by side",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="limit per client run (s)")
     parser.add_argument("--out", type=Path, help=f"JSON result file ({DEFAULT_OUT.name})")
     parser.add_argument("--plot", type=Path, help="PNG plot (docs/assets/performance.png)")
@@ -536,6 +609,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "warmup": 20 if quick else 200,
         "settle": 0.2 if quick else 1.0,
         "cold_repeat": 1 if quick else 7,
+        "rate": float(SUSTAINED_RATE),
+        "seconds": 1.0 if quick else SUSTAINED_S,
         "out": QUICK_OUT if quick else DEFAULT_OUT,
         "plot": QUICK_PLOT if quick else DEFAULT_PLOT,
     }
@@ -563,6 +638,8 @@ def size_for(name: str, args: argparse.Namespace) -> int:
         return int(args.inline_n)
     if name == "inline_20ms":
         return max(1, int(args.inline_n) // 10)
+    if SCENARIOS.get(name, {}).get("mode") == "sustain":
+        return max(1, int(args.rate * args.seconds))
     return int(args.n)
 
 
@@ -587,6 +664,9 @@ def write_result(
             "rounds": len(rounds),
             "rounds_asked": args.rounds,
             "n": args.n,
+            "rate": args.rate,
+            "sustained_s": args.seconds,
+            "baseline_src": str(args.baseline_src) if args.baseline_src else None,
             "stall_n": args.stall_n,
             "inline_n": args.inline_n,
             "warmup": args.warmup,
@@ -646,13 +726,16 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[dict[str, dict[str, dict[str, Any]]]] = []
     try:
         for index in range(args.rounds):
-            order = LIBS if index % 2 == 0 else LIBS[::-1]
+            libs_here = (*LIBS, "base") if args.baseline_src else LIBS
+            order = libs_here if index % 2 == 0 else libs_here[::-1]
             this_round: dict[str, dict[str, dict[str, Any]]] = {}
             rounds.append(this_round)
             for name in args.scenarios:
                 scenario = SCENARIOS.get(name) or REFERENCE[name]
                 libs: tuple[str, ...] = ("trycourier",) if name in REFERENCE else order
                 libs = scenario.get("libs", libs)
+                if args.baseline_src and "courier" in libs and "base" not in libs:
+                    libs = (*libs, "base")
                 if scenario.get("floor"):
                     libs = (*libs, "floor")
                 suffix, env = "", None
@@ -674,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
                             "import_ms",
                             "cold_ms",
                             "connections",
+                            "connections_peak",
+                            "sockets_end",
                             "handshakes",
                         )
                         if record.get(key) is not None

@@ -16,8 +16,9 @@ thread, prints ``{"url": ...}`` and then obeys JSON-line commands on stdin:
 - ``{"cmd": "reset", "latency_ms": 20, "hang": false, "target": 20100}``: forget
   counts, set the added latency (or hang every request), and the event count to time;
 - ``{"cmd": "wait", "timeout": 5}``: wait until ``target`` events were received and
-  answer ``{"count", "reached_at", "cpu_s", "requests", "connections", "handshakes",
-  "resumed"}`` (connections: distinct client addresses seen since the reset;
+  answer ``{"count", "reached_at", "cpu_s", "requests", "connections", "connections_peak",
+  "handshakes", "resumed"}`` (connections: distinct client addresses seen since the
+  reset; connections_peak: the most connections open at once when a request was answered;
   handshakes and resumed: TLS handshakes completed since the reset, read from
   OpenSSL's counters of the server's context, ``None`` without TLS);
 - ``{"cmd": "stop"}``.
@@ -64,9 +65,11 @@ class Counter:
     only the server's event loop writes; the control thread reads)."""
 
     def __init__(self) -> None:
+        self.open_now: Callable[[], int] = lambda: 0  # connections open (the server's)
         self.reset(0)
 
     def reset(self, target: int) -> None:
+        self.peak = 0
         self.count = 0
         self.requests = 0
         self.clients: set[Any] = set()
@@ -77,6 +80,7 @@ class Counter:
     def add(self, events: int, client: Any) -> None:
         self.requests += 1
         self.clients.add(client)
+        self.peak = max(self.peak, self.open_now())
         self.count += events
         if self.reached_at is None and self.count >= self.target > 0:
             self.reached_at = time.monotonic()
@@ -234,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
     server = uvicorn.Server(_config(app, args.tls_cert, args.tls_key))
+    counter.open_now = lambda: len(server.server_state.connections)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -282,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
                     "reached_at": counter.reached_at,
                     "cpu_s": cpu_seconds() - cpu_at_reset,
                     "connections": len(counter.clients),
+                    "connections_peak": counter.peak,
                     "handshakes": handshakes,
                     "resumed": resumed,
                 },

@@ -248,6 +248,10 @@ class Client(Lifecycle):
     @classmethod
     def from_options(cls, options: Options) -> Client:
         """Build a client from an [`Options`][courier_analytics.Options] value."""
+        if cls.__init__ is not Client.__init__:
+            # A subclass's own __init__ runs, as Client(...) would run it; the options
+            # are then checked again (Client's own keeps the value given).
+            return cls(**attrs.asdict(options, recurse=False))
         return cls._built(options)
 
     @classmethod

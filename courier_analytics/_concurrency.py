@@ -1,11 +1,12 @@
-"""How many requests the worker keeps in flight: found at run time, under a ceiling.
+"""How many requests the worker keeps in flight, and when it opens a connection.
 
 Courier has no batch endpoint, so at a distance the number of requests in flight
-sets the pace (20,000 events at 20 ms on the benchmark's stand-in: 1.2 s with 512
-in flight from the start, 1.6 s found from 32 up to 512, 2.1 s with at most 256),
-while on a short or CPU-bound path more requests only cost connections. The
-limit starts small and is adjusted once per *window* (about two round trips'
-worth of answers, at least 20 ms, at most 1 s):
+sets the pace, while on a short or CPU-bound path more requests only cost
+connections, and over TLS every connection costs a handshake. Two decisions:
+
+**The limit** on requests in flight is found at run time under a ceiling (the
+``max_in_flight`` option). It starts small and is adjusted once per *window*
+(about two round trips' worth of answers, at least 20 ms, at most 1 s):
 
 - a window in which the limit changed, the first one included, is not judged (it
   *settles*): it holds the new connections' handshakes and first answers, which
@@ -13,11 +14,11 @@ worth of answers, at least 20 ms, at most 1 s):
   about the new limit;
 - while messages wait for a free slot and answers take no longer than twice the
   quickest window's, two windows in a row (the wait is distance, not a queue in
-  this process or at the server), the limit doubles, up to ``ceiling`` (the
-  ``max_in_flight`` option), as TCP's slow start does: the settled window after a
-  step judges it (a window twice as long, so that the burst of answers that the
-  handshakes held back does not flatter the step), and when the step raised
-  throughput by at least 25 %, the same window may step up again;
+  this process or at the server), the limit doubles, up to the ceiling, as TCP's
+  slow start does: the settled window after a step judges it (a window twice as
+  long, so that the burst of answers that the handshakes held back does not
+  flatter the step), and when the step raised throughput by at least 25 %, the
+  same window may step up again;
 - when a step up bought less, the judging window goes on as long again (a thread
   of the application, a garbage collection or the machine's other work can slow
   a part of it); if the whole still shows less, the limit goes back to where it
@@ -30,12 +31,26 @@ worth of answers, at least 20 ms, at most 1 s):
 - when answers show congestion (a network error, 408, 429 or 5xx), the limit
   halves, and it does not grow again for a second.
 
-Connections are opened only as requests need them, so the limit is also how
-many connections the worker keeps.
+**A new connection** (`Concurrency.may_open`, asked when a message could go but
+no connection is idle) is opened only when one of these pays for its handshake;
+otherwise the message waits for the first connection that an answer frees:
+
+- the rate needs it (Little's law): fewer connections are open than the rate at
+  which messages arrive times the mean answer time, with a quarter to spare. The
+  rate is smoothed over seconds, so a short burst moves it a little, a rate that
+  lasts moves it all the way;
+- the backlog needs it: the waiting messages would keep every open connection
+  busy for longer than `BACKLOG_S`, unless answers show queueing (then the CPU,
+  here or at the server, is short, not connections).
+
+Idle connections are reused most recent first, so the ones beyond what the rate
+needs stay idle, and the pool closes a connection idle for `IDLE_S`: the
+connections held follow the rate.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 __all__ = ["Concurrency"]
@@ -48,8 +63,8 @@ GAIN: Final = 1.25
 MIN_WINDOW_S: Final = 0.02
 #: The window that judges a step up is this many windows long: just after the settling
 #: window, answers delayed by the new connections' handshakes arrive in a burst that
-#: would flatter the step (over TLS at 20 ms, 512 in flight measured 12,000 answers a
-#: second for one window and 6,000-7,000 after it, less than 256 gave).
+#: would flatter the step (the window after is slower, and the one after that is the
+#: step's throughput; see docs/design-notes.md, "How many requests in flight").
 JUDGING: Final = 2
 MAX_WINDOW_S: Final = 1.0
 #: After a step up that bought nothing: seconds before probing again. The wait doubles
@@ -71,6 +86,17 @@ CALM: Final = 2
 #: The quickest window's answer time creeps up by this factor per second, so that a
 #: path that became slower (Courier farther away) is learnt again within a minute.
 QUICKEST_DRIFT: Final = 1.02
+#: A new connection pays for its handshake when the waiting messages would keep every
+#: open connection busy for longer than this (seconds at the quickest answer time).
+BACKLOG_S: Final = 1.0
+#: Connections wanted beyond the rate times the answer time (Little's law): at
+#: exactly that many the waiting line would never empty.
+SPARE: Final = 1.25
+#: Seconds over which the arrival rate is smoothed: a burst of a fraction of a second
+#: moves it by a fraction, a rate that lasts this long moves it most of the way.
+RATE_S: Final = 4.0
+#: An idle connection unused this long is beyond what the rate needs: the pool closes it.
+IDLE_S: Final = 5.0
 
 
 class Concurrency:
@@ -97,6 +123,10 @@ class Concurrency:
         self._waited = 0.0  # seconds the answers of this window took, summed
         self._timed = 0
         self._quickest = float("inf")  # the lowest mean answer time of a window
+        self.latency: float | None = None  # the mean answer time of the last timed window
+        self._distance = float("inf")  # the lowest such mean, drifting up as _quickest does
+        self.rate = 0.0  # messages arriving per second, smoothed over RATE_S
+        self._waiting = 0  # messages waiting when this window began
 
     def record(self, congested: bool, seconds: float | None = None) -> None:
         """Count one answer (or failure to get one), and how long it took if known."""
@@ -107,12 +137,12 @@ class Concurrency:
             self._waited += seconds
             self._timed += 1
 
-    def update(self, now: float, backlog: bool) -> int:
+    def update(self, now: float, backlog: int) -> int:
         """Adjust the limit at the end of a window and return it.
 
         Args:
             now: The current ``time.monotonic()``.
-            backlog: Whether messages are waiting for a free slot.
+            backlog: How many messages are waiting for a free slot.
         """
         if not backlog:
             self._starved = True
@@ -140,9 +170,48 @@ class Concurrency:
             return self.limit
         else:
             self._judge(now, elapsed)
+        self._observe(elapsed, backlog)
         self._since, self._answers, self._congested, self._starved = now, 0, 0, False
         self._waited, self._timed = 0.0, 0
         return self.limit
+
+    def may_open(self, connections: int, waiting: int) -> bool:
+        """Whether a message that finds no idle connection should open one.
+
+        A connection costs a handshake (over TLS, as much CPU as many requests), so
+        one opens when the rate needs it (Little's law, with `SPARE`) or, while
+        answers show no queueing, when the waiting messages would keep the open
+        connections busy for longer than `BACKLOG_S`; otherwise the message waits
+        for an answer to free one.
+
+        Args:
+            connections: Connections open (all busy).
+            waiting: Messages waiting to be sent, this one included.
+        """
+        latency = self.latency
+        if not connections or latency is None:  # nothing learnt yet: the limit decides
+            return True
+        # The distance, not a queue: while this process or the server is short of CPU,
+        # answers take longer and a backlog grows, and more connections would only
+        # cost more CPU (the limit does not grow then either).
+        distance = self._distance
+        if connections < self.rate * distance * SPARE:
+            return True
+        return latency <= QUEUEING * distance and waiting * distance > connections * BACKLOG_S
+
+    def _observe(self, elapsed: float, waiting: int) -> None:
+        """At the end of a window: its mean answer time, and the arrival rate.
+
+        Messages arrived = answered + the growth of the waiting line (the change in
+        requests in flight is left out: the limit changes seldom).
+        """
+        if self._timed:
+            self.latency = latency = self._waited / self._timed
+            self._distance = min(latency, self._distance * QUICKEST_DRIFT**elapsed)
+        arrived = max(0, self._answers + waiting - self._waiting)
+        weight = 1.0 - math.exp(-elapsed / RATE_S)
+        self.rate += (arrived / elapsed - self.rate) * weight
+        self._waiting = waiting
 
     def _judge(self, now: float, elapsed: float) -> None:
         """Weigh a settled window: take back a step that bought nothing, or step up."""

@@ -35,6 +35,8 @@ checker sees the real one.
 from __future__ import annotations
 
 import importlib
+import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,6 +44,32 @@ if TYPE_CHECKING:
     from courier_analytics._worker import Worker as _Worker
 
 __all__ = ["Journal", "Worker", "asyncio", "httpx", "is_loopback", "make_sender", "socket", "ssl"]
+
+
+#: Held while a lazy import runs, and by `fork()` until it has ended. A child forked
+#: while another thread was importing the engine (its first `Client()`) would find
+#: that module's import lock held by a thread the child does not have: its own first
+#: `Client()` would wait for ever. Re-entrant: importing one module may import another.
+_importing = threading.RLock()
+
+
+def _import(name: str) -> Any:
+    """`importlib.import_module(name)`, never under way when the process forks."""
+    with _importing:
+        return importlib.import_module(name)
+
+
+def _after_fork_in_child() -> None:
+    global _importing
+    _importing = threading.RLock()  # the parent's, held by fork(), stays held here
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=lambda: _importing.acquire(),
+        after_in_parent=lambda: _importing.release(),
+        after_in_child=_after_fork_in_child,
+    )
 
 
 class LazyModule:
@@ -60,7 +88,7 @@ class LazyModule:
         # failed attempt). These are classes and functions, which nothing reassigns.
         module = self._module
         if module is None:
-            module = self._module = importlib.import_module(self._name)
+            module = self._module = _import(self._name)
         value = getattr(module, attribute)
         setattr(self, attribute, value)
         return value
@@ -74,27 +102,22 @@ ssl = LazyModule("ssl")
 
 def Worker(**options: Any) -> _Worker:
     """`_worker.Worker(**options)`: the first client imports the engine."""
-    from courier_analytics._worker import Worker
-
-    return Worker(**options)
+    worker: _Worker = _import("courier_analytics._worker").Worker(**options)
+    return worker
 
 
 def make_sender(*args: Any, **options: Any) -> Any:
     """`_transport.make_sender(...)`."""
-    from courier_analytics._transport import make_sender
-
-    return make_sender(*args, **options)
+    return _import("courier_analytics._transport").make_sender(*args, **options)
 
 
 def is_loopback(host: str) -> bool:
     """`_transport.is_loopback(host)`: asked only of an `http://` URL."""
-    from courier_analytics._transport import is_loopback
-
-    return is_loopback(host)
+    loopback: bool = _import("courier_analytics._transport").is_loopback(host)
+    return loopback
 
 
 def Journal(*args: Any, **options: Any) -> _Journal:
     """`_spool._journal.Journal(...)`: made only for a client with a spool."""
-    from courier_analytics._spool._journal import Journal
-
-    return Journal(*args, **options)
+    journal: _Journal = _import("courier_analytics._spool._journal").Journal(*args, **options)
+    return journal

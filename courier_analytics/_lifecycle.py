@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from courier_analytics import _metrics
 from courier_analytics._intake import NO_STATS, Intake, Stats
 from courier_analytics._options import Options
 
@@ -272,6 +273,7 @@ class Lifecycle(Intake):
 def _after_fork_in_child() -> None:
     global _exit_began
     _exit_began = None  # a child has not begun to exit because its parent had
+    _metrics.after_fork_in_child()  # before the clients below make their recorders
     for client in list(CLIENTS):
         client._after_fork_in_child()
 

@@ -26,7 +26,14 @@ if TYPE_CHECKING:
 
     from courier_analytics._client import Stats
 
-__all__ = ["INSTRUMENTS", "METER_NAME", "Recorder", "global_provider_wanted", "recorder_for"]
+__all__ = [
+    "INSTRUMENTS",
+    "METER_NAME",
+    "Recorder",
+    "after_fork_in_child",
+    "global_provider_wanted",
+    "recorder_for",
+]
 
 #: The instrumentation scope (meter) name.
 METER_NAME = "courier_analytics"
@@ -148,6 +155,28 @@ _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDict
 _lock = threading.Lock()
 
 
+def after_fork_in_child() -> None:
+    """A fresh lock in a forked child, before its clients make their recorders anew.
+
+    A thread of the parent may have held it (a worker attaching, see `_Deferred`):
+    that thread is gone from the child, and the lock would be held for ever.
+    """
+    global _lock
+    _lock = threading.Lock()
+
+
+class _GlobalKey:
+    """The key of the global provider's instruments in `_instruments`."""
+
+
+#: Before the app sets a provider, OpenTelemetry's global one is a proxy that hands
+#: the instruments made on it to the real one once set. Instruments made then on the
+#: real one too would be a second registration of the same names, which the SDK
+#: ignores (warning): clients made after would record nothing. So the global
+#: provider's instruments are made once, on whichever it was first.
+_GLOBAL = _GlobalKey()
+
+
 class Recorder:
     """A client's link to its instruments; the worker calls it where it takes timestamps.
 
@@ -184,6 +213,8 @@ class Recorder:
         stats = self.stats() if os.getpid() == self._pid else None
         instruments = self._instruments
         with _lock:
+            if self not in instruments.recorders:
+                return  # closed already: its counts are in `retired` once
             instruments.recorders.discard(self)
             if stats is not None:
                 for name in instruments.retired:
@@ -250,20 +281,39 @@ def recorder_for(
         if not global_provider_wanted():
             return _Deferred(stats, in_flight, base_url)
         try:
-            from opentelemetry import metrics
+            from opentelemetry import metrics  # noqa: F401 - the variable's provider loads
         except ImportError:  # the variable is set where opentelemetry-api is not installed
             return None
-        provider = metrics.get_meter_provider()
     return _attach(provider, stats, in_flight, base_url)
 
 
+def _instruments_of(provider: MeterProvider | None) -> _Instruments:
+    """The instruments of `provider` (None: the global one), made once each. Locked."""
+    instruments = None if provider is None else _instruments.get(provider)
+    if instruments is not None:
+        return instruments
+    from opentelemetry import metrics
+
+    current = metrics.get_meter_provider()
+    if provider is not None and provider is not current:
+        instruments = _instruments[provider] = _Instruments(provider)
+        return instruments
+    # The global provider (or one the app both set and gave): see `_GLOBAL`.
+    instruments = _instruments.get(_GLOBAL) or _instruments.get(current)
+    if instruments is None:
+        instruments = _Instruments(current)
+    _instruments[_GLOBAL] = _instruments[current] = instruments
+    return instruments
+
+
 def _attach(
-    provider: MeterProvider, stats: Callable[[], Stats], in_flight: Callable[[], int], base_url: str
+    provider: MeterProvider | None,
+    stats: Callable[[], Stats],
+    in_flight: Callable[[], int],
+    base_url: str,
 ) -> Recorder:
     with _lock:
-        instruments = _instruments.get(provider)
-        if instruments is None:
-            instruments = _instruments[provider] = _Instruments(provider)
+        instruments = _instruments_of(provider)
         url = urlsplit(base_url)
         server = {
             "server.address": url.hostname or "",
@@ -297,16 +347,20 @@ class _Deferred(Recorder):
         if real is None and not self._closed and "opentelemetry.metrics" in sys.modules:
             with self._attaching:
                 if self._real is None and not self._closed:
-                    from opentelemetry import metrics
-
-                    self._real = _attach(metrics.get_meter_provider(), *self._args)
+                    self._real = _attach(None, *self._args)
+                    if self._closed:  # close() ran meanwhile, and may not have seen it
+                        self._real.close()
                 real = self._real
         return real
 
     def close(self) -> None:
+        # Without `_attaching`: a worker attaching holds it, and this may run in a
+        # forked child, where that worker is gone. Either this or `_attached` closes
+        # the real recorder, or both (closing is idempotent).
         self._closed = True
-        if self._real is not None:
-            self._real.close()
+        real = self._real
+        if real is not None:
+            real.close()
 
     def queued(self, key: int) -> None:
         real = self._real

@@ -1,9 +1,10 @@
 """Retry policy: which outcomes retry, how long to wait between attempts, and when to stop.
 
-The policy is a value. The worker applies it in one plain loop (`Worker._retry`):
-the waits come from `RetryPolicy.waits` (a `backoff.expo` sequence, capped and
-jittered), the server's `Retry-After` is a floor on each wait, and one monotonic
-deadline, `max_time` after the first attempt, ends the retries.
+The policy is a value. The delivery engine applies it after each attempt
+(`Engine._settle`): the waits come from `RetryPolicy.waits` (a `backoff.expo`
+sequence, capped and jittered), the server's `Retry-After` is a floor on each
+wait, and one monotonic deadline, `max_time` after the first attempt, ends the
+retries.
 """
 
 from __future__ import annotations

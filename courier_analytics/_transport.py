@@ -1,7 +1,11 @@
-"""Senders: send one request to Courier and read the answer, for the worker's loop.
+"""Senders: send one request to Courier and hand its answer back, for the worker's loop.
 
-By default the worker uses `NativeSender`, a lean keep-alive HTTP/1.1
-client (`_http11.py`) that costs a fraction of an httpx transport per request.
+Every sender has one method for the delivery engine, `start(request, on_done)`:
+it sends the request and returns; `on_done` gets the whole answer, or the error
+that ended the attempt, from the event loop.
+
+By default the worker uses `NativeSender`, a lean keep-alive HTTP/1.1 client
+(`_http11.py`) that costs a fraction of an httpx transport per request.
 `HttpxSender` works with any httpx transport instead, asynchronous (used
 directly) or synchronous (run on up to `SYNC_THREADS` daemon threads, started as
 requests need them): it is used when the `transport` option is given (proxies,
@@ -19,12 +23,12 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
-from courier_analytics._http11 import MAX_BODY, Http11Pool, RawResponse
+from courier_analytics._http11 import MAX_BODY, Http11Pool, RawResponse, until_done
 from courier_analytics._outcomes import detached
 from courier_analytics._routes import Request
 from courier_analytics._threads import BlockingRunner
@@ -267,27 +271,29 @@ def _headers(api_key: str) -> list[tuple[bytes, bytes]]:
     ]
 
 
-class Sender(Protocol):
-    """What the worker needs from a transport."""
+#: Called once with the answer to a request, or with the error that ended it: an
+#: `httpx.TransportError`, or (a bug of a transport) any other exception.
+OnDone = Callable[["Response | None", "BaseException | None"], None]
 
-    async def send(self, request: Request) -> Response:
-        """Send one request and read the whole answer (raises `httpx.TransportError`)."""
+
+class Sender(Protocol):
+    """What the engine needs from a transport."""
+
+    def start(self, request: Request, on_done: OnDone) -> None:
+        """Send one request; `on_done` gets the whole answer, or the error that ended it.
+
+        `on_done` runs once, from the event loop, never from within `start`.
+        """
 
     async def aclose(self) -> None:
-        """Release connections."""
-
-
-#: Called once with the answer to a request started with `NativeSender.start`, or
-#: with the error that ended it.
-OnDone = Callable[["Response | None", "httpx.TransportError | None"], None]
+        """Release connections; a request started and not answered ends with an error."""
 
 
 class NativeSender:
     """Sends requests over the lean keep-alive HTTP/1.1 client of `_http11.py`.
 
-    Besides `send`, it offers `start`: a request written on an idle connection
-    whose answer comes back by callback, with no task or future per request. The
-    worker uses it for every request an idle connection can take.
+    A request goes out on an idle connection, or on one opened for it, and its
+    answer comes back by callback, with no task or future per request.
     """
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float, max_connections: int):
@@ -299,47 +305,36 @@ class NativeSender:
     def __repr__(self) -> str:
         return "<NativeSender>"
 
-    def _build(self, request: Request) -> bytes:
+    def _encode(self, request: Request) -> bytes:
         extra = b""
         if request.idempotency_key is not None:
             extra = b"Idempotency-Key: " + request.idempotency_key.encode() + b"\r\n"
         return self._pool.build(request.path, request.body, extra)
 
-    def _response(self, raw: RawResponse) -> Response:
-        status, body = raw.status, raw.body
-        if status >= 300:
-            body = _blanked(body, status, self._key)
-        return Response(status, raw.retry_after, body)
+    @property
+    def idle(self) -> int:
+        """Idle connections open (a request started now opens none)."""
+        return self._pool.idle
 
-    async def send(self, request: Request) -> Response:
-        """Send one request and read the whole answer."""
-        try:
-            raw = await self._pool.send(self._build(request))
-        except httpx.TransportError as exc:
-            error = without_key(exc, self._key)
-        else:
-            return self._response(raw)
-        raise error  # out of the except block: no __context__ holds the original
+    def start(self, request: Request, on_done: OnDone) -> None:
+        """Send one request; `on_done` gets the answer or the error, once, from the loop."""
+        self._pool.start(self._encode(request), partial(self._done, on_done))
 
-    def start(self, request: Request, on_done: OnDone) -> bool:
-        """Write the request on an idle connection and return; `on_done` gets the outcome.
-
-        `on_done` runs once, from the event loop, never from within `start`.
-
-        Returns:
-            Whether a connection was idle; if not, nothing was sent: use `send`.
-        """
-        data = self._build(request)
-        return self._pool.start(data, partial(self._answered, on_done)) is not None
-
-    def _answered(
+    def _done(
         self, on_done: OnDone, raw: RawResponse | None, error: httpx.TransportError | None
     ) -> None:
         if raw is not None:
-            on_done(self._response(raw), None)
+            status, body = raw.status, raw.body
+            if status >= 300:
+                body = _blanked(body, status, self._key)
+            on_done(Response(status, raw.retry_after, body), None)
         else:
             assert error is not None  # one of the two is given
-            on_done(None, cast("httpx.TransportError", without_key(error, self._key)))
+            on_done(None, without_key(error, self._key))
+
+    async def send(self, request: Request) -> Response:
+        """`start`, awaited: the whole answer (raises `httpx.TransportError`)."""
+        return await until_done(self.start, request)
 
     async def aclose(self) -> None:
         """Close every connection; a request started and not answered ends with an error."""
@@ -426,6 +421,7 @@ class HttpxSender:
         self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
         self._deadline = 2 * timeout  # connect, then the whole answer, as the native client
         self._runner: BlockingRunner | None = None
+        self._sending: set[asyncio.Task[Response]] = set()  # started, not yet done
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
         if isinstance(transport, httpx.AsyncBaseTransport):
@@ -442,7 +438,7 @@ class HttpxSender:
     def __repr__(self) -> str:
         return f"<HttpxSender {self._base_url}>"
 
-    def _build(self, request: Request) -> httpx.Request:
+    def _encode(self, request: Request) -> httpx.Request:
         headers = self._headers
         if request.idempotency_key is not None:
             headers = [*headers, (b"Idempotency-Key", request.idempotency_key.encode())]
@@ -453,6 +449,21 @@ class HttpxSender:
             content=request.body,
             extensions={"timeout": self._timeout},
         )
+
+    def start(self, request: Request, on_done: OnDone) -> None:
+        """Send one request in a task of its own; `on_done` gets what `send` returns or raises."""
+        task = asyncio.ensure_future(self.send(request))
+        self._sending.add(task)
+        task.add_done_callback(partial(self._done, on_done))
+
+    def _done(self, on_done: OnDone, task: asyncio.Task[Response]) -> None:
+        self._sending.discard(task)
+        if task.cancelled():
+            on_done(None, httpx.TransportError("the sender was closed"))
+        elif (error := task.exception()) is not None:
+            on_done(None, error)
+        else:
+            on_done(task.result(), None)
 
     async def send(self, request: Request) -> Response:
         """Send one request and read the whole answer.
@@ -467,7 +478,7 @@ class HttpxSender:
         error: BaseException
         try:
             status, retry_after, body = await asyncio.wait_for(
-                self._send(self._build(request)), self._deadline
+                self._send(self._encode(request)), self._deadline
             )
         except asyncio.TimeoutError as exc:  # TimeoutError since 3.11, an alias
             error = httpx.ReadTimeout(f"no whole answer within {self._deadline:g}s")
@@ -496,7 +507,17 @@ class HttpxSender:
         return Response(*await runner.run(lambda: _send_sync(transport, built, deadline)))
 
     async def aclose(self) -> None:
-        """Close an asynchronous transport's connections; let the threads end."""
+        """End the requests under way; close an asynchronous transport's connections."""
+        sending = set(self._sending)
+        running = set(sending)
+        while running:
+            for task in running:
+                task.cancel()
+            # A cancellation can be lost (before Python 3.12, asyncio.wait_for drops one
+            # that meets the end of what it waits for), so what still runs is cancelled
+            # again.
+            _, running = await asyncio.wait(running, timeout=0.05)
+        await asyncio.gather(*sending, return_exceptions=True)  # retrieves their errors
         if self._runner is not None:
             self._runner.close()
         if self._async is not None:

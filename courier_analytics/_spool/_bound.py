@@ -14,7 +14,7 @@ from courier_analytics._messages import Message
 from courier_analytics._spool import Backend, Settings
 
 if TYPE_CHECKING:
-    from courier_analytics._worker import Worker
+    from courier_analytics._engine import Engine
 
 __all__ = ["ROW_OVERHEAD", "Bound"]
 
@@ -33,7 +33,7 @@ class Bound:
         backend: The store, asked what it uses once the estimate reaches the bound.
     """
 
-    def __init__(self, worker: Worker, settings: Settings, backend: Backend) -> None:
+    def __init__(self, worker: Engine, settings: Settings, backend: Backend) -> None:
         self._worker = worker
         self._settings = settings
         self._backend = backend

@@ -41,7 +41,7 @@ from courier_analytics._spool._health import RETRY_SPOOL, Health, Outage
 from courier_analytics._spool._lease import Alarm, Holdings, Lease
 
 if TYPE_CHECKING:
-    from courier_analytics._worker import Worker
+    from courier_analytics._engine import Engine
 
 __all__ = ["Journal"]
 
@@ -65,7 +65,7 @@ class Journal:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: Engine,
         settings: Settings,
         *,
         backend: Backend | None = None,

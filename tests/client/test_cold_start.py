@@ -14,6 +14,8 @@ import sys
 import textwrap
 from typing import Any
 
+import pytest
+
 #: Needed only by httpx transports, a proxy, an HTTP-date Retry-After or a retry.
 HEAVY = ("httpx", "httpcore", "h11", "urllib.request", "email.utils", "backoff")
 
@@ -132,3 +134,63 @@ def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
     )
 
     assert run_python(code) == {"delivered": 1, "flushed": True, "loaded": []}
+
+
+#: Ends a script that forked `pid`, whose child writes to the pipe `tell` once it has
+#: got past what is tested: prints whether the child hung (30 s bounds a failure only:
+#: a working child answers at once).
+CHILD_HUNG = """
+hung = not select.select([ready], [], [], 30)[0]
+if hung:
+    os.kill(pid, 9)
+os.waitpid(pid, 0)
+print(json.dumps({"hung": hung}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_another_thread_imports_the_engine_leaves_the_child_a_working_client() -> None:
+    """fork() while another thread's first Client() imports the engine: the child's works."""
+    code = textwrap.dedent(
+        """
+        import importlib.abc, importlib.util, json, os, select, sys, threading
+        import courier_analytics
+
+        sys.setswitchinterval(1000)  # threads switch only where one waits
+        entered, go = threading.Event(), threading.Event()
+
+        class Held(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+            # Holds the engine's import half done until fork() begins (see below).
+            def find_spec(self, name, path, target=None):
+                if name != "courier_analytics._worker":
+                    return None
+                sys.meta_path.remove(self)
+                self.spec = importlib.util.find_spec(name)
+                return importlib.util.spec_from_loader(name, self, origin=self.spec.origin)
+
+            def create_module(self, spec):
+                return None
+
+            def exec_module(self, module):
+                entered.set()
+                go.wait()
+                self.spec.loader.exec_module(module)
+
+        sys.meta_path.insert(0, Held())
+        os.register_at_fork(before=go.set)  # runs first: the package's hooks came before
+        options = dict(api_key="k", send=False, flush_at_exit=False)
+        first = threading.Thread(target=lambda: courier_analytics.Client(**options))
+        first.start()
+        entered.wait()
+        ready, tell = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            courier_analytics.Client(**options).track("Signed Up", user_id="u1")
+            os.write(tell, b"1")
+            os._exit(0)
+        first.join()
+        """
+    )
+    code += CHILD_HUNG
+
+    assert run_python(code) == {"hung": False}

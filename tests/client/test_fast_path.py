@@ -25,7 +25,7 @@ REQUEST = Request("/inbound/courier", b'{"n":1}')
 
 
 class Answers:
-    """Collects what `NativeSender.start` hands its callback, and says when it came."""
+    """Collects what a sender's `start` hands its callback, and says when it came."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Response | None, httpx.TransportError | None]] = []
@@ -53,7 +53,7 @@ async def start_once(base_url: str, answer_timeout: float | None = None) -> list
         sender._pool._timeout = answer_timeout
     answers = Answers()
     try:
-        assert sender.start(REQUEST, answers) is True
+        sender.start(REQUEST, answers)
         assert answers.calls == []  # never from within start
         await asyncio.wait_for(answers.came.wait(), 60)
         return answers.calls
@@ -61,19 +61,24 @@ async def start_once(base_url: str, answer_timeout: float | None = None) -> list
         await sender.aclose()
 
 
-def test_start_sends_nothing_without_an_idle_connection() -> None:
-    """With no connection open, start declines (the worker then uses send, which opens one)."""
+def test_start_opens_a_connection_when_none_is_idle() -> None:
+    """With no connection open, start opens one and sends the request on it."""
     server = RawServer(lambda n, raw: OK)
 
-    async def scenario(base_url: str) -> None:
+    async def scenario(base_url: str) -> list[Any]:
         sender = NativeSender(base_url, "key", timeout=5, max_connections=4)
+        answers = Answers()
         try:
-            assert sender.start(REQUEST, Answers()) is False
+            sender.start(REQUEST, answers)
+            assert answers.calls == []  # never from within start
+            await asyncio.wait_for(answers.came.wait(), 60)
+            return answers.calls
         finally:
             await sender.aclose()
 
-    run(server, scenario)
-    assert server.requests == []
+    calls = run(server, scenario)
+    assert [(response.status, error) for response, error in calls] == [(202, None)]
+    assert (len(server.requests), server.connections) == (1, 1)
 
 
 def test_start_answers_by_callback_on_the_idle_connection() -> None:
@@ -225,20 +230,21 @@ def test_a_message_in_flight_when_the_client_shuts_down_is_reported_once() -> No
         server.server_close()
 
 
-def test_http11_pool_start_declines_when_every_connection_is_busy() -> None:
-    """The pool starts a request only on an idle connection, never on a busy one."""
-    server = RawServer(lambda n, raw: OK if n == 1 else b"")
+def test_http11_pool_never_starts_a_request_on_a_busy_connection() -> None:
+    """Two requests started together with one idle connection: the second opens its own."""
+    server = RawServer(lambda n, raw: OK)
 
-    async def scenario(base_url: str) -> None:
+    async def scenario(base_url: str) -> list[int]:
         pool = Http11Pool(base_url, [], timeout=60, max_idle=4)
         try:
             await pool.send(pool.build("/x", b"{}"))
-            assert pool.start(pool.build("/x", b"{}"), lambda r, e: None) is not None
-            assert pool.start(pool.build("/x", b"{}"), lambda r, e: None) is None
+            answers = await asyncio.gather(*(pool.send(pool.build("/x", b"{}")) for _ in range(2)))
+            return [answer.status for answer in answers]
         finally:
             await pool.aclose()
 
-    run(server, scenario)
+    assert run(server, scenario) == [202, 202]
+    assert server.connections == 2
 
 
 def test_a_nearer_deadline_re_arms_the_timer_sooner() -> None:

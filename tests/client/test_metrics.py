@@ -21,9 +21,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import courier_analytics as analytics
 from courier_analytics import Client, ConfigurationError, Stats
+from courier_analytics._intake import NO_STATS
 from courier_analytics._metrics import INSTRUMENTS, METER_NAME
 from tests.client.fakes import FakeCourier, accept, make_client
-from tests.client.test_cold_start import ONE_ANSWER, run_python
+from tests.client.test_cold_start import CHILD_HUNG, ONE_ANSWER, run_python
 from tests.client.test_fast_path import LoopbackServer
 
 OUTCOMES = {"delivered", "failed", "dropped", "skipped"}
@@ -402,3 +403,101 @@ def test_messages_left_at_shutdown_keep_no_start_time(provider: MeterProvider) -
     assert recorder is not None
     assert client.stats.failed == 2
     assert recorder._made == {}
+
+
+def test_clients_attached_before_and_after_the_provider_is_set_are_all_counted() -> None:
+    """One made while the API was loaded but no provider set, one after: both counted."""
+    code = textwrap.dedent(
+        """
+        import json
+        from tests.client.fakes import FakeCourier, make_client
+
+        courier = FakeCourier()
+        early = make_client(courier, flush_at_exit=False)
+        from opentelemetry import metrics  # the app builds its provider: not set yet
+        early.track("Signed Up", user_id="u1")
+        early.flush(30)  # its worker attaches to the global provider (still a proxy)
+
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        metrics.set_meter_provider(provider)
+        late = make_client(courier, flush_at_exit=False)
+        given = make_client(courier, flush_at_exit=False, meter_provider=provider)
+        for client in (late, given):
+            client.track("Signed Up", user_id="u2")
+            client.flush(30)
+        print(json.dumps([
+            [p.value for p in m.data.data_points
+             if dict(p.attributes).get("outcome") == "delivered"]
+            for r in reader.get_metrics_data().resource_metrics
+            for s in r.scope_metrics
+            for m in s.metrics
+            if m.name == "courier_analytics.messages"
+        ]))
+        """
+    )
+
+    assert run_python(code) == [[3]]
+
+
+def test_a_deferred_recorder_closed_while_it_attaches_observes_nothing(
+    provider: MeterProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() while the worker is attaching: the recorder it attaches is closed too."""
+    from courier_analytics import _metrics
+
+    attaching, go_on = threading.Event(), threading.Event()
+    attach = _metrics._attach
+
+    def slow_attach(_provider: Any, *args: Any) -> _metrics.Recorder:
+        attaching.set()
+        go_on.wait()
+        return attach(provider, *args)
+
+    monkeypatch.setattr(_metrics, "_attach", slow_attach)
+    deferred = _metrics._Deferred(lambda: NO_STATS, lambda: 0, "https://api.courier.com")
+    worker = threading.Thread(target=deferred.request, args=(0.1, 202, None))
+    worker.start()
+    attaching.wait()
+    deferred.close()  # the client is rebuilt or forked meanwhile
+    go_on.set()
+    worker.join()
+
+    assert list(_metrics._instruments[provider].recorders) == []
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_fork_while_another_thread_attaches_a_recorder_does_not_hang_the_child() -> None:
+    """fork() while a thread holds the metrics lock (a worker attaching): the child goes on."""
+    code = textwrap.dedent(
+        """
+        import json, os, select, threading
+        from opentelemetry.sdk.metrics import MeterProvider
+        from courier_analytics import _metrics
+        from tests.client.fakes import FakeCourier, make_client
+
+        client = make_client(FakeCourier(), meter_provider=MeterProvider(), flush_at_exit=False)
+        held, release = threading.Event(), threading.Event()
+
+        def attaching():
+            with _metrics._lock:
+                held.set()
+                release.wait()
+
+        thread = threading.Thread(target=attaching)
+        thread.start()
+        held.wait()
+        ready, tell = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(tell, b"1")  # reached only once the child's client is rebuilt
+            os._exit(0)
+        release.set()
+        """
+    )
+    code += CHILD_HUNG
+
+    assert run_python(code) == {"hung": False}

@@ -146,6 +146,18 @@ def test_from_options_builds_an_equivalent_client() -> None:
     assert Client.from_options(client.options).options == client.options
 
 
+def test_from_options_of_a_subclass_runs_its_init() -> None:
+    """A subclass's from_options goes through the subclass's own __init__."""
+
+    class Tagged(Client):
+        def __init__(self, **options: object) -> None:
+            super().__init__(**options)  # type: ignore[arg-type]
+            self.tag = "billing"
+
+    client = Tagged.from_options(Options(api_key="k", send=False, max_in_flight=3))
+    assert (type(client), client.tag, client.options.max_in_flight) == (Tagged, "billing", 3)
+
+
 #: Keys with a character no Courier key has; each holds the secret part of KEY.
 BAD_KEYS = {
     "vertical-tab": KEY + "\x0b",

@@ -255,7 +255,7 @@ class HoldingRetries(httpx.AsyncBaseTransport):
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 60  # only should the test fail: never a hang
         worker = self.worker
-        while self.retrying < 3 and not worker._room and worker.held > self.retrying:
+        while self.retrying < 3 and not worker._engine._ready and worker.held > self.retrying:
             if loop.time() > give_up:
                 break
             await asyncio.sleep(0.001)

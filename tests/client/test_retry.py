@@ -88,11 +88,12 @@ def test_a_retry_after_beyond_the_cap_is_refused_even_without_a_deadline() -> No
 def test_retry_after_is_a_floor_that_max_wait_does_not_cut() -> None:
     """A 429 asking for 7 s is retried no sooner, though max_wait is 0."""
     slept: list[float] = []
-    real_sleep = asyncio.sleep
 
-    async def record(delay: float) -> None:
-        slept.append(delay)
-        await real_sleep(0)
+    def record(
+        loop: asyncio.AbstractEventLoop, wait: float, due: Any, retry: Any
+    ) -> asyncio.TimerHandle:
+        slept.append(wait)
+        return loop.call_at(loop.time(), due, retry)
 
     def limited(request: httpx.Request, body: dict[str, Any], attempt: int) -> httpx.Response:
         if attempt == 1:
@@ -100,7 +101,7 @@ def test_retry_after_is_a_floor_that_max_wait_does_not_cut() -> None:
         return accept(request, body, attempt)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("courier_analytics._worker.asyncio.sleep", record)
+        patch.setattr("courier_analytics._engine._call_after", record)
         with make_client(FakeCourier(limited)) as client:
             client.track("E", user_id="u1")
             assert client.flush(30)

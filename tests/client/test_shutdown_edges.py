@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
-from concurrent.futures import Future
 from typing import Any
 
 import httpx
 import pytest
 
 from courier_analytics import Client, NotDeliveredError, RetryPolicy
-from courier_analytics._messages import Message
-from courier_analytics._retry import Outcome
+from courier_analytics._worker import State
 
 from .fakes import Answer, FakeCourier, Reports, accept, make_client
 
@@ -24,14 +21,15 @@ def test_a_message_released_just_as_the_worker_stops_is_reported() -> None:
     reports = Reports()
     client = make_client(courier, on_error=reports)
     worker = client._worker
-    drain = worker._drain
+    engine = worker._engine
+    drain = engine.drain
 
     def drain_then_stop() -> None:
         drain()
         if worker.held:
-            worker._stopping = True  # as `stop()` from another thread, right now
+            worker._state = State.STOPPING  # as `stop()` from another thread, right now
 
-    worker._drain = drain_then_stop  # type: ignore[method-assign]
+    engine.drain = drain_then_stop  # type: ignore[method-assign]
     client.track("E", user_id="u1")
     thread = worker._thread
     assert thread is not None
@@ -42,28 +40,18 @@ def test_a_message_released_just_as_the_worker_stops_is_reported() -> None:
     client.shutdown(5)
 
 
-def test_a_retryable_answer_while_the_worker_ends_is_reported_not_retried() -> None:
-    """A retryable answer that comes while the worker is ending is reported, with no retry task."""
+def test_a_request_unanswered_when_the_worker_stops_is_reported_once_not_retried() -> None:
+    """A request in flight at shutdown is reported as not delivered, and not retried."""
+    courier = FakeCourier(lambda request, body, attempt: httpx.Response(503))
+    courier.gate.clear()  # nothing is answered until the worker has ended
     reports = Reports()
-    client = make_client(FakeCourier(), on_error=reports)
-    client.track("First", user_id="u1")
-    assert client.flush(30)
-    worker = client._worker
-    message = Message("track", "m-1", "u1", None, "E", b'{"type":"track"}')
-    settled: Future[tuple[bool, int]] = Future()
-
-    def settle_while_ending() -> None:  # on the worker's loop, as a callback answer would
-        worker._ending = True
-        assert worker._lanes is not None
-        worker._lanes.add(message)  # released, as a message in flight is
-        worker._ready.pop()
-        retrying = worker._settle(message, Outcome(503, retry=True), time.monotonic())
-        settled.set_result((retrying, len(worker._retrying)))
-
-    worker._call_soon(settle_while_ending)
-    assert settled.result(30) == (False, 0)
-    client.shutdown(5)
-    assert [(type(error), m.event) for error, m in reports.calls] == [(NotDeliveredError, "E")]
+    client = make_client(courier, on_error=reports)
+    client.track("E", user_id="u1")
+    client.shutdown(0.05)
+    courier.gate.set()
+    stats = client.stats
+    assert (stats.failed, stats.retried, stats.unaccounted) == (1, 0, 0)
+    assert [type(error) for error in reports.errors] == [NotDeliveredError]
 
 
 def test_a_retry_waiting_for_room_goes_before_later_first_attempts() -> None:
