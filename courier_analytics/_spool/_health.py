@@ -10,6 +10,7 @@ retries of what waits in the spool.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 
@@ -36,6 +37,8 @@ class Health:
         self._settings = settings
         #: Monotonic time until which the spool is not tried (it failed).
         self.broken_until = 0.0
+        #: Monotonic time of the last write the spool took (commits wait a window after it).
+        self.last_write = -math.inf
         self._logged = False
         self._commits_failed = False  # in this episode: only a commit ends it
 
@@ -57,6 +60,17 @@ class Health:
                 else "delivering from memory",
             )
         return self.broken_until
+
+    def wrote(self, now: float, writes: int, *, committed: bool = False) -> None:
+        """The spool took `writes` writes (`committed`: commits) at `now` (monotonic)."""
+        self.last_write = now
+        if writes:
+            self.works(committed=committed)
+
+    def kept_lease(self) -> None:
+        """The upkeep renewed this owner's lease: a write (a producer has none: reads only)."""
+        if self._settings.deliver or not self._settings.shared:
+            self.works()
 
     def works(self, *, committed: bool = False) -> None:
         """The spool took a write (`committed`: a commit): the end of a failure is logged once.

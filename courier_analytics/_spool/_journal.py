@@ -95,7 +95,6 @@ class Journal:
         if self._shared and self._deliver:
             self._next_due = -math.inf  # new entries may wait there now: look at once
         self._blocked: dict[str, int] = {}  # user -> key of their parked barrier
-        self._last_write = -math.inf
         self._health = Health(settings)  # the spool failed: memory only for a while
         self._bound = Bound(worker, settings, self._backend)
         self._timer = Alarm(worker.wake_for_spool)
@@ -186,12 +185,12 @@ class Journal:
         if now >= self._lease.safe_until and self._open and now >= self._health.broken_until:
             self._check_lease()  # first: nothing held goes out, nor is committed, unknowing
         if worker.queue:
-            if now >= self._last_write + self._settings.commit_interval or (
+            if now >= self._health.last_write + self._settings.commit_interval or (
                 len(worker.queue) >= self.burst
             ):
                 self._commit(now)
             elif self._timer.set_for is None:
-                self._schedule(self._last_write + self._settings.commit_interval)
+                self._schedule(self._health.last_write + self._settings.commit_interval)
         if now >= self._lease.next_upkeep:
             self._upkeep(now)
         if worker.delivered != self._delivered_seen:
@@ -207,13 +206,13 @@ class Journal:
             self._refill()
         if self._to_park or self._to_remove or self._to_fail:
             if (
-                now >= self._last_write + self._settings.commit_interval
+                now >= self._health.last_write + self._settings.commit_interval
                 or len(self._to_remove) >= BATCH
                 or worker.held == self._parked
             ):
                 self._write_done(now)
             elif self._timer.set_for is None:
-                self._schedule(self._last_write + self._settings.commit_interval)
+                self._schedule(self._health.last_write + self._settings.commit_interval)
 
     def finished(self, message: Message) -> None:
         """A held message's delivery ended (delivered, or failed for good): remove its row."""
@@ -343,9 +342,7 @@ class Journal:
             self._trouble(exc, committing=True)
             self._unspooled(batch, len(batch))
             return
-        self._last_write = now
-        if batch:
-            self._health.works(committed=True)
+        self._health.wrote(now, len(batch), committed=True)
         self._bound.used += size
         self.spooled += len(held) + len(parked)
         if parked_keys:
@@ -368,11 +365,9 @@ class Journal:
             self._trouble(exc, committing=True)
             self._unspooled(batch, len(batch))
             return
-        if batch:
-            self._health.works(committed=True)
         self._worker.held -= len(batch)
         self._worker.left_memory(batch)  # claimed back (back_in_memory) only if this one delivers
-        self._last_write = now
+        self._health.wrote(now, len(batch), committed=True)
         self._bound.used += size
         self.committed += len(batch)
         self._backlog = self._deliver  # this process may hold their shards: look now
@@ -484,9 +479,7 @@ class Journal:
             self._to_fail[:0] = fail
             self._trouble(exc)
             return
-        self._last_write = now
-        if park or remove or fail:
-            self._health.works()
+        self._health.wrote(now, len(park) + len(remove) + len(fail))
 
     def _upkeep(self, now: float) -> None:
         """Renew the lease, take over what the dead left, and keep the file small."""
@@ -505,8 +498,7 @@ class Journal:
         except SpoolError as exc:
             self._trouble(exc)
             return
-        if self._deliver or not self._shared:  # it renewed a lease: a write, not reads only
-            self._health.works()
+        self._health.kept_lease()
 
     def _check_lease(self) -> bool:
         """Renew the lease; if it was lost, drop what it held. False when the spool failed."""
