@@ -259,7 +259,7 @@ class Engine:
             if (
                 native is not None
                 and not native.idle
-                and not self._concurrency.may_open(self._in_flight, len(ready))
+                and not self._concurrency.may_open(self._in_flight, self.held - self._in_flight)
             ):
                 break  # no connection pays its handshake: an answer frees one soon
             ready.popleft()
@@ -312,7 +312,7 @@ class Engine:
                 message, _outcomes.exception_error(message, attempts, exc), type(exc).__name__
             )
             self._finish_lane(message)
-        self._concurrency.update(time.monotonic(), len(self._ready))
+        self._concurrency.update(time.monotonic(), self.held - self._in_flight)
         self.drain()  # which starts what may go now
 
     def _settle(
