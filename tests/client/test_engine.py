@@ -8,13 +8,15 @@ from collections import deque
 from typing import Any
 
 import httpx
+import pytest
 
 from courier_analytics import Client, RetryPolicy
+from courier_analytics._concurrency import Concurrency
 from courier_analytics._engine import Engine
 from courier_analytics._events import Emitter
 from courier_analytics._messages import Message
 from courier_analytics._routes import Request, Route
-from courier_analytics._transport import OnDone, Response
+from courier_analytics._transport import NativeSender, OnDone, Response
 
 from .fakes import Answer, FakeCourier, accept, make_client
 from .test_fast_path import LoopbackServer
@@ -135,3 +137,59 @@ def test_after_a_429_halves_the_limit_retries_stay_within_it() -> None:
     limit, in_flight, retries_started = asyncio.run(scenario())
     assert limit == 4
     assert in_flight == retries_started == 4
+
+
+class HeldNativeSender(NativeSender):
+    """The native pool as the engine sees it, with no idle connection; answers nothing."""
+
+    def __init__(self) -> None:  # no pool: nothing is sent
+        self.started: list[OnDone] = []
+
+    @property
+    def idle(self) -> int:
+        return 0
+
+    def start(self, request: Request, on_done: OnDone) -> None:
+        self.started.append(on_done)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_the_connection_policy_weighs_messages_waiting_in_a_users_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One user's burst: what waits in its lane, past `per_user`, counts in the backlog."""
+    asked = Concurrency.may_open
+    backlogs: list[int] = []
+
+    def may_open(self: Concurrency, connections: int, waiting: int) -> bool:
+        backlogs.append(waiting)
+        return asked(self, connections, waiting)
+
+    monkeypatch.setattr(Concurrency, "may_open", may_open)
+
+    async def scenario() -> None:
+        body = b'{"type":"track","userId":"u1"}'
+        queue = deque(Message("track", f"m-{n}", "u1", None, "E", body) for n in range(500))
+        engine = Engine(
+            queue=queue,
+            route=PlainRoute(),
+            policy=RetryPolicy(max_retries=0, initial_wait=0, max_wait=0, max_time=None),
+            max_queue_size=1000,
+            max_queue_bytes=10**9,
+            max_in_flight=64,  # a lane hands on at most 32 of one user's tracks at once
+            strict_order=False,
+            report=lambda error, message: None,
+            origin="127.0.0.1:1",
+            events=Emitter(),
+            spool=None,
+            on_idle=lambda: None,
+            wake=lambda: False,
+        )
+        engine.begin(HeldNativeSender())
+        engine.drain()
+        engine.end("test over")
+
+    asyncio.run(scenario())
+    assert max(backlogs) >= 500 - 32  # not only the 32 the lane handed on
