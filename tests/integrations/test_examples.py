@@ -46,7 +46,12 @@ def start(command: list[str], standin: StandIn, port: int, **env: str) -> subpro
     """Start an example's command and wait until it accepts connections on ``port``."""
     environment = {**os.environ, "COURIER_BASE_URL": standin.base_url, "PORT": str(port), **env}
     process = subprocess.Popen(
-        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     for _ in range(600):  # up to a minute, waiting on the process between tries
         try:
@@ -63,10 +68,36 @@ def start(command: list[str], standin: StandIn, port: int, **env: str) -> subpro
     raise AssertionError(f"{command} did not start serving:\n{output}")
 
 
+def _as_from_a_terminal() -> None:
+    """In the child, before exec: Ctrl-C acts as it does for a command started in a shell.
+
+    A child inherits ignored and blocked signals: in one full run both examples ignored
+    SIGINT, which only something in the test process can have caused, not the example.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _signal_state(pid: int) -> str:
+    """The ignored and blocked signal masks of a live process, to explain a hang."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
+    return " ".join(line for line in status.splitlines() if line.startswith(("SigIgn", "SigBlk")))
+
+
 def stop(process: subprocess.Popen[str], how: signal.Signals) -> None:
     """Stop the app as a terminal would (Ctrl-C, or SIGTERM from a process manager)."""
     process.send_signal(how)
-    output, _ = process.communicate(timeout=60)
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        state = _signal_state(process.pid)
+        process.kill()
+        process.communicate()
+        raise AssertionError(f"the app did not stop on {how.name} ({state})") from None
     assert process.returncode in (0, -how, 128 + how), output
 
 
