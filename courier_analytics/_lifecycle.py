@@ -103,7 +103,10 @@ class Lifecycle(Intake):
     """
 
     def _open(self, options: Options) -> None:
-        """Make the worker and fresh counters (the client's set-up; again in a forked child)."""
+        """Make the worker and fresh counters (the client's set-up; again in a forked child).
+
+        `Client` provides it: the set-up belongs with the options it reads.
+        """
         raise NotImplementedError
 
     def _open_lifecycle(self) -> None:

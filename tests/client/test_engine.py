@@ -95,6 +95,25 @@ class PlainRoute:
         return 200 <= status < 300
 
 
+def held_engine(queue: deque[Message], max_in_flight: int, max_retries: int) -> Engine:
+    """An engine on `queue` with no wait between retries and nothing reported."""
+    return Engine(
+        queue=queue,
+        route=PlainRoute(),
+        policy=RetryPolicy(max_retries=max_retries, initial_wait=0, max_wait=0, max_time=None),
+        max_queue_size=1000,
+        max_queue_bytes=10**9,
+        max_in_flight=max_in_flight,
+        strict_order=False,
+        report=lambda error, message: None,
+        origin="127.0.0.1:1",
+        events=Emitter(),
+        spool=None,
+        on_idle=lambda: None,
+        wake=lambda: False,
+    )
+
+
 def track(n: int) -> Message:
     body = f'{{"type":"track","messageId":"m-{n}","userId":"u{n}"}}'.encode()
     return Message("track", f"m-{n}", f"u{n}", None, "E", body)
@@ -105,21 +124,7 @@ def test_after_a_429_halves_the_limit_retries_stay_within_it() -> None:
 
     async def scenario() -> tuple[int, int, int]:
         queue: deque[Message] = deque(track(n) for n in range(8))
-        engine = Engine(
-            queue=queue,
-            route=PlainRoute(),
-            policy=RetryPolicy(max_retries=3, initial_wait=0, max_wait=0, max_time=None),
-            max_queue_size=100,
-            max_queue_bytes=10**9,
-            max_in_flight=8,
-            strict_order=False,
-            report=lambda error, message: None,
-            origin="127.0.0.1:1",
-            events=Emitter(),
-            spool=None,
-            on_idle=lambda: None,
-            wake=lambda: False,
-        )
+        engine = held_engine(queue, max_in_flight=8, max_retries=3)
         sender = HeldSender()
         engine.begin(sender)
         engine.drain()
@@ -172,21 +177,8 @@ def test_the_connection_policy_weighs_messages_waiting_in_a_users_lane(
     async def scenario() -> None:
         body = b'{"type":"track","userId":"u1"}'
         queue = deque(Message("track", f"m-{n}", "u1", None, "E", body) for n in range(500))
-        engine = Engine(
-            queue=queue,
-            route=PlainRoute(),
-            policy=RetryPolicy(max_retries=0, initial_wait=0, max_wait=0, max_time=None),
-            max_queue_size=1000,
-            max_queue_bytes=10**9,
-            max_in_flight=64,  # a lane hands on at most 32 of one user's tracks at once
-            strict_order=False,
-            report=lambda error, message: None,
-            origin="127.0.0.1:1",
-            events=Emitter(),
-            spool=None,
-            on_idle=lambda: None,
-            wake=lambda: False,
-        )
+        # max_in_flight 64: a lane hands on at most 32 of one user's tracks at once.
+        engine = held_engine(queue, max_in_flight=64, max_retries=0)
         engine.begin(HeldNativeSender())
         engine.drain()
         engine.end("test over")
