@@ -33,8 +33,6 @@ clock) when the count reached ``target``. The process exits when stdin closes, o
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import importlib.util
 import os
 import socket
@@ -42,12 +40,17 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import uvicorn
 
 from benchmarks._common import API_KEY, cpu_seconds, send_line
+from benchmarks._sink import Answer, Counter, SinkServer, tls_context
+
+if TYPE_CHECKING:
+    import ssl
+
+    import uvicorn
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,81 +58,48 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[Any]]
 
-#: Longest a hanging request is held (the stalled-server scenario), seconds.
-HANG_LIMIT_S = 300.0
 COURIER_PATHS = frozenset({"/inbound/segment", "/inbound/courier"})
+_COURIER_PATHS = frozenset(path.encode() for path in COURIER_PATHS)
 
 
-class Counter:
-    """Events received, and when the count reached its target (thread-safe enough:
-    only the server's event loop writes; the control thread reads)."""
-
-    def __init__(self) -> None:
-        self.open_now: Callable[[], int] = lambda: 0  # connections open (the server's)
-        self.reset(0)
-
-    def reset(self, target: int) -> None:
-        self.peak = 0
-        self.count = 0
-        self.requests = 0
-        self.clients: set[Any] = set()
-        self.target = target
-        self.reached_at: float | None = None
-        self.reached = threading.Event()
-
-    def add(self, events: int, client: Any) -> None:
-        self.requests += 1
-        self.clients.add(client)
-        self.peak = max(self.peak, self.open_now())
-        self.count += events
-        if self.reached_at is None and self.count >= self.target > 0:
-            self.reached_at = time.monotonic()
-            self.reached.set()
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _hang(receive: Receive) -> None:
-    """Hold the request until the client goes away (bounded)."""
-
-    async def until_disconnect() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(until_disconnect(), HANG_LIMIT_S)
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body's JSON object (`ValueError` if it is none: the server answers 400)."""
+    value = orjson.loads(body)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
 
 
 class _Sink:
-    """A minimal server: reads the body, waits the added latency (or hangs), then
-    answers what `answer` says and counts its events."""
+    """A minimal API: what it answers a request, served by `benchmarks._sink`, or as an
+    ASGI app (the in-process sink of `benchmarks.fleet`, which answers at once)."""
 
     def __init__(self, counter: Counter) -> None:
         self.counter = counter
         self.latency_s = 0.0
         self.hang = False
 
-    def answer(self, scope: Scope, body: bytes) -> tuple[int, bytes, int]:
+    def answer(
+        self, method: bytes, path: bytes, authorization: bytes | None, body: bytes
+    ) -> Answer:
         """Status, body and events counted for a request."""
         raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
-        if self.hang:
-            await _hang(receive)
-            return
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        status, answer, events = self.answer(scope, body)
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        authorization = dict(scope["headers"]).get(b"authorization")
+        method, path = scope["method"].encode(), scope["path"].encode()
+        try:
+            status, answer, events = self.answer(method, path, authorization, b"".join(chunks))
+        except ValueError:
+            status, answer, events = 400, b'{"message":"the body is not a JSON object"}', 0
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
@@ -140,9 +110,11 @@ class _Sink:
 class SegmentSink(_Sink):
     """Answers ``POST /v1/batch`` like Segment's API (200 ``{"success": true}``)."""
 
-    def answer(self, scope: Scope, body: bytes) -> tuple[int, bytes, int]:
-        if scope["path"] == "/v1/batch" and scope["method"] == "POST":
-            return 200, b'{"success":true}', len(orjson.loads(body).get("batch", ()))
+    def answer(
+        self, method: bytes, path: bytes, authorization: bytes | None, body: bytes
+    ) -> Answer:
+        if path == b"/v1/batch" and method == b"POST":
+            return 200, b'{"success":true}', len(_json_object(body).get("batch", ()))
         return 404, b'{"message":"not found"}', 0
 
 
@@ -153,15 +125,16 @@ class CourierSink(_Sink):
 
     authorization = b"Bearer " + API_KEY.encode()
 
-    def answer(self, scope: Scope, body: bytes) -> tuple[int, bytes, int]:
-        path = scope["path"]
-        if (b"authorization", self.authorization) not in scope["headers"]:
+    def answer(
+        self, method: bytes, path: bytes, authorization: bytes | None, body: bytes
+    ) -> Answer:
+        if authorization != self.authorization:
             return 401, b'{"message":"Unauthorized"}', 0
-        if scope["method"] == "POST" and path in COURIER_PATHS:
-            message_id = orjson.loads(body).get("messageId", "")
+        if method == b"POST" and path in _COURIER_PATHS:
+            message_id = _json_object(body).get("messageId", "")
             return 202, orjson.dumps({"messageId": message_id}), 1
-        if scope["method"] == "POST" and path.startswith("/profiles/"):
-            orjson.loads(body)
+        if method == b"POST" and path.startswith(b"/profiles/"):
+            _json_object(body)
             return 200, b'{"status":"SUCCESS"}', 1
         return 404, b'{"message":"not found"}', 0
 
@@ -200,6 +173,8 @@ class CourierStandIn:
 
 
 def _config(app: App, cert: str | None, key: str | None) -> uvicorn.Config:
+    import uvicorn
+
     return uvicorn.Config(
         app,
         ssl_certfile=cert,
@@ -212,6 +187,24 @@ def _config(app: App, cert: str | None, key: str | None) -> uvicorn.Config:
         date_header=False,
         log_level="warning",
     )
+
+
+def _serve_standin(
+    app: App, sock: socket.socket, args: argparse.Namespace
+) -> ssl.SSLContext | None:
+    """Serve the stand-in with uvicorn in a thread; its TLS context, if any."""
+    import uvicorn
+
+    server = uvicorn.Server(_config(app, args.tls_cert, args.tls_key))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not server.started:
+        raise RuntimeError("server did not start")
+    context: ssl.SSLContext | None = server.config.ssl
+    return context
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,34 +220,30 @@ def main(argv: list[str] | None = None) -> None:
     watchdog.start()
 
     counter = Counter()
-    courier = CourierStandIn(counter) if args.kind == "standin" else None
-    sink: _Sink | None = None
-    if args.kind != "standin":
-        sink = SegmentSink(counter) if args.kind == "segment" else CourierSink(counter)
-    app: App = courier if courier is not None else sink  # type: ignore[assignment]
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
-    server = uvicorn.Server(_config(app, args.tls_cert, args.tls_key))
-    counter.open_now = lambda: len(server.server_state.connections)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if not server.started:
-        send_line(sys.stdout, {"error": "server did not start"})
+    courier: CourierStandIn | None = None
+    sink: _Sink | None = None
+    try:
+        if args.kind == "standin":
+            courier = CourierStandIn(counter)
+            tls = _serve_standin(courier, sock, args)
+        else:
+            sink = SegmentSink(counter) if args.kind == "segment" else CourierSink(counter)
+            tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+            SinkServer(sink, counter).start(sock, tls)
+    except Exception as exc:  # told to the harness, which is waiting for a line
+        send_line(sys.stdout, {"error": f"server did not start: {exc!r}"})
         os._exit(2)
     scheme = "https" if args.tls_cert else "http"
     send_line(sys.stdout, {"url": f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"})
 
     def tls_counts() -> tuple[int, int] | None:
-        context = server.config.ssl
-        if context is None:
+        if tls is None:
             return None
-        stats = context.session_stats()
+        stats = tls.session_stats()
         return stats["accept_good"], stats["hits"]
 
     cpu_at_reset = cpu_seconds()
