@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import ssl
 import threading
 import time
@@ -113,6 +114,30 @@ class Refused(Exception):
         self.reason = reason
 
 
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_VALUE = rb"[^\r\n]*"
+# The usual head, read by one match: an HTTP/1.1 request line, then fields each a
+# token, a colon and a value, with at most one Content-Length (digits), Authorization
+# and Connection, and no Transfer-Encoding or Expect. `(?(N)(?!))` fails once group N
+# is set: a repeat. Any other head is read line by line (Request._read_any).
+_USUAL_HEAD = re.compile(
+    rb"([A-Z]+) ([^ \r\n]+) HTTP/1\.1"
+    rb"(?:\r\n(?:"
+    rb"(?i:content-length):(?(3)(?!))[ \t]*([0-9]{1,18})[ \t]*"
+    rb"|(?i:authorization):(?(4)(?!))[ \t]*(" + _VALUE + rb")"
+    rb"|(?i:connection):(?(5)(?!))(" + _VALUE + rb")"
+    rb"|(?!(?i:content-length|authorization|connection|transfer-encoding|expect):)"
+    + _TOKEN
+    + rb":"
+    + _VALUE
+    + rb"))*"
+)
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip(b" \t") for token in value.lower().split(b",")]
+
+
 class Request:
     """What the server reads of a request's head."""
 
@@ -120,7 +145,21 @@ class Request:
 
     def __init__(self, data: bytes, start: int, end: int) -> None:
         """Parse `data[start:end]`, a head without its final blank line (`Refused`)."""
-        lines = data[start:end].split(b"\r\n")
+        usual = _USUAL_HEAD.fullmatch(data, start, end)
+        if usual is None:
+            self._read_any(data[start:end].split(b"\r\n"))
+            return
+        method, target, length, authorization, connection = usual.groups()
+        self.method = method
+        self.path = target.partition(b"?")[0]
+        self.length = int(length) if length else 0
+        if self.length > MAX_BODY:
+            raise Refused(413, "the body is too large")
+        self.authorization = authorization.rstrip(b" \t") if authorization else authorization
+        self.close = connection is not None and b"close" in _tokens(connection)
+        self.expect = False
+
+    def _read_any(self, lines: list[bytes]) -> None:
         parts = lines[0].split(b" ")
         if len(parts) != 3 or not parts[0] or not parts[1]:
             raise Refused(400, "a malformed request line")
@@ -151,7 +190,7 @@ class Request:
                 elif name == b"authorization":
                     self.authorization = value
                 elif name == b"connection":
-                    tokens += (token.strip(b" \t") for token in value.lower().split(b","))
+                    tokens += _tokens(value)
                 else:
                     chunked = True
         if chunked:  # the body's end is unknown: neither client sends one
@@ -254,10 +293,11 @@ class Connection(asyncio.Protocol):
         except ValueError:  # orjson's JSONDecodeError is one
             status, answer, events = 400, b'{"message":"the body is not a JSON object"}', 0
         data = head(status, len(answer), request.close) + answer
-        if sink.latency_s:
+        latency = sink.latency_s
+        if latency:
             entry = [False, data, events, request.close]
             self.pending.append(entry)
-            self.server.loop.call_later(sink.latency_s, self.ready, entry)
+            self.server.loop.call_later(latency, self.ready, entry)
         else:
             self.queue(True, data, events, request.close)
 
@@ -293,6 +333,7 @@ class SinkServer:
         self.sink = sink
         self.counter = counter
         self.open: set[Connection] = set()
+        self.listener: asyncio.AbstractServer | None = None
         self.loop: asyncio.AbstractEventLoop = _new_loop()
         counter.open_now = self.open.__len__
 
@@ -304,7 +345,7 @@ class SinkServer:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             try:
-                self.loop.run_until_complete(
+                self.listener = self.loop.run_until_complete(
                     self.loop.create_server(
                         lambda: Connection(self), sock=sock, ssl=ssl_context, backlog=BACKLOG
                     )
@@ -317,11 +358,30 @@ class SinkServer:
             started.set()
             self.loop.run_forever()
 
-        threading.Thread(target=run, name="sink", daemon=True).start()
+        self.thread = threading.Thread(target=run, name="sink", daemon=True)
+        self.thread.start()
         if not started.wait(timeout):
             raise RuntimeError(f"the server did not start in {timeout} s")
         if failed:
             raise failed[0]
+
+    def close(self, timeout: float = 10) -> None:
+        """Stop serving: close the connections, stop the loop and its thread (the
+        benchmark's process exits instead; tests close)."""
+
+        async def stop() -> None:
+            if self.listener is not None:
+                self.listener.close()
+            for connection in list(self.open):
+                connection.transport.abort()
+            if self.listener is not None:
+                await self.listener.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
 
     def sweep(self) -> None:
         """Close the connections idle for `KEEP_ALIVE_S` (one look a second: no timer
