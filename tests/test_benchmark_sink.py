@@ -341,3 +341,31 @@ def test_the_usual_head_reads_as_it_does_line_by_line(head: bytes) -> None:
     assert {name: getattr(usual, name) for name in _sink.Request.__slots__} == {
         name: getattr(any_head, name) for name in _sink.Request.__slots__
     }
+
+
+def test_the_courier_sink_answers_as_an_asgi_app_too() -> None:
+    """As an ASGI app (the fleet benchmark's in-process sink) it answers and counts alike."""
+    import asyncio
+
+    import httpx
+
+    counter = Counter()
+    sink = CourierSink(counter)
+
+    async def send() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=sink)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sink") as client:
+            headers = {"Authorization": "Bearer bench-key"}
+            return [
+                await client.post("/inbound/courier", json={"messageId": "m1"}, headers=headers),
+                await client.post("/inbound/courier", content=b"[]", headers=headers),
+                await client.post("/inbound/courier", json={}),
+            ]
+
+    answers = asyncio.run(send())
+    assert [(answer.status_code, answer.content) for answer in answers] == [
+        (202, b'{"messageId":"m1"}'),
+        (400, b'{"message":"the body is not a JSON object"}'),
+        (401, b'{"message":"Unauthorized"}'),
+    ]
+    assert (counter.count, counter.requests) == (1, 1)
