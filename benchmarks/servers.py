@@ -5,13 +5,15 @@ Run as ``python -m benchmarks.servers --kind courier|standin|segment [--tls-cert
 ``courier`` and ``segment`` are minimal sinks that do the same little work per request
 (read the body, parse its JSON, check the path, count, answer as the real API does), so
 that the server, which shares the machine's two cores with the client, costs both
-clients alike per request: the real Courier's CPU is not on the user's machine.
-``standin`` is the package's Courier stand-in (validation, idempotency store, Data
-Logs), which costs some 45-60 us of CPU per request here: against it, a client that
-sends one request per event competes with the server for the cores.
-It binds 127.0.0.1 on a free port, serves with uvicorn (httptools, uvloop: the same
-stack for both kinds; TLS through uvicorn's ``ssl`` when a certificate is given) in a
-thread, prints ``{"url": ...}`` and then obeys JSON-line commands on stdin:
+clients alike per request: the real Courier's CPU is not on the user's machine. As
+courier-analytics sends one request per event and Segment's library one per hundred,
+the server around them is as lean as it can be: `benchmarks._sink`, an HTTP/1.1
+protocol on uvloop (no ASGI, no task per request; TLS through uvloop's own, with the
+context made as uvicorn made it). ``standin`` is the package's Courier stand-in
+(validation, idempotency store, Data Logs), served by uvicorn (httptools, uvloop):
+against it, a client that sends one request per event competes with the server for
+the cores. The server binds 127.0.0.1 on a free port, serves from a thread, prints
+``{"url": ...}`` and then obeys JSON-line commands on stdin:
 
 - ``{"cmd": "reset", "latency_ms": 20, "hang": false, "target": 20100}``: forget
   counts, set the added latency (or hang every request), and the event count to time;
