@@ -350,9 +350,7 @@ class Http11Pool:
         if raw is not None:
             transport = connection.transport
             if not reused and self._ssl is not None and isinstance(transport, SocketTransport):
-                # A new connection's first answer: its session is resumable by now (TLS
-                # 1.3 sends tickets after the handshake); newer ones outlive older.
-                self._session = transport.session
+                self._keep_session(transport)
             self.release(connection, raw.keep_alive)
             on_answer(raw, None)
             return
@@ -366,6 +364,22 @@ class Http11Pool:
             self._open_connection(data, on_answer)
             return
         on_answer(None, error)
+
+    def _keep_session(self, transport: SocketTransport) -> None:
+        """After a new TLS connection's first answer, keep its session for the next ones.
+
+        Its session is resumable by now (TLS 1.3 sends tickets after the handshake).
+        Reading it copies it (with the server's certificates), so a session is taken
+        only when none is held, when the server refused the one held (it was offered
+        and not resumed), or when the one held is half way to its expiry.
+        """
+        held = self._session
+        if (
+            held is None
+            or (transport.offered is held and not transport.resumed)
+            or time.time() > held.time + held.timeout / 2
+        ):
+            self._session = transport.session
 
     def release(self, connection: _Connection, keep_alive: bool) -> None:
         """A connection's answer is read: keep it for reuse if it can be, else close it.

@@ -64,6 +64,7 @@ async def open_socket(
         sock.close()
         raise
     transport = SocketTransport(loop, sock, protocol)
+    transport.offered = None if tls is None else tls[2]
     protocol.connection_made(transport)
     return transport
 
@@ -119,6 +120,8 @@ class SocketTransport(asyncio.Transport):
         self._unsent = b""  # written, and not yet taken by the socket
         self._writing = False  # whether a writer callback is registered
         self._closed = False
+        #: The TLS session this connection offered the server to resume, if any.
+        self.offered: ssl.SSLSession | None = None
         loop.add_reader(self._fd, self._read)
 
     @property

@@ -19,14 +19,27 @@ trustme = pytest.importorskip("trustme")
 
 
 @pytest.fixture(scope="module")
-def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a certificate for 127.0.0.1, and a client context trusting it."""
+def certificate() -> Any:
+    """A certificate for 127.0.0.1 from a throwaway CA (a `trustme.LeafCert`)."""
     ca = trustme.CA()
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
+    certificate = ca.issue_cert("127.0.0.1")
+    certificate.ca = ca
+    return certificate
+
+
+def server_context(certificate: Any) -> ssl.SSLContext:
+    """A server context for `certificate`, with TLS session ticket keys of its own."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    certificate.configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def contexts(certificate: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with the certificate, and a client context trusting its CA."""
     client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
+    certificate.ca.configure_trust(client)
+    return server_context(certificate), client
 
 
 Scenario = Callable[[Http11Pool], Awaitable[Any]]
@@ -169,3 +182,45 @@ def test_a_closed_transport_takes_no_more_writes_and_tells_its_protocol_once(
 
     heard_at_once, lost, closing = serve(server, scenario, contexts)
     assert (heard_at_once, lost, closing) == (False, [None], True)
+
+
+def test_a_session_the_server_refuses_is_replaced_by_the_next_one(
+    certificate: Any, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """The held session is kept while it resumes, and replaced once the server refuses it."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def main() -> list[Any]:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=contexts[0])
+        port = listener.sockets[0].getsockname()[1]
+        pool = Http11Pool(
+            f"https://127.0.0.1:{port}", [], timeout=30, max_idle=4, ssl_context=contexts[1]
+        )
+        data = pool.build("/x", b"{}")
+
+        async def on_a_new_connection() -> bool:
+            for connection in list(pool._idle):
+                pool.discard(connection)
+            pool._idle.clear()
+            await pool.send(data)
+            (connection,) = pool._idle
+            return connection.transport.resumed  # type: ignore[union-attr, no-any-return]
+
+        try:
+            seen: list[Any] = [await on_a_new_connection()]  # a full handshake
+            held = pool._session
+            seen += [await on_a_new_connection(), pool._session is held]  # resumed: kept
+            listener.close()
+            await listener.wait_closed()
+            listener = await asyncio.start_server(  # the same port, other ticket keys
+                server.handle, "127.0.0.1", port, ssl=server_context(certificate)
+            )
+            seen += [await on_a_new_connection(), pool._session is held]  # refused: replaced
+            seen += [await on_a_new_connection()]  # the new session resumes
+            return seen
+        finally:
+            await pool.aclose()
+            listener.close()
+            await listener.wait_closed()
+
+    assert asyncio.run(main()) == [False, True, True, False, False, True]
