@@ -402,9 +402,10 @@ class Http11Pool:
 
     async def _connect(self, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
-        # On asyncio's loops the connection reads and writes its socket itself (see
-        # `_sockets`); another loop (uvloop) has transports of its own, in C.
-        own = type(loop).__module__.startswith("asyncio")
+        # On asyncio's selector loops the connection reads and writes its socket itself
+        # (see `_sockets`); other loops have transports of their own (uvloop's in C,
+        # and Windows' proactor reads no socket from callbacks).
+        own = isinstance(loop, asyncio.SelectorEventLoop)
         tls = None if self._ssl is None else (self._ssl, self._host, self._session)
         error: OSError | None = None
         for address in await self._addresses():
