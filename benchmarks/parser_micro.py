@@ -6,7 +6,9 @@ Times the answer reader's `feed(...)` on typical answers (one piece, cut in two,
 for this checkout's `courier_analytics._http11_parser`, and, with `--courier-src`, for the copy
 of `courier_analytics` in DIR too (e.g. `git archive main courier_analytics | tar -x -C DIR`).
 The copies are timed in turn, round after round (CPU time, so that other processes on a busy
-machine count less), and each row gives the median of the rounds and the ratio to the first copy.
+machine count less); each row gives the median of the rounds and, for each copy, the median
+of its per-round ratios to the first copy (a round's copies ran seconds apart, under the
+same load).
 """
 
 from __future__ import annotations
@@ -92,9 +94,12 @@ def main() -> None:
             order = list(timers) if round_ % 2 else list(timers)[::-1]  # each goes first in turn
             for name in order:
                 times[name].append(timers[name].timeit(number) / number * 1e6)
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        first = next(iter(medians.values()))
-        row = "  ".join(f"{name}: {us:5.2f} us ({us / first:.3f}x)" for name, us in medians.items())
+        first = next(iter(times.values()))
+        row = "  ".join(
+            f"{name}: {statistics.median(values):5.2f} us "
+            f"({statistics.median(x / y for x, y in zip(values, first, strict=True)):.3f}x)"
+            for name, values in times.items()
+        )
         print(f"{case:<24} {row}", flush=True)
 
 

@@ -229,13 +229,14 @@ class Reader:
             self._interim += at
             self._keep(None, data, at)
             return self.feed(b"")
-        if length is not None:  # Content-Length; 0 for an answer without a body
+        if length == len(data) - at:  # the usual: Content-Length, the rest of the bytes
+            body = data[at:]
+        elif length is not None:  # 0 for an answer without a body
             end = at + length
-            if len(data) != end:  # the usual: the answer ends where the bytes do
-                if len(data) < end:
-                    self._keep(head, data, at)
-                    return None
-                keep_alive = False  # stray bytes after it: never reuse
+            if len(data) < end:
+                self._keep(head, data, at)
+                return None
+            keep_alive = False  # stray bytes after it: never reuse
             body = data[at:end]
         elif chunked:
             read = self._read_chunks(head, data, at)
