@@ -288,7 +288,7 @@ class Client(Lifecycle):
             compact=options.route == "api",
         )
         # For calls in a scope with on_missing_identity="skip" that knows no user.
-        self._lenient = attrs.evolve(self._factory, require_identity=False)
+        self._lenient = self._factory.lenient()
         route = _make_route(options)
         self._delivered = frozenset(
             kind

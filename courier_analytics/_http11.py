@@ -24,7 +24,6 @@ import ipaddress
 import os
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 
 from courier_analytics._concurrency import IDLE_S
 from courier_analytics._http11_parser import MAX_BODY, RawResponse, Reader
+from courier_analytics._sockets import SocketTransport, open_socket
 from courier_analytics._threads import BlockingRunner
 
 if TYPE_CHECKING:
@@ -107,9 +107,9 @@ _READ_SIZE = 16 * 1024
 class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection; one request at a time.
 
-    A buffered protocol: asyncio reads into this connection's small buffer, where
-    a plain protocol has it allocate 256 KiB for every read (then shrink it), which
-    cost more than the rest of reading an answer together.
+    A buffered protocol: its transport (`_sockets.SocketTransport`, or the loop's
+    own on uvloop) reads into this connection's small buffer, where a plain
+    protocol has asyncio allocate 256 KiB for every read (then shrink it).
 
     A request is started with `start`, which writes it and returns at once; its
     callback runs from `data_received` (or `connection_lost`) once the answer is
@@ -227,19 +227,6 @@ class _Connection(asyncio.BufferedProtocol):
             self.transport.abort()
 
 
-#: asyncio's TLS protocol with a TLS read buffer of 32 KiB, from Python 3.11 (whose
-#: SSLProtocol keeps one buffer of `max_size` bytes per connection; 3.10's differs).
-if sys.version_info >= (3, 11):
-    from asyncio import sslproto
-
-    class _LeanTLS(sslproto.SSLProtocol):
-        max_size = 32 * 1024  # a TLS record is at most 16 KiB
-
-    _LEAN_TLS = True
-else:  # pragma: no cover - Python 3.10
-    _LEAN_TLS = False
-
-
 class Http11Pool:
     """Keep-alive HTTP/1.1 connections to one origin, used from one event loop.
 
@@ -283,6 +270,7 @@ class Http11Pool:
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._resolved: list[str] = []
+        self._session: ssl.SSLSession | None = None  # offered to new TLS connections
         self._resolved_at = 0.0
         self._resolver: BlockingRunner | None = None
         self._lookup: asyncio.Future[list[str]] | None = None  # the one under way
@@ -360,6 +348,9 @@ class Http11Pool:
     ) -> None:
         """A request's end: its connection kept for reuse or closed, then `on_answer`."""
         if raw is not None:
+            transport = connection.transport
+            if not reused and self._ssl is not None and isinstance(transport, SocketTransport):
+                self._keep_session(transport)
             self.release(connection, raw.keep_alive)
             on_answer(raw, None)
             return
@@ -373,6 +364,22 @@ class Http11Pool:
             self._open_connection(data, on_answer)
             return
         on_answer(None, error)
+
+    def _keep_session(self, transport: SocketTransport) -> None:
+        """After a new TLS connection's first answer, keep its session for the next ones.
+
+        Its session is resumable by now (TLS 1.3 sends tickets after the handshake).
+        Reading it copies it (with the server's certificates), so a session is taken
+        only when none is held, when the server refused the one held (it was offered
+        and not resumed), or when the one held is half way to its expiry.
+        """
+        held = self._session
+        if (
+            held is None
+            or (transport.offered is held and not transport.resumed)
+            or time.time() > held.time + held.timeout / 2
+        ):
+            self._session = transport.session
 
     def release(self, connection: _Connection, keep_alive: bool) -> None:
         """A connection's answer is read: keep it for reuse if it can be, else close it.
@@ -395,15 +402,16 @@ class Http11Pool:
 
     async def _connect(self, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
+        # On asyncio's selector loops the connection reads and writes its socket itself
+        # (see `_sockets`); other loops have transports of their own (uvloop's in C,
+        # and Windows' proactor reads no socket from callbacks).
+        own = isinstance(loop, asyncio.SelectorEventLoop)
+        tls = None if self._ssl is None else (self._ssl, self._host, self._session)
         error: OSError | None = None
         for address in await self._addresses():
             try:
-                if (
-                    self._ssl is not None
-                    and _LEAN_TLS
-                    and type(loop).__module__.startswith("asyncio")
-                ):
-                    await self._connect_tls(loop, connection, address, self._ssl)
+                if own:
+                    await open_socket(loop, connection, address, self._port, tls)
                 else:
                     await loop.create_connection(
                         lambda: connection,
@@ -417,31 +425,6 @@ class Http11Pool:
                 continue
             return
         raise error or OSError(f"no address for {self._host}")
-
-    async def _connect_tls(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        connection: _Connection,
-        address: str,
-        context: ssl.SSLContext,
-    ) -> None:
-        """Open a TLS connection whose TLS layer reads into 32 KiB, not 256 KiB.
-
-        As `loop.create_connection(ssl=...)` does (asyncio's own TLS protocol over a
-        plain connection, the handshake awaited), but with `_LeanTLS`: asyncio keeps
-        a 256 KiB read buffer per TLS connection, 128 MB for 512 connections, where
-        a TLS record is at most 16 KiB.
-        """
-        handshake: asyncio.Future[None] = loop.create_future()
-        protocol = _LeanTLS(  # the handshake's time is bounded by _connect_and_start's wait_for
-            loop, connection, context, handshake, server_side=False, server_hostname=self._host
-        )
-        transport, _ = await loop.create_connection(lambda: protocol, address, self._port)
-        try:
-            await handshake
-        except BaseException:
-            transport.close()
-            raise
 
     async def _addresses(self) -> list[str]:
         """The host's IP addresses, resolved on our own thread and kept for a minute.

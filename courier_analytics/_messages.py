@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypedDict, cast
 
-import attrs
-
 from courier_analytics._errors import MessageTooLargeError
 from courier_analytics._json import dumps, encode_timestamp
 from courier_analytics._message import (
@@ -166,7 +164,6 @@ class Shared(TypedDict):
     integrations: object
 
 
-@attrs.frozen
 class MessageFactory:
     """Validates a call's arguments and makes its [`Message`][courier_analytics.Message].
 
@@ -186,11 +183,36 @@ class MessageFactory:
             without (its body would be made again per request).
     """
 
-    max_bytes: int = MAX_REQUEST_BYTES
-    views_as_track: bool = False
-    plugins: Plugins = attrs.field(factory=Plugins)
-    require_identity: bool = True
-    compact: bool = True
+    # A plain class: a client makes two and never compares them; as an attrs class it
+    # cost every import the code attrs generates for it, for nothing a caller uses.
+    __slots__ = ("compact", "max_bytes", "plugins", "require_identity", "views_as_track")
+
+    def __init__(
+        self,
+        max_bytes: int = MAX_REQUEST_BYTES,
+        views_as_track: bool = False,
+        plugins: Plugins | None = None,
+        require_identity: bool = True,
+        compact: bool = True,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.views_as_track = views_as_track
+        self.plugins = Plugins() if plugins is None else plugins
+        self.require_identity = require_identity
+        self.compact = compact
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageFactory(max_bytes={self.max_bytes!r}, views_as_track={self.views_as_track!r}, "
+            f"require_identity={self.require_identity!r}, compact={self.compact!r})"
+        )
+
+    def lenient(self) -> MessageFactory:
+        """This factory, making a skipped message where a call names no user (see
+        `require_identity`) instead of raising."""
+        return MessageFactory(
+            self.max_bytes, self.views_as_track, self.plugins, False, self.compact
+        )
 
     def identify(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast, get_args
@@ -122,7 +121,11 @@ def _one_of(*allowed: str) -> Callable[[object, attrs.Attribute[Any], Any], None
 
 def _loop_available(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     _one_of(*get_args(EventLoop))(instance, attribute, value)
-    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+    if value != "uvloop":
+        return
+    import importlib.util  # asked only by a client that wants uvloop
+
+    if importlib.util.find_spec("uvloop") is None:
         raise ConfigurationError(
             "event_loop='uvloop' needs the uvloop package (not on Windows): "
             "pip install 'courier-analytics[uvloop]', or leave event_loop='asyncio'"

@@ -10,15 +10,16 @@ retries.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import itertools
 import math
-import random
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
 if TYPE_CHECKING:
+    import random
     import ssl
 else:  # only a failed request looks for a certificate failure among its causes
     from courier_analytics._lazy import ssl
@@ -39,8 +40,14 @@ __all__ = [
 #: rather than hold its user's later messages for hours or until shutdown.
 MAX_RETRY_AFTER = 3600.0
 
-#: The jitter's own generator: not the `random` module's shared one.
-_jitter_source = random.Random()
+
+@functools.cache
+def _jitter_source() -> random.Random:
+    """The jitter's own generator, not the `random` module's shared one: made at the
+    first retry, since a process whose messages all go through never needs it."""
+    import random
+
+    return random.Random()
 
 
 def is_retryable_status(status: int) -> bool:
@@ -103,8 +110,7 @@ def parse_retry_after(value: str | None, now: _dt.datetime | None = None) -> flo
     return max(0.0, (when - now).total_seconds())
 
 
-@attrs.frozen(slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one attempt to deliver a message came to.
 
     Attributes:
@@ -181,7 +187,7 @@ class RetryPolicy:
                 never move the `random` module's shared state under the app (or
                 under Hypothesis, which warns when that state changes mid-test).
         """
-        rand = rand or _jitter_source.random
+        rand = rand or _jitter_source().random
         import backoff  # only when a message is retried: not on every import
 
         expo = backoff.expo(base=self.multiplier, factor=self.initial_wait, max_value=self.max_wait)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal, NamedTuple, Protocol, cast
 from urllib.parse import quote
 
-import attrs
 import orjson
 
 from courier_analytics._message import Message, pieces
@@ -92,11 +91,18 @@ class Route(Protocol):
         """Whether an answer with this status means Courier has the message."""
 
 
-@attrs.frozen
+# The routes are plain classes, not attrs ones: one is made per client and none is
+# compared, so attrs would only cost the import the code it generates.
+
+
 class SegmentRoute:
     """Route `"segment"`: Segment-spec messages to `POST /inbound/segment`."""
 
-    name: RouteName = attrs.field(default="segment", init=False)
+    __slots__ = ()
+    name: RouteName = "segment"
+
+    def __repr__(self) -> str:
+        return "SegmentRoute()"
 
     def delivers(self, kind: str) -> bool:
         """identify, track and group; Courier answers 501 to page, screen and alias."""
@@ -111,7 +117,6 @@ class SegmentRoute:
         return 200 <= status < 300
 
 
-@attrs.frozen
 class ApiRoute:
     """Route `"api"`: the destination's meaning applied on Courier's documented API.
 
@@ -131,8 +136,14 @@ class ApiRoute:
             are named as the Segment integration names them.
     """
 
-    event_prefix: str = DEFAULT_EVENT_PREFIX
-    name: RouteName = attrs.field(default="api", init=False)
+    __slots__ = ("event_prefix",)
+    name: RouteName = "api"
+
+    def __init__(self, event_prefix: str = DEFAULT_EVENT_PREFIX) -> None:
+        self.event_prefix = event_prefix
+
+    def __repr__(self) -> str:
+        return f"ApiRoute(event_prefix={self.event_prefix!r})"
 
     def delivers(self, kind: str) -> bool:
         """identify and track; Courier's API has nothing that group, page, screen, alias mean."""

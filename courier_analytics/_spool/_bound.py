@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from courier_analytics._errors import QueueFullError
 from courier_analytics._messages import Message
-from courier_analytics._spool import Backend, Settings
+from courier_analytics._spool import Settings
+from courier_analytics._spool._backend import Backend
 
 if TYPE_CHECKING:
     from courier_analytics._engine import Engine

@@ -28,7 +28,8 @@ from courier_analytics._bar import terminal_bar
 from courier_analytics._errors import CourierAnalyticsError
 from courier_analytics._messages import Message
 from courier_analytics._retry import RetryPolicy
-from courier_analytics._spool import REDIS_SCHEMES, SpoolError, SpoolStatus, parse_spool
+from courier_analytics._spool import REDIS_SCHEMES, SpoolError, parse_spool
+from courier_analytics._spool._backend import SpoolStatus
 from courier_analytics._spool._sqlite import SqliteBackend
 
 if TYPE_CHECKING:

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 
 from courier_analytics import _outcomes
 from courier_analytics._messages import Message
-from courier_analytics._spool import Backend, Settings, SpoolError, open_backend
+from courier_analytics._spool import Settings, SpoolError
+from courier_analytics._spool._backend import Backend, open_backend
 from courier_analytics._spool._bound import Bound
 from courier_analytics._spool._health import RETRY_SPOOL, Health, Outage
 from courier_analytics._spool._lease import Alarm, Holdings, Lease

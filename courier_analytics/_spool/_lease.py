@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from courier_analytics._messages import Message
-from courier_analytics._spool import Backend
+from courier_analytics._spool._backend import Backend
 
 __all__ = ["Alarm", "Holdings", "Lease", "Row"]
 

@@ -45,7 +45,8 @@ import redis
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from courier_analytics._messages import Message, _made
-from courier_analytics._spool import Claimed, OwnerStatus, SpoolError, SpoolStatus
+from courier_analytics._spool import SpoolError
+from courier_analytics._spool._backend import Claimed, OwnerStatus, SpoolStatus
 
 __all__ = ["DEFAULT_SHARDS", "DEFAULT_STREAM", "RedisBackend", "redis_options"]
 

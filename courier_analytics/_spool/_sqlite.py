@@ -36,7 +36,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from courier_analytics._messages import Message, _made
-from courier_analytics._spool import Claimed, OwnerStatus, SpoolError, SpoolStatus
+from courier_analytics._spool import SpoolError
+from courier_analytics._spool._backend import Claimed, OwnerStatus, SpoolStatus
 
 __all__ = ["SqliteBackend"]
 

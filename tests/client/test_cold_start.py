@@ -1,5 +1,6 @@
 """A cold start pays only for what it uses: no httpx unless a transport or proxy needs it,
-no delivery engine before a client, no OpenTelemetry unless the app set it up.
+no delivery engine before a client, no OpenTelemetry unless the app set it up, no spool
+backend without a spool, nothing for a retry before one.
 
 Each test runs a fresh interpreter (the test process has imported everything) and
 reads its `sys.modules`.
@@ -19,10 +20,36 @@ import pytest
 #: Needed only by httpx transports, a proxy, an HTTP-date Retry-After or a retry.
 HEAVY = ("httpx", "httpcore", "h11", "urllib.request", "email.utils", "backoff")
 
+#: Not needed by a delivery that succeeds at once, so not by a cold start either:
+#: the spool's backends (no spool is set), the jitter's `random` (no retry), the
+#: check for uvloop (`importlib.util`), the CLIs and what only the extras use.
+NOT_ON_DELIVERY = (
+    *HEAVY,
+    "encodings.idna",
+    "random",
+    "importlib.util",
+    "sqlite3",
+    "redis",
+    "opentelemetry",
+    "courier_analytics._spool._backend",
+    "courier_analytics._spool._journal",
+    "courier_analytics._spool._sqlite",
+    "courier_analytics._spool._redis",
+    "courier_analytics._spool._cli",
+    "courier_analytics._cli",
+    "courier_analytics._bar",
+    "courier_analytics._demo",
+    "courier_analytics._import",
+    "courier_analytics.devserver",
+    "courier_analytics.integrations",
+    "courier_analytics.segment",
+    "courier_analytics.testing",
+)
+
 #: Not needed by `import courier_analytics`: the delivery engine and what it imports
 #: (the first Client() imports them), optional backends and extras, unused stdlib.
 NOT_AT_IMPORT = (
-    *HEAVY,
+    *NOT_ON_DELIVERY,
     "asyncio",
     "ssl",
     "socket",
@@ -30,21 +57,14 @@ NOT_AT_IMPORT = (
     "subprocess",
     "decimal",
     "email",
-    "sqlite3",
-    "redis",
-    "opentelemetry",
     "courier_analytics._worker",
+    "courier_analytics._engine",
     "courier_analytics._transport",
     "courier_analytics._http11",
+    "courier_analytics._http11_parser",
+    "courier_analytics._lanes",
+    "courier_analytics._concurrency",
     "courier_analytics._threads",
-    "courier_analytics._spool._journal",
-    "courier_analytics._spool._sqlite",
-    "courier_analytics._spool._redis",
-    "courier_analytics._import",
-    "courier_analytics.devserver",
-    "courier_analytics.integrations",
-    "courier_analytics.segment",
-    "courier_analytics.testing",
 )
 
 #: Code that answers one request with 202 on 127.0.0.1 and names the server's `url`:
@@ -122,8 +142,9 @@ def test_a_meter_provider_named_in_the_environment_is_used() -> None:
 
 
 def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
-    """Client(), track() and flush() to a local server import no httpx, IDNA codec or spool,
-    and no OpenTelemetry where it is installed and the app did not set it up."""
+    """Client(), track() and flush() to a local server import none of NOT_ON_DELIVERY: no
+    httpx, IDNA codec, spool or retry's jitter, and no OpenTelemetry where it is installed
+    and the app did not set it up."""
     code = ONE_ANSWER + textwrap.dedent(
         """
         import json, sys
@@ -135,11 +156,10 @@ def test_delivery_over_the_default_sender_does_not_import_httpx() -> None:
         print(json.dumps({
             "delivered": client.stats.delivered,
             "flushed": flushed,
-            "loaded": [m for m in ("httpx", "encodings.idna", "sqlite3", "opentelemetry",
-                                   "courier_analytics._spool._journal") if m in sys.modules],
+            "loaded": [m for m in NOT_ON_DELIVERY if m in sys.modules],
         }))
         """
-    )
+    ).replace("NOT_ON_DELIVERY", repr(NOT_ON_DELIVERY))
 
     assert run_python(code) == {"delivered": 1, "flushed": True, "loaded": []}
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import socketserver
-import ssl
-import sys
 import threading
 from typing import Any
 
 import httpx
-import pytest
 
 from courier_analytics import Client, NotDeliveredError
 from courier_analytics._http11 import Http11Pool, _Connection
@@ -311,36 +308,3 @@ def test_one_message_object_queued_twice_is_sent_and_counted_twice() -> None:
         client.shutdown(5)
         server.shutdown()
         server.server_close()
-
-
-def test_tls_connections_read_through_a_small_buffer() -> None:
-    """Over https the pool's TLS layer reads into 32 KiB per connection, not asyncio's 256 KiB."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    server = RawServer(lambda n, raw: OK)
-
-    async def main() -> list[Any]:
-        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_context)
-        port = listener.sockets[0].getsockname()[1]
-        pool = Http11Pool(
-            f"https://127.0.0.1:{port}", [], timeout=30, max_idle=2, ssl_context=client_context
-        )
-        try:
-            statuses = [(await pool.send(pool.build("/x", b"{}"))).status for _ in range(2)]
-            (connection,) = pool._idle
-            tls = connection.transport._ssl_protocol  # type: ignore[union-attr]
-            return [statuses, len(tls._ssl_buffer)]
-        finally:
-            await pool.aclose()
-            listener.close()
-            await listener.wait_closed()
-
-    statuses, buffer = asyncio.run(main())
-    assert statuses == [202, 202]
-    assert server.connections == 1
-    if sys.version_info >= (3, 11):
-        assert buffer == 32 * 1024

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from courier_analytics._messages import Message
-from courier_analytics._spool import SpoolStatus
+from courier_analytics._spool._backend import SpoolStatus
 from courier_analytics._spool._sqlite import SqliteBackend
 
 

@@ -1,0 +1,226 @@
+"""The pool's connections read and write their sockets themselves, plain and TLS (`_sockets`)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from courier_analytics._http11 import Http11Pool
+from courier_analytics._sockets import SocketTransport
+
+from .test_http11 import OK, RawServer
+
+trustme = pytest.importorskip("trustme")
+
+
+@pytest.fixture(scope="module")
+def certificate() -> Any:
+    """A certificate for 127.0.0.1 from a throwaway CA (a `trustme.LeafCert`)."""
+    ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1")
+    certificate.ca = ca
+    return certificate
+
+
+def server_context(certificate: Any) -> ssl.SSLContext:
+    """A server context for `certificate`, with TLS session ticket keys of its own."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    certificate.configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def contexts(certificate: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with the certificate, and a client context trusting its CA."""
+    client = ssl.create_default_context()
+    certificate.ca.configure_trust(client)
+    return server_context(certificate), client
+
+
+Scenario = Callable[[Http11Pool], Awaitable[Any]]
+
+
+def serve(
+    server: RawServer, scenario: Scenario, tls: tuple[ssl.SSLContext, ssl.SSLContext] | None
+) -> Any:
+    """Serve on 127.0.0.1 (over TLS when given contexts) and run `scenario` with a pool."""
+
+    async def main() -> Any:
+        listener = await asyncio.start_server(
+            server.handle, "127.0.0.1", 0, ssl=tls[0] if tls else None
+        )
+        port = listener.sockets[0].getsockname()[1]
+        scheme = "https" if tls else "http"
+        pool = Http11Pool(
+            f"{scheme}://127.0.0.1:{port}",
+            [],
+            timeout=30,
+            max_idle=4,
+            ssl_context=tls[1] if tls else None,
+        )
+        try:
+            return await scenario(pool)
+        finally:
+            await pool.aclose()
+            listener.close()
+            await listener.wait_closed()
+
+    return asyncio.run(main())
+
+
+def test_a_new_tls_connection_resumes_an_earlier_ones_session(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A second connection offers the first one's TLS session, and the server resumes it."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(pool: Http11Pool) -> list[bool]:
+        data = pool.build("/x", b"{}")
+        await pool.send(data)  # one connection, a full handshake
+        await asyncio.gather(pool.send(data), pool.send(data))  # the idle one, and a new one
+        return [
+            connection.transport.resumed  # type: ignore[union-attr]
+            for connection in pool._idle
+        ]
+
+    hits_before = contexts[0].session_stats()["hits"]
+    resumed = serve(server, scenario, contexts)
+    assert server.connections == 2
+    assert sorted(resumed) == [False, True]
+    assert contexts[0].session_stats()["hits"] == hits_before + 1
+
+
+def test_an_answer_of_many_tls_records_is_read_whole(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """An answer of several 16 KiB TLS records, written at once, is read to its end."""
+    body = bytes(range(256)) * 400  # 100 KiB: seven records
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    server = RawServer(lambda n, raw: answer)
+
+    async def scenario(pool: Http11Pool) -> list[bytes]:
+        data = pool.build("/x", b"{}")
+        return [(await pool.send(data)).body for _ in range(2)]
+
+    assert serve(server, scenario, contexts) == [body, body]
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_request_larger_than_the_socket_takes_at_once_is_written_whole(
+    tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """A write the socket cannot take at once goes out whole once it can, then the answer comes."""
+    body = b"x" * (16 * 1024 * 1024)  # beyond any loopback send buffer
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(pool: Http11Pool) -> int:
+        return (await pool.send(pool.build("/x", body))).status
+
+    assert serve(server, scenario, contexts if tls else None) == 202
+    [request] = server.requests
+    assert request.endswith(b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_connection_the_server_closes_after_its_answer_is_not_reused(
+    tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """A server that closes after answering (over TLS, saying goodbye): the next one opens anew."""
+    server = RawServer(lambda n, raw: OK, close_after=True)
+
+    async def scenario(pool: Http11Pool) -> list[int]:
+        data = pool.build("/x", b"{}")
+        return [(await pool.send(data)).status for _ in range(3)]
+
+    assert serve(server, scenario, contexts if tls else None) == [202, 202, 202]
+    assert server.connections == 3
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_connection_cut_mid_answer_fails_its_request(
+    tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """Half an answer, then the connection ends: the request fails as a protocol error."""
+    server = RawServer(lambda n, raw: OK[:20], close_after=True)
+
+    async def scenario(pool: Http11Pool) -> BaseException | None:
+        try:
+            await pool.send(pool.build("/x", b"{}"))
+        except httpx.TransportError as exc:
+            return exc
+        return None
+
+    error = serve(server, scenario, contexts if tls else None)
+    assert isinstance(error, httpx.RemoteProtocolError)
+
+
+def test_a_closed_transport_takes_no_more_writes_and_tells_its_protocol_once(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """`abort` closes the socket; the protocol hears of it once, from the loop, not from `abort`."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(pool: Http11Pool) -> tuple[bool, list[Exception | None], bool]:
+        await pool.send(pool.build("/x", b"{}"))
+        (connection,) = pool._idle
+        transport = connection.transport
+        assert isinstance(transport, SocketTransport)
+        lost: list[Exception | None] = []
+        connection.connection_lost = lost.append  # type: ignore[method-assign]
+        transport.abort()
+        heard_at_once = bool(lost)
+        transport.abort()
+        transport.write(b"more")
+        await asyncio.sleep(0)
+        return heard_at_once, lost, transport.is_closing()
+
+    heard_at_once, lost, closing = serve(server, scenario, contexts)
+    assert (heard_at_once, lost, closing) == (False, [None], True)
+
+
+def test_a_session_the_server_refuses_is_replaced_by_the_next_one(
+    certificate: Any, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """The held session is kept while it resumes, and replaced once the server refuses it."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def main() -> list[Any]:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=contexts[0])
+        port = listener.sockets[0].getsockname()[1]
+        pool = Http11Pool(
+            f"https://127.0.0.1:{port}", [], timeout=30, max_idle=4, ssl_context=contexts[1]
+        )
+        data = pool.build("/x", b"{}")
+
+        async def on_a_new_connection() -> bool:
+            for connection in list(pool._idle):
+                pool.discard(connection)
+            pool._idle.clear()
+            await pool.send(data)
+            (connection,) = pool._idle
+            return connection.transport.resumed  # type: ignore[union-attr, no-any-return]
+
+        try:
+            seen: list[Any] = [await on_a_new_connection()]  # a full handshake
+            held = pool._session
+            seen += [await on_a_new_connection(), pool._session is held]  # resumed: kept
+            listener.close()
+            await listener.wait_closed()
+            listener = await asyncio.start_server(  # the same port, other ticket keys
+                server.handle, "127.0.0.1", port, ssl=server_context(certificate)
+            )
+            seen += [await on_a_new_connection(), pool._session is held]  # refused: replaced
+            seen += [await on_a_new_connection()]  # the new session resumes
+            return seen
+        finally:
+            await pool.aclose()
+            listener.close()
+            await listener.wait_closed()
+
+    assert asyncio.run(main()) == [False, True, True, False, False, True]
