@@ -195,9 +195,6 @@ class _Connection(asyncio.BufferedProtocol):
         if transport is None or loop is None or self.closed:
             raise httpx.RemoteProtocolError("the connection is closed")
         self._on_answer = on_answer
-        reader = self._reader
-        if reader.head is not None or reader.buffer or reader._interim:  # used: else as new
-            self._reader = Reader()
         self.received_any = False
         self._deadline = loop.time() + timeout
         self._timeout = timeout
