@@ -31,6 +31,7 @@ import asyncio
 import itertools
 import logging
 import math
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -63,7 +64,62 @@ if TYPE_CHECKING:
 else:
     from courier_analytics._lazy import Journal, httpx
 
-__all__ = ["WIRE_COPIES", "Engine"]
+__all__ = ["WIRE_COPIES", "Engine", "Waiter", "Waiters"]
+
+
+#: A sync-mode call waiting for its message: settled with None (delivered) or the error.
+Waiter = Future["BaseException | None"]
+
+
+class Waiters:
+    """The sync-mode calls waiting for their messages, settled as each message ends.
+
+    A waiter is settled with None when its message is delivered (or kept in the
+    spool for a later process), else with the error `on_error` was given. Callers
+    add under the worker's lock, before the message is queued; the worker thread
+    settles. A message object queued twice has two waiters, settled in turn.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, list[Waiter]] = {}  # by id(message): alive while queued
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._waiting)
+
+    def add(self, message: Message, waiter: Waiter) -> None:
+        """Wait for `message`, about to be queued."""
+        with self._lock:
+            self._waiting.setdefault(id(message), []).append(waiter)
+
+    def discard(self, message: Message, waiter: Waiter) -> None:
+        """Wait no more: the message was not queued after all."""
+        with self._lock:
+            waiters = self._waiting.get(id(message), [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiting.pop(id(message), None)
+
+    def take(self, message: Message) -> Waiter | None:
+        """The first call waiting for `message`, to settle later; None if none waits."""
+        if not self._waiting:
+            return None
+        with self._lock:
+            waiters = self._waiting.get(id(message))
+            if not waiters:
+                return None
+            waiter = waiters.pop(0)
+            if not waiters:
+                del self._waiting[id(message)]
+        return waiter
+
+    def settle(self, message: Message, error: BaseException | None) -> None:
+        """Tell the call waiting for `message` (if one does) how it ended."""
+        waiter = self.take(message)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(error)
+
 
 logger = logging.getLogger("courier_analytics")
 
@@ -153,8 +209,8 @@ class Engine:
         # worker's lock, freed by the worker thread alone, so neither counter needs
         # the other's lock; `wire` is the bytes of requests in flight.
         self.bytes_taken = self.bytes_freed = self.wire = 0
-        #: Sync-mode waiters by id(message), resolved when the message is finished.
-        self.done: dict[int, Future[None]] = {}
+        #: Sync-mode calls waiting for their message (see `Worker.put`).
+        self.done = Waiters()
         #: OpenTelemetry's recorder of durations (`_metrics.py`), or None: metrics are off.
         self.metrics: Recorder | None = None
         self._busy = False  # took messages since it was last idle (for "drained")
@@ -175,7 +231,7 @@ class Engine:
         self._unreachable = False  # the last attempt got no answer (logged once)
         # What the engine leaves undelivered as it ends, counted at once and reported
         # together (see `_report_ended`), with each sync-mode waiter to resolve after.
-        self._unreported: list[tuple[Message, DeliveryError, str, Future[None] | None]] = []
+        self._unreported: list[tuple[Message, DeliveryError, str, Waiter | None]] = []
         # With a spool, messages are written ahead to it (see `_spool/_journal.py`).
         self.journal: Journal | None = None if spool is None else Journal(self, spool)
 
@@ -283,10 +339,9 @@ class Engine:
                 self._in_flight -= 1
                 self.wire -= wire
             attempts = 0 if retry is None else retry.attempts - 1
-            self._fail(
-                message, _outcomes.exception_error(message, attempts, exc), type(exc).__name__
-            )
-            self._finish_lane(message)
+            error = _outcomes.exception_error(message, attempts, exc)
+            self._fail(message, error, type(exc).__name__)
+            self._finish_lane(message, error)
 
     def _on_done(
         self,
@@ -308,10 +363,9 @@ class Engine:
         else:  # not the transport's failure, a bug: reported, never retried
             attempts = 1 if retry is None else retry.attempts
             exc = error if isinstance(error, Exception) else RuntimeError(repr(error))
-            self._fail(
-                message, _outcomes.exception_error(message, attempts, exc), type(exc).__name__
-            )
-            self._finish_lane(message)
+            failure = _outcomes.exception_error(message, attempts, exc)
+            self._fail(message, failure, type(exc).__name__)
+            self._finish_lane(message, failure)
         self._concurrency.update(time.monotonic(), self.held - self._in_flight)
         self.drain()  # which starts what may go now
 
@@ -334,8 +388,7 @@ class Engine:
                 if refusal is None:
                     self._schedule(retry, outcome, wait)
                     return
-        self._finish(message, outcome, attempts, refusal)
-        self._finish_lane(message)
+        self._finish_lane(message, self._finish(message, outcome, attempts, refusal))
 
     def _schedule(self, retry: _Retry, outcome: Outcome, wait: float) -> None:
         """Put the message back on the ready queue after `wait` seconds."""
@@ -419,14 +472,18 @@ class Engine:
 
     def _finish(
         self, message: Message, outcome: Outcome, attempts: int, refusal: str | None = None
-    ) -> None:
-        """Count a message's last outcome: delivered, or failed (parked, with a spool)."""
+    ) -> DeliveryError | None:
+        """Count a message's last outcome: delivered, or failed (parked, with a spool).
+
+        Returns:
+            The error it failed with; None when delivered (or parked).
+        """
         if outcome.retry and self.journal is not None:
             why = self.journal.park(message)  # waits in the spool for a later retry
             if why is None:
                 if self.metrics is not None:  # it comes back as another object, if at all
                     self.metrics.forget(id(message))
-                return
+                return None
             refusal = why or refusal
         if outcome.delivered:
             self.delivered += 1
@@ -443,9 +500,10 @@ class Engine:
                     outcome.status,
                     attempts,
                 )
-            return
+            return None
         error = _outcomes.error_for(message, outcome, attempts, refusal)
         self._fail(message, error, _outcomes.summary(outcome), _outcomes.alarm(outcome))
+        return error
 
     def _fail(
         self, message: Message, error: DeliveryError, why: str, alarm: str | None = None
@@ -471,6 +529,7 @@ class Engine:
             and isinstance(error, NotDeliveredError)
             and self.journal.keep(message)
         ):
+            self.done.settle(message, None)  # kept in the spool, as if still queued
             return  # kept in the spool: the next process to open it delivers it
         self.failed += 1
         if alarm is not None and alarm not in self._alarms:
@@ -479,8 +538,7 @@ class Engine:
         if ending:
             # Its sync-mode waiter, if any, is resolved after the report, as it
             # would be by _finish_lane after a report made at once.
-            done = self.done.pop(id(message), None) if self.done else None
-            self._unreported.append((message, error, why, done))
+            self._unreported.append((message, error, why, self.done.take(message)))
             return
         if alarm is None:
             logger.warning(
@@ -493,16 +551,17 @@ class Engine:
             )
         self._report(error, message)
 
-    def _finish_lane(self, message: Message) -> None:
-        """A released message is done: let its user's next messages go."""
+    def _finish_lane(self, message: Message, error: BaseException | None = None) -> None:
+        """A released message is done: let its user's next messages go.
+
+        `error`: what it failed with (already reported), or None.
+        """
         if self.journal is not None:
             self.journal.finished(message)  # its row goes (unless it was parked)
         self.held -= 1
         self.bytes_freed += len(message._data)
         if self.done:
-            done = self.done.pop(id(message), None)
-            if done is not None and not done.done():
-                done.set_result(None)
+            self.done.settle(message, error)
         assert self._lanes is not None  # set by begin()
         self._lanes.finish(message)
 
@@ -578,10 +637,10 @@ class Engine:
                 ", ".join(f"{count} {name}" for name, count in kinds.most_common()),
                 "; ".join(f"{count} x {why}" for why, count in reasons.most_common(3)),
             )
-        for message, error, _, done in unreported:
+        for message, error, _, waiter in unreported:
             self._report(error, message)
-            if done is not None and not done.done():
-                done.set_result(None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(error)
 
     # ---------------------------------------------------------- for the spool's journal
 
@@ -612,8 +671,9 @@ class Engine:
         self.bytes_freed -= len(message._data)
 
     def report(self, error: BaseException, message: Message) -> None:
-        """Pass a message's failure to the client (`on_error`, events)."""
+        """Pass a message's failure to the client (`on_error`, events), and to its call."""
         self._report(error, message)
+        self.done.settle(message, error)
 
     def fail_at_stop(self, message: Message, error: DeliveryError) -> None:
         """Count and report a message the stopping worker could not keep."""

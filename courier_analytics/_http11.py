@@ -42,6 +42,7 @@ else:
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DNS_TTL = 60.0  # seconds a host name's addresses are reused for new connections
+_RESUME_PAUSE_S = 300.0  # seconds without sessions after a server refused two in a row
 _HEADS_KEPT = 64  # request heads kept for reuse, by path (tracks all share one)
 
 __all__ = [
@@ -63,12 +64,17 @@ def default_tls_context() -> ssl.SSLContext:
     httpx transport trust the same certificates.
     """
     if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    import certifi  # httpx's own dependency: installed with it
+        context = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    elif os.environ.get("SSL_CERT_DIR"):
+        context = ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    else:
+        import certifi  # httpx's own dependency: installed with it
 
-    return ssl.create_default_context(cafile=certifi.where())
+        context = ssl.create_default_context(cafile=certifi.where())
+    # No TLS 1.2 renegotiation: Courier asks for none, and a connection's socket is
+    # read and written from the loop (`_sockets`), where it would need both at once.
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    return context
 
 
 #: Called once per request with its connection and answer, or the error that ended it.
@@ -189,9 +195,6 @@ class _Connection(asyncio.BufferedProtocol):
         if transport is None or loop is None or self.closed:
             raise httpx.RemoteProtocolError("the connection is closed")
         self._on_answer = on_answer
-        reader = self._reader
-        if reader.head is not None or reader.buffer or reader._interim:  # used: else as new
-            self._reader = Reader()
         self.received_any = False
         self._deadline = loop.time() + timeout
         self._timeout = timeout
@@ -271,6 +274,8 @@ class Http11Pool:
         self._open: set[_Connection] = set()
         self._resolved: list[str] = []
         self._session: ssl.SSLSession | None = None  # offered to new TLS connections
+        self._refused = 0  # offers of the session held that the server refused, in a row
+        self._resume_after = 0.0  # no session is read before this time.monotonic()
         self._resolved_at = 0.0
         self._resolver: BlockingRunner | None = None
         self._lookup: asyncio.Future[list[str]] | None = None  # the one under way
@@ -324,6 +329,7 @@ class Http11Pool:
         try:
             await asyncio.wait_for(self._connect(connection), self._timeout)
         except asyncio.TimeoutError:
+            connection.close()  # Python < 3.12: the connect may have ended as time ran out
             on_answer(None, httpx.ConnectTimeout(f"no connection within {self._timeout}s"))
             return
         except (OSError, RuntimeError) as exc:  # refused, unreachable, DNS, TLS verification
@@ -332,6 +338,11 @@ class Http11Pool:
             on_answer(None, error)
             return
         except asyncio.CancelledError:  # the pool closed
+            connection.close()
+            on_answer(None, httpx.ConnectError("the connection pool was closed"))
+            return
+        if self._closing:  # Python < 3.12: connected in the turn the pool closed
+            connection.close()
             on_answer(None, httpx.ConnectError("the connection pool was closed"))
             return
         self._open.add(connection)
@@ -371,9 +382,23 @@ class Http11Pool:
         Its session is resumable by now (TLS 1.3 sends tickets after the handshake).
         Reading it copies it (with the server's certificates), so a session is taken
         only when none is held, when the server refused the one held (it was offered
-        and not resumed), or when the one held is half way to its expiry.
+        and not resumed), or when the one held is half way to its expiry; after two
+        refusals in a row (a server that resumes nothing), none for `_RESUME_PAUSE_S`.
+        A session never leaves its pool, which serves one origin: OpenSSL does not
+        check the host name again when it resumes.
         """
         held = self._session
+        if transport.offered is held and held is not None:
+            if transport.resumed:
+                self._refused = 0
+            else:
+                self._refused += 1
+        if self._refused >= 2:  # the server resumes nothing: stop reading sessions a while
+            self._session, self._refused = None, 0
+            self._resume_after = time.monotonic() + _RESUME_PAUSE_S
+            return
+        if time.monotonic() < self._resume_after:
+            return
         if (
             held is None
             or (transport.offered is held and not transport.resumed)
@@ -459,8 +484,11 @@ class Http11Pool:
     async def aclose(self) -> None:
         """Close every connection, idle or busy; a request started and not answered fails."""
         self._closing = True
-        for task in list(self._connecting):
+        connecting = list(self._connecting)
+        for task in connecting:
             task.cancel()
+        # Each reports its request as failed and closes its socket before the loop ends.
+        await asyncio.gather(*connecting, return_exceptions=True)
         for connection in list(self._open):
             connection.close()
         self._open.clear()

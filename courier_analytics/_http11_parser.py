@@ -10,7 +10,7 @@ line, 64 KiB of trailers. An answer that breaks either raises
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 if TYPE_CHECKING:
@@ -190,143 +190,156 @@ class Reader:
     server closes the connection. Either raises `httpx.RemoteProtocolError` for
     an answer that breaks HTTP/1.1 or a bound (head, body, chunk line, trailers):
     the connection is then closed, and what was read so far is dropped.
+
+    Every answer is read the same way: `feed` reads on from where the answer
+    stands (its head, then its body as the head frames it) through the bytes it
+    has, and keeps what it has not used, and where it stands, only when the
+    answer is not yet whole. An answer that comes whole in one read is the
+    shortest trip through it: the reader keeps nothing, and stays as new.
     """
 
-    head: _Head | None = None  # the answer's, once read
-    _searched = 0  # where the next search for a line end starts
+    head: _Head | None = None  # the answer's, once read (kept while its body comes)
+    _searched = 0  # bytes at the buffer's start searched in vain for the next line end
     _interim = 0  # bytes of interim answers (100 Continue) skipped
-    _chunk = 0  # size of the chunk (or Content-Length body) being read
-    _body: bytearray  # of a chunked answer
+    _chunk = -1  # chunked: the size of the chunk being read; -1: its size line
+    _body: bytearray  # of a chunked answer, as its chunks come
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
-        self._step: Callable[[], RawResponse | None] = self._read_head
+        self.buffer = bytearray()  # bytes kept unread from earlier reads
 
     def feed(self, data: bytes) -> RawResponse | None:
         """Add bytes; the answer if it is now complete."""
-        if self.head is None and not self.buffer:  # a head's first bytes: read in place
-            end = data.find(b"\r\n\r\n")
-            if 0 <= end <= _MAX_HEAD - self._interim:
-                raw = data[:end]
-                try:
-                    head = parse_head(raw)
-                except httpx.RemoteProtocolError:
-                    self.buffer += data  # as the steps below would leave it
-                    raise
-                status, retry_after, keep_alive, length, _ = head
-                if status >= 200:
-                    start = end + 4
-                    if length == len(data) - start:  # the usual: a whole answer, no more
-                        # Read without a step: the reader stays as new, so the connection
-                        # reads its next answer with it (no reader is fed after an answer).
-                        return _new(RawResponse, (status, retry_after, data[start:], keep_alive))
-                    self._begin(head)
-                    data = data[start:]
-        self.buffer += data
-        while True:
-            step = self._step
-            answer = step()
-            if answer is not None or self._step == step:
-                return answer
+        buffer = self.buffer
+        searched = 0
+        if buffer:  # read on from the bytes kept, in place
+            buffer += data
+            data, searched = buffer, self._searched  # type: ignore[assignment]
+        head = kept = self.head
+        at = interim = 0
+        if head is None:
+            interim = self._interim
+            end = data.find(b"\r\n\r\n", searched) if searched else data.find(b"\r\n\r\n")
+            if end < 0 or end > _MAX_HEAD - interim:
+                self._wait_for(b"\r\n\r\n", _MAX_HEAD - interim, "the answer's head", data, end)
+                return None
+            head = parse_head(data[:end] if data is not buffer else bytes(data[:end]))
+            at = end + 4
+        status, retry_after, keep_alive, length, chunked = head
+        if status < 200:  # an interim answer (100 Continue): read on to the real one
+            self._interim += at
+            self._keep(None, data, at)
+            return self.feed(b"")
+        if length == len(data) - at:  # the usual: Content-Length, the rest of the bytes
+            body = data[at:]
+        elif length is not None:  # 0 for an answer without a body
+            end = at + length
+            if len(data) < end:
+                self._keep(head, data, at)
+                return None
+            keep_alive = False  # stray bytes after it: never reuse
+            body = data[at:end]
+        elif chunked:
+            read = self._read_chunks(head, data, at)
+            if read is None:
+                return None
+            body, end = read
+            if len(data) != end:
+                keep_alive = False
+        else:  # delimited by the server closing the connection: see `end`
+            if len(data) - at > MAX_BODY:
+                _refuse(f"an answer over the {MAX_BODY}-byte limit")
+            self._keep(head, data, at)
+            return None
+        if kept is not None or data is buffer or interim:  # as new for the next answer
+            body = bytes(body)
+            self._reset()
+        return _new(RawResponse, (status, retry_after, body, keep_alive))
 
     def end(self) -> RawResponse:
         """The answer, when the server closed the connection after it."""
-        if self._step == self._read_until_close:
-            body = bytes(self.buffer)
-            self.buffer.clear()
-            return self._answer(body)
-        _refuse("the server closed the connection without a full answer")
-
-    def _answer(self, body: bytes) -> RawResponse:
         head = self.head
-        assert head is not None  # set before any body is read
-        keep_alive = head.keep_alive and not self.buffer  # stray bytes: never reuse
-        return RawResponse(head.status, head.retry_after, body, keep_alive)
+        if head is None or head.length is not None or head.chunked:
+            _refuse("the server closed the connection without a full answer")
+        body = bytes(self.buffer)
+        self._reset()
+        return _new(RawResponse, (head.status, head.retry_after, body, head.keep_alive))
 
-    def _find(self, separator: bytes, limit: int, what: str) -> int:
-        """Where `separator` starts in the buffer, or -1; refuse beyond `limit`."""
-        end = self.buffer.find(separator, self._searched)
-        if end < 0:
-            if len(self.buffer) > limit:
-                _refuse(f"{what} over the {limit}-byte limit")
-            self._searched = max(0, len(self.buffer) - len(separator) + 1)
-        elif end > limit:
-            _refuse(f"{what} over the {limit}-byte limit")
+    def _read_chunks(self, head: _Head, data: bytes, at: int) -> tuple[bytes, int] | None:
+        """A chunked body from `at`, and where it ends; None: wait for more bytes.
+
+        The chunks (each a size line, its bytes, CRLF), the last chunk, then trailers.
+        """
+        if self.head is None:  # its head was just read
+            size, searched, body = -1, 0, bytearray()
         else:
-            self._searched = 0
-        return end
-
-    def _read_head(self) -> RawResponse | None:
+            size, searched, body = self._chunk, self._searched, self._body
         while True:
-            end = self._find(b"\r\n\r\n", _MAX_HEAD - self._interim, "the answer's head")
-            if end < 0:
-                return None
-            head = parse_head(bytes(self.buffer[:end]))
-            del self.buffer[: end + 4]
-            if head.status >= 200:
-                break
-            self._interim += end + 4  # an interim answer (100 Continue): the real one follows
-        self._begin(head)
-        return None
-
-    def _begin(self, head: _Head) -> None:
-        """Read the body `head` announces."""
-        self.head = head
-        if head.chunked:
-            self._body = bytearray()
-            self._step = self._read_chunk_line
-        elif head.length is None:
-            self._step = self._read_until_close
+            if size < 0:  # a chunk size line
+                end = data.find(b"\r\n", at + searched)
+                if end < 0 or end - at > _MAX_CHUNK_LINE:
+                    break
+                line = _CHUNK_LINE.fullmatch(data, at, end)
+                if line is None:  # also a negative size
+                    _refuse(f"malformed chunk size line ({end - at} bytes)")
+                size = int(line[1], 16)
+                if size > MAX_BODY - len(body):
+                    _refuse(f"an answer over the {MAX_BODY}-byte limit")
+                at, searched = end + 2, 0
+            elif size:  # a chunk, then CRLF
+                end = at + size
+                if len(data) < end + 2:
+                    break
+                if data[end : end + 2] != b"\r\n":
+                    _refuse("a chunk not followed by CRLF")
+                body += data[at:end]
+                at, size = end + 2, -1
+            elif data[at : at + 2] == b"\r\n":  # the last chunk, and no trailers
+                return bytes(body), at + 2
+            else:  # trailers, checked, then ignored
+                end = data.find(b"\r\n\r\n", at + searched)
+                if end < 0 or end - at > _MAX_HEAD:
+                    break
+                _fields(_lines(bytes(data[at:end])))
+                return bytes(body), end + 4
+        self._chunk, self._body = size, body
+        if size < 0:
+            self._wait_for(b"\r\n", _MAX_CHUNK_LINE, "a chunk size line", data, end, at, head)
+        elif size:
+            self._keep(head, data, at)
         else:
-            self._chunk, self._step = head.length, self._read_length
-
-    def _read_length(self) -> RawResponse | None:
-        length = self._chunk  # the whole body, as one chunk
-        if len(self.buffer) < length:
-            return None
-        body = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        return self._answer(body)
-
-    def _read_until_close(self) -> RawResponse | None:
-        if len(self.buffer) > MAX_BODY:
-            _refuse(f"an answer over the {MAX_BODY}-byte limit")
+            self._wait_for(b"\r\n\r\n", _MAX_HEAD, "the answer's trailers", data, end, at, head)
         return None
 
-    def _read_chunk_line(self) -> RawResponse | None:
-        end = self._find(b"\r\n", _MAX_CHUNK_LINE, "a chunk size line")
-        if end < 0:
-            return None
-        line = _CHUNK_LINE.fullmatch(self.buffer, 0, end)
-        if line is None:  # also a negative size
-            _refuse(f"malformed chunk size line ({end} bytes)")
-        size = int(line[1], 16)
-        del self.buffer[: end + 2]
-        if size > MAX_BODY - len(self._body):
-            _refuse(f"an answer over the {MAX_BODY}-byte limit")
-        self._chunk = size
-        self._step = self._read_chunk if size else self._read_trailers
-        return None
+    def _wait_for(
+        self,
+        separator: bytes,
+        limit: int,
+        what: str,
+        data: bytes,
+        end: int,
+        at: int = 0,
+        head: _Head | None = None,
+    ) -> None:
+        """No `separator` within `limit` bytes from `at`: refuse, or wait for more bytes.
 
-    def _read_chunk(self) -> RawResponse | None:
-        size = self._chunk
-        if len(self.buffer) < size + 2:
-            return None
-        if self.buffer[size : size + 2] != b"\r\n":
-            _refuse("a chunk not followed by CRLF")
-        self._body += self.buffer[:size]
-        del self.buffer[: size + 2]
-        self._step = self._read_chunk_line
-        return None
+        `end` is where the separator was found past the limit, or -1.
+        """
+        if end >= 0 or len(data) - at > limit:
+            _refuse(f"{what} over the {limit}-byte limit")
+        self._keep(head, data, at, max(0, len(data) - at - len(separator) + 1))
 
-    def _read_trailers(self) -> RawResponse | None:
-        if self.buffer[:2] == b"\r\n":
-            end = 0
-        else:
-            end = self._find(b"\r\n\r\n", _MAX_HEAD, "the answer's trailers")
-            if end < 0:
-                return None
-            _fields(_lines(bytes(self.buffer[:end])))  # checked, then ignored
-            end += 2
-        del self.buffer[: end + 2]
-        return self._answer(bytes(self._body))
+    def _keep(self, head: _Head | None, data: bytes, at: int, searched: int = 0) -> None:
+        """Wait for more bytes: keep where the answer stands, and the bytes from `at` on."""
+        self.head, self._searched = head, searched
+        buffer = self.buffer
+        if data is buffer:
+            del buffer[:at]
+        else:  # the buffer was empty
+            buffer += memoryview(data)[at:]
+
+    def _reset(self) -> None:
+        """As new: ready for the connection's next answer."""
+        self.head = None
+        self._interim = self._searched = 0
+        self._chunk = -1
+        self.buffer.clear()

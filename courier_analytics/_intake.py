@@ -31,6 +31,7 @@ from courier_analytics._message import Message
 from courier_analytics._options import Options
 
 if TYPE_CHECKING:
+    from courier_analytics._engine import Waiter
     from courier_analytics._worker import Worker
 
 __all__ = ["DROP_LOG_INTERVAL", "Intake", "Outcome", "Stats"]
@@ -182,8 +183,6 @@ class Intake:
         self._cancelled = 0
         self._drops_unlogged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
-        # Sync mode: id(message) -> the error it was reported with, while its call waits.
-        self._waiting: dict[int, BaseException | None] = {}
 
     @property
     def stats(self) -> Stats:
@@ -244,20 +243,19 @@ class Intake:
         return self._full(message)
 
     def _put_and_wait(self, message: Message) -> NotQueued | None:
-        """Sync mode: queue the message and wait until it is delivered or has failed."""
-        key = id(message)
-        done: Future[None] = Future()
-        self._waiting[key] = None
+        """Sync mode: queue the message and wait until it is delivered or has failed.
+
+        The worker settles `done` with the message's outcome: None when delivered,
+        else the error it reported (see `Worker.put`).
+        """
+        done: Waiter = Future()
         try:
-            try:
-                queued = self._worker.put(message, done)
-            except WorkerUnavailable as exc:
-                return self._unavailable(message, exc)
-            if not queued:
-                return self._full(message)
-            self._worker.wait_done(message, done, self._options.flush_timeout)
-        finally:
-            error = self._waiting.pop(key, None)
+            queued = self._worker.put(message, done)
+        except WorkerUnavailable as exc:
+            return self._unavailable(message, exc)
+        if not queued:
+            return self._full(message)
+        error = self._worker.wait_done(message, done, self._options.flush_timeout)
         return None if error is None else ("failed", error)
 
     def _full(self, message: Message) -> NotQueued:
@@ -355,8 +353,6 @@ class Intake:
 
     def _report(self, error: BaseException, message: Message) -> None:
         """Tell `on_error` (and "error" handlers) about a message that goes no further."""
-        if self._waiting and id(message) in self._waiting:
-            self._waiting[id(message)] = error  # its sync-mode call returns it
         if self._events.handlers:
             self._events.failure("error", error, message)
         handler = self._options.on_error

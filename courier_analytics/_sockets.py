@@ -93,6 +93,10 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+#: The protocol of a transport that has told its protocol it is lost.
+_GONE = asyncio.BufferedProtocol()
+
+
 class SocketTransport(asyncio.Transport):
     """A connection's transport: its socket read and written from the loop.
 
@@ -167,6 +171,9 @@ class SocketTransport(asyncio.Transport):
             sent = self._sock.send(data)
         except ssl.SSLWantReadError:  # TLS needs the server's next record: _read retries
             sent, wait_write = 0, False
+            if self._writing:  # a writable socket would call this again at once
+                self._writing = False
+                self._loop.remove_writer(self._fd)
         except _NOT_NOW:
             sent = 0
         except OSError as exc:  # reset, or a TLS error (`ssl.SSLError` is one)
@@ -187,6 +194,11 @@ class SocketTransport(asyncio.Transport):
         while True:
             try:
                 count = sock.recv_into(protocol.get_buffer(_READ_SIZE))
+            except ssl.SSLWantWriteError:  # TLS must write first (a renegotiation)
+                if not self._writing:
+                    self._writing = True
+                    self._loop.add_writer(self._fd, self._write_then_read)
+                return
             except _NOT_NOW:
                 return  # a TLS record not yet whole, or one with no data (a ticket)
             except ssl.SSLZeroReturnError:  # the server's TLS goodbye
@@ -197,17 +209,41 @@ class SocketTransport(asyncio.Transport):
             if not count:
                 self._lose(None)
                 return
-            protocol.buffer_updated(count)
+            try:
+                protocol.buffer_updated(count)
+            except Exception as exc:  # as asyncio's transports: the connection ends at once
+                self._loop.call_exception_handler(
+                    {"message": "the protocol failed to read", "exception": exc, "transport": self}
+                )
+                self._lose(exc)
+                return
             if self._closed or pending is None or not pending():
                 break
         if self._unsent and not self._writing:  # a TLS write that waited on a read
             self._send()
 
+    def _write_then_read(self) -> None:
+        """Writable again, after TLS asked to write before it could read."""
+        self._writing = False
+        self._loop.remove_writer(self._fd)
+        if self._unsent:
+            self._send()
+        if not self._closed:
+            self._read()
+
     def _lose(self, exc: Exception | None) -> None:
+        """The connection failed: closed now, and the protocol told from the loop, never
+        from within `write` (whose caller has just started a request)."""
         if self._closed:
             return
         self._shut()
-        self._protocol.connection_lost(exc)
+        self._loop.call_soon(self._tell_lost, exc)
+
+    def _tell_lost(self, exc: Exception | None) -> None:
+        # The protocol refers to its transport: let go of it, so that a closed
+        # connection is freed at once, not by the cyclic garbage collector.
+        protocol, self._protocol = self._protocol, _GONE
+        protocol.connection_lost(exc)
 
     def _shut(self) -> None:
         self._closed = True
@@ -224,7 +260,7 @@ class SocketTransport(asyncio.Transport):
         if self._closed:
             return
         self._shut()
-        self._loop.call_soon(self._protocol.connection_lost, None)
+        self._loop.call_soon(self._tell_lost, None)
 
     def close(self) -> None:
         self.abort()

@@ -22,12 +22,11 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, Protocol
 
 from courier_analytics import _outcomes
-from courier_analytics._engine import WIRE_COPIES, Engine, Reporter
+from courier_analytics._engine import WIRE_COPIES, Engine, Reporter, Waiter
 from courier_analytics._errors import WorkerUnavailable
 from courier_analytics._events import Emitter
 from courier_analytics._messages import Message
@@ -190,14 +189,15 @@ class Worker:
         if self._state is State.OPEN:
             self._state = State.CLOSED
 
-    def put(self, message: Message, done: Future[None] | None = None) -> bool:
+    def put(self, message: Message, done: Waiter | None = None) -> bool:
         """Queue a message; `False` when the queue is full, in messages or bytes.
 
         Safe from any thread.
 
         Args:
             message: The message.
-            done: Resolved once the message is delivered or has failed (sync mode).
+            done: Settled once the message is delivered (with None) or has failed (with
+                the error `on_error` was given): sync mode. See `wait_done`.
 
         Raises:
             WorkerUnavailable: the worker was closed, or its thread could not start.
@@ -219,7 +219,7 @@ class Worker:
                 return False
             engine.bytes_taken += cost
             if done is not None:
-                engine.done[id(message)] = done
+                engine.done.add(message, done)
             self.queue.append(message)
             if engine.metrics is not None:
                 engine.metrics.queued(id(message))
@@ -229,18 +229,27 @@ class Worker:
                 except WorkerUnavailable:
                     self.queue.pop()  # ours: no worker runs to have taken it
                     engine.bytes_taken -= cost
-                    engine.done.pop(id(message), None)
+                    if done is not None:
+                        engine.done.discard(message, done)
                     raise
             elif self._sleeping or len(self.queue) == self._wake_at:
                 self._wake()
             return True
 
-    def wait_done(self, message: Message, done: Future[None], timeout: float | None) -> None:
-        """Wait until a message queued with `done` is delivered or failed (sync mode)."""
+    def wait_done(
+        self, message: Message, done: Waiter, timeout: float | None
+    ) -> BaseException | None:
+        """Wait until a message queued with `done` is delivered or failed (sync mode).
+
+        Returns:
+            The error it failed with (as `on_error` was given it); None once it is
+            delivered, or while it is still being delivered after `timeout`, or when
+            called on the worker thread itself (from `on_error`), which cannot wait.
+        """
         if threading.current_thread() is self._thread:
-            return  # from on_error on the worker itself: waiting would deadlock it
+            return None  # from on_error on the worker itself: waiting would deadlock it
         try:
-            done.result(timeout)
+            return done.result(timeout)
         except (TimeoutError, FutureTimeoutError):  # two classes before Python 3.11
             logger.warning(
                 "courier-analytics: %s %s still being delivered after %ss (sync_mode); "
@@ -249,6 +258,7 @@ class Worker:
                 message.message_id,
                 timeout,
             )
+            return None
 
     def _idle_now(self) -> bool:
         return not self.queue and not self._engine.held

@@ -406,13 +406,13 @@ def test_a_head_read_by_the_one_match_means_the_same_line_by_line(
 def test_an_answer_in_one_piece_reads_as_the_same_answer_cut_after_its_first_byte(
     answer: tuple[bytes, set[str]],
 ) -> None:
-    """In one piece (read in place) or cut (step by step): the same answer, or the same refusal."""
+    """In one piece (nothing kept) or cut (kept between reads): the same answer, or refusal."""
     raw, _ = answer
     assert outcome([raw]) == outcome([raw[:1], raw[1:]])
 
 
 def test_a_whole_answer_in_one_piece_is_read_in_place_with_everything_it_says() -> None:
-    """Status, Retry-After, body and reuse come from the one piece, as read step by step."""
+    """Status, Retry-After, body and reuse come from the one piece, as read byte by byte."""
     raw = b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}"
     expected = RawResponse(429, "3", b"{}", True)
     assert outcome([raw]) == outcome(list(map(bytes, zip(raw)))) == expected
@@ -439,3 +439,130 @@ def test_a_head_in_one_piece_is_held_to_the_64_kib_limit(interim: bytes) -> None
     limit = 64 * 1024
     assert outcome(pieces(limit)) == RawResponse(202, None, b"{}", True)
     assert str(outcome(pieces(limit + 1))).startswith("the answer's head over the")
+
+
+# -- one way of reading: an answer reads the same however its bytes arrive
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+WHOLE = {
+    "content-length": H + b"Retry-After: 3\r\nContent-Length: 2\r\n\r\n{}",
+    "empty-body": b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+    "chunked": CHUNKED + b"2\r\n{}\r\n1;x=y\r\n}\r\n0\r\n\r\n",
+    "chunked-trailers": CHUNKED + b"2\r\n{}\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n",
+    "after-100": CONTINUE + H + b"Content-Length: 2\r\n\r\n{}",
+    "after-two-100s": CONTINUE + CONTINUE + CHUNKED + b"2\r\n{}\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", WHOLE.values(), ids=WHOLE.keys())
+def test_an_answer_cut_at_any_byte_reads_as_in_one_piece(raw: bytes) -> None:
+    """Cut in two at every offset, and byte by byte: the answer of the one piece."""
+    whole = outcome([raw])
+    assert isinstance(whole, RawResponse)
+    assert whole.keep_alive
+    for cut in range(len(raw) + 1):
+        assert outcome([raw[:cut], raw[cut:]]) == whole, f"cut at {cut}"
+    assert outcome([bytes([byte]) for byte in raw]) == whole
+
+
+@pytest.mark.parametrize("raw", WHOLE.values(), ids=WHOLE.keys())
+def test_a_reader_reads_the_next_answer_as_new_after_any_answer(raw: bytes) -> None:
+    """After an answer however it came, the same reader reads a second one, as a new one."""
+    second = H + b"Content-Length: 3\r\n\r\n{ }"
+    for cut in (1, len(raw) // 2, len(raw)):
+        reader = Reader()
+        assert reader.feed(raw[:cut]) is None or cut == len(raw)
+        if cut < len(raw):
+            assert reader.feed(raw[cut:]) is not None
+        assert (reader.head, bytes(reader.buffer), reader._interim) == (None, b"", 0)
+        assert reader.feed(second) == RawResponse(202, None, b"{ }", True)
+
+
+def test_an_interim_answer_and_the_answer_in_one_read_are_read_together() -> None:
+    """A 100 Continue and the final answer in one read: the final answer, reusable."""
+    reader = Reader()
+    raw = CONTINUE + b"HTTP/1.1 429 Slow\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n"
+    assert reader.feed(raw) == RawResponse(429, "2", b"", True)
+
+
+def test_an_interim_answer_alone_waits_for_the_answer() -> None:
+    """A read that holds only a 100 Continue gives nothing yet; the next read the answer."""
+    reader = Reader()
+    assert reader.feed(CONTINUE) is None
+    assert reader.feed(H + b"Content-Length: 2\r\n\r\n{}") == RawResponse(202, None, b"{}", True)
+
+
+def test_stray_bytes_after_an_answer_cut_in_two_forbid_reuse() -> None:
+    """Bytes past an answer that came in two reads: the answer, its connection not reused."""
+    raw = H + b"Content-Length: 2\r\n\r\n{}HTTP/1.1 500 Stray\r\n\r\n"
+    for cut in (5, len(H) + 20, len(raw) - 3):
+        assert outcome([raw[:cut], raw[cut:]]) == RawResponse(202, None, b"{}", False)
+    chunked = CHUNKED + b"2\r\n{}\r\n0\r\n\r\nxx"
+    assert outcome([chunked]) == outcome([chunked[:9], chunked[9:]])
+    assert outcome([chunked]) == RawResponse(202, None, b"{}", False)
+
+
+def test_a_head_in_many_pieces_is_held_to_the_64_kib_limit() -> None:
+    """A head that comes in pieces is bounded as one in one piece: 64 KiB, not a byte more."""
+
+    def pieces(size: int) -> list[bytes]:
+        head = H + b"X: " + b"x" * (size - len(H) - 22) + b"\r\nContent-Length: 2"
+        assert len(head) == size
+        raw = head + b"\r\n\r\n{}"
+        return [raw[start : start + 7000] for start in range(0, len(raw), 7000)]
+
+    limit = 64 * 1024
+    assert outcome(pieces(limit)) == RawResponse(202, None, b"{}", True)
+    assert str(outcome(pieces(limit + 1))).startswith("the answer's head over the")
+
+
+def test_a_head_without_its_end_is_refused_once_past_the_limit() -> None:
+    """Bytes that never end a head are refused as they pass 64 KiB, not kept without end."""
+    reader = Reader()
+    assert reader.feed(H + b"X: " + b"x" * 60_000) is None
+    with pytest.raises(httpx.RemoteProtocolError, match="the answer's head over the"):
+        reader.feed(b"x" * 6_000)
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["in-pieces", "one-piece"])
+def test_a_chunk_size_line_is_held_to_4_kib(whole: bool) -> None:
+    """A chunk size line of 4 KiB (extensions included) is read; one byte more is refused."""
+
+    def answer(size: int) -> list[bytes]:
+        line = b"2;x=" + b"v" * (size - 4)
+        raw = CHUNKED + line + b"\r\n{}\r\n0\r\n\r\n"
+        return [raw] if whole else [raw[: len(CHUNKED) + 100], raw[len(CHUNKED) + 100 :]]
+
+    assert outcome(answer(4096)) == RawResponse(202, None, b"{}", True)
+    assert str(outcome(answer(4097))).startswith("a chunk size line over the")
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["in-pieces", "one-piece"])
+def test_trailers_are_held_to_64_kib(whole: bool) -> None:
+    """Trailers of 64 KiB are read (and ignored); one byte more is refused."""
+
+    def answer(size: int) -> list[bytes]:
+        trailers = b"X-T: " + b"t" * (size - 5)
+        raw = CHUNKED + b"2\r\n{}\r\n0\r\n" + trailers + b"\r\n\r\n"
+        return [raw] if whole else [raw[:-1000], raw[-1000:]]
+
+    assert outcome(answer(64 * 1024)) == RawResponse(202, None, b"{}", True)
+    assert str(outcome(answer(64 * 1024 + 1))).startswith("the answer's trailers over the")
+
+
+def test_an_answer_until_close_is_held_to_1_mib() -> None:
+    """A body delimited by the close: 1 MiB is read at the close, one byte more is refused."""
+    head = H + b"Connection: close\r\n\r\n"
+    limit = 1024 * 1024
+    body = b"x" * limit
+    assert outcome([head + body[:1000], body[1000:]]) == RawResponse(202, None, body, False)
+    reader = Reader()
+    assert reader.feed(head + body) is None
+    with pytest.raises(httpx.RemoteProtocolError, match="over the 1048576-byte limit"):
+        reader.feed(b"x")
+
+
+def test_a_close_before_the_answer_is_whole_is_refused() -> None:
+    """The server closing mid-head, mid-body or mid-chunk: no answer, a protocol error."""
+    for raw in (H, H + b"Content-Length: 5\r\n\r\n{}", CHUNKED + b"2\r\n{"):
+        assert outcome([raw]) == "the server closed the connection without a full answer"

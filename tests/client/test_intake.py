@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -12,9 +14,11 @@ from courier_analytics import (
     Client,
     ClientClosedError,
     ConfigurationError,
+    NotDeliveredError,
     PluginError,
     QueueFullError,
     RejectedError,
+    RetriesExhaustedError,
     _client,
 )
 from courier_analytics._client import Outcome, dispatch, make_message
@@ -103,7 +107,7 @@ def test_dispatch_in_sync_mode_says_a_refused_message_failed() -> None:
     assert refused.state == "failed"
     assert isinstance(refused.why, RejectedError)
     assert delivered.state == "accepted"
-    assert client._waiting == {}
+    assert not client._worker._engine.done  # no call left waiting
 
 
 def test_a_plain_call_and_a_general_one_make_the_same_message() -> None:
@@ -159,3 +163,134 @@ def test_the_stand_in_of_invalid_settings_is_built_once(monkeypatch: pytest.Monk
     assert len(workers) == 1
     with pytest.raises(ConfigurationError, match="region"):
         analytics.default_client()
+
+
+# -- sync mode: the call's wait carries what became of its message
+
+
+class Arrivals(FakeCourier):
+    """A fake Courier whose `arrived` semaphore is released as each request arrives."""
+
+    def __init__(self, rule: Any = None) -> None:
+        super().__init__(rule or (lambda request, body, attempt: httpx.Response(202)))
+        self.arrived = threading.Semaphore(0)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.arrived.release()
+        return await super().handle_async_request(request)
+
+
+def _meanwhile(call: Callable[[], Outcome]) -> Callable[[], Outcome]:
+    """Run `call` on a thread of its own; the returned function joins it and gives its result."""
+    results: list[Outcome] = []
+    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    thread.start()
+
+    def result() -> Outcome:
+        thread.join(30)
+        assert not thread.is_alive(), "the sync-mode call is still waiting"
+        return results[0]
+
+    return result
+
+
+def test_sync_mode_a_delivered_message_is_accepted() -> None:
+    """A sync-mode call whose message Courier accepted returns accepted, nothing reported."""
+    reports = Reports()
+    with make_client(FakeCourier(), sync_mode=True, on_error=reports) as client:
+        message = _track(client)
+        assert dispatch(client, message) == Outcome(message.message_id, "accepted")
+        assert client.stats.delivered == 1
+    assert reports.calls == []
+
+
+def test_sync_mode_a_message_out_of_retries_returns_the_error_on_error_got() -> None:
+    """Retries run out: the call returns failed with the very error on_error got, once."""
+    reports = Reports()
+    courier = FakeCourier(lambda request, body, attempt: httpx.Response(503))
+    with make_client(courier, sync_mode=True, on_error=reports) as client:
+        outcome = dispatch(client, _track(client))
+    assert outcome.state == "failed"
+    assert isinstance(outcome.why, RetriesExhaustedError)
+    assert reports.errors == [outcome.why]
+
+
+def test_sync_mode_a_message_in_flight_at_shutdown_returns_not_delivered() -> None:
+    """Shut down while a sync-mode call waits: it returns failed as on_error is told, once."""
+    reports = Reports()
+    courier = Arrivals()
+    courier.gate.clear()
+    client = make_client(courier, sync_mode=True, on_error=reports)
+    result = _meanwhile(lambda: dispatch(client, _track(client)))
+    assert courier.arrived.acquire(timeout=30)
+    client.shutdown(0.05)
+    courier.gate.set()
+    outcome = result()
+    assert outcome.state == "failed"
+    assert isinstance(outcome.why, NotDeliveredError)
+    assert reports.errors == [outcome.why]
+
+
+def test_sync_mode_a_call_after_shutdown_is_dropped() -> None:
+    """A sync-mode call on a shut-down client returns dropped, with the error reported once."""
+    reports = Reports()
+    client = make_client(FakeCourier(), sync_mode=True, on_error=reports)
+    client.shutdown()
+    outcome = dispatch(client, _track(client))
+    assert outcome.state == "dropped"
+    assert isinstance(outcome.why, ClientClosedError)
+    assert reports.errors == [outcome.why]
+
+
+def test_sync_mode_a_call_over_a_full_queue_is_dropped() -> None:
+    """A sync-mode call that finds the queue full returns dropped; the waiting one delivers."""
+    reports = Reports()
+    courier = Arrivals()
+    courier.gate.clear()
+    with make_client(courier, sync_mode=True, max_queue_size=1, on_error=reports) as client:
+        first = _meanwhile(lambda: dispatch(client, _track(client, "u1")))
+        assert courier.arrived.acquire(timeout=30)
+        outcome = dispatch(client, _track(client, "u2"))
+        courier.gate.set()
+        assert first().state == "accepted"
+    assert outcome.state == "dropped"
+    assert isinstance(outcome.why, QueueFullError)
+    assert reports.errors == [outcome.why]
+
+
+def test_sync_mode_a_call_that_outlives_its_wait_is_accepted_and_its_failure_reported_once() -> (
+    None
+):
+    """Past flush_timeout the call returns accepted; the later failure goes to on_error once."""
+    reports = Reports()
+    courier = FakeCourier(lambda request, body, attempt: httpx.Response(400))
+    courier.gate.clear()
+    with make_client(courier, sync_mode=True, flush_timeout=0.05, on_error=reports) as client:
+        outcome = dispatch(client, _track(client))
+        courier.gate.set()
+        assert client.flush(30)
+    assert outcome.state == "accepted"
+    assert len(reports.errors) == 1
+    assert isinstance(reports.errors[0], RejectedError)
+
+
+def test_sync_mode_the_same_message_from_two_threads_returns_each_its_outcome() -> None:
+    """One message object dispatched twice at once: each call gets its own delivery's outcome.
+
+    Both calls waited under the message's id: the second put replaced the first's
+    waiter, and the first call waited out its flush_timeout, then said accepted.
+    """
+    reports = Reports()
+    courier = Arrivals(lambda request, body, attempt: httpx.Response(400))
+    courier.gate.clear()
+    with make_client(courier, sync_mode=True, flush_timeout=10, on_error=reports) as client:
+        message = _track(client)
+        first = _meanwhile(lambda: dispatch(client, message))
+        assert courier.arrived.acquire(timeout=30)
+        second = _meanwhile(lambda: dispatch(client, message))
+        assert courier.arrived.acquire(timeout=30)  # both in flight at once
+        courier.gate.set()
+        outcomes = [first(), second()]
+    assert [outcome.state for outcome in outcomes] == ["failed", "failed"]
+    assert {id(outcome.why) for outcome in outcomes} == {id(error) for error in reports.errors}
+    assert len(reports.errors) == 2

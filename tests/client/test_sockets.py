@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
-from courier_analytics._http11 import Http11Pool
+from courier_analytics._http11 import Http11Pool, _Connection
 from courier_analytics._sockets import SocketTransport
 
 from .test_http11 import OK, RawServer
-
-trustme = pytest.importorskip("trustme")
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +226,126 @@ def test_a_session_the_server_refuses_is_replaced_by_the_next_one(
             await listener.wait_closed()
 
     assert asyncio.run(main()) == [False, True, True, False, False, True]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_closed_connection_is_freed_without_the_cyclic_collector(
+    tls: bool, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """A discarded connection and its buffer are freed at once, with no reference cycle left."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(pool: Http11Pool) -> bool:
+        await pool.send(pool.build("/x", b"{}"))
+        connection = pool._idle.pop()
+        freed = weakref.ref(connection)
+        pool.discard(connection)
+        del connection
+        await asyncio.sleep(0)  # the transport tells its protocol from the loop
+        return freed() is None
+
+    gc.disable()
+    try:
+        assert serve(server, scenario, contexts if tls else None)
+    finally:
+        gc.enable()
+
+
+def test_a_write_that_fails_tells_of_it_from_the_loop_not_from_within_start() -> None:
+    """A write on a connection that cannot take one: `on_answer` runs after `start` returned."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(pool: Http11Pool) -> list[str]:
+        await pool.send(pool.build("/x", b"{}"))
+        (connection,) = pool._idle
+        transport = connection.transport
+        assert isinstance(transport, SocketTransport)
+        transport._sock.shutdown(socket.SHUT_WR)  # the next send fails (EPIPE)
+        events: list[str] = []
+        connection.start(b"POST / HTTP/1.1\r\n\r\n", 5, lambda *_: events.append("on_answer"))
+        events.append("start returned")
+        await asyncio.sleep(0)
+        return events
+
+    assert serve(server, scenario, None) == ["start returned", "on_answer"]
+
+
+def test_a_protocol_that_fails_to_read_ends_its_connection_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception from the protocol's read ends the connection and its request, not at timeout."""
+    server = RawServer(lambda n, raw: OK)
+    errors: list[BaseException] = []
+
+    def failing(self: _Connection, data: bytes) -> None:
+        raise RuntimeError("a defect in the protocol")
+
+    monkeypatch.setattr(_Connection, "data_received", failing)
+
+    async def scenario(pool: Http11Pool) -> BaseException | None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: errors.append(context["exception"]))
+        pool._timeout = 5  # a request left waiting fails as ReadTimeout
+        try:
+            await pool.send(pool.build("/x", b"{}"))
+        except httpx.TransportError as exc:
+            return exc
+        return None
+
+    assert isinstance(serve(server, scenario, None), httpx.RemoteProtocolError)
+    assert [str(e) for e in errors] == ["a defect in the protocol"]
+
+
+def test_a_connection_made_as_the_pool_closes_is_closed_and_its_request_fails(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A connect that ends in the loop turn the pool closes in sends nothing and is closed."""
+    server = RawServer(lambda n, raw: OK)
+    made: list[_Connection] = []
+
+    async def scenario(pool: Http11Pool) -> Any:
+        connect = pool._connect
+
+        async def connect_as_the_pool_closes(connection: _Connection) -> None:
+            await connect(connection)
+            made.append(connection)
+            pool._closing = True  # aclose() began in this very turn
+
+        pool._connect = connect_as_the_pool_closes  # type: ignore[method-assign]
+        try:
+            await pool.send(pool.build("/x", b"{}"))
+        except httpx.ConnectError as exc:
+            return str(exc), pool._open
+        return None
+
+    assert serve(server, scenario, contexts) == ("the connection pool was closed", set())
+    assert made[0].closed
+    assert server.requests == []
+
+
+def test_a_server_that_resumes_nothing_stops_the_pool_reading_sessions(
+    certificate: Any, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """After two refused offers in a row the pool reads no session (each read copies one)."""
+    refusing = server_context(certificate)
+    refusing.num_tickets = 0  # TLS 1.3 without tickets: nothing to resume
+    server = RawServer(lambda n, raw: OK)
+    reads = 0
+    session = SocketTransport.session
+
+    def counted(transport: SocketTransport) -> ssl.SSLSession | None:
+        nonlocal reads
+        reads += 1
+        return session.fget(transport)  # type: ignore[attr-defined, no-any-return]
+
+    async def scenario(pool: Http11Pool) -> list[int]:
+        statuses = []
+        for _ in range(6):
+            statuses.append((await pool.send(pool.build("/x", b"{}"))).status)
+            pool.discard(pool._idle.pop())
+        return statuses
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SocketTransport, "session", property(counted))
+        assert serve(server, scenario, (refusing, contexts[1])) == [202] * 6
+    assert reads == 2

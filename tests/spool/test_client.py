@@ -21,6 +21,7 @@ from courier_analytics import (
     RetryPolicy,
     Stats,
 )
+from courier_analytics._client import Outcome, dispatch, make_message
 
 from .helpers import leave, status, track
 
@@ -220,6 +221,31 @@ def test_shutdown_keeps_what_is_pending_for_the_next_process(tmp_path: Path) -> 
     assert client2.stats.recovered == 15
     assert {b["properties"]["n"] for b in later.bodies} == set(range(15))
     client2.shutdown()
+
+
+def test_a_sync_mode_call_kept_in_the_spool_at_shutdown_returns_accepted(tmp_path: Path) -> None:
+    """Shut down while a sync-mode call waits: its message stays in the spool; the call returns.
+
+    The call waited out its flush_timeout (30 s): nothing settled its wait once the
+    message was kept.
+    """
+    courier = Arrivals(1)
+    courier.gate.clear()
+    reports = Reports()
+    client = make_client(courier, spool=tmp_path / "spool.db", sync_mode=True, on_error=reports)
+    message = make_message(client, lambda f: f.track("E", {}, user_id="u1", anonymous_id=None))
+    outcomes: list[Outcome] = []
+    call = threading.Thread(target=lambda: outcomes.append(dispatch(client, message)), daemon=True)
+    call.start()
+    assert courier.arrived.wait(60)
+    client.shutdown(timeout=0.1)
+    courier.gate.set()
+    call.join(10)
+    assert not call.is_alive(), "the sync-mode call still waits"
+    assert outcomes == [Outcome(message.message_id, "accepted")]  # the next process sends it
+    assert (client.stats.failed, client.stats.pending) == (0, 1)
+    assert reports.errors == []
+    assert status(tmp_path / "spool.db").unowned == 1
 
 
 def test_a_full_spool_drops_new_messages(tmp_path: Path) -> None:
