@@ -666,6 +666,13 @@ class Engine:
             for message in messages:
                 self.metrics.forget(id(message))
 
+    def spilled(self, messages: list[Message]) -> None:
+        """Messages taken from the queue wait in the spool now: their calls return."""
+        self.left_memory(messages)
+        if self.done:
+            for message in messages:
+                self.done.settle(message, None)
+
     def back_in_memory(self, message: Message) -> None:
         """A message claimed from the spool is held in memory again (`max_queue_bytes`)."""
         self.bytes_freed -= len(message._data)

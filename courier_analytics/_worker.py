@@ -251,6 +251,9 @@ class Worker:
         try:
             return done.result(timeout)
         except (TimeoutError, FutureTimeoutError):  # two classes before Python 3.11
+            # Nobody waits now: the waiter goes, so that no later message that comes to
+            # have this one's id() (once it is freed) can be given its outcome.
+            self._engine.done.discard(message, done)
             logger.warning(
                 "courier-analytics: %s %s still being delivered after %ss (sync_mode); "
                 "it goes on in the background",

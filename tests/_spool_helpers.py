@@ -106,6 +106,9 @@ class StubWorker:
     def back_in_memory(self, message: Message) -> None:
         pass
 
+    def spilled(self, messages: list[Message]) -> None:
+        pass
+
     def report(self, error: BaseException, message: Message) -> None:
         self.reports.append(error)
 

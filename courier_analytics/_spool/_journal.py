@@ -349,7 +349,7 @@ class Journal:
         if parked_keys:
             self._parked += len(parked_keys)
             self._backlog = True
-            worker.left_memory(parked)
+            worker.spilled(parked)
         rows, add = self._holdings.rows, worker.add_to_lanes
         for message, key in zip(held, keys, strict=True):
             row = (key, True, wall, 0)
@@ -367,7 +367,7 @@ class Journal:
             self._unspooled(batch, len(batch))
             return
         self._worker.held -= len(batch)
-        self._worker.left_memory(batch)  # claimed back (back_in_memory) only if this one delivers
+        self._worker.spilled(batch)  # claimed back (back_in_memory) only if this one delivers
         self._health.wrote(now, len(batch), committed=True)
         self._bound.used += size
         self.committed += len(batch)
@@ -460,7 +460,7 @@ class Journal:
                 continue
             self._to_park.append((row[0], 0.0, 0))
             self._parked += 1
-            self._worker.left_memory([message])
+            self._worker.spilled([message])
 
     def _write_done(self, now: float) -> None:
         """Write the batches of parked and answered messages."""
