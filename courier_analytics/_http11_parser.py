@@ -203,6 +203,8 @@ class Reader:
     _interim = 0  # bytes of interim answers (100 Continue) skipped
     _chunk = -1  # chunked: the size of the chunk being read; -1: its size line
     _body: bytearray  # of a chunked answer, as its chunks come
+    _reading_on = False  # within _read_on: an interim answer returns to its loop
+    _more = False  # an interim answer was read within _read_on: read on
 
     def __init__(self) -> None:
         self.buffer = bytearray()  # bytes kept unread from earlier reads
@@ -228,7 +230,10 @@ class Reader:
         if status < 200:  # an interim answer (100 Continue): read on to the real one
             self._interim += at
             self._keep(None, data, at)
-            return self.feed(b"")
+            if self._reading_on:  # within _read_on's loop, which reads on
+                self._more = True
+                return None
+            return self._read_on()
         if length == len(data) - at:  # the usual: Content-Length, the rest of the bytes
             body = data[at:]
         elif length is not None:  # 0 for an answer without a body
@@ -337,9 +342,23 @@ class Reader:
         else:  # the buffer was empty
             buffer += memoryview(data)[at:]
 
+    def _read_on(self) -> RawResponse | None:
+        """Read on past interim answers in a loop, not by recursion: within the bound on
+        their bytes, a server can send thousands of them in one read."""
+        self._reading_on = True
+        try:
+            while True:
+                self._more = False
+                answer = self.feed(b"")
+                if not self._more:
+                    return answer
+        finally:
+            self._reading_on = False
+
     def _reset(self) -> None:
         """As new: ready for the connection's next answer."""
         self.head = None
         self._interim = self._searched = 0
         self._chunk = -1
         self.buffer.clear()
+        self._body = bytearray()  # a chunked answer's body is not kept with the connection

@@ -566,3 +566,19 @@ def test_a_close_before_the_answer_is_whole_is_refused() -> None:
     """The server closing mid-head, mid-body or mid-chunk: no answer, a protocol error."""
     for raw in (H, H + b"Content-Length: 5\r\n\r\n{}", CHUNKED + b"2\r\n{"):
         assert outcome([raw]) == "the server closed the connection without a full answer"
+
+
+def test_thousands_of_interim_answers_in_one_read_are_read_in_a_loop() -> None:
+    """2,000 short 100 Continue heads (within the 64 KiB bound), then the answer: no recursion."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    answer = Reader().feed(b"HTTP/1.1 100\r\n\r\n" * 2000 + ok)
+    assert answer is not None
+    assert answer.status == 200
+
+
+def test_a_reader_keeps_no_chunked_body_once_its_answer_is_read() -> None:
+    """A chunked answer that spanned reads leaves nothing of its body with the connection."""
+    reader = Reader()
+    assert reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n") is None
+    assert reader.feed(b"x" * 0x100000 + b"\r\n0\r\n\r\n") is not None
+    assert len(reader._body) == 0
