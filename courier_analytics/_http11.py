@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from courier_analytics._concurrency import IDLE_S
 from courier_analytics._http11_parser import MAX_BODY, RawResponse, Reader
-from courier_analytics._sockets import SocketTransport, open_socket
+from courier_analytics._sockets import READ_SIZE, SocketTransport, open_socket
 from courier_analytics._threads import BlockingRunner
 
 if TYPE_CHECKING:
@@ -106,10 +106,6 @@ async def until_done(
     return await waiter
 
 
-#: Bytes read from a connection at a time. Courier's answers are a few hundred bytes.
-_READ_SIZE = 16 * 1024
-
-
 class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection; one request at a time.
 
@@ -136,7 +132,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._deadline = 0.0
         self._timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._buffer = memoryview(bytearray(_READ_SIZE))
+        self._buffer = memoryview(bytearray(READ_SIZE))
 
     # -- asyncio callbacks
 

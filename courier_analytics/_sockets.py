@@ -22,10 +22,10 @@ import socket
 import ssl
 from typing import Any
 
-__all__ = ["SocketTransport", "open_socket"]
+__all__ = ["READ_SIZE", "SocketTransport", "open_socket"]
 
 #: Bytes read at a time: a TLS record holds at most 16 KiB, an answer a few hundred.
-_READ_SIZE = 16 * 1024
+READ_SIZE = 16 * 1024
 #: Exceptions that mean "not now": the socket cannot take or give bytes yet.
 _NOT_NOW = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -193,7 +193,7 @@ class SocketTransport(asyncio.Transport):
         sock, protocol, pending = self._sock, self._protocol, self._pending
         while True:
             try:
-                count = sock.recv_into(protocol.get_buffer(_READ_SIZE))
+                count = sock.recv_into(protocol.get_buffer(READ_SIZE))
             except ssl.SSLWantWriteError:  # TLS must write first (a renegotiation)
                 if not self._writing:
                     self._writing = True
