@@ -1,11 +1,25 @@
 """The SQLite spool: one file (WAL mode) that the processes of one host share.
 
-One table of messages, one of owners. Each message row names its `maker` (the
-client that made it) and its `owner` (the client that may deliver it now); an
-owner's claim is a lease, renewed by `take_over` every few seconds. Rows whose
-owner is gone (its lease expired, or its process on this host no longer exists)
-or that nobody owns are taken by the next `take_over` of a live owner: one
-statement, so one owner takes all of them and each user's order is kept.
+Messages are stored two ways, one table of owners beside them:
+
+- A batch that a process commits to deliver from its memory (the usual case) is
+  one row of `batches`, its messages packed into one row of `bodies`: one
+  B-tree insert and one delete for the whole batch, where a row per message
+  cost SQLite several times as much CPU per message as the rest of the spool.
+  The batch's keys are consecutive, from its `id`; `left` and `done` (a bitmap,
+  in the small row, so that writing it never rewrites the body) record which
+  messages were answered, so that a process that dies re-sends only the rest.
+  A batch is only ever held by the process that committed it.
+- Every message that needs a state of its own is one row of `messages`: parked
+  ones (each with its due time and tries), and those of a batch its owner left
+  (taken over, released, or one message parked), which the next owner unpacks.
+
+Each row names its `maker` (the client that made it) and its `owner` (the client
+that may deliver it now); an owner's claim is a lease, renewed by `take_over`
+every few seconds. Rows whose owner is gone (its lease expired, or its process on
+this host no longer exists) or that nobody owns are taken by the next `take_over`
+of a live owner, in one transaction, so one owner takes all of them and each
+user's order is kept.
 
 Why these settings:
 
@@ -16,8 +30,8 @@ Why these settings:
 - `auto_vacuum=INCREMENTAL` and `journal_size_limit`: under churn the file reuses
   its free pages and gives them back (`tidy`), and the WAL is cut back after
   each checkpoint, so the disk used follows what is stored.
-- Row ids are assigned here, one above the largest, in one write transaction: the
-  order of rows is the order of commits, which `claim` keeps.
+- Keys are assigned here, one above the largest of either table, in one write
+  transaction: the order of keys is the order of commits, which `claim` keeps.
 
 A connection belongs to the process that opened it: a forked child gets its own,
 and the parent's, which it inherited, is kept open and never used (closing it in
@@ -26,20 +40,27 @@ the child could disturb the parent's locks).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import logging
 import operator
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+import orjson
 
 from courier_analytics._messages import Message, _made
 from courier_analytics._spool import SpoolError
 from courier_analytics._spool._backend import Claimed, OwnerStatus, SpoolStatus
 
 __all__ = ["SqliteBackend"]
+
+logger = logging.getLogger("courier_analytics")
 
 #: Seconds a write waits for another process's write to end.
 BUSY_TIMEOUT = 10.0
@@ -62,6 +83,20 @@ CREATE TABLE IF NOT EXISTS messages (
     next_at REAL NOT NULL DEFAULT 0,
     tries INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL,
+    left INTEGER NOT NULL,
+    done BLOB,
+    maker TEXT NOT NULL,
+    owner TEXT,
+    state INTEGER NOT NULL,
+    made_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bodies (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -77,10 +112,17 @@ _HELD, _PARKED, _LOOSE = 0, 1, 2
 # and time are written into the statement (the owner is our own hex token).
 _ROW = operator.attrgetter("type", "_mid", "user_id", "anonymous_id", "event", "_data")
 _INSERT = (
-    "INSERT INTO messages (type, mid, user_id, anonymous_id, event, data, maker, owner, "
-    "state, made_at) VALUES (?, ?, ?, ?, ?, ?, '{owner}', '{owner}', {state}, {made_at!r})"
+    "INSERT INTO messages (id, type, mid, user_id, anonymous_id, event, data, maker, owner, "
+    "state, made_at) VALUES (?, ?, ?, ?, ?, ?, ?, '{owner}', '{owner}', {state}, {made_at!r})"
 )
 _COLUMNS = "id, type, mid, user_id, anonymous_id, event, data, maker, tries, made_at, state"
+# A batch's message as a row of `messages` (its key given), once its batch is left.
+_UNPACKED = (
+    "INSERT OR REPLACE INTO messages (id, type, mid, user_id, anonymous_id, event, data, "
+    "maker, owner, state, made_at, next_at, tries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The version of the packed body's format, its first byte.
+_PACKED_V1 = 1
 
 # Connections opened by this process, by pid; a forked child moves them to
 # `_inherited` and never closes them.
@@ -152,6 +194,10 @@ class SqliteBackend:
         self._db: sqlite3.Connection | None = None
         self._host = host_key()
         self._page_size = 4096
+        # The batches this owner committed and holds, by first key (sorted in
+        # `_firsts`): which of their messages were answered or moved out.
+        self._spans: dict[int, _Span] = {}
+        self._firsts: list[int] = []
 
     # ----------------------------------------------------------------- connection
 
@@ -219,15 +265,31 @@ class SqliteBackend:
     # ------------------------------------------------------------------ messages
 
     def commit(self, messages: Sequence[Message], made_at: float, parked: bool) -> list[int]:
-        """Store messages owned by this owner, oldest first; their keys (row ids)."""
-        state = _PARKED if parked else _HELD
-        insert = _INSERT.format(owner=self.owner, state=state, made_at=float(made_at))
+        """Store messages owned by this owner, oldest first; their keys.
+
+        Held ones (delivered from this process's memory) are one batch row; parked
+        ones a row each (each has its own due time).
+        """
+        owner, count = self.owner, len(messages)
+        body = None if parked else pack(messages)
         with self._write() as db:
-            # Without an id given, SQLite gives each row one more than the largest:
-            # under the write lock, the batch's ids are the next ones, in order.
-            top = db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
-            db.executemany(insert, map(_ROW, messages))
-        return list(range(top + 1, top + 1 + len(messages)))
+            first = _top(db) + 1
+            if body is None:
+                insert = _INSERT.format(owner=owner, state=_PARKED, made_at=float(made_at))
+                db.executemany(
+                    insert, [(key, *row) for key, row in enumerate(map(_ROW, messages), first)]
+                )
+            else:
+                db.execute(
+                    "INSERT INTO batches (id, count, left, maker, owner, state, made_at) "
+                    f"VALUES (?, ?, ?, ?, ?, {_HELD}, ?)",
+                    (first, count, count, owner, owner, float(made_at)),
+                )
+                db.execute("INSERT INTO bodies (id, data) VALUES (?, ?)", (first, body))
+        if body is not None:
+            self._spans[first] = _Span(count, float(made_at))
+            bisect.insort(self._firsts, first)
+        return list(range(first, first + count))
 
     def claim(
         self, limit: int, now: float, take: Callable[[int, Message], bool] | None = None
@@ -263,25 +325,158 @@ class SqliteBackend:
     def remove(self, keys: Sequence[int]) -> None:
         """Forget answered messages (only while this owner owns them)."""
         owner = self.owner
+        rows, members = self._sort(keys)
         with self._write() as db:
             db.executemany(
                 "DELETE FROM messages WHERE id BETWEEN ? AND ? AND owner = ?",
-                [(first, last, owner) for first, last in _runs(keys)],
+                [(first, last, owner) for first, last in _runs(rows)],
             )
+            marked = self._mark(db, members)
+        self._marked(marked)
 
     def fail(self, keys: Sequence[int], reason: str) -> None:
         """Forget messages that outlived `spool_max_age` (their failure was reported)."""
         self.remove(keys)
 
     def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
-        """Move held messages out of memory: (key, due time in epoch seconds, tries added)."""
+        """Move held messages out of memory: (key, due time in epoch seconds, tries added).
+
+        A message of a batch moves to a row of its own, which its due time needs.
+        """
         owner = self.owner
+        rows, members = self._sort([key for key, _, _ in entries])
+        when = {key: (due, tries) for key, due, tries in entries}
         with self._write() as db:
             db.executemany(
                 f"UPDATE messages SET state = {_PARKED}, next_at = ?, tries = tries + ? "
                 "WHERE id = ? AND owner = ?",
-                [(due, tries, key, owner) for key, due, tries in entries],
+                [(*when[key], key, owner) for key in rows],
             )
+            for first, indexes in members.items():
+                body = db.execute(
+                    "SELECT d.data FROM batches b JOIN bodies d ON d.id = b.id "
+                    "WHERE b.id = ? AND b.owner = ?",
+                    (first, owner),
+                ).fetchone()
+                if body is None:  # taken over: no longer this owner's to park
+                    continue
+                messages, made_at = unpack(body[0]), self._spans[first].made_at
+                db.executemany(
+                    _UNPACKED,
+                    [
+                        (first + i, *_ROW(messages[i]), owner, owner, _PARKED, made_at)
+                        + when[first + i]
+                        for i in indexes
+                    ],
+                )
+            marked = self._mark(db, members)
+        self._marked(marked, moved=True)
+
+    # -------------------------------------------------------------------- batches
+
+    def _sort(self, keys: Iterable[int]) -> tuple[list[int], dict[int, list[int]]]:
+        """Keys of rows of their own, and the others as indexes by their batch's first key."""
+        firsts, spans = self._firsts, self._spans
+        if not firsts:
+            return list(keys), {}
+        rows: list[int] = []
+        members: dict[int, list[int]] = {}
+        start = end = 0
+        span: _Span | None = None
+        for key in keys:
+            if not start <= key < end:
+                at = bisect.bisect_right(firsts, key) - 1
+                span = spans[firsts[at]] if at >= 0 else None
+                if span is None or key >= firsts[at] + span.count:
+                    rows.append(key)
+                    start = end = 0
+                    continue
+                start, end = firsts[at], firsts[at] + span.count
+            assert span is not None
+            if key - start in span.moved:  # parked: a row of its own now
+                rows.append(key)
+            else:
+                members.setdefault(start, []).append(key - start)
+        return rows, members
+
+    def _mark(self, db: sqlite3.Connection, members: dict[int, list[int]]) -> list[_Marked]:
+        """Write which messages of each batch are answered (or moved out); a batch with
+        none left goes. The batches' state in memory changes once this commits."""
+        owner, marked = self.owner, []
+        for first, indexes in members.items():
+            span = self._spans[first]
+            done, left = bytearray(span.done), span.left
+            for index in indexes:
+                bit = 1 << (index & 7)
+                if not done[index >> 3] & bit:  # a batch written again after a failure
+                    done[index >> 3] |= bit
+                    left -= 1
+            if left:
+                ours = db.execute(
+                    "UPDATE batches SET left = ?, done = ? WHERE id = ? AND owner = ?",
+                    (left, bytes(done), first, owner),
+                ).rowcount
+            else:
+                ours = db.execute(
+                    "DELETE FROM batches WHERE id = ? AND owner = ?", (first, owner)
+                ).rowcount
+                if ours:
+                    db.execute("DELETE FROM bodies WHERE id = ?", (first,))
+            marked.append(_Marked(first, indexes, done, left if ours else 0))
+        return marked
+
+    def _marked(self, marked: list[_Marked], *, moved: bool = False) -> None:
+        """The batches' state in memory, once written (a batch taken over is forgotten)."""
+        for first, indexes, done, left in marked:
+            span = self._spans[first]
+            if not left:
+                del self._spans[first]
+                self._firsts.pop(bisect.bisect_left(self._firsts, first))
+                continue
+            span.done, span.left = done, left
+            if moved:
+                span.moved.update(indexes)
+
+    def _forget_batches(self) -> None:
+        """This owner holds no batch any more (released, or taken over)."""
+        self._spans.clear()
+        self._firsts.clear()
+
+    def _unpack_left(self, db: sqlite3.Connection) -> int:
+        """Unpack the batches this owner took (left by others) into rows of their own;
+        how many messages they held."""
+        owner, count = self.owner, 0
+        left = db.execute(
+            "SELECT b.id, b.count, b.done, b.maker, b.made_at, d.data FROM batches b "
+            f"LEFT JOIN bodies d ON d.id = b.id WHERE b.owner = ? AND b.state = {_LOOSE} "
+            "ORDER BY b.id",
+            (owner,),
+        ).fetchall()
+        for first, size, done, maker, made_at, body in left:
+            try:
+                messages = unpack(body)
+                if len(messages) != size:
+                    raise ValueError(f"{len(messages)} messages where {size} were written")
+            except (TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+                logger.error(
+                    "courier-analytics: the spool %s holds a damaged batch (keys %d to %d): "
+                    "its messages are lost (%s)",
+                    self.path,
+                    first,
+                    first + size - 1,
+                    exc,
+                )
+                messages = []
+            rows = [
+                (first + i, *_ROW(message), maker, owner, _LOOSE, made_at, 0.0, 0)
+                for i, message in enumerate(messages)
+                if not (done and done[i >> 3] & (1 << (i & 7)))
+            ]
+            db.executemany(_UNPACKED, rows)
+            db.execute("DELETE FROM batches WHERE id = ?", (first,))
+            db.execute("DELETE FROM bodies WHERE id = ?", (first,))
+            count += len(rows)
+        return count
 
     def renew(self, now: float) -> bool:
         """Renew this owner's lease; False when another took over its rows meanwhile."""
@@ -294,6 +489,7 @@ class SqliteBackend:
         ).rowcount
         if not renewed:  # taken over while it did not renew (a stalled process)
             self._register(db, now)
+            self._forget_batches()
         return bool(renewed)
 
     def take_over(self, now: float) -> int:
@@ -314,6 +510,12 @@ class SqliteBackend:
                 "WHERE owner IS NULL OR owner NOT IN (SELECT owner FROM owners)",
                 (self.owner,),
             ).rowcount
+            db.execute(
+                f"UPDATE batches SET owner = ?, state = {_LOOSE} "
+                "WHERE owner IS NULL OR owner NOT IN (SELECT owner FROM owners)",
+                (self.owner,),
+            )
+            taken += self._unpack_left(db)
         return taken
 
     def next_due(self, after: float) -> float | None:
@@ -361,7 +563,15 @@ class SqliteBackend:
                 f"UPDATE messages SET owner = NULL, state = {_LOOSE} WHERE owner = ?",
                 (self.owner,),
             ).rowcount
+            released += db.execute(
+                "SELECT COALESCE(SUM(left), 0) FROM batches WHERE owner = ?", (self.owner,)
+            ).fetchone()[0]
+            db.execute(
+                f"UPDATE batches SET owner = NULL, state = {_LOOSE} WHERE owner = ?",
+                (self.owner,),
+            )
             db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
+        self._forget_batches()
         return released
 
     def inspect(self, now: float) -> SpoolStatus:
@@ -388,14 +598,26 @@ class SqliteBackend:
                 f"COALESCE(SUM(state = {_PARKED}), 0), "
                 f"MIN(CASE WHEN state != {_HELD} THEN next_at END) FROM messages"
             ).fetchone()
+            # A batch's bytes: its body's share for the messages it has left.
+            in_batches, batch_size, batch_oldest, batch_unowned = db.execute(
+                "SELECT COALESCE(SUM(b.left), 0), "
+                "COALESCE(SUM(LENGTH(d.data) * b.left / b.count), 0), MIN(b.made_at), "
+                "COALESCE(SUM(CASE WHEN b.owner IS NULL OR b.owner NOT IN "
+                "(SELECT owner FROM owners) THEN b.left ELSE 0 END), 0) "
+                "FROM batches b LEFT JOIN bodies d ON d.id = b.id"
+            ).fetchone()
             owners = tuple(
                 OwnerStatus(owner, host, pid, held, until - now)
                 for owner, host, pid, until, held in db.execute(
                     "SELECT o.owner, o.host, o.pid, o.lease_until, "
-                    "(SELECT COUNT(*) FROM messages m WHERE m.owner = o.owner) "
+                    "(SELECT COUNT(*) FROM messages m WHERE m.owner = o.owner) + "
+                    "(SELECT COALESCE(SUM(b.left), 0) FROM batches b WHERE b.owner = o.owner) "
                     "FROM owners o ORDER BY o.owner"
                 ).fetchall()
             )
+        count, size, unowned = count + in_batches, size + batch_size, unowned + batch_unowned
+        if batch_oldest is not None:
+            oldest = batch_oldest if oldest is None else min(oldest, batch_oldest)
         files = sum(
             os.path.getsize(self.path + suffix)
             for suffix in ("", "-wal", "-shm")
@@ -411,6 +633,64 @@ class SqliteBackend:
             next_retry=None if due is None else max(0.0, due - now),
             owners=owners,
         )
+
+
+class _Span:
+    """A batch this owner committed and holds: which of its messages are done."""
+
+    __slots__ = ("count", "done", "left", "made_at", "moved")
+
+    def __init__(self, count: int, made_at: float) -> None:
+        self.count = count
+        self.made_at = made_at
+        self.left = count
+        # Bit i: message i answered, or moved out to a row of its own (`moved`: parked).
+        self.done = bytearray((count + 7) >> 3)
+        self.moved: set[int] = set()
+
+
+class _Marked(NamedTuple):
+    """A batch's state as written in a transaction: taken into memory once it commits."""
+
+    first: int
+    indexes: list[int]
+    done: bytearray
+    left: int  # 0: the batch is gone (all done, or no longer this owner's)
+
+
+def pack(messages: Sequence[Message]) -> bytes:
+    """Messages as one batch's body: a version byte, the length of the head (4 bytes,
+    little-endian), the head (the JSON of each message's fields, the length of its data
+    in place of the data), then each message's data."""
+    rows = list(map(_ROW, messages))
+    head = orjson.dumps([(*row[:5], len(row[5])) for row in rows])
+    return b"".join(
+        [bytes((_PACKED_V1,)), len(head).to_bytes(4, "little"), head] + [row[5] for row in rows]
+    )
+
+
+def unpack(body: bytes) -> list[Message]:
+    """The messages of a batch's body (`pack`); ValueError if it is damaged."""
+    if not body or body[0] != _PACKED_V1:
+        raise ValueError("not a batch body of a known version")
+    size = int.from_bytes(body[1:5], "little")
+    at = 5 + size
+    messages = []
+    for kind, mid, user, anonymous, event, length in orjson.loads(body[5:at]):
+        messages.append(_made(kind, mid, user, anonymous, event, body[at : at + length]))
+        at += length
+    if at != len(body):
+        raise ValueError("a batch body's data does not match its head")
+    return messages
+
+
+def _top(db: sqlite3.Connection) -> int:
+    """The largest key of either table (0 when empty)."""
+    top: int = db.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0), "
+        "COALESCE((SELECT id + count - 1 FROM batches ORDER BY id DESC LIMIT 1), 0))"
+    ).fetchone()[0]
+    return top
 
 
 def _runs(keys: Sequence[int]) -> list[tuple[int, int]]:

@@ -16,7 +16,7 @@ import pytest
 
 from courier_analytics import Client, RetryPolicy
 from courier_analytics._messages import _made
-from courier_analytics._spool._sqlite import SqliteBackend
+from courier_analytics._spool._sqlite import SqliteBackend, unpack
 from courier_analytics.devserver import DevServer, Faults
 from tests._spool_helpers import by_producer, producer, read_until
 
@@ -36,14 +36,23 @@ def in_spool(path: Path) -> set[str]:
     """The messageIds of every message in the spool file."""
     if not path.exists():
         return set()
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(path, isolation_level=None)
     try:
+        db.execute("BEGIN")  # both tables from one snapshot
         rows = db.execute("SELECT type, mid, user_id, anonymous_id, event, data FROM messages")
-        return {_made(*row).message_id for row in rows}
+        ids = {_made(*row).message_id for row in rows}
+        batches = db.execute(
+            "SELECT b.done, d.data FROM batches b JOIN bodies d ON d.id = b.id"
+        ).fetchall()
     except sqlite3.OperationalError:  # no table yet: the producer is opening it
         return set()
     finally:
         db.close()
+    for done, body in batches:  # a batch's messages not yet answered
+        for i, message in enumerate(unpack(body)):
+            if not (done and done[i >> 3] & (1 << (i & 7))):
+                ids.add(message.message_id)
+    return ids
 
 
 def delivered(server: DevServer) -> Counter[str]:
