@@ -351,7 +351,7 @@ async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         while True:
             writer.write(b"a")
             await writer.drain()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
     except ConnectionError:
         pass
     finally:
@@ -368,9 +368,11 @@ def test_an_httpx_answer_trickled_byte_by_byte_ends_at_a_deadline(kind: str) -> 
     async def scenario() -> None:
         listener = await asyncio.start_server(trickle, "127.0.0.1", 0)
         port = listener.sockets[0].getsockname()[1]
-        sender = HttpxSender(f"http://127.0.0.1:{port}", "k", timeout=2, transport=transport)
+        # A deadline of 2 x 1 s: the test waits it out, so it is short, and 100 times
+        # the trickle's pace, so no single read times out first.
+        sender = HttpxSender(f"http://127.0.0.1:{port}", "k", timeout=1, transport=transport)
         try:
-            # 2 s per read is not reached (a loaded machine may: that is a timeout too);
+            # 1 s per read is not reached (a loaded machine may: that is a timeout too);
             # the guard only bounds a failure of this test
             with pytest.raises(httpx.TimeoutException):
                 await asyncio.wait_for(sender.send(Request("/inbound/segment", b"{}")), 60)
