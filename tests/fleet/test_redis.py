@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -286,16 +287,16 @@ def test_a_message_past_max_age_becomes_a_dead_letter(
 ) -> None:
     """A message still failing after spool_max_age fails and is kept in the dead-letter stream."""
     server.set_faults(Faults(error_rate=1.0, error_statuses=(503,)))
-    failed: list[BaseException] = []
+    failed = threading.Event()  # on_error is the client's: no request wakes server.wait_for
     app = client(
         server,
         redis_server.url(),
         retry=ONE_RETRY,
         spool_max_age=0.5,
-        on_error=lambda error, message: failed.append(error),
+        on_error=lambda error, message: failed.set(),
     )
     app.track("E", user_id="u1")
-    assert server.wait_for(lambda: bool(failed), timeout=30)
+    assert failed.wait(timeout=30)
     assert app.flush(10)
     app.shutdown(10)
     assert app.stats.failed == 1
