@@ -287,7 +287,7 @@ class SqliteBackend:
                 )
                 db.execute("INSERT INTO bodies (id, data) VALUES (?, ?)", (first, body))
         if body is not None:
-            self._spans[first] = _Span(count, float(made_at))
+            self._spans[first] = _Span(messages, float(made_at))
             bisect.insort(self._firsts, first)
         return list(range(first, first + count))
 
@@ -341,7 +341,9 @@ class SqliteBackend:
     def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
         """Move held messages out of memory: (key, due time in epoch seconds, tries added).
 
-        A message of a batch moves to a row of its own, which its due time needs.
+        A message of a batch moves to a row of its own, which its due time needs;
+        its fields are taken from the message in memory (the batch keeps it), so
+        parking never reads the batch's body.
         """
         owner = self.owner
         rows, members = self._sort([key for key, _, _ in entries])
@@ -353,20 +355,19 @@ class SqliteBackend:
                 [(*when[key], key, owner) for key in rows],
             )
             for first, indexes in members.items():
-                body = db.execute(
-                    "SELECT d.data FROM batches b JOIN bodies d ON d.id = b.id "
-                    "WHERE b.id = ? AND b.owner = ?",
-                    (first, owner),
+                ours = db.execute(
+                    "SELECT 1 FROM batches WHERE id = ? AND owner = ?", (first, owner)
                 ).fetchone()
-                if body is None:  # taken over: no longer this owner's to park
+                if ours is None:  # taken over: no longer this owner's to park
                     continue
-                messages, made_at = unpack(body[0]), self._spans[first].made_at
+                span = self._spans[first]
                 db.executemany(
                     _UNPACKED,
                     [
-                        (first + i, *_ROW(messages[i]), owner, owner, _PARKED, made_at)
+                        (first + i, *_ROW(message), owner, owner, _PARKED, span.made_at)
                         + when[first + i]
                         for i in indexes
+                        if (message := span.messages[i]) is not None
                     ],
                 )
             marked = self._mark(db, members)
@@ -434,6 +435,9 @@ class SqliteBackend:
                 self._firsts.pop(bisect.bisect_left(self._firsts, first))
                 continue
             span.done, span.left = done, left
+            messages = span.messages
+            for index in indexes:  # answered or on a row of their own: not kept here
+                messages[index] = None
             if moved:
                 span.moved.update(indexes)
 
@@ -638,12 +642,15 @@ class SqliteBackend:
 class _Span:
     """A batch this owner committed and holds: which of its messages are done."""
 
-    __slots__ = ("count", "done", "left", "made_at", "moved")
+    __slots__ = ("count", "done", "left", "made_at", "messages", "moved")
 
-    def __init__(self, count: int, made_at: float) -> None:
+    def __init__(self, messages: Sequence[Message], made_at: float) -> None:
+        count = len(messages)
         self.count = count
         self.made_at = made_at
         self.left = count
+        # Those not yet answered (held in memory anyway): `park` writes one from here.
+        self.messages: list[Message | None] = list(messages)
         # Bit i: message i answered, or moved out to a row of its own (`moved`: parked).
         self.done = bytearray((count + 7) >> 3)
         self.moved: set[int] = set()
