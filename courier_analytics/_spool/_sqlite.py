@@ -30,8 +30,12 @@ Why these settings:
 - `auto_vacuum=INCREMENTAL` and `journal_size_limit`: under churn the file reuses
   its free pages and gives them back (`tidy`), and the WAL is cut back after
   each checkpoint, so the disk used follows what is stored.
-- Keys are assigned here, one above the largest of either table, in one write
-  transaction: the order of keys is the order of commits, which `claim` keeps.
+- Keys are assigned here, one above the largest ever given (`keys`, or the
+  largest of either table in a file written before it), in one write
+  transaction: the order of keys is the order of commits, which `claim` keeps. A
+  key is never given twice: a process that stalled past its lease may still hold
+  keys whose messages another took and finished, and must never find them naming
+  a new message of its own.
 
 A connection belongs to the process that opened it: a forked child gets its own,
 and the parent's, which it inherited, is kept open and never used (closing it in
@@ -96,6 +100,10 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS bodies (
     id INTEGER PRIMARY KEY,
     data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    top INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY,
@@ -271,9 +279,12 @@ class SqliteBackend:
         ones a row each (each has its own due time).
         """
         owner, count = self.owner, len(messages)
+        if not count:
+            return []
         body = None if parked else pack(messages)
         with self._write() as db:
             first = _top(db) + 1
+            db.execute("INSERT OR REPLACE INTO keys (id, top) VALUES (0, ?)", (first + count - 1,))
             if body is None:
                 insert = _INSERT.format(owner=owner, state=_PARKED, made_at=float(made_at))
                 db.executemany(
@@ -692,9 +703,10 @@ def unpack(body: bytes) -> list[Message]:
 
 
 def _top(db: sqlite3.Connection) -> int:
-    """The largest key of either table (0 when empty)."""
+    """The largest key ever given (0 for a new file)."""
     top: int = db.execute(
-        "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0), "
+        "SELECT MAX(COALESCE((SELECT top FROM keys), 0), "
+        "COALESCE((SELECT MAX(id) FROM messages), 0), "
         "COALESCE((SELECT id + count - 1 FROM batches ORDER BY id DESC LIMIT 1), 0))"
     ).fetchone()[0]
     return top
