@@ -467,7 +467,20 @@ class SqliteBackend:
             "ORDER BY b.id",
             (owner,),
         ).fetchall()
+        later: list[tuple[int]] = []
         for first, size, done, maker, made_at, body in left:
+            if isinstance(body, bytes) and body and body[0] > _PACKED_V1:  # a later version
+                later.append((first,))
+                continue
+            if done is not None and len(done) < (size + 7) >> 3:
+                logger.error(
+                    "courier-analytics: the spool %s holds a damaged batch (keys %d to %d): "
+                    "all its messages are sent again",
+                    self.path,
+                    first,
+                    first + size - 1,
+                )
+                done = None
             try:
                 messages = unpack(body)
                 if len(messages) != size:
@@ -491,6 +504,14 @@ class SqliteBackend:
             db.execute("DELETE FROM batches WHERE id = ?", (first,))
             db.execute("DELETE FROM bodies WHERE id = ?", (first,))
             count += len(rows)
+        if later:
+            db.executemany(f"UPDATE batches SET owner = NULL, state = {_LOOSE} WHERE id = ?", later)
+            logger.warning(
+                "courier-analytics: the spool %s holds %d batch(es) written by a later version "
+                "of courier-analytics; they are left for a process of that version",
+                self.path,
+                len(later),
+            )
         return count
 
     def renew(self, now: float) -> bool:
