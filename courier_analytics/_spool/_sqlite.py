@@ -621,6 +621,7 @@ class SqliteBackend:
         self._db = db
         _opened[id(db)] = db
         try:
+            _read_as_now(db, self.path)
             return self.status(now)
         finally:
             self.close()
@@ -635,11 +636,12 @@ class SqliteBackend:
                 f"MIN(CASE WHEN state != {_HELD} THEN next_at END) FROM messages"
             ).fetchone()
             # A batch's bytes: its body's share for the messages it has left.
-            in_batches, batch_size, batch_oldest, batch_unowned = db.execute(
+            in_batches, batch_size, batch_oldest, batch_unowned, released = db.execute(
                 "SELECT COALESCE(SUM(b.left), 0), "
                 "COALESCE(SUM(LENGTH(d.data) * b.left / b.count), 0), MIN(b.made_at), "
                 "COALESCE(SUM(CASE WHEN b.owner IS NULL OR b.owner NOT IN "
-                "(SELECT owner FROM owners) THEN b.left ELSE 0 END), 0) "
+                "(SELECT owner FROM owners) THEN b.left ELSE 0 END), 0), "
+                f"COALESCE(SUM(b.state = {_LOOSE}), 0) "
                 "FROM batches b LEFT JOIN bodies d ON d.id = b.id"
             ).fetchone()
             owners = tuple(
@@ -654,6 +656,8 @@ class SqliteBackend:
         count, size, unowned = count + in_batches, size + batch_size, unowned + batch_unowned
         if batch_oldest is not None:
             oldest = batch_oldest if oldest is None else min(oldest, batch_oldest)
+        if released:  # due now for the next owner, as a released row is (next_at 0)
+            due = 0.0 if due is None else min(due, 0.0)
         files = sum(
             os.path.getsize(self.path + suffix)
             for suffix in ("", "-wal", "-shm")
@@ -731,6 +735,21 @@ def _top(db: sqlite3.Connection) -> int:
         "COALESCE((SELECT id + count - 1 FROM batches ORDER BY id DESC LIMIT 1), 0))"
     ).fetchone()[0]
     return top
+
+
+def _read_as_now(db: sqlite3.Connection, path: str) -> None:
+    """Let `status` read a file an earlier version wrote (a row per message only)
+    without changing it: the tables it lacks are made empty, for this connection only."""
+    try:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        if "messages" not in names:
+            return  # not a spool: `status` says what is wrong
+        for statement in _SCHEMA.split(";"):
+            name = statement.split("(", 1)[0].split()[-1] if statement.strip() else ""
+            if name in ("batches", "bodies") and name not in names:
+                db.execute(statement.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"))
+    except sqlite3.Error as exc:  # e.g. not a database
+        raise SpoolError(f"cannot read the spool {path!r}: {exc}") from exc
 
 
 def _runs(keys: Sequence[int]) -> list[tuple[int, int]]:
