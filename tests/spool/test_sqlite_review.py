@@ -223,12 +223,26 @@ def test_parking_members_one_at_a_time_decodes_each_body_once(
 
 
 def test_an_answered_batch_does_not_pin_its_bytes_for_one_straggler(tmp_path: Path) -> None:
-    """With all but one message of a batch answered, the file's used bytes fall back."""
+    """With all but one message of a batch answered, the used bytes fall back by the next upkeep."""
     spool = backend(tmp_path / "s.db", "a")
     keys = spool.commit([big(n) for n in range(2000)], time.time(), False)
     full = spool.used_bytes()
-    spool.remove(keys[1:])  # one straggler, still retrying in memory
+    spool.remove(keys[1:])  # one straggler, still retrying in memory (up to max_retry_time)
+    spool.take_over(time.time() + 60)  # the upkeep, a lease later
     assert spool.used_bytes() < full // 4
+
+
+def test_a_straggler_moved_out_of_its_batch_is_still_answered_once(tmp_path: Path) -> None:
+    """The last messages of a lingering batch stay this owner's: parked, answered, or left."""
+    spool = backend(tmp_path / "s.db", "a", lease=-1.0)
+    keys = spool.commit([track(n) for n in range(8)], time.time() - 60, False)
+    spool.remove(keys[:6])
+    spool.take_over(time.time())
+    spool.park([(keys[6], time.time() + 3600, 1)])
+    spool.remove([keys[7]])
+    assert (status(tmp_path / "s.db").messages, status(tmp_path / "s.db").parked) == (1, 1)
+    spool.close()
+    assert taken(tmp_path / "s.db", time.time() + 7200) == ["m-u1-6"]
 
 
 def test_a_released_batch_shows_as_due_in_status(tmp_path: Path) -> None:
