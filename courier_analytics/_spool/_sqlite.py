@@ -11,8 +11,10 @@ Messages are stored two ways, one table of owners beside them:
   messages were answered, so that a process that dies re-sends only the rest.
   A batch is only ever held by the process that committed it.
 - Every message that needs a state of its own is one row of `messages`: parked
-  ones (each with its due time and tries), and those of a batch its owner left
-  (taken over, released, or one message parked), which the next owner unpacks.
+  ones (each with its due time and tries), those of a batch its owner left
+  (taken over, released, or one message parked), which the next owner unpacks,
+  and the last few of a batch that lingers (one message retrying for minutes
+  must not keep a whole body on disk).
 
 Each row names its `maker` (the client that made it) and its `owner` (the client
 that may deliver it now); an owner's claim is a lease, renewed by `take_over`
@@ -552,7 +554,41 @@ class SqliteBackend:
                 (self.owner,),
             )
             taken += self._unpack_left(db)
+            lingering = self._spill_lingering(db, now)
+        for first in lingering:  # their last messages are rows of their own now
+            del self._spans[first]
+            self._firsts.pop(bisect.bisect_left(self._firsts, first))
         return taken
+
+    def _spill_lingering(self, db: sqlite3.Connection, now: float) -> list[int]:
+        """Move the last messages of this owner's lingering batches (older than an
+        upkeep, at most a quarter left) to rows of their own, still held, and drop the
+        batches; their first keys.
+
+        A body stays whole until its last message is answered: one message retrying
+        for minutes would keep the bytes of thousands answered long ago, which
+        `spool_max_bytes` counts. A batch answered promptly is never moved.
+        """
+        owner, spilled = self.owner, []
+        old = now - self._lease / 3
+        for first, span in self._spans.items():
+            if span.made_at > old or span.left * 4 > span.count:
+                continue
+            if not db.execute(
+                "DELETE FROM batches WHERE id = ? AND owner = ?", (first, owner)
+            ).rowcount:
+                continue
+            db.execute("DELETE FROM bodies WHERE id = ?", (first,))
+            db.executemany(
+                _UNPACKED,
+                [
+                    (first + i, *_ROW(message), owner, owner, _HELD, span.made_at, 0.0, 0)
+                    for i, message in enumerate(span.messages)
+                    if message is not None
+                ],
+            )
+            spilled.append(first)
+        return spilled
 
     def next_due(self, after: float) -> float | None:
         """When this owner's earliest parked message due after `after` is due, or None."""
