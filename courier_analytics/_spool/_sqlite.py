@@ -32,12 +32,13 @@ Why these settings:
 - `auto_vacuum=INCREMENTAL` and `journal_size_limit`: under churn the file reuses
   its free pages and gives them back (`tidy`), and the WAL is cut back after
   each checkpoint, so the disk used follows what is stored.
-- Keys are assigned here, one above the largest ever given (`keys`, or the
-  largest of either table in a file written before it), in one write
-  transaction: the order of keys is the order of commits, which `claim` keeps. A
-  key is never given twice: a process that stalled past its lease may still hold
-  keys whose messages another took and finished, and must never find them naming
-  a new message of its own.
+- Keys are assigned here, one above the largest of either table and of `keys`,
+  in one write transaction: the order of keys is the order of commits, which
+  `claim` keeps. A key taken over is never given again: a process that stalled
+  past its lease may still hold keys whose messages another took and finished,
+  and must never find them naming a new message of its own. So a take-over
+  writes the largest key in `keys` (a commit need not: while its owner holds
+  them, its keys are in the tables).
 
 A connection belongs to the process that opened it: a forked child gets its own,
 and the parent's, which it inherited, is kept open and never used (closing it in
@@ -286,7 +287,6 @@ class SqliteBackend:
         body = None if parked else pack(messages)
         with self._write() as db:
             first = _top(db) + 1
-            db.execute("INSERT OR REPLACE INTO keys (id, top) VALUES (0, ?)", (first + count - 1,))
             if body is None:
                 insert = _INSERT.format(owner=owner, state=_PARKED, made_at=float(made_at))
                 db.executemany(
@@ -554,6 +554,8 @@ class SqliteBackend:
                 (self.owner,),
             )
             taken += self._unpack_left(db)
+            if gone or taken:  # the owners gone may still hold these keys: never give them again
+                db.execute("INSERT OR REPLACE INTO keys (id, top) VALUES (0, ?)", (_top(db),))
             lingering = self._spill_lingering(db, now)
         for first in lingering:  # their last messages are rows of their own now
             del self._spans[first]
@@ -764,7 +766,7 @@ def unpack(body: bytes) -> list[Message]:
 
 
 def _top(db: sqlite3.Connection) -> int:
-    """The largest key ever given (0 for a new file)."""
+    """The largest key in either table, or taken over (0 for a new file)."""
     top: int = db.execute(
         "SELECT MAX(COALESCE((SELECT top FROM keys), 0), "
         "COALESCE((SELECT MAX(id) FROM messages), 0), "
