@@ -170,20 +170,13 @@ def test_an_empty_held_commit_does_not_block_later_commits(tmp_path: Path) -> No
     assert len(keys) == 1
 
 
-def test_a_lease_lost_between_renew_and_take_over_never_marks_a_new_message(
-    tmp_path: Path,
-) -> None:
-    """Keys of messages another owner took and finished are never given to new messages."""
-    path = tmp_path / "s.db"
-    worker = StubWorker(max_queue_size=100)
-    journal = journal_for(worker, path, lease=30.0)
-    worker.queue.extend(track(n) for n in range(3))
-    journal.drain()
+def stall_in_take_over(journal: Journal, path: Path) -> None:
+    """Run the journal's upkeep as if SIGSTOP hit between its renew and its take-over, for
+    longer than the lease: meanwhile another process takes over and delivers all it held."""
     stalled = cast(SqliteBackend, journal._backend)
     real_take_over = stalled.take_over
 
     def stall_then_take_over(now: float) -> int:
-        # SIGSTOP here, past the lease: another process takes over and delivers all.
         later = now + 3600
         other = backend(path, "other")
         other.take_over(later)
@@ -195,12 +188,40 @@ def test_a_lease_lost_between_renew_and_take_over_never_marks_a_new_message(
     journal._lease.next_upkeep = 0.0  # the heartbeat: renew, then take over
     journal.drain()
     stalled.take_over = real_take_over  # type: ignore[method-assign]
+
+
+def test_a_lease_lost_between_renew_and_take_over_never_marks_a_new_message(
+    tmp_path: Path,
+) -> None:
+    """Keys of messages another owner took and finished are never given to new messages."""
+    path = tmp_path / "s.db"
+    worker = StubWorker(max_queue_size=100)
+    journal = journal_for(worker, path, lease=30.0)
+    worker.queue.extend(track(n) for n in range(3))
+    journal.drain()
+    stall_in_take_over(journal, path)
     worker.queue.extend(track(n) for n in range(10, 13))  # new messages
     journal.drain()
     journal.finished(worker.released[0])  # an old copy's answer arrives
     journal.drain()
-    stalled.close()  # SIGKILL: nothing released
+    cast(SqliteBackend, journal._backend).close()  # SIGKILL: nothing released
     assert taken(path, time.time() + 7200) == ["m-u1-10", "m-u1-11", "m-u1-12"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: take_over re-registers a lost lease and does not say so; the journal "
+    "(and both backends' take_over) must learn it, as from renew",
+)
+def test_a_lease_lost_between_renew_and_take_over_drops_the_copies_held(tmp_path: Path) -> None:
+    """A lease the upkeep's take-over finds lost drops what was held, as a failed renew does."""
+    path = tmp_path / "s.db"
+    worker = StubWorker(max_queue_size=100)
+    journal = journal_for(worker, path, lease=30.0)
+    worker.queue.extend(track(n) for n in range(3))
+    journal.drain()
+    stall_in_take_over(journal, path)
+    assert journal.taken(worker.released[0])  # else sent again beside the taker's copy
 
 
 # -------------------------------------------------------------------- cost
