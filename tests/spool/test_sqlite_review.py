@@ -10,6 +10,7 @@ from typing import cast
 
 import pytest
 
+from courier_analytics import _message
 from courier_analytics._messages import Message
 from courier_analytics._spool import Settings, _sqlite
 from courier_analytics._spool._journal import Journal
@@ -93,6 +94,30 @@ def test_a_damaged_bitmap_is_read_as_nothing_answered(tmp_path: Path) -> None:
     dead.close()
     write(tmp_path / "s.db", "UPDATE batches SET done = x'01'")
     assert len(taken(tmp_path / "s.db")) == 20
+
+
+def test_a_damaged_compact_message_is_logged_without_its_payload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log line of a damaged batch names its keys, never the text of what was damaged."""
+    data = _message.pack(
+        1765000000000, "c-1", "properties", {"email": "secret@example.com", "n": 1}
+    )
+    message = _message.compact("track", "u1", None, "E", data, "c-1")
+    dead = backend(tmp_path / "s.db", "dead", lease=-1.0)
+    dead.commit([message], time.time(), False)
+    dead.close()
+    # One byte flipped: the comma after the timestamp.
+    write(
+        tmp_path / "s.db",
+        "UPDATE bodies SET data = CAST(replace(data, ?, ?) AS BLOB)",
+        b'0,"c-1"',
+        b'0;"c-1"',
+    )
+    with caplog.at_level(logging.ERROR, logger="courier_analytics"):
+        assert taken(tmp_path / "s.db") == []
+    assert "damaged batch" in caplog.text
+    assert "secret" not in caplog.text
 
 
 # ---------------------------------------------------------------- versions
