@@ -486,7 +486,7 @@ class SqliteBackend:
             try:
                 messages = unpack(body)
                 if len(messages) != size:
-                    raise ValueError(f"{len(messages)} messages where {size} were written")
+                    raise _Damaged(f"{len(messages)} messages where {size} were written")
             except (TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
                 logger.error(
                     "courier-analytics: the spool %s holds a damaged batch (keys %d to %d): "
@@ -494,7 +494,8 @@ class SqliteBackend:
                     self.path,
                     first,
                     first + size - 1,
-                    exc,
+                    # Only our own words: others' (int(), a codec) may quote the data.
+                    exc if isinstance(exc, _Damaged) else type(exc).__name__,
                 )
                 messages = []
             rows = [
@@ -739,6 +740,10 @@ class _Marked(NamedTuple):
     left: int  # 0: the batch is gone (all done, or no longer this owner's)
 
 
+class _Damaged(ValueError):
+    """A batch body that cannot be read, in words that quote none of its data."""
+
+
 def pack(messages: Sequence[Message]) -> bytes:
     """Messages as one batch's body: a version byte, the length of the head (4 bytes,
     little-endian), the head (the JSON of each message's fields, the length of its data
@@ -753,7 +758,7 @@ def pack(messages: Sequence[Message]) -> bytes:
 def unpack(body: bytes) -> list[Message]:
     """The messages of a batch's body (`pack`); ValueError if it is damaged."""
     if not body or body[0] != _PACKED_V1:
-        raise ValueError("not a batch body of a known version")
+        raise _Damaged("not a batch body of a known version")
     size = int.from_bytes(body[1:5], "little")
     at = 5 + size
     messages = []
@@ -761,7 +766,7 @@ def unpack(body: bytes) -> list[Message]:
         messages.append(_made(kind, mid, user, anonymous, event, body[at : at + length]))
         at += length
     if at != len(body):
-        raise ValueError("a batch body's data does not match its head")
+        raise _Damaged("a batch body's data does not match its head")
     return messages
 
 
