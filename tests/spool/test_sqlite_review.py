@@ -17,21 +17,7 @@ from courier_analytics._spool._journal import Journal
 from courier_analytics._spool._sqlite import SqliteBackend
 from courier_analytics._worker import Worker
 from tests._spool_helpers import StubWorker
-from tests.spool.helpers import status, track
-
-
-def backend(path: Path, owner: str, lease: float = 60.0) -> SqliteBackend:
-    """An open backend on `path` for `owner`."""
-    opened = SqliteBackend(str(path), owner=owner, lease=lease)
-    opened.open()
-    return opened
-
-
-def rows(path: Path, table: str) -> int:
-    """How many rows a table of the file has."""
-    with sqlite3.connect(path) as db:
-        count: int = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-    return count
+from tests.spool.helpers import backend, rows, status, track
 
 
 def taken(path: Path, now: float | None = None) -> list[str]:
@@ -195,9 +181,14 @@ def test_an_empty_held_commit_does_not_block_later_commits(tmp_path: Path) -> No
     assert len(keys) == 1
 
 
-def stall_in_take_over(journal: Journal, path: Path) -> None:
-    """Run the journal's upkeep as if SIGSTOP hit between its renew and its take-over, for
-    longer than the lease: meanwhile another process takes over and delivers all it held."""
+def stalled_in_take_over(path: Path) -> tuple[StubWorker, Journal]:
+    """A journal holding three messages whose upkeep is hit by SIGSTOP between its renew and
+    its take-over, for longer than the lease: meanwhile another process takes over and
+    delivers all it held."""
+    worker = StubWorker(max_queue_size=100)
+    journal = journal_for(worker, path, lease=30.0)
+    worker.queue.extend(track(n) for n in range(3))
+    journal.drain()
     stalled = cast(SqliteBackend, journal._backend)
     real_take_over = stalled.take_over
 
@@ -213,6 +204,7 @@ def stall_in_take_over(journal: Journal, path: Path) -> None:
     journal._lease.next_upkeep = 0.0  # the heartbeat: renew, then take over
     journal.drain()
     stalled.take_over = real_take_over  # type: ignore[method-assign]
+    return worker, journal
 
 
 def test_a_lease_lost_between_renew_and_take_over_never_marks_a_new_message(
@@ -220,11 +212,7 @@ def test_a_lease_lost_between_renew_and_take_over_never_marks_a_new_message(
 ) -> None:
     """Keys of messages another owner took and finished are never given to new messages."""
     path = tmp_path / "s.db"
-    worker = StubWorker(max_queue_size=100)
-    journal = journal_for(worker, path, lease=30.0)
-    worker.queue.extend(track(n) for n in range(3))
-    journal.drain()
-    stall_in_take_over(journal, path)
+    worker, journal = stalled_in_take_over(path)
     worker.queue.extend(track(n) for n in range(10, 13))  # new messages
     journal.drain()
     journal.finished(worker.released[0])  # an old copy's answer arrives
@@ -241,11 +229,7 @@ def test_a_lease_lost_between_renew_and_take_over_never_marks_a_new_message(
 def test_a_lease_lost_between_renew_and_take_over_drops_the_copies_held(tmp_path: Path) -> None:
     """A lease the upkeep's take-over finds lost drops what was held, as a failed renew does."""
     path = tmp_path / "s.db"
-    worker = StubWorker(max_queue_size=100)
-    journal = journal_for(worker, path, lease=30.0)
-    worker.queue.extend(track(n) for n in range(3))
-    journal.drain()
-    stall_in_take_over(journal, path)
+    worker, journal = stalled_in_take_over(path)
     assert journal.taken(worker.released[0])  # else sent again beside the taker's copy
 
 
