@@ -668,50 +668,7 @@ class SqliteBackend:
     def status(self, now: float) -> SpoolStatus:
         """What the file holds, for `courier-analytics spool status`."""
         with self._write() as db:
-            count, size, oldest, unowned, parked, due = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(made_at), "
-                "COALESCE(SUM(owner IS NULL OR owner NOT IN (SELECT owner FROM owners)), 0), "
-                f"COALESCE(SUM(state = {_PARKED}), 0), "
-                f"MIN(CASE WHEN state != {_HELD} THEN next_at END) FROM messages"
-            ).fetchone()
-            # A batch's bytes: its body's share for the messages it has left.
-            in_batches, batch_size, batch_oldest, batch_unowned, released = db.execute(
-                "SELECT COALESCE(SUM(b.left), 0), "
-                "COALESCE(SUM(LENGTH(d.data) * b.left / b.count), 0), MIN(b.made_at), "
-                "COALESCE(SUM(CASE WHEN b.owner IS NULL OR b.owner NOT IN "
-                "(SELECT owner FROM owners) THEN b.left ELSE 0 END), 0), "
-                f"COALESCE(SUM(b.state = {_LOOSE}), 0) "
-                "FROM batches b LEFT JOIN bodies d ON d.id = b.id"
-            ).fetchone()
-            owners = tuple(
-                OwnerStatus(owner, host, pid, held, until - now)
-                for owner, host, pid, until, held in db.execute(
-                    "SELECT o.owner, o.host, o.pid, o.lease_until, "
-                    "(SELECT COUNT(*) FROM messages m WHERE m.owner = o.owner) + "
-                    "(SELECT COALESCE(SUM(b.left), 0) FROM batches b WHERE b.owner = o.owner) "
-                    "FROM owners o ORDER BY o.owner"
-                ).fetchall()
-            )
-        count, size, unowned = count + in_batches, size + batch_size, unowned + batch_unowned
-        if batch_oldest is not None:
-            oldest = batch_oldest if oldest is None else min(oldest, batch_oldest)
-        if released:  # due now for the next owner, as a released row is (next_at 0)
-            due = 0.0 if due is None else min(due, 0.0)
-        files = sum(
-            os.path.getsize(self.path + suffix)
-            for suffix in ("", "-wal", "-shm")
-            if os.path.exists(self.path + suffix)
-        )
-        return SpoolStatus(
-            messages=count,
-            bytes=size,
-            file_bytes=files,
-            oldest_age=None if oldest is None else max(0.0, now - oldest),
-            unowned=unowned,
-            parked=parked,
-            next_retry=None if due is None else max(0.0, due - now),
-            owners=owners,
-        )
+            return _status(db, self.path, now)
 
 
 class _Span:
@@ -778,6 +735,54 @@ def _top(db: sqlite3.Connection) -> int:
         "COALESCE((SELECT id + count - 1 FROM batches ORDER BY id DESC LIMIT 1), 0))"
     ).fetchone()[0]
     return top
+
+
+def _status(db: sqlite3.Connection, path: str, now: float) -> SpoolStatus:
+    """What the file holds (`SqliteBackend.status`), read in the caller's transaction."""
+    count, size, oldest, unowned, parked, due = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(made_at), "
+        "COALESCE(SUM(owner IS NULL OR owner NOT IN (SELECT owner FROM owners)), 0), "
+        f"COALESCE(SUM(state = {_PARKED}), 0), "
+        f"MIN(CASE WHEN state != {_HELD} THEN next_at END) FROM messages"
+    ).fetchone()
+    # A batch's bytes: its body's share for the messages it has left.
+    in_batches, batch_size, batch_oldest, batch_unowned, released = db.execute(
+        "SELECT COALESCE(SUM(b.left), 0), "
+        "COALESCE(SUM(LENGTH(d.data) * b.left / b.count), 0), MIN(b.made_at), "
+        "COALESCE(SUM(CASE WHEN b.owner IS NULL OR b.owner NOT IN "
+        "(SELECT owner FROM owners) THEN b.left ELSE 0 END), 0), "
+        f"COALESCE(SUM(b.state = {_LOOSE}), 0) "
+        "FROM batches b LEFT JOIN bodies d ON d.id = b.id"
+    ).fetchone()
+    owners = tuple(
+        OwnerStatus(owner, host, pid, held, until - now)
+        for owner, host, pid, until, held in db.execute(
+            "SELECT o.owner, o.host, o.pid, o.lease_until, "
+            "(SELECT COUNT(*) FROM messages m WHERE m.owner = o.owner) + "
+            "(SELECT COALESCE(SUM(b.left), 0) FROM batches b WHERE b.owner = o.owner) "
+            "FROM owners o ORDER BY o.owner"
+        ).fetchall()
+    )
+    count, size, unowned = count + in_batches, size + batch_size, unowned + batch_unowned
+    if batch_oldest is not None:
+        oldest = batch_oldest if oldest is None else min(oldest, batch_oldest)
+    if released:  # due now for the next owner, as a released row is (next_at 0)
+        due = 0.0 if due is None else min(due, 0.0)
+    files = sum(
+        os.path.getsize(path + suffix)
+        for suffix in ("", "-wal", "-shm")
+        if os.path.exists(path + suffix)
+    )
+    return SpoolStatus(
+        messages=count,
+        bytes=size,
+        file_bytes=files,
+        oldest_age=None if oldest is None else max(0.0, now - oldest),
+        unowned=unowned,
+        parked=parked,
+        next_retry=None if due is None else max(0.0, due - now),
+        owners=owners,
+    )
 
 
 def _read_as_now(db: sqlite3.Connection, path: str) -> None:
