@@ -17,6 +17,7 @@ logged once, as an ERROR. The Segment drop-in raises at the call, as Segment doe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -28,8 +29,6 @@ import types
 import weakref
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
-
-import attrs
 
 from courier_analytics._client import Client, FlushReport, Stats
 from courier_analytics._errors import ConfigurationError
@@ -62,7 +61,7 @@ __all__ = [
 logger = logging.getLogger("courier_analytics")
 
 #: Names of the module-level settings: exactly the fields of `Options`.
-SETTINGS: frozenset[str] = frozenset(field.name for field in attrs.fields(Options))
+SETTINGS: frozenset[str] = frozenset(field.name for field in dataclasses.fields(Options))
 
 P = ParamSpec("P")
 R = TypeVar("R")

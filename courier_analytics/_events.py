@@ -9,12 +9,11 @@ the message's type and ids, never its payload or the API key.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Final, Literal
-
-import attrs
 
 from courier_analytics._messages import Message
 from courier_analytics._plugins import FirstFailures
@@ -36,7 +35,7 @@ EVENTS: Final[dict[str, str]] = {
 }
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class MessageView:
     """What an event handler sees of a message: its type and ids, never the payload.
 

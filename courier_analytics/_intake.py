@@ -8,6 +8,7 @@ message the factory made and queues, skips or drops it, counting each in
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -15,8 +16,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Literal, NamedTuple
-
-import attrs
 
 from courier_analytics import _capture
 from courier_analytics._errors import (
@@ -42,7 +41,7 @@ logger = logging.getLogger("courier_analytics")
 DROP_LOG_INTERVAL = 10.0
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Stats:
     """Counts of what a client did with the messages made through it.
 

@@ -47,7 +47,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, NoReturn
 
-import attrs
 import orjson
 
 __all__ = [
@@ -166,8 +165,10 @@ def _default(obj: Any) -> Any:
         raise TypeError(
             f"a {type(obj).__name__} would be consumed by sending it; pass a list instead"
         )
-    if attrs.has(type(obj)):
-        return attrs.asdict(obj, recurse=False)
+    # An attrs instance means attrs is loaded: asking costs no import of it here.
+    attr = sys.modules.get("attr")
+    if attr is not None and attr.has(type(obj)):
+        return dict(attr.asdict(obj, recurse=False))
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
     for method in ("model_dump", "tolist"):  # pydantic v2 models, numpy values

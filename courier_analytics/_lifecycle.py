@@ -8,14 +8,13 @@ at exit (or on SIGTERM, see `_signals.py`) on one budget.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import time
 import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING
-
-import attrs
 
 from courier_analytics import _metrics
 from courier_analytics._intake import NO_STATS, Intake, Stats
@@ -47,7 +46,7 @@ CLIENTS: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
 REPORT_TIMEOUT = 5.0
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class FlushReport:
     """What became of a client's messages, from one flush to the next.
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast, get_args
 from urllib.parse import SplitResult, urlsplit
-
-import attrs
 
 from courier_analytics._errors import ConfigurationError
 from courier_analytics._lazy import is_loopback
@@ -105,22 +104,31 @@ def _flag_from_environment(name: str) -> bool | None:
         ) from None
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+#: A field's check: raises ConfigurationError naming the field (`name`) if `value` is bad.
+Check = Callable[[str, Any], None]
+
+
+def _check(check: Check) -> dict[str, Check]:
+    """A field's metadata naming its check, which `Options.__post_init__` runs in order."""
+    return {"check": check}
+
+
+def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{attribute.name} must be a positive number, not {value!r}")
+        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
 
 
-def _one_of(*allowed: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _one_of(*allowed: str) -> Check:
+    def check(name: str, value: Any) -> None:
         if value not in allowed:
             options = ", ".join(repr(a) for a in allowed)
-            raise ConfigurationError(f"{attribute.name} must be one of {options}, not {value!r}")
+            raise ConfigurationError(f"{name} must be one of {options}, not {value!r}")
 
     return check
 
 
-def _loop_available(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _one_of(*get_args(EventLoop))(instance, attribute, value)
+def _loop_available(name: str, value: Any) -> None:
+    _one_of(*get_args(EventLoop))(name, value)
     if value != "uvloop":
         return
     import importlib.util  # asked only by a client that wants uvloop
@@ -132,44 +140,42 @@ def _loop_available(instance: object, attribute: attrs.Attribute[Any], value: An
         )
 
 
-def _whole(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+def _whole(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigurationError(f"{attribute.name} must be a positive int, not {value!r}")
+        raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
 
 
-def _instance_or_none(*types: type) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+def _instance_or_none(*types: type) -> Check:
     names = " or ".join(t.__name__ for t in types)
 
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    def check(name: str, value: Any) -> None:
         if value is not None and not isinstance(value, types):
             raise ConfigurationError(
-                f"{attribute.name} must be a {names} or None, not {type(value).__name__}"
+                f"{name} must be a {names} or None, not {type(value).__name__}"
             )
 
     return check
 
 
-def _transport_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _transport_or_none(name: str, value: Any) -> None:
     if value is None:
         return
     import httpx  # only here: whoever passes a transport has imported httpx already
 
-    _instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport)(instance, attribute, value)
+    _instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport)(name, value)
 
 
-def _meter_provider_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _meter_provider_or_none(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "get_meter", None)):
         raise ConfigurationError(
-            f"{attribute.name} must be an OpenTelemetry MeterProvider or None, "
-            f"not {type(value).__name__}"
+            f"{name} must be an OpenTelemetry MeterProvider or None, not {type(value).__name__}"
         )
 
 
-def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _callable_or_none(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise ConfigurationError(
-            f"{attribute.name} must be a callable (exc, message) or None, "
-            f"not {type(value).__name__}"
+            f"{name} must be a callable (exc, message) or None, not {type(value).__name__}"
         )
 
 
@@ -286,7 +292,7 @@ class _Resolved(NamedTuple):
 
 # Not slotted: the values resolved from the environment are kept beside the fields
 # (`_resolved`), not as a field, so the fields stay exactly the client's options.
-@attrs.frozen(kw_only=True, slots=False)
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class Options:
     """Every setting of a [`Client`][courier_analytics.Client], validated.
 
@@ -296,45 +302,67 @@ class Options:
     value is built.
     """
 
-    api_key: str | None = attrs.field(default=None, repr=_mask)
-    region: Region = attrs.field(default="us", validator=_one_of(*REGIONS))
+    api_key: str | None = None
+    region: Region = dataclasses.field(default="us", metadata=_check(_one_of(*REGIONS)))
     base_url: str | None = None
-    route: RouteName = attrs.field(default="api", validator=_one_of(*get_args(RouteName)))
+    route: RouteName = dataclasses.field(
+        default="api", metadata=_check(_one_of(*get_args(RouteName)))
+    )
     event_prefix: str = DEFAULT_EVENT_PREFIX
-    max_queue_size: int = attrs.field(default=10_000, validator=_whole)
-    max_queue_bytes: int = attrs.field(default=DEFAULT_MAX_QUEUE_BYTES, validator=_whole)
-    max_in_flight: int = attrs.field(default=DEFAULT_MAX_IN_FLIGHT, validator=_whole)
-    ordering: Ordering = attrs.field(default="identify", validator=_one_of(*get_args(Ordering)))
-    event_loop: EventLoop = attrs.field(default="asyncio", validator=_loop_available)
-    flush_interval: float = attrs.field(default=0.5, validator=_positive)
-    timeout: float = attrs.field(default=10.0, validator=_positive)
+    max_queue_size: int = dataclasses.field(default=10_000, metadata=_check(_whole))
+    max_queue_bytes: int = dataclasses.field(
+        default=DEFAULT_MAX_QUEUE_BYTES, metadata=_check(_whole)
+    )
+    max_in_flight: int = dataclasses.field(default=DEFAULT_MAX_IN_FLIGHT, metadata=_check(_whole))
+    ordering: Ordering = dataclasses.field(
+        default="identify", metadata=_check(_one_of(*get_args(Ordering)))
+    )
+    event_loop: EventLoop = dataclasses.field(default="asyncio", metadata=_check(_loop_available))
+    flush_interval: float = dataclasses.field(default=0.5, metadata=_check(_positive))
+    timeout: float = dataclasses.field(default=10.0, metadata=_check(_positive))
     max_retries: int = 10
     max_retry_time: float | None = 120.0
-    retry: RetryPolicy | None = attrs.field(default=None, validator=_instance_or_none(RetryPolicy))
-    on_error: ErrorHandler | None = attrs.field(default=None, validator=_callable_or_none)
+    retry: RetryPolicy | None = dataclasses.field(
+        default=None, metadata=_check(_instance_or_none(RetryPolicy))
+    )
+    on_error: ErrorHandler | None = dataclasses.field(
+        default=None, metadata=_check(_callable_or_none)
+    )
     sync_mode: bool = False
     send: bool = True
     debug: bool = False
-    transport: AnyTransport | None = attrs.field(
-        default=None,
-        validator=_transport_or_none,
+    transport: AnyTransport | None = dataclasses.field(
+        default=None, metadata=_check(_transport_or_none)
     )
     views_as_track: bool = False
     flush_at_exit: bool = True
-    exit_timeout: float = attrs.field(default=5.0, validator=_positive)
-    flush_timeout: float = attrs.field(default=30.0, validator=_positive)
-    max_message_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, validator=_whole)
-    allow_insecure_http: bool | None = attrs.field(default=None, validator=_instance_or_none(bool))
+    exit_timeout: float = dataclasses.field(default=5.0, metadata=_check(_positive))
+    flush_timeout: float = dataclasses.field(default=30.0, metadata=_check(_positive))
+    max_message_bytes: int = dataclasses.field(default=MAX_REQUEST_BYTES, metadata=_check(_whole))
+    allow_insecure_http: bool | None = dataclasses.field(
+        default=None, metadata=_check(_instance_or_none(bool))
+    )
     spool: str | os.PathLike[str] | None = None
-    spool_max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
-    spool_max_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=_whole)
-    spool_commit_interval: float = attrs.field(default=DEFAULT_COMMIT_INTERVAL, validator=_positive)
-    meter_provider: MeterProvider | None = attrs.field(
-        default=None, validator=_meter_provider_or_none
+    spool_max_age: float = dataclasses.field(default=DEFAULT_MAX_AGE, metadata=_check(_positive))
+    spool_max_bytes: int = dataclasses.field(default=DEFAULT_MAX_BYTES, metadata=_check(_whole))
+    spool_commit_interval: float = dataclasses.field(
+        default=DEFAULT_COMMIT_INTERVAL, metadata=_check(_positive)
+    )
+    meter_provider: MeterProvider | None = dataclasses.field(
+        default=None, metadata=_check(_meter_provider_or_none)
     )
     deliver: bool | None = None
 
-    def __attrs_post_init__(self) -> None:
+    def __repr__(self) -> str:
+        values = {field.name: repr(getattr(self, field.name)) for field in dataclasses.fields(self)}
+        values["api_key"] = _mask(self.api_key)  # a repr may end up in a log or an error text
+        return f"Options({', '.join(f'{name}={value}' for name, value in values.items())})"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            check = field.metadata.get("check")
+            if check is not None:
+                check(field.name, getattr(self, field.name))
         # The environment is read here, once: the key checked is the key sent, and
         # a variable changed later cannot split them (nor the URL from its check).
         key, key_source = self._api_key_and_source()

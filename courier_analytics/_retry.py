@@ -9,14 +9,13 @@ retries.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import attrs
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import random
@@ -132,19 +131,7 @@ class Outcome(NamedTuple):
     detail: str = ""
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
-
-
-def _optional_non_negative(
-    instance: object, attribute: attrs.Attribute[Any], value: float | None
-) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0 or None, not {value!r}")
-
-
-@attrs.frozen(kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class RetryPolicy:
     """How a message that failed with a retryable error is tried again.
 
@@ -166,12 +153,21 @@ class RetryPolicy:
             clients that failed together do not retry together.
     """
 
-    max_retries: int = attrs.field(default=10, validator=_non_negative)
-    max_time: float | None = attrs.field(default=120.0, validator=_optional_non_negative)
-    initial_wait: float = attrs.field(default=0.5, validator=_non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
-    max_wait: float = attrs.field(default=60.0, validator=_non_negative)
-    jitter: float = attrs.field(default=0.5, validator=_non_negative)
+    max_retries: int = 10
+    max_time: float | None = 120.0
+    initial_wait: float = 0.5
+    multiplier: float = 2.0
+    max_wait: float = 60.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # in order: the first bad one is named
+            value = getattr(self, field.name)
+            if value is None and field.name == "max_time":
+                continue
+            if value < 0:
+                none = " or None" if field.name == "max_time" else ""
+                raise ValueError(f"{field.name} must be >= 0{none}, not {value!r}")
 
     @property
     def max_tries(self) -> int:

@@ -15,14 +15,13 @@ a lock.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
-
-import attrs
 
 from courier_analytics._messages import _id as check_id
 from courier_analytics._messages import _mapping as check_mapping
@@ -38,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class User:
     """Who the current scope's calls are about; see [`user()`][courier_analytics.user].
 
@@ -50,7 +49,7 @@ class User:
 
     id: str | None
     anonymous_id: str | None
-    traits: Mapping[str, Any] = attrs.field(factory=dict)
+    traits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class _State(NamedTuple):

@@ -29,6 +29,7 @@ is an `AssertionError` (what Segment's `require()` raises) as well as a `TypeErr
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import enum
 import logging
@@ -40,8 +41,6 @@ from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
-
-import attrs
 
 from courier_analytics import _errors
 from courier_analytics._client import Client as CourierClient
@@ -470,7 +469,7 @@ class Client:
                 # The proxy is chosen by the scheme of the URL the options resolved: only
                 # then is the transport known, so these options are built a second time.
                 transport = _proxy_transport(self.proxies, options.resolved_base_url())
-                options = attrs.evolve(options, transport=transport)
+                options = dataclasses.replace(options, transport=transport)
         except MissingApiKeyError as exc:
             raise InvalidArgumentError(
                 "write_key is required: set analytics.write_key or Client(write_key=...) "

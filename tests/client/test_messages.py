@@ -537,9 +537,9 @@ def test_a_compact_body_is_the_whole_encoding_byte_for_byte(
 def test_a_message_is_immutable() -> None:
     """Assigning or deleting an attribute of a message raises FrozenInstanceError."""
     message = MessageFactory().track("E", None, **{**CALL, "user_id": "u", "anonymous_id": None})
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         message.user_id = "someone else"  # type: ignore[misc]
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         del message.event  # type: ignore[misc]
 
 

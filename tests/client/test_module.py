@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import sys
@@ -9,7 +10,6 @@ import threading
 import types
 from typing import Any
 
-import attrs
 import httpx
 import pytest
 
@@ -40,9 +40,9 @@ def test_exported_names_are_the_intended_public_surface() -> None:
 
 def test_module_settings_mirror_the_client_options_and_defaults() -> None:
     """Every Options field is a module setting with the same default."""
-    for field in attrs.fields(Options):
+    for field in dataclasses.fields(Options):
         assert getattr(analytics, field.name) == field.default, field.name
-    assert {f.name for f in attrs.fields(Options)} == _default.SETTINGS
+    assert {f.name for f in dataclasses.fields(Options)} == _default.SETTINGS
 
 
 def test_module_functions_use_the_settings() -> None:
