@@ -9,7 +9,6 @@ the message's type and ids, never its payload or the API key.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any, Final, Literal
 
 from courier_analytics._messages import Message
 from courier_analytics._plugins import FirstFailures
+from courier_analytics._value import Value
 
 __all__ = ["EVENTS", "Emitter", "EventName", "MessageView"]
 
@@ -35,8 +35,7 @@ EVENTS: Final[dict[str, str]] = {
 }
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class MessageView:
+class MessageView(Value):
     """What an event handler sees of a message: its type and ids, never the payload.
 
     Attributes:
@@ -47,11 +46,30 @@ class MessageView:
         event: The event name of a `track` message, else `None`.
     """
 
+    __match_args__ = (
+        "type",
+        "message_id",
+        "user_id",
+        "anonymous_id",
+        "event",
+    )
+    __slots__ = __match_args__
+
     type: str
     message_id: str
     user_id: str | None
     anonymous_id: str | None
     event: str | None
+
+    def __init__(
+        self,
+        type: str,
+        message_id: str,
+        user_id: str | None,
+        anonymous_id: str | None,
+        event: str | None,
+    ) -> None:
+        self._assign(type, message_id, user_id, anonymous_id, event)
 
     @classmethod
     def of(cls, message: Message) -> MessageView:

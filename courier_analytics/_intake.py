@@ -8,7 +8,6 @@ message the factory made and queues, skips or drops it, counting each in
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import threading
@@ -28,6 +27,7 @@ from courier_analytics._errors import (
 from courier_analytics._events import Emitter
 from courier_analytics._message import Message
 from courier_analytics._options import Options
+from courier_analytics._value import Value
 
 if TYPE_CHECKING:
     from courier_analytics._engine import Waiter
@@ -41,8 +41,7 @@ logger = logging.getLogger("courier_analytics")
 DROP_LOG_INTERVAL = 10.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Stats:
+class Stats(Value):
     """Counts of what a client did with the messages made through it.
 
     At any quiet moment (after [`Client.flush`][courier_analytics.Client.flush]),
@@ -82,6 +81,22 @@ class Stats:
             `pending`).
     """
 
+    __match_args__ = (
+        "made",
+        "queued",
+        "delivered",
+        "retried",
+        "failed",
+        "dropped",
+        "skipped",
+        "pending",
+        "spooled",
+        "recovered",
+        "committed",
+        "taken_over",
+    )
+    __slots__ = __match_args__
+
     made: int
     queued: int
     delivered: int
@@ -90,10 +105,40 @@ class Stats:
     dropped: int
     skipped: int
     pending: int
-    spooled: int = 0
-    recovered: int = 0
-    committed: int = 0
-    taken_over: int = 0
+    spooled: int
+    recovered: int
+    committed: int
+    taken_over: int
+
+    def __init__(
+        self,
+        made: int,
+        queued: int,
+        delivered: int,
+        retried: int,
+        failed: int,
+        dropped: int,
+        skipped: int,
+        pending: int,
+        spooled: int = 0,
+        recovered: int = 0,
+        committed: int = 0,
+        taken_over: int = 0,
+    ) -> None:
+        self._assign(
+            made,
+            queued,
+            delivered,
+            retried,
+            failed,
+            dropped,
+            skipped,
+            pending,
+            spooled,
+            recovered,
+            committed,
+            taken_over,
+        )
 
     @property
     def unaccounted(self) -> int:

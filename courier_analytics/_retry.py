@@ -9,13 +9,14 @@ retries.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
+
+from courier_analytics._value import Value
 
 if TYPE_CHECKING:
     import random
@@ -131,8 +132,7 @@ class Outcome(NamedTuple):
     detail: str = ""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(Value):
     """How a message that failed with a retryable error is tried again.
 
     Network errors, timeouts, 408, 429 and 5xx (except 501) retry; any other status
@@ -153,21 +153,41 @@ class RetryPolicy:
             clients that failed together do not retry together.
     """
 
-    max_retries: int = 10
-    max_time: float | None = 120.0
-    initial_wait: float = 0.5
-    multiplier: float = 2.0
-    max_wait: float = 60.0
-    jitter: float = 0.5
+    __match_args__ = (
+        "max_retries",
+        "max_time",
+        "initial_wait",
+        "multiplier",
+        "max_wait",
+        "jitter",
+    )
+    __slots__ = __match_args__
 
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):  # in order: the first bad one is named
-            value = getattr(self, field.name)
-            if value is None and field.name == "max_time":
+    max_retries: int
+    max_time: float | None
+    initial_wait: float
+    multiplier: float
+    max_wait: float
+    jitter: float
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 10,
+        max_time: float | None = 120.0,
+        initial_wait: float = 0.5,
+        multiplier: float = 2.0,
+        max_wait: float = 60.0,
+        jitter: float = 0.5,
+    ) -> None:
+        self._assign(max_retries, max_time, initial_wait, multiplier, max_wait, jitter)
+        for name in self.__match_args__:  # in order: the first bad one is named
+            value = getattr(self, name)
+            if name == "max_time" and value is None:
                 continue
             if value < 0:
-                none = " or None" if field.name == "max_time" else ""
-                raise ValueError(f"{field.name} must be >= 0{none}, not {value!r}")
+                none = " or None" if name == "max_time" else ""
+                raise ValueError(f"{name} must be >= 0{none}, not {value!r}")
 
     @property
     def max_tries(self) -> int:

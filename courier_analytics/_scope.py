@@ -15,7 +15,6 @@ a lock.
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import functools
 import inspect
 import threading
@@ -25,6 +24,7 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 
 from courier_analytics._messages import _id as check_id
 from courier_analytics._messages import _mapping as check_mapping
+from courier_analytics._value import Value
 
 __all__ = ["MissingIdentity", "User", "current_frame", "reset", "scope", "user"]
 
@@ -37,8 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class User:
+class User(Value):
     """Who the current scope's calls are about; see [`user()`][courier_analytics.user].
 
     Attributes:
@@ -47,9 +46,17 @@ class User:
         traits: A copy of the traits identified so far in this scope.
     """
 
+    __match_args__ = ("id", "anonymous_id", "traits")
+    __slots__ = __match_args__
+
     id: str | None
     anonymous_id: str | None
-    traits: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    traits: Mapping[str, Any]
+
+    def __init__(
+        self, id: str | None, anonymous_id: str | None, traits: Mapping[str, Any] | None = None
+    ) -> None:
+        self._assign(id, anonymous_id, {} if traits is None else traits)
 
 
 class _State(NamedTuple):
