@@ -9,7 +9,6 @@ worker through `Intake._dispatch`, the one way in; flushing and shutting down ar
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -250,7 +249,7 @@ class Client(Lifecycle):
         if cls.__init__ is not Client.__init__:
             # A subclass's own __init__ runs, as Client(...) would run it; the options
             # are then checked again (Client's own keeps the value given).
-            return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
+            return cls(**options._values())
         return cls._built(options)
 
     @classmethod

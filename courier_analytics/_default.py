@@ -17,7 +17,6 @@ logged once, as an ERROR. The Segment drop-in raises at the call, as Segment doe
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -61,7 +60,7 @@ __all__ = [
 logger = logging.getLogger("courier_analytics")
 
 #: Names of the module-level settings: exactly the fields of `Options`.
-SETTINGS: frozenset[str] = frozenset(field.name for field in dataclasses.fields(Options))
+SETTINGS: frozenset[str] = frozenset(Options.__match_args__)
 
 P = ParamSpec("P")
 R = TypeVar("R")

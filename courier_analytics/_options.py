@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast, get_args
@@ -20,6 +19,7 @@ from courier_analytics._spool import (
     parse_spool,
 )
 from courier_analytics._spool import Settings as SpoolSettings
+from courier_analytics._value import Value
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -106,11 +106,6 @@ def _flag_from_environment(name: str) -> bool | None:
 
 #: A field's check: raises ConfigurationError naming the field (`name`) if `value` is bad.
 Check = Callable[[str, Any], None]
-
-
-def _check(check: Check) -> dict[str, Check]:
-    """A field's metadata naming its check, which `Options.__post_init__` runs in order."""
-    return {"check": check}
 
 
 def _positive(name: str, value: float) -> None:
@@ -290,10 +285,34 @@ class _Resolved(NamedTuple):
     spool: SpoolSettings | None
 
 
+#: Each option's check, in the options' order: raises ConfigurationError naming it.
+_CHECKS: dict[str, Check] = {
+    "region": _one_of(*REGIONS),
+    "route": _one_of(*get_args(RouteName)),
+    "max_queue_size": _whole,
+    "max_queue_bytes": _whole,
+    "max_in_flight": _whole,
+    "ordering": _one_of(*get_args(Ordering)),
+    "event_loop": _loop_available,
+    "flush_interval": _positive,
+    "timeout": _positive,
+    "retry": _instance_or_none(RetryPolicy),
+    "on_error": _callable_or_none,
+    "transport": _transport_or_none,
+    "exit_timeout": _positive,
+    "flush_timeout": _positive,
+    "max_message_bytes": _whole,
+    "allow_insecure_http": _instance_or_none(bool),
+    "spool_max_age": _positive,
+    "spool_max_bytes": _whole,
+    "spool_commit_interval": _positive,
+    "meter_provider": _meter_provider_or_none,
+}
+
+
 # Not slotted: the values resolved from the environment are kept beside the fields
 # (`_resolved`), not as a field, so the fields stay exactly the client's options.
-@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
-class Options:
+class Options(Value):
     """Every setting of a [`Client`][courier_analytics.Client], validated.
 
     See [`Client`][courier_analytics.Client] for what each option means. `api_key`
@@ -302,67 +321,89 @@ class Options:
     value is built.
     """
 
-    api_key: str | None = None
-    region: Region = dataclasses.field(default="us", metadata=_check(_one_of(*REGIONS)))
-    base_url: str | None = None
-    route: RouteName = dataclasses.field(
-        default="api", metadata=_check(_one_of(*get_args(RouteName)))
-    )
-    event_prefix: str = DEFAULT_EVENT_PREFIX
-    max_queue_size: int = dataclasses.field(default=10_000, metadata=_check(_whole))
-    max_queue_bytes: int = dataclasses.field(
-        default=DEFAULT_MAX_QUEUE_BYTES, metadata=_check(_whole)
-    )
-    max_in_flight: int = dataclasses.field(default=DEFAULT_MAX_IN_FLIGHT, metadata=_check(_whole))
-    ordering: Ordering = dataclasses.field(
-        default="identify", metadata=_check(_one_of(*get_args(Ordering)))
-    )
-    event_loop: EventLoop = dataclasses.field(default="asyncio", metadata=_check(_loop_available))
-    flush_interval: float = dataclasses.field(default=0.5, metadata=_check(_positive))
-    timeout: float = dataclasses.field(default=10.0, metadata=_check(_positive))
-    max_retries: int = 10
-    max_retry_time: float | None = 120.0
-    retry: RetryPolicy | None = dataclasses.field(
-        default=None, metadata=_check(_instance_or_none(RetryPolicy))
-    )
-    on_error: ErrorHandler | None = dataclasses.field(
-        default=None, metadata=_check(_callable_or_none)
-    )
-    sync_mode: bool = False
-    send: bool = True
-    debug: bool = False
-    transport: AnyTransport | None = dataclasses.field(
-        default=None, metadata=_check(_transport_or_none)
-    )
-    views_as_track: bool = False
-    flush_at_exit: bool = True
-    exit_timeout: float = dataclasses.field(default=5.0, metadata=_check(_positive))
-    flush_timeout: float = dataclasses.field(default=30.0, metadata=_check(_positive))
-    max_message_bytes: int = dataclasses.field(default=MAX_REQUEST_BYTES, metadata=_check(_whole))
-    allow_insecure_http: bool | None = dataclasses.field(
-        default=None, metadata=_check(_instance_or_none(bool))
-    )
-    spool: str | os.PathLike[str] | None = None
-    spool_max_age: float = dataclasses.field(default=DEFAULT_MAX_AGE, metadata=_check(_positive))
-    spool_max_bytes: int = dataclasses.field(default=DEFAULT_MAX_BYTES, metadata=_check(_whole))
-    spool_commit_interval: float = dataclasses.field(
-        default=DEFAULT_COMMIT_INTERVAL, metadata=_check(_positive)
-    )
-    meter_provider: MeterProvider | None = dataclasses.field(
-        default=None, metadata=_check(_meter_provider_or_none)
-    )
-    deliver: bool | None = None
+    api_key: str | None
+    region: Region
+    base_url: str | None
+    route: RouteName
+    event_prefix: str
+    max_queue_size: int
+    max_queue_bytes: int
+    max_in_flight: int
+    ordering: Ordering
+    event_loop: EventLoop
+    flush_interval: float
+    timeout: float
+    max_retries: int
+    max_retry_time: float | None
+    retry: RetryPolicy | None
+    on_error: ErrorHandler | None
+    sync_mode: bool
+    send: bool
+    debug: bool
+    transport: AnyTransport | None
+    views_as_track: bool
+    flush_at_exit: bool
+    exit_timeout: float
+    flush_timeout: float
+    max_message_bytes: int
+    allow_insecure_http: bool | None
+    spool: str | os.PathLike[str] | None
+    spool_max_age: float
+    spool_max_bytes: int
+    spool_commit_interval: float
+    meter_provider: MeterProvider | None
+    deliver: bool | None
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        region: Region = "us",
+        base_url: str | None = None,
+        route: RouteName = "api",
+        event_prefix: str = DEFAULT_EVENT_PREFIX,
+        max_queue_size: int = 10_000,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        ordering: Ordering = "identify",
+        event_loop: EventLoop = "asyncio",
+        flush_interval: float = 0.5,
+        timeout: float = 10.0,
+        max_retries: int = 10,
+        max_retry_time: float | None = 120.0,
+        retry: RetryPolicy | None = None,
+        on_error: ErrorHandler | None = None,
+        sync_mode: bool = False,
+        send: bool = True,
+        debug: bool = False,
+        transport: AnyTransport | None = None,
+        views_as_track: bool = False,
+        flush_at_exit: bool = True,
+        exit_timeout: float = 5.0,
+        flush_timeout: float = 30.0,
+        max_message_bytes: int = MAX_REQUEST_BYTES,
+        allow_insecure_http: bool | None = None,
+        spool: str | os.PathLike[str] | None = None,
+        spool_max_age: float = DEFAULT_MAX_AGE,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+        meter_provider: MeterProvider | None = None,
+        deliver: bool | None = None,
+    ) -> None:
+        # The parameters are the fields (`__match_args__`, in order: a test pins it).
+        given = locals()
+        self._assign(*(given[name] for name in self.__match_args__))
+        self._check()
 
     def __repr__(self) -> str:
-        values = {field.name: repr(getattr(self, field.name)) for field in dataclasses.fields(self)}
+        values = {name: repr(getattr(self, name)) for name in self.__match_args__}
         values["api_key"] = _mask(self.api_key)  # a repr may end up in a log or an error text
         return f"Options({', '.join(f'{name}={value}' for name, value in values.items())})"
 
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            check = field.metadata.get("check")
-            if check is not None:
-                check(field.name, getattr(self, field.name))
+    def _check(self) -> None:
+        """Check each option, then resolve what the environment stands in for."""
+        for name, check in _CHECKS.items():
+            check(name, getattr(self, name))
         # The environment is read here, once: the key checked is the key sent, and
         # a variable changed later cannot split them (nor the URL from its check).
         key, key_source = self._api_key_and_source()
@@ -480,6 +521,10 @@ class Options:
             return self.allow_insecure_http
         return bool(_flag_from_environment(ALLOW_INSECURE_HTTP_VARIABLE))
 
+    def _values(self) -> dict[str, Any]:
+        """The options as keyword arguments: `Options(**options._values())` equals it."""
+        return dict(zip(self.__match_args__, self._fields(), strict=True))
+
     def resolved_api_key(self) -> str | None:
         """The key given, else `COURIER_API_KEY`, else `COURIER_AUTH_TOKEN` (read when built)."""
         return self._resolved.api_key
@@ -497,3 +542,8 @@ class Options:
         if self.retry is not None:
             return self.retry
         return RetryPolicy(max_retries=self.max_retries, max_time=self.max_retry_time)
+
+
+# Options' fields, in order: its annotations, which are also its __init__'s keyword
+# parameters (a test pins it), and what eq, hash, repr and pickling go by.
+setattr(Options, "__match_args__", tuple(Options.__annotations__))  # noqa: B010 - mypy refuses it

@@ -10,12 +10,23 @@ here, for every class, from its fields (`__match_args__`); each class writes its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import FrozenInstanceError
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 __all__ = ["Value"]
 
+_C = TypeVar("_C")
 
+if TYPE_CHECKING:  # type checkers see each subclass's fields as read-only
+    from typing_extensions import dataclass_transform
+else:  # Python 3.10's typing has none, and it does nothing at run time
+
+    def dataclass_transform(**_: Any) -> Callable[[_C], _C]:
+        return lambda cls: cls
+
+
+@dataclass_transform(frozen_default=True)
 class Value:
     """Equality, hash, repr and pickling from `__match_args__` (the fields, in order); frozen.
 
@@ -54,8 +65,10 @@ class Value:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The fields, not the slots' state: unpickling would set them through __setattr__.
-        return (_rebuild, (type(self), self._fields()))
+        # The fields, not the slots' state, which unpickling would set through
+        # __setattr__; and what a class without slots keeps beside them (`Options`
+        # keeps what it resolved from the environment), which it writes to __dict__.
+        return (_rebuild, (type(self), self._fields()), getattr(self, "__dict__", None))
 
 
 def _rebuild(cls: type[Value], fields: tuple[Any, ...]) -> Value:

@@ -29,7 +29,6 @@ is an `AssertionError` (what Segment's `require()` raises) as well as a `TypeErr
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import enum
 import logging
@@ -469,7 +468,7 @@ class Client:
                 # The proxy is chosen by the scheme of the URL the options resolved: only
                 # then is the transport known, so these options are built a second time.
                 transport = _proxy_transport(self.proxies, options.resolved_base_url())
-                options = dataclasses.replace(options, transport=transport)
+                options = Options(**{**options._values(), "transport": transport})
         except MissingApiKeyError as exc:
             raise InvalidArgumentError(
                 "write_key is required: set analytics.write_key or Client(write_key=...) "
