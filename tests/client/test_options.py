@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 import courier_analytics
-from courier_analytics import Client, ConfigurationError, Options, segment
+from courier_analytics import Client, ConfigurationError, Options, _options, segment
 
 from .fakes import FakeCourier, make_client
 
@@ -324,3 +324,9 @@ def test_options_are_built_once_per_client(monkeypatch: pytest.MonkeyPatch) -> N
     options = Options(api_key="k", send=False)
     assert Client.from_options(options).options is options
     assert len(built) == 2
+
+
+def test_every_check_names_an_option() -> None:
+    """The table of checks names only Options' fields, in their order (a typo checks nothing)."""
+    names = [name for name in Options.__match_args__ if name in _options._CHECKS]
+    assert list(_options._CHECKS) == names
