@@ -532,9 +532,18 @@ class SqliteBackend:
         return bool(renewed)
 
     def take_over(self, now: float) -> int:
-        """Renew this owner's lease; take what gone owners left and what nobody owns."""
+        """Renew this owner's lease; take what gone owners left and what nobody owns.
+
+        A lease found lost takes nothing and is not registered anew: the next `renew`
+        says it was lost, and the journal drops the copies it holds (which the taker
+        delivers), as it would had the stall come before its last renewal.
+        """
         with self._write() as db:
-            self._renew(db, now)
+            renewed = db.execute(
+                "UPDATE owners SET lease_until = ? WHERE owner = ?", (now + self._lease, self.owner)
+            ).rowcount
+            if not renewed:
+                return 0
             gone = [
                 (owner,)
                 for owner, host, pid, until in db.execute(
