@@ -122,6 +122,9 @@ _HELD, _PARKED, _LOOSE = 0, 1, 2
 # A message's own columns, taken in C for a whole batch; the batch's owner, state
 # and time are written into the statement (the owner is our own hex token).
 _ROW = operator.attrgetter("type", "_mid", "user_id", "anonymous_id", "event", "_data")
+# The same, one getter per column, for a packed body (`pack`).
+_HEAD = tuple(map(operator.attrgetter, ("type", "_mid", "user_id", "anonymous_id", "event")))
+_DATA = operator.attrgetter("_data")
 _INSERT = (
     "INSERT INTO messages (id, type, mid, user_id, anonymous_id, event, data, maker, owner, "
     "state, made_at) VALUES (?, ?, ?, ?, ?, ?, ?, '{owner}', '{owner}', {state}, {made_at!r})"
@@ -338,12 +341,13 @@ class SqliteBackend:
     def remove(self, keys: Sequence[int]) -> None:
         """Forget answered messages (only while this owner owns them)."""
         owner = self.owner
-        rows, members = self._sort(keys)
+        rows, members = _sort(keys, self._firsts, self._spans)
         with self._write() as db:
-            db.executemany(
-                "DELETE FROM messages WHERE id BETWEEN ? AND ? AND owner = ?",
-                [(first, last, owner) for first, last in _runs(rows)],
-            )
+            if rows:
+                db.executemany(
+                    "DELETE FROM messages WHERE id BETWEEN ? AND ? AND owner = ?",
+                    [(first, last, owner) for first, last in _runs(rows)],
+                )
             marked = self._mark(db, members)
         self._marked(marked)
 
@@ -359,7 +363,7 @@ class SqliteBackend:
         parking never reads the batch's body.
         """
         owner = self.owner
-        rows, members = self._sort([key for key, _, _ in entries])
+        rows, members = _sort([key for key, _, _ in entries], self._firsts, self._spans)
         when = {key: (due, tries) for key, due, tries in entries}
         with self._write() as db:
             db.executemany(
@@ -367,7 +371,7 @@ class SqliteBackend:
                 "WHERE id = ? AND owner = ?",
                 [(*when[key], key, owner) for key in rows],
             )
-            for first, indexes in members.items():
+            for first, keys in members.items():
                 ours = db.execute(
                     "SELECT 1 FROM batches WHERE id = ? AND owner = ?", (first, owner)
                 ).fetchone()
@@ -377,10 +381,9 @@ class SqliteBackend:
                 db.executemany(
                     _UNPACKED,
                     [
-                        (first + i, *_ROW(message), owner, owner, _PARKED, span.made_at)
-                        + when[first + i]
-                        for i in indexes
-                        if (message := span.messages[i]) is not None
+                        (key, *_ROW(message), owner, owner, _PARKED, span.made_at) + when[key]
+                        for key in keys
+                        if (message := span.messages[key - first]) is not None
                     ],
                 )
             marked = self._mark(db, members)
@@ -388,43 +391,17 @@ class SqliteBackend:
 
     # -------------------------------------------------------------------- batches
 
-    def _sort(self, keys: Iterable[int]) -> tuple[list[int], dict[int, list[int]]]:
-        """Keys of rows of their own, and the others as indexes by their batch's first key."""
-        firsts, spans = self._firsts, self._spans
-        if not firsts:
-            return list(keys), {}
-        rows: list[int] = []
-        members: dict[int, list[int]] = {}
-        start = end = 0
-        span: _Span | None = None
-        for key in keys:
-            if not start <= key < end:
-                at = bisect.bisect_right(firsts, key) - 1
-                span = spans[firsts[at]] if at >= 0 else None
-                if span is None or key >= firsts[at] + span.count:
-                    rows.append(key)
-                    start = end = 0
-                    continue
-                start, end = firsts[at], firsts[at] + span.count
-            assert span is not None
-            if key - start in span.moved:  # parked: a row of its own now
-                rows.append(key)
-            else:
-                members.setdefault(start, []).append(key - start)
-        return rows, members
-
     def _mark(self, db: sqlite3.Connection, members: dict[int, list[int]]) -> list[_Marked]:
         """Write which messages of each batch are answered (or moved out); a batch with
         none left goes. The batches' state in memory changes once this commits."""
         owner, marked = self.owner, []
-        for first, indexes in members.items():
+        for first, keys in members.items():
             span = self._spans[first]
-            done, left = bytearray(span.done), span.left
-            for index in indexes:
-                bit = 1 << (index & 7)
-                if not done[index >> 3] & bit:  # a batch written again after a failure
-                    done[index >> 3] |= bit
-                    left -= 1
+            done = bytearray(span.done)
+            for key in keys:  # a key marked twice (written again after a failure) counts once
+                index = key - first
+                done[index >> 3] |= 1 << (index & 7)
+            left = span.count - int.from_bytes(done, "little").bit_count()
             if left:
                 ours = db.execute(
                     "UPDATE batches SET left = ?, done = ? WHERE id = ? AND owner = ?",
@@ -436,12 +413,12 @@ class SqliteBackend:
                 ).rowcount
                 if ours:
                     db.execute("DELETE FROM bodies WHERE id = ?", (first,))
-            marked.append(_Marked(first, indexes, done, left if ours else 0))
+            marked.append(_Marked(first, keys, done, left if ours else 0))
         return marked
 
     def _marked(self, marked: list[_Marked], *, moved: bool = False) -> None:
         """The batches' state in memory, once written (a batch taken over is forgotten)."""
-        for first, indexes, done, left in marked:
+        for first, keys, done, left in marked:
             span = self._spans[first]
             if not left:
                 del self._spans[first]
@@ -449,10 +426,10 @@ class SqliteBackend:
                 continue
             span.done, span.left = done, left
             messages = span.messages
-            for index in indexes:  # answered or on a row of their own: not kept here
-                messages[index] = None
+            for key in keys:  # answered or on a row of their own: not kept here
+                messages[key - first] = None
             if moved:
-                span.moved.update(indexes)
+                span.moved.update(key - first for key in keys)
 
     def _forget_batches(self) -> None:
         """This owner holds no batch any more (released, or taken over)."""
@@ -701,7 +678,7 @@ class _Marked(NamedTuple):
     """A batch's state as written in a transaction: taken into memory once it commits."""
 
     first: int
-    indexes: list[int]
+    keys: list[int]
     done: bytearray
     left: int  # 0: the batch is gone (all done, or no longer this owner's)
 
@@ -710,15 +687,50 @@ class _Damaged(ValueError):
     """A batch body that cannot be read, in words that quote none of its data."""
 
 
+def _sort(
+    keys: Iterable[int], firsts: list[int], spans: dict[int, _Span]
+) -> tuple[list[int], dict[int, list[int]]]:
+    """Keys of rows of their own, and the others by their batch's first key (sorted).
+
+    Answers come back mostly in order: each batch's keys are one slice of the
+    sorted keys, found by bisection, never looked at one by one.
+    """
+    if not firsts:
+        return list(keys), {}
+    ordered = sorted(keys)
+    rows: list[int] = []
+    members: dict[int, list[int]] = {}
+    at, count = 0, len(ordered)
+    while at < count:
+        key = ordered[at]
+        which = bisect.bisect_right(firsts, key) - 1
+        first = firsts[which] if which >= 0 else 0
+        span = spans[first] if which >= 0 else None
+        if span is None or key >= first + span.count:
+            rows.append(key)  # not in a batch: a row of its own
+            at += 1
+            continue
+        end = bisect.bisect_left(ordered, first + span.count, at)
+        batch = ordered[at:end]
+        at = end
+        moved = span.moved
+        if moved:  # parked: rows of their own now
+            rows.extend(key for key in batch if key - first in moved)
+            batch = [key for key in batch if key - first not in moved]
+        if batch:
+            members[first] = batch
+    return rows, members
+
+
 def pack(messages: Sequence[Message]) -> bytes:
     """Messages as one batch's body: a version byte, the length of the head (4 bytes,
     little-endian), the head (the JSON of each message's fields, the length of its data
     in place of the data), then each message's data."""
-    rows = list(map(_ROW, messages))
-    head = orjson.dumps([(*row[:5], len(row[5])) for row in rows])
-    return b"".join(
-        [bytes((_PACKED_V1,)), len(head).to_bytes(4, "little"), head] + [row[5] for row in rows]
-    )
+    data = list(map(_DATA, messages))
+    # Each message's head, its fields then its data's length: tuples zipped in C.
+    fields = [map(field, messages) for field in _HEAD]
+    head = orjson.dumps(list(zip(*fields, map(len, data), strict=True)))
+    return b"".join([bytes((_PACKED_V1,)), len(head).to_bytes(4, "little"), head, *data])
 
 
 def unpack(body: bytes) -> list[Message]:
