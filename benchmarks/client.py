@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import selectors
+import shutil
 import socket
 import ssl
 import sys
@@ -60,6 +61,9 @@ FLUSH_TIMEOUT_S = 600.0
 
 Track = Callable[[int], Any]
 
+# Folders this process made (spool files), removed at its end.
+_FOLDERS: list[str] = []
+
 
 def _users(spec: dict[str, Any]) -> list[str]:
     return [f"user-{i}" for i in range(int(spec.get("users") or USERS))]
@@ -73,8 +77,10 @@ def _courier(spec: dict[str, Any]) -> tuple[Track, Callable[[], None]]:
         options["max_in_flight"] = int(spec["max_in_flight"])
     if spec.get("event_loop"):
         options["event_loop"] = spec["event_loop"]
-    if spec.get("spool"):  # a fresh spool file; the OS cleans /tmp
-        options["spool"] = os.path.join(tempfile.mkdtemp(prefix="bench-spool-"), "spool.db")
+    if spec.get("spool"):  # a fresh spool file, removed before the process ends
+        folder = tempfile.mkdtemp(prefix="bench-spool-")
+        _FOLDERS.append(folder)
+        options["spool"] = os.path.join(folder, "spool.db")
     if spec.get("otel"):  # metrics recorded by the OpenTelemetry SDK, read by no one
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -466,6 +472,8 @@ def main() -> None:
         result["courier_file"] = sys.modules["courier_analytics"].__file__
     send_line(sys.stdout, result)
     sys.stderr.flush()
+    for folder in _FOLDERS:  # os._exit runs no clean-up of its own
+        shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)  # skip the clients' exit hooks: a stalled server would make them wait
 
 
