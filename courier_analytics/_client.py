@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from courier_analytics._events import Emitter, EventName
 from courier_analytics._intake import Outcome, Stats
 from courier_analytics._lifecycle import (
@@ -251,7 +249,7 @@ class Client(Lifecycle):
         if cls.__init__ is not Client.__init__:
             # A subclass's own __init__ runs, as Client(...) would run it; the options
             # are then checked again (Client's own keeps the value given).
-            return cls(**attrs.asdict(options, recurse=False))
+            return cls(**options._values())
         return cls._built(options)
 
     @classmethod

@@ -29,8 +29,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
-import attrs
-
 from courier_analytics._client import Client, FlushReport, Stats
 from courier_analytics._errors import ConfigurationError
 from courier_analytics._events import Emitter, EventName
@@ -62,7 +60,7 @@ __all__ = [
 logger = logging.getLogger("courier_analytics")
 
 #: Names of the module-level settings: exactly the fields of `Options`.
-SETTINGS: frozenset[str] = frozenset(field.name for field in attrs.fields(Options))
+SETTINGS: frozenset[str] = frozenset(Options.__match_args__)
 
 P = ParamSpec("P")
 R = TypeVar("R")

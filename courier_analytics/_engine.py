@@ -644,10 +644,12 @@ class Engine:
 
     # ---------------------------------------------------------- for the spool's journal
 
-    def add_to_lanes(self, message: Message) -> None:
-        """Hand a message taken from the queue (counted in `held`) to its user's lane."""
+    def add_to_lanes(self, messages: list[Message]) -> None:
+        """Hand messages taken from the queue (counted in `held`) to their users' lanes."""
         assert self._lanes is not None  # set by begin()
-        self._lanes.add(message)
+        add = self._lanes.add
+        for message in messages:
+            add(message)
 
     def is_barrier(self, message: Message) -> bool:
         """Whether the user's later messages wait for this one."""

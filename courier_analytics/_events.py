@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-import attrs
-
 from courier_analytics._messages import Message
 from courier_analytics._plugins import FirstFailures
+from courier_analytics._value import Value
 
 __all__ = ["EVENTS", "Emitter", "EventName", "MessageView"]
 
@@ -36,8 +35,7 @@ EVENTS: Final[dict[str, str]] = {
 }
 
 
-@attrs.frozen
-class MessageView:
+class MessageView(Value):
     """What an event handler sees of a message: its type and ids, never the payload.
 
     Attributes:
@@ -48,11 +46,30 @@ class MessageView:
         event: The event name of a `track` message, else `None`.
     """
 
+    __match_args__ = (
+        "type",
+        "message_id",
+        "user_id",
+        "anonymous_id",
+        "event",
+    )
+    __slots__ = __match_args__
+
     type: str
     message_id: str
     user_id: str | None
     anonymous_id: str | None
     event: str | None
+
+    def __init__(
+        self,
+        type: str,
+        message_id: str,
+        user_id: str | None,
+        anonymous_id: str | None,
+        event: str | None,
+    ) -> None:
+        self._assign(type, message_id, user_id, anonymous_id, event)
 
     @classmethod
     def of(cls, message: Message) -> MessageView:

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import attrs
-
 from courier_analytics import _capture
 from courier_analytics._errors import (
     ClientClosedError,
@@ -29,6 +27,7 @@ from courier_analytics._errors import (
 from courier_analytics._events import Emitter
 from courier_analytics._message import Message
 from courier_analytics._options import Options
+from courier_analytics._value import Value
 
 if TYPE_CHECKING:
     from courier_analytics._engine import Waiter
@@ -42,8 +41,7 @@ logger = logging.getLogger("courier_analytics")
 DROP_LOG_INTERVAL = 10.0
 
 
-@attrs.frozen
-class Stats:
+class Stats(Value):
     """Counts of what a client did with the messages made through it.
 
     At any quiet moment (after [`Client.flush`][courier_analytics.Client.flush]),
@@ -83,6 +81,22 @@ class Stats:
             `pending`).
     """
 
+    __match_args__ = (
+        "made",
+        "queued",
+        "delivered",
+        "retried",
+        "failed",
+        "dropped",
+        "skipped",
+        "pending",
+        "spooled",
+        "recovered",
+        "committed",
+        "taken_over",
+    )
+    __slots__ = __match_args__
+
     made: int
     queued: int
     delivered: int
@@ -91,10 +105,40 @@ class Stats:
     dropped: int
     skipped: int
     pending: int
-    spooled: int = 0
-    recovered: int = 0
-    committed: int = 0
-    taken_over: int = 0
+    spooled: int
+    recovered: int
+    committed: int
+    taken_over: int
+
+    def __init__(
+        self,
+        made: int,
+        queued: int,
+        delivered: int,
+        retried: int,
+        failed: int,
+        dropped: int,
+        skipped: int,
+        pending: int,
+        spooled: int = 0,
+        recovered: int = 0,
+        committed: int = 0,
+        taken_over: int = 0,
+    ) -> None:
+        self._assign(
+            made,
+            queued,
+            delivered,
+            retried,
+            failed,
+            dropped,
+            skipped,
+            pending,
+            spooled,
+            recovered,
+            committed,
+            taken_over,
+        )
 
     @property
     def unaccounted(self) -> int:

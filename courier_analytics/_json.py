@@ -15,7 +15,7 @@ What non-JSON-native values become:
 | `Enum` | its value |
 | `tuple`, `list`, `set`, `frozenset`, other sequences (`deque`, ...) | array |
 | `dict` and other mappings | object |
-| dataclass / attrs instance / pydantic | object of its fields |
+| dataclass, attrs, pydantic, the package's own values (`User`) | object of its fields |
 | `bytes`, `bytearray`, `memoryview` | string, decoded as UTF-8 (other bytes: `TypeError`) |
 | objects with `tolist()` (numpy) | what `tolist()` returns |
 | keys `int`, `float`, `bool`, `None`, `datetime`, `UUID`, `Enum` | as `json.dumps`: `1` -> `"1"` |
@@ -47,8 +47,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, NoReturn
 
-import attrs
 import orjson
+
+from courier_analytics._value import Value
 
 __all__ = [
     "MAX_DEPTH",
@@ -166,8 +167,12 @@ def _default(obj: Any) -> Any:
         raise TypeError(
             f"a {type(obj).__name__} would be consumed by sending it; pass a list instead"
         )
-    if attrs.has(type(obj)):
-        return attrs.asdict(obj, recurse=False)
+    # An attrs instance means attrs is loaded: asking costs no import of it here.
+    attr = sys.modules.get("attr")
+    if attr is not None and attr.has(type(obj)):
+        return dict(attr.asdict(obj, recurse=False))
+    if isinstance(obj, Value):  # the package's own values (a Stats, a User)
+        return dict(zip(obj.__match_args__, obj._fields(), strict=True))
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
     for method in ("model_dump", "tolist"):  # pydantic v2 models, numpy values

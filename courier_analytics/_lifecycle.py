@@ -15,11 +15,10 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import attrs
-
 from courier_analytics import _metrics
 from courier_analytics._intake import NO_STATS, Intake, Stats
 from courier_analytics._options import Options
+from courier_analytics._value import Value
 
 if TYPE_CHECKING:
     import asyncio
@@ -47,8 +46,7 @@ CLIENTS: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
 REPORT_TIMEOUT = 5.0
 
 
-@attrs.frozen
-class FlushReport:
+class FlushReport(Value):
     """What became of a client's messages, from one flush to the next.
 
     [`Client.flush_report`][courier_analytics.Client.flush_report] returns it. The
@@ -77,11 +75,17 @@ class FlushReport:
             parked in a spool for a later retry).
     """
 
+    __match_args__ = ("done", "delivered", "failed", "dropped", "pending")
+    __slots__ = __match_args__
+
     done: bool
     delivered: int
     failed: int
     dropped: int
     pending: int
+
+    def __init__(self, done: bool, delivered: int, failed: int, dropped: int, pending: int) -> None:
+        self._assign(done, delivered, failed, dropped, pending)
 
     @property
     def ok(self) -> bool:

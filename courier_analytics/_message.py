@@ -7,6 +7,7 @@ makes it. The routes (`_routes.py`) turn a message into the request for Courier.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import itertools
 import os
@@ -14,7 +15,6 @@ import time
 import uuid
 from typing import Any, ClassVar, Final, NoReturn
 
-import attrs
 import orjson
 
 from courier_analytics._json import _OPTIONS, _default, encode_field, loads
@@ -84,7 +84,7 @@ _FIELDS: Final = ("type", "_mid", "user_id", "anonymous_id", "event", "_data")
 class Message(_Fields):
     """One analytics call, validated and encoded; what is queued, sent and reported.
 
-    Immutable: assigning an attribute raises `attrs.exceptions.FrozenInstanceError`.
+    Immutable: assigning an attribute raises `dataclasses.FrozenInstanceError`.
 
     Attributes:
         type: `"identify"`, `"track"`, `"group"`, `"page"`, `"screen"` or `"alias"`.
@@ -119,10 +119,10 @@ class Message(_Fields):
         object.__setattr__(self, "message_id", message_id)
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise attrs.exceptions.FrozenInstanceError
+        raise dataclasses.FrozenInstanceError
 
     def __delattr__(self, name: str) -> None:
-        raise attrs.exceptions.FrozenInstanceError
+        raise dataclasses.FrozenInstanceError
 
     @property
     def body(self) -> bytes:

@@ -7,8 +7,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast, get_args
 from urllib.parse import SplitResult, urlsplit
 
-import attrs
-
 from courier_analytics._errors import ConfigurationError
 from courier_analytics._lazy import is_loopback
 from courier_analytics._message import MAX_REQUEST_BYTES, Message
@@ -21,6 +19,7 @@ from courier_analytics._spool import (
     parse_spool,
 )
 from courier_analytics._spool import Settings as SpoolSettings
+from courier_analytics._value import Value
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -105,22 +104,26 @@ def _flag_from_environment(name: str) -> bool | None:
         ) from None
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+#: A field's check: raises ConfigurationError naming the field (`name`) if `value` is bad.
+Check = Callable[[str, Any], None]
+
+
+def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{attribute.name} must be a positive number, not {value!r}")
+        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
 
 
-def _one_of(*allowed: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _one_of(*allowed: str) -> Check:
+    def check(name: str, value: Any) -> None:
         if value not in allowed:
             options = ", ".join(repr(a) for a in allowed)
-            raise ConfigurationError(f"{attribute.name} must be one of {options}, not {value!r}")
+            raise ConfigurationError(f"{name} must be one of {options}, not {value!r}")
 
     return check
 
 
-def _loop_available(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _one_of(*get_args(EventLoop))(instance, attribute, value)
+def _loop_available(name: str, value: Any) -> None:
+    _one_of(*get_args(EventLoop))(name, value)
     if value != "uvloop":
         return
     import importlib.util  # asked only by a client that wants uvloop
@@ -132,44 +135,42 @@ def _loop_available(instance: object, attribute: attrs.Attribute[Any], value: An
         )
 
 
-def _whole(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+def _whole(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigurationError(f"{attribute.name} must be a positive int, not {value!r}")
+        raise ConfigurationError(f"{name} must be a positive int, not {value!r}")
 
 
-def _instance_or_none(*types: type) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+def _instance_or_none(*types: type) -> Check:
     names = " or ".join(t.__name__ for t in types)
 
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    def check(name: str, value: Any) -> None:
         if value is not None and not isinstance(value, types):
             raise ConfigurationError(
-                f"{attribute.name} must be a {names} or None, not {type(value).__name__}"
+                f"{name} must be a {names} or None, not {type(value).__name__}"
             )
 
     return check
 
 
-def _transport_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _transport_or_none(name: str, value: Any) -> None:
     if value is None:
         return
     import httpx  # only here: whoever passes a transport has imported httpx already
 
-    _instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport)(instance, attribute, value)
+    _instance_or_none(httpx.AsyncBaseTransport, httpx.BaseTransport)(name, value)
 
 
-def _meter_provider_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _meter_provider_or_none(name: str, value: Any) -> None:
     if value is not None and not callable(getattr(value, "get_meter", None)):
         raise ConfigurationError(
-            f"{attribute.name} must be an OpenTelemetry MeterProvider or None, "
-            f"not {type(value).__name__}"
+            f"{name} must be an OpenTelemetry MeterProvider or None, not {type(value).__name__}"
         )
 
 
-def _callable_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _callable_or_none(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise ConfigurationError(
-            f"{attribute.name} must be a callable (exc, message) or None, "
-            f"not {type(value).__name__}"
+            f"{name} must be a callable (exc, message) or None, not {type(value).__name__}"
         )
 
 
@@ -284,10 +285,34 @@ class _Resolved(NamedTuple):
     spool: SpoolSettings | None
 
 
+#: Each option's check, in the options' order: raises ConfigurationError naming it.
+_CHECKS: dict[str, Check] = {
+    "region": _one_of(*REGIONS),
+    "route": _one_of(*get_args(RouteName)),
+    "max_queue_size": _whole,
+    "max_queue_bytes": _whole,
+    "max_in_flight": _whole,
+    "ordering": _one_of(*get_args(Ordering)),
+    "event_loop": _loop_available,
+    "flush_interval": _positive,
+    "timeout": _positive,
+    "retry": _instance_or_none(RetryPolicy),
+    "on_error": _callable_or_none,
+    "transport": _transport_or_none,
+    "exit_timeout": _positive,
+    "flush_timeout": _positive,
+    "max_message_bytes": _whole,
+    "allow_insecure_http": _instance_or_none(bool),
+    "spool_max_age": _positive,
+    "spool_max_bytes": _whole,
+    "spool_commit_interval": _positive,
+    "meter_provider": _meter_provider_or_none,
+}
+
+
 # Not slotted: the values resolved from the environment are kept beside the fields
 # (`_resolved`), not as a field, so the fields stay exactly the client's options.
-@attrs.frozen(kw_only=True, slots=False)
-class Options:
+class Options(Value):
     """Every setting of a [`Client`][courier_analytics.Client], validated.
 
     See [`Client`][courier_analytics.Client] for what each option means. `api_key`
@@ -296,45 +321,89 @@ class Options:
     value is built.
     """
 
-    api_key: str | None = attrs.field(default=None, repr=_mask)
-    region: Region = attrs.field(default="us", validator=_one_of(*REGIONS))
-    base_url: str | None = None
-    route: RouteName = attrs.field(default="api", validator=_one_of(*get_args(RouteName)))
-    event_prefix: str = DEFAULT_EVENT_PREFIX
-    max_queue_size: int = attrs.field(default=10_000, validator=_whole)
-    max_queue_bytes: int = attrs.field(default=DEFAULT_MAX_QUEUE_BYTES, validator=_whole)
-    max_in_flight: int = attrs.field(default=DEFAULT_MAX_IN_FLIGHT, validator=_whole)
-    ordering: Ordering = attrs.field(default="identify", validator=_one_of(*get_args(Ordering)))
-    event_loop: EventLoop = attrs.field(default="asyncio", validator=_loop_available)
-    flush_interval: float = attrs.field(default=0.5, validator=_positive)
-    timeout: float = attrs.field(default=10.0, validator=_positive)
-    max_retries: int = 10
-    max_retry_time: float | None = 120.0
-    retry: RetryPolicy | None = attrs.field(default=None, validator=_instance_or_none(RetryPolicy))
-    on_error: ErrorHandler | None = attrs.field(default=None, validator=_callable_or_none)
-    sync_mode: bool = False
-    send: bool = True
-    debug: bool = False
-    transport: AnyTransport | None = attrs.field(
-        default=None,
-        validator=_transport_or_none,
-    )
-    views_as_track: bool = False
-    flush_at_exit: bool = True
-    exit_timeout: float = attrs.field(default=5.0, validator=_positive)
-    flush_timeout: float = attrs.field(default=30.0, validator=_positive)
-    max_message_bytes: int = attrs.field(default=MAX_REQUEST_BYTES, validator=_whole)
-    allow_insecure_http: bool | None = attrs.field(default=None, validator=_instance_or_none(bool))
-    spool: str | os.PathLike[str] | None = None
-    spool_max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
-    spool_max_bytes: int = attrs.field(default=DEFAULT_MAX_BYTES, validator=_whole)
-    spool_commit_interval: float = attrs.field(default=DEFAULT_COMMIT_INTERVAL, validator=_positive)
-    meter_provider: MeterProvider | None = attrs.field(
-        default=None, validator=_meter_provider_or_none
-    )
-    deliver: bool | None = None
+    api_key: str | None
+    region: Region
+    base_url: str | None
+    route: RouteName
+    event_prefix: str
+    max_queue_size: int
+    max_queue_bytes: int
+    max_in_flight: int
+    ordering: Ordering
+    event_loop: EventLoop
+    flush_interval: float
+    timeout: float
+    max_retries: int
+    max_retry_time: float | None
+    retry: RetryPolicy | None
+    on_error: ErrorHandler | None
+    sync_mode: bool
+    send: bool
+    debug: bool
+    transport: AnyTransport | None
+    views_as_track: bool
+    flush_at_exit: bool
+    exit_timeout: float
+    flush_timeout: float
+    max_message_bytes: int
+    allow_insecure_http: bool | None
+    spool: str | os.PathLike[str] | None
+    spool_max_age: float
+    spool_max_bytes: int
+    spool_commit_interval: float
+    meter_provider: MeterProvider | None
+    deliver: bool | None
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        region: Region = "us",
+        base_url: str | None = None,
+        route: RouteName = "api",
+        event_prefix: str = DEFAULT_EVENT_PREFIX,
+        max_queue_size: int = 10_000,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        ordering: Ordering = "identify",
+        event_loop: EventLoop = "asyncio",
+        flush_interval: float = 0.5,
+        timeout: float = 10.0,
+        max_retries: int = 10,
+        max_retry_time: float | None = 120.0,
+        retry: RetryPolicy | None = None,
+        on_error: ErrorHandler | None = None,
+        sync_mode: bool = False,
+        send: bool = True,
+        debug: bool = False,
+        transport: AnyTransport | None = None,
+        views_as_track: bool = False,
+        flush_at_exit: bool = True,
+        exit_timeout: float = 5.0,
+        flush_timeout: float = 30.0,
+        max_message_bytes: int = MAX_REQUEST_BYTES,
+        allow_insecure_http: bool | None = None,
+        spool: str | os.PathLike[str] | None = None,
+        spool_max_age: float = DEFAULT_MAX_AGE,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+        meter_provider: MeterProvider | None = None,
+        deliver: bool | None = None,
+    ) -> None:
+        # The parameters are the fields (`__match_args__`, in order: a test pins it).
+        given = locals()
+        self._assign(*(given[name] for name in self.__match_args__))
+        self._check()
+
+    def __repr__(self) -> str:
+        values = {name: repr(getattr(self, name)) for name in self.__match_args__}
+        values["api_key"] = _mask(self.api_key)  # a repr may end up in a log or an error text
+        return f"Options({', '.join(f'{name}={value}' for name, value in values.items())})"
+
+    def _check(self) -> None:
+        """Check each option, then resolve what the environment stands in for."""
+        for name, check in _CHECKS.items():
+            check(name, getattr(self, name))
         # The environment is read here, once: the key checked is the key sent, and
         # a variable changed later cannot split them (nor the URL from its check).
         key, key_source = self._api_key_and_source()
@@ -452,6 +521,10 @@ class Options:
             return self.allow_insecure_http
         return bool(_flag_from_environment(ALLOW_INSECURE_HTTP_VARIABLE))
 
+    def _values(self) -> dict[str, Any]:
+        """The options as keyword arguments: `Options(**options._values())` equals it."""
+        return dict(zip(self.__match_args__, self._fields(), strict=True))
+
     def resolved_api_key(self) -> str | None:
         """The key given, else `COURIER_API_KEY`, else `COURIER_AUTH_TOKEN` (read when built)."""
         return self._resolved.api_key
@@ -469,3 +542,8 @@ class Options:
         if self.retry is not None:
             return self.retry
         return RetryPolicy(max_retries=self.max_retries, max_time=self.max_retry_time)
+
+
+# Options' fields, in order: its annotations, which are also its __init__'s keyword
+# parameters (a test pins it), and what eq, hash, repr and pickling go by.
+setattr(Options, "__match_args__", tuple(Options.__annotations__))  # noqa: B010 - mypy refuses it

@@ -14,9 +14,9 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import attrs
+from courier_analytics._value import Value
 
 if TYPE_CHECKING:
     import random
@@ -132,20 +132,7 @@ class Outcome(NamedTuple):
     detail: str = ""
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
-
-
-def _optional_non_negative(
-    instance: object, attribute: attrs.Attribute[Any], value: float | None
-) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0 or None, not {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
+class RetryPolicy(Value):
     """How a message that failed with a retryable error is tried again.
 
     Network errors, timeouts, 408, 429 and 5xx (except 501) retry; any other status
@@ -166,12 +153,41 @@ class RetryPolicy:
             clients that failed together do not retry together.
     """
 
-    max_retries: int = attrs.field(default=10, validator=_non_negative)
-    max_time: float | None = attrs.field(default=120.0, validator=_optional_non_negative)
-    initial_wait: float = attrs.field(default=0.5, validator=_non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
-    max_wait: float = attrs.field(default=60.0, validator=_non_negative)
-    jitter: float = attrs.field(default=0.5, validator=_non_negative)
+    __match_args__ = (
+        "max_retries",
+        "max_time",
+        "initial_wait",
+        "multiplier",
+        "max_wait",
+        "jitter",
+    )
+    __slots__ = __match_args__
+
+    max_retries: int
+    max_time: float | None
+    initial_wait: float
+    multiplier: float
+    max_wait: float
+    jitter: float
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 10,
+        max_time: float | None = 120.0,
+        initial_wait: float = 0.5,
+        multiplier: float = 2.0,
+        max_wait: float = 60.0,
+        jitter: float = 0.5,
+    ) -> None:
+        self._assign(max_retries, max_time, initial_wait, multiplier, max_wait, jitter)
+        for name in self.__match_args__:  # in order: the first bad one is named
+            value = getattr(self, name)
+            if name == "max_time" and value is None:
+                continue
+            if value < 0:
+                none = " or None" if name == "max_time" else ""
+                raise ValueError(f"{name} must be >= 0{none}, not {value!r}")
 
     @property
     def max_tries(self) -> int:

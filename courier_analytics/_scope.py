@@ -22,10 +22,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 
-import attrs
-
 from courier_analytics._messages import _id as check_id
 from courier_analytics._messages import _mapping as check_mapping
+from courier_analytics._value import Value
 
 __all__ = ["MissingIdentity", "User", "current_frame", "reset", "scope", "user"]
 
@@ -38,8 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
-@attrs.frozen
-class User:
+class User(Value):
     """Who the current scope's calls are about; see [`user()`][courier_analytics.user].
 
     Attributes:
@@ -48,9 +46,17 @@ class User:
         traits: A copy of the traits identified so far in this scope.
     """
 
+    __match_args__ = ("id", "anonymous_id", "traits")
+    __slots__ = __match_args__
+
     id: str | None
     anonymous_id: str | None
-    traits: Mapping[str, Any] = attrs.field(factory=dict)
+    traits: Mapping[str, Any]
+
+    def __init__(
+        self, id: str | None, anonymous_id: str | None, traits: Mapping[str, Any] | None = None
+    ) -> None:
+        self._assign(id, anonymous_id, {} if traits is None else traits)
 
 
 class _State(NamedTuple):

@@ -3,7 +3,9 @@
 Callers append messages to a bounded deque (no lock wait, no syscall while the
 worker is busy); the worker's loop hands them to the delivery engine
 (`_engine.py`: lanes, ready queue, requests in flight, retries) whenever it is
-woken, and at least every `flush_interval`. This module keeps what crosses
+woken, and at least every `flush_interval`. While requests are in flight a
+call does not wake it: each answer drains the queue, and so does a tick every
+`TICK_S` should no answer come. This module keeps what crosses
 threads: the queue and its bounds, `flush()`'s waiters, and the lifecycle, one
 `State`: open, closed (no more messages taken; what is queued is still
 delivered), stopping (the thread is told to end; what is left is reported).
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 __all__ = ["WIRE_COPIES", "State", "Worker", "WorkerUnavailable"]
 
 logger = logging.getLogger("courier_analytics")
+
+#: While requests are in flight, the worker drains the queue at least this often
+#: (seconds) besides after every answer, and calls do not wake it (see `Worker.put`).
+TICK_S = 0.005
 
 
 class State(enum.Enum):
@@ -232,7 +238,10 @@ class Worker:
                     if done is not None:
                         engine.done.discard(message, done)
                     raise
-            elif self._sleeping or len(self.queue) == self._wake_at:
+            elif (self._sleeping and not engine.in_flight) or len(self.queue) == self._wake_at:
+                # With requests in flight, the next answer (or the tick, within
+                # TICK_S) takes the message: a wake-up would cost both threads a
+                # syscall and a hand-off of the GIL for every few messages.
                 self._wake()
             return True
 
@@ -419,7 +428,8 @@ class Worker:
         if (self.queue and self._sleeping) or self._state is State.STOPPING:
             self._sleeping = False  # appended after the drain, or told to stop
             return
-        timer = loop.call_later(self._flush_interval, self._resolve_waiter)
+        wait = min(TICK_S, self._flush_interval) if self._engine.in_flight else self._flush_interval
+        timer = loop.call_later(wait, self._resolve_waiter)
         try:
             await waiter
         finally:

@@ -41,8 +41,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-import attrs
-
 from courier_analytics import _errors
 from courier_analytics._client import Client as CourierClient
 from courier_analytics._client import Stats, dispatch, make_message
@@ -470,7 +468,7 @@ class Client:
                 # The proxy is chosen by the scheme of the URL the options resolved: only
                 # then is the transport known, so these options are built a second time.
                 transport = _proxy_transport(self.proxies, options.resolved_base_url())
-                options = attrs.evolve(options, transport=transport)
+                options = Options(**{**options._values(), "transport": transport})
         except MissingApiKeyError as exc:
             raise InvalidArgumentError(
                 "write_key is required: set analytics.write_key or Client(write_key=...) "

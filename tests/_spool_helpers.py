@@ -91,8 +91,9 @@ class StubWorker:
         self.lanes = Lanes(self.released.append, strict=False, per_user=100)
         self.reports: list[BaseException] = []
 
-    def add_to_lanes(self, message: Message) -> None:
-        self.lanes.add(message)
+    def add_to_lanes(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.lanes.add(message)
 
     def is_barrier(self, message: Message) -> bool:
         return self.lanes.is_barrier(message)

@@ -124,8 +124,12 @@ class Backend(Protocol):
     def take_over(self, now: float) -> int:
         """Renew this owner's lease and take the messages of owners that are gone.
 
+        A lease that had lapsed and was lost is left for `renew` to report (the
+        owner then drops what it held): nothing is taken meanwhile.
+
         Returns:
-            How many messages were taken (now parked, owned by this owner).
+            How many messages were taken (loose: owned by this owner, not yet counted
+            by it, due at once).
         """
 
     def next_due(self, after: float) -> float | None:

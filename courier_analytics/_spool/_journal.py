@@ -325,16 +325,7 @@ class Journal:
         # Room before this batch (held counts it already); none while older messages
         # wait in the spool (new ones queue behind them) or while Courier is out.
         room = 0 if self._backlog or self._outage.on else self._room() + len(batch)
-        held: list[Message] = []
-        parked: list[Message] = []
-        for message in batch:
-            if message.recipient in self._blocked:
-                parked.append(message)  # behind their user's barrier, which waits there
-            elif len(held) < room:
-                held.append(message)
-            else:
-                parked.append(message)
-                room = 0  # the rest queue behind it
+        held, parked = self._split(batch, room)
         wall = self._clock()
         try:
             keys = self._backend.commit(held, wall, False) if held else []
@@ -350,12 +341,26 @@ class Journal:
             self._parked += len(parked_keys)
             self._backlog = True
             worker.spilled(parked)
-        rows, add = self._holdings.rows, worker.add_to_lanes
-        for message, key in zip(held, keys, strict=True):
-            row = (key, True, wall, 0)
-            if rows.setdefault(id(message), row) is not row:  # queued twice
-                self._holdings.add(message, row)
-            add(message)
+        self._holdings.add_committed(held, keys, wall)
+        worker.add_to_lanes(held)
+
+    def _split(self, batch: list[Message], room: int) -> tuple[list[Message], list[Message]]:
+        """The messages of `batch` memory has room for, and those parked, both in order."""
+        blocked = self._blocked
+        if not blocked:  # the usual case: the first go, the rest queue behind them
+            room = max(0, room)
+            return batch[:room], batch[room:]
+        held: list[Message] = []
+        parked: list[Message] = []
+        for message in batch:
+            if message.recipient in blocked:
+                parked.append(message)  # behind their user's barrier, which waits there
+            elif len(held) < room:
+                held.append(message)
+            else:
+                parked.append(message)
+                room = 0  # the rest queue behind it
+        return held, parked
 
     def _hand_over(self, batch: list[Message], now: float, size: int) -> None:
         """Commit messages to a shared spool: from then on, whoever holds their shard delivers."""
@@ -380,8 +385,7 @@ class Journal:
         by `max_queue_size`) to be committed when the spool is back.
         """
         room = 0 if self._shared else max(0, self._room() + count)  # held counts the batch
-        for message in batch[:room]:
-            self._worker.add_to_lanes(message)
+        self._worker.add_to_lanes(batch[:room])
         rest = batch[room:]
         if rest:
             self._worker.queue.extendleft(reversed(rest))
@@ -436,7 +440,7 @@ class Journal:
             row = (entry.key, mine and not self._shared, entry.made_at, entry.tries)
             holdings.add(entry.message, row)
             worker.back_in_memory(entry.message)
-            worker.add_to_lanes(entry.message)
+        worker.add_to_lanes([entry.message for entry in claimed])
 
     def _take(self, key: int, message: Message) -> bool:
         """Whether a due parked message may go: not while its user's barrier waits."""
@@ -456,7 +460,7 @@ class Journal:
         for message in self._worker.withdraw(user):
             row = self._holdings.pop(message)
             if row is None:  # no row: it goes on from memory
-                self._worker.add_to_lanes(message)
+                self._worker.add_to_lanes([message])
                 continue
             self._to_park.append((row[0], 0.0, 0))
             self._parked += 1

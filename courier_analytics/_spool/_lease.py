@@ -26,6 +26,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from itertools import repeat
 
 from courier_analytics._messages import Message
 from courier_analytics._spool._backend import Backend
@@ -149,6 +150,16 @@ class Holdings:
         """Note a message held in memory and its row."""
         if self.rows.setdefault(id(message), row) is not row:
             self._twins.setdefault(id(message), []).append(row)
+
+    def add_committed(self, messages: list[Message], keys: list[int], made_at: float) -> None:
+        """Note messages this owner just committed under `keys` (made here, never tried)."""
+        rows = zip(keys, repeat(True), repeat(made_at), repeat(0))
+        new = dict(zip(map(id, messages), rows, strict=True))
+        if len(new) == len(messages) and self.rows.keys().isdisjoint(new):
+            self.rows.update(new)  # the usual case, in C: no message object queued twice
+            return
+        for message, key in zip(messages, keys, strict=True):
+            self.add(message, (key, True, made_at, 0))
 
     def pop(self, message: Message) -> Row | None:
         """The row of a held message, no longer held; None if it has none."""

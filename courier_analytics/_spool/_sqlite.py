@@ -11,8 +11,10 @@ Messages are stored two ways, one table of owners beside them:
   messages were answered, so that a process that dies re-sends only the rest.
   A batch is only ever held by the process that committed it.
 - Every message that needs a state of its own is one row of `messages`: parked
-  ones (each with its due time and tries), and those of a batch its owner left
-  (taken over, released, or one message parked), which the next owner unpacks.
+  ones (each with its due time and tries), those of a batch its owner left
+  (taken over, released, or one message parked), which the next owner unpacks,
+  and the last few of a batch that lingers (one message retrying for minutes
+  must not keep a whole body on disk).
 
 Each row names its `maker` (the client that made it) and its `owner` (the client
 that may deliver it now); an owner's claim is a lease, renewed by `take_over`
@@ -30,8 +32,13 @@ Why these settings:
 - `auto_vacuum=INCREMENTAL` and `journal_size_limit`: under churn the file reuses
   its free pages and gives them back (`tidy`), and the WAL is cut back after
   each checkpoint, so the disk used follows what is stored.
-- Keys are assigned here, one above the largest of either table, in one write
-  transaction: the order of keys is the order of commits, which `claim` keeps.
+- Keys are assigned here, one above the largest of either table and of `keys`,
+  in one write transaction: the order of keys is the order of commits, which
+  `claim` keeps. A key taken over is never given again: a process that stalled
+  past its lease may still hold keys whose messages another took and finished,
+  and must never find them naming a new message of its own. So a take-over
+  writes the largest key in `keys` (a commit need not: while its owner holds
+  them, its keys are in the tables).
 
 A connection belongs to the process that opened it: a forked child gets its own,
 and the parent's, which it inherited, is kept open and never used (closing it in
@@ -97,6 +104,10 @@ CREATE TABLE IF NOT EXISTS bodies (
     id INTEGER PRIMARY KEY,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS keys (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    top INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -111,6 +122,9 @@ _HELD, _PARKED, _LOOSE = 0, 1, 2
 # A message's own columns, taken in C for a whole batch; the batch's owner, state
 # and time are written into the statement (the owner is our own hex token).
 _ROW = operator.attrgetter("type", "_mid", "user_id", "anonymous_id", "event", "_data")
+# The same, one getter per column, for a packed body (`pack`).
+_HEAD = tuple(map(operator.attrgetter, ("type", "_mid", "user_id", "anonymous_id", "event")))
+_DATA = operator.attrgetter("_data")
 _INSERT = (
     "INSERT INTO messages (id, type, mid, user_id, anonymous_id, event, data, maker, owner, "
     "state, made_at) VALUES (?, ?, ?, ?, ?, ?, ?, '{owner}', '{owner}', {state}, {made_at!r})"
@@ -271,6 +285,8 @@ class SqliteBackend:
         ones a row each (each has its own due time).
         """
         owner, count = self.owner, len(messages)
+        if not count:
+            return []
         body = None if parked else pack(messages)
         with self._write() as db:
             first = _top(db) + 1
@@ -287,7 +303,7 @@ class SqliteBackend:
                 )
                 db.execute("INSERT INTO bodies (id, data) VALUES (?, ?)", (first, body))
         if body is not None:
-            self._spans[first] = _Span(count, float(made_at))
+            self._spans[first] = _Span(messages, float(made_at))
             bisect.insort(self._firsts, first)
         return list(range(first, first + count))
 
@@ -325,12 +341,13 @@ class SqliteBackend:
     def remove(self, keys: Sequence[int]) -> None:
         """Forget answered messages (only while this owner owns them)."""
         owner = self.owner
-        rows, members = self._sort(keys)
+        rows, members = _sort(keys, self._firsts, self._spans)
         with self._write() as db:
-            db.executemany(
-                "DELETE FROM messages WHERE id BETWEEN ? AND ? AND owner = ?",
-                [(first, last, owner) for first, last in _runs(rows)],
-            )
+            if rows:
+                db.executemany(
+                    "DELETE FROM messages WHERE id BETWEEN ? AND ? AND owner = ?",
+                    [(first, last, owner) for first, last in _runs(rows)],
+                )
             marked = self._mark(db, members)
         self._marked(marked)
 
@@ -341,10 +358,12 @@ class SqliteBackend:
     def park(self, entries: Sequence[tuple[int, float, int]]) -> None:
         """Move held messages out of memory: (key, due time in epoch seconds, tries added).
 
-        A message of a batch moves to a row of its own, which its due time needs.
+        A message of a batch moves to a row of its own, which its due time needs;
+        its fields are taken from the message in memory (the batch keeps it), so
+        parking never reads the batch's body.
         """
         owner = self.owner
-        rows, members = self._sort([key for key, _, _ in entries])
+        rows, members = _sort([key for key, _, _ in entries], self._firsts, self._spans)
         when = {key: (due, tries) for key, due, tries in entries}
         with self._write() as db:
             db.executemany(
@@ -352,21 +371,19 @@ class SqliteBackend:
                 "WHERE id = ? AND owner = ?",
                 [(*when[key], key, owner) for key in rows],
             )
-            for first, indexes in members.items():
-                body = db.execute(
-                    "SELECT d.data FROM batches b JOIN bodies d ON d.id = b.id "
-                    "WHERE b.id = ? AND b.owner = ?",
-                    (first, owner),
+            for first, keys in members.items():
+                ours = db.execute(
+                    "SELECT 1 FROM batches WHERE id = ? AND owner = ?", (first, owner)
                 ).fetchone()
-                if body is None:  # taken over: no longer this owner's to park
+                if ours is None:  # taken over: no longer this owner's to park
                     continue
-                messages, made_at = unpack(body[0]), self._spans[first].made_at
+                span = self._spans[first]
                 db.executemany(
                     _UNPACKED,
                     [
-                        (first + i, *_ROW(messages[i]), owner, owner, _PARKED, made_at)
-                        + when[first + i]
-                        for i in indexes
+                        (key, *_ROW(message), owner, owner, _PARKED, span.made_at) + when[key]
+                        for key in keys
+                        if (message := span.messages[key - first]) is not None
                     ],
                 )
             marked = self._mark(db, members)
@@ -374,43 +391,17 @@ class SqliteBackend:
 
     # -------------------------------------------------------------------- batches
 
-    def _sort(self, keys: Iterable[int]) -> tuple[list[int], dict[int, list[int]]]:
-        """Keys of rows of their own, and the others as indexes by their batch's first key."""
-        firsts, spans = self._firsts, self._spans
-        if not firsts:
-            return list(keys), {}
-        rows: list[int] = []
-        members: dict[int, list[int]] = {}
-        start = end = 0
-        span: _Span | None = None
-        for key in keys:
-            if not start <= key < end:
-                at = bisect.bisect_right(firsts, key) - 1
-                span = spans[firsts[at]] if at >= 0 else None
-                if span is None or key >= firsts[at] + span.count:
-                    rows.append(key)
-                    start = end = 0
-                    continue
-                start, end = firsts[at], firsts[at] + span.count
-            assert span is not None
-            if key - start in span.moved:  # parked: a row of its own now
-                rows.append(key)
-            else:
-                members.setdefault(start, []).append(key - start)
-        return rows, members
-
     def _mark(self, db: sqlite3.Connection, members: dict[int, list[int]]) -> list[_Marked]:
         """Write which messages of each batch are answered (or moved out); a batch with
         none left goes. The batches' state in memory changes once this commits."""
         owner, marked = self.owner, []
-        for first, indexes in members.items():
+        for first, keys in members.items():
             span = self._spans[first]
-            done, left = bytearray(span.done), span.left
-            for index in indexes:
-                bit = 1 << (index & 7)
-                if not done[index >> 3] & bit:  # a batch written again after a failure
-                    done[index >> 3] |= bit
-                    left -= 1
+            done = bytearray(span.done)
+            for key in keys:  # a key marked twice (written again after a failure) counts once
+                index = key - first
+                done[index >> 3] |= 1 << (index & 7)
+            left = span.count - int.from_bytes(done, "little").bit_count()
             if left:
                 ours = db.execute(
                     "UPDATE batches SET left = ?, done = ? WHERE id = ? AND owner = ?",
@@ -422,20 +413,23 @@ class SqliteBackend:
                 ).rowcount
                 if ours:
                     db.execute("DELETE FROM bodies WHERE id = ?", (first,))
-            marked.append(_Marked(first, indexes, done, left if ours else 0))
+            marked.append(_Marked(first, keys, done, left if ours else 0))
         return marked
 
     def _marked(self, marked: list[_Marked], *, moved: bool = False) -> None:
         """The batches' state in memory, once written (a batch taken over is forgotten)."""
-        for first, indexes, done, left in marked:
+        for first, keys, done, left in marked:
             span = self._spans[first]
             if not left:
                 del self._spans[first]
                 self._firsts.pop(bisect.bisect_left(self._firsts, first))
                 continue
             span.done, span.left = done, left
+            messages = span.messages
+            for key in keys:  # answered or on a row of their own: not kept here
+                messages[key - first] = None
             if moved:
-                span.moved.update(indexes)
+                span.moved.update(key - first for key in keys)
 
     def _forget_batches(self) -> None:
         """This owner holds no batch any more (released, or taken over)."""
@@ -452,11 +446,24 @@ class SqliteBackend:
             "ORDER BY b.id",
             (owner,),
         ).fetchall()
+        later: list[tuple[int]] = []
         for first, size, done, maker, made_at, body in left:
+            if isinstance(body, bytes) and body and body[0] > _PACKED_V1:  # a later version
+                later.append((first,))
+                continue
+            if done is not None and len(done) < (size + 7) >> 3:
+                logger.error(
+                    "courier-analytics: the spool %s holds a damaged batch (keys %d to %d): "
+                    "all its messages are sent again",
+                    self.path,
+                    first,
+                    first + size - 1,
+                )
+                done = None
             try:
                 messages = unpack(body)
                 if len(messages) != size:
-                    raise ValueError(f"{len(messages)} messages where {size} were written")
+                    raise _Damaged(f"{len(messages)} messages where {size} were written")
             except (TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
                 logger.error(
                     "courier-analytics: the spool %s holds a damaged batch (keys %d to %d): "
@@ -464,7 +471,8 @@ class SqliteBackend:
                     self.path,
                     first,
                     first + size - 1,
-                    exc,
+                    # Only our own words: others' (int(), a codec) may quote the data.
+                    exc if isinstance(exc, _Damaged) else type(exc).__name__,
                 )
                 messages = []
             rows = [
@@ -476,6 +484,14 @@ class SqliteBackend:
             db.execute("DELETE FROM batches WHERE id = ?", (first,))
             db.execute("DELETE FROM bodies WHERE id = ?", (first,))
             count += len(rows)
+        if later:
+            db.executemany(f"UPDATE batches SET owner = NULL, state = {_LOOSE} WHERE id = ?", later)
+            logger.warning(
+                "courier-analytics: the spool %s holds %d batch(es) written by a later version "
+                "of courier-analytics; they are left for a process of that version",
+                self.path,
+                len(later),
+            )
         return count
 
     def renew(self, now: float) -> bool:
@@ -493,9 +509,18 @@ class SqliteBackend:
         return bool(renewed)
 
     def take_over(self, now: float) -> int:
-        """Renew this owner's lease; take what gone owners left and what nobody owns."""
+        """Renew this owner's lease; take what gone owners left and what nobody owns.
+
+        A lease found lost takes nothing and is not registered anew: the next `renew`
+        says it was lost, and the journal drops the copies it holds (which the taker
+        delivers), as it would had the stall come before its last renewal.
+        """
         with self._write() as db:
-            self._renew(db, now)
+            renewed = db.execute(
+                "UPDATE owners SET lease_until = ? WHERE owner = ?", (now + self._lease, self.owner)
+            ).rowcount
+            if not renewed:
+                return 0
             gone = [
                 (owner,)
                 for owner, host, pid, until in db.execute(
@@ -516,7 +541,43 @@ class SqliteBackend:
                 (self.owner,),
             )
             taken += self._unpack_left(db)
+            if gone or taken:  # the owners gone may still hold these keys: never give them again
+                db.execute("INSERT OR REPLACE INTO keys (id, top) VALUES (0, ?)", (_top(db),))
+            lingering = self._spill_lingering(db, now)
+        for first in lingering:  # their last messages are rows of their own now
+            del self._spans[first]
+            self._firsts.pop(bisect.bisect_left(self._firsts, first))
         return taken
+
+    def _spill_lingering(self, db: sqlite3.Connection, now: float) -> list[int]:
+        """Move the last messages of this owner's lingering batches (older than an
+        upkeep, at most a quarter left) to rows of their own, still held, and drop the
+        batches; their first keys.
+
+        A body stays whole until its last message is answered: one message retrying
+        for minutes would keep the bytes of thousands answered long ago, which
+        `spool_max_bytes` counts. A batch answered promptly is never moved.
+        """
+        owner, spilled = self.owner, []
+        old = now - self._lease / 3
+        for first, span in self._spans.items():
+            if span.made_at > old or span.left * 4 > span.count:
+                continue
+            if not db.execute(
+                "DELETE FROM batches WHERE id = ? AND owner = ?", (first, owner)
+            ).rowcount:
+                continue
+            db.execute("DELETE FROM bodies WHERE id = ?", (first,))
+            db.executemany(
+                _UNPACKED,
+                [
+                    (first + i, *_ROW(message), owner, owner, _HELD, span.made_at, 0.0, 0)
+                    for i, message in enumerate(span.messages)
+                    if message is not None
+                ],
+            )
+            spilled.append(first)
+        return spilled
 
     def next_due(self, after: float) -> float | None:
         """When this owner's earliest parked message due after `after` is due, or None."""
@@ -585,6 +646,7 @@ class SqliteBackend:
         self._db = db
         _opened[id(db)] = db
         try:
+            _read_as_now(db, self.path)
             return self.status(now)
         finally:
             self.close()
@@ -592,58 +654,21 @@ class SqliteBackend:
     def status(self, now: float) -> SpoolStatus:
         """What the file holds, for `courier-analytics spool status`."""
         with self._write() as db:
-            count, size, oldest, unowned, parked, due = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(made_at), "
-                "COALESCE(SUM(owner IS NULL OR owner NOT IN (SELECT owner FROM owners)), 0), "
-                f"COALESCE(SUM(state = {_PARKED}), 0), "
-                f"MIN(CASE WHEN state != {_HELD} THEN next_at END) FROM messages"
-            ).fetchone()
-            # A batch's bytes: its body's share for the messages it has left.
-            in_batches, batch_size, batch_oldest, batch_unowned = db.execute(
-                "SELECT COALESCE(SUM(b.left), 0), "
-                "COALESCE(SUM(LENGTH(d.data) * b.left / b.count), 0), MIN(b.made_at), "
-                "COALESCE(SUM(CASE WHEN b.owner IS NULL OR b.owner NOT IN "
-                "(SELECT owner FROM owners) THEN b.left ELSE 0 END), 0) "
-                "FROM batches b LEFT JOIN bodies d ON d.id = b.id"
-            ).fetchone()
-            owners = tuple(
-                OwnerStatus(owner, host, pid, held, until - now)
-                for owner, host, pid, until, held in db.execute(
-                    "SELECT o.owner, o.host, o.pid, o.lease_until, "
-                    "(SELECT COUNT(*) FROM messages m WHERE m.owner = o.owner) + "
-                    "(SELECT COALESCE(SUM(b.left), 0) FROM batches b WHERE b.owner = o.owner) "
-                    "FROM owners o ORDER BY o.owner"
-                ).fetchall()
-            )
-        count, size, unowned = count + in_batches, size + batch_size, unowned + batch_unowned
-        if batch_oldest is not None:
-            oldest = batch_oldest if oldest is None else min(oldest, batch_oldest)
-        files = sum(
-            os.path.getsize(self.path + suffix)
-            for suffix in ("", "-wal", "-shm")
-            if os.path.exists(self.path + suffix)
-        )
-        return SpoolStatus(
-            messages=count,
-            bytes=size,
-            file_bytes=files,
-            oldest_age=None if oldest is None else max(0.0, now - oldest),
-            unowned=unowned,
-            parked=parked,
-            next_retry=None if due is None else max(0.0, due - now),
-            owners=owners,
-        )
+            return _status(db, self.path, now)
 
 
 class _Span:
     """A batch this owner committed and holds: which of its messages are done."""
 
-    __slots__ = ("count", "done", "left", "made_at", "moved")
+    __slots__ = ("count", "done", "left", "made_at", "messages", "moved")
 
-    def __init__(self, count: int, made_at: float) -> None:
+    def __init__(self, messages: Sequence[Message], made_at: float) -> None:
+        count = len(messages)
         self.count = count
         self.made_at = made_at
         self.left = count
+        # Those not yet answered (held in memory anyway): `park` writes one from here.
+        self.messages: list[Message | None] = list(messages)
         # Bit i: message i answered, or moved out to a row of its own (`moved`: parked).
         self.done = bytearray((count + 7) >> 3)
         self.moved: set[int] = set()
@@ -653,26 +678,65 @@ class _Marked(NamedTuple):
     """A batch's state as written in a transaction: taken into memory once it commits."""
 
     first: int
-    indexes: list[int]
+    keys: list[int]
     done: bytearray
     left: int  # 0: the batch is gone (all done, or no longer this owner's)
+
+
+class _Damaged(ValueError):
+    """A batch body that cannot be read, in words that quote none of its data."""
+
+
+def _sort(
+    keys: Iterable[int], firsts: list[int], spans: dict[int, _Span]
+) -> tuple[list[int], dict[int, list[int]]]:
+    """Keys of rows of their own, and the others by their batch's first key (sorted).
+
+    Answers come back mostly in order: each batch's keys are one slice of the
+    sorted keys, found by bisection, never looked at one by one.
+    """
+    if not firsts:
+        return list(keys), {}
+    ordered = sorted(keys)
+    rows: list[int] = []
+    members: dict[int, list[int]] = {}
+    at, count = 0, len(ordered)
+    while at < count:
+        key = ordered[at]
+        which = bisect.bisect_right(firsts, key) - 1
+        first = firsts[which] if which >= 0 else 0
+        span = spans[first] if which >= 0 else None
+        if span is None or key >= first + span.count:
+            rows.append(key)  # not in a batch: a row of its own
+            at += 1
+            continue
+        end = bisect.bisect_left(ordered, first + span.count, at)
+        batch = ordered[at:end]
+        at = end
+        moved = span.moved
+        if moved:  # parked: rows of their own now
+            rows.extend(key for key in batch if key - first in moved)
+            batch = [key for key in batch if key - first not in moved]
+        if batch:
+            members[first] = batch
+    return rows, members
 
 
 def pack(messages: Sequence[Message]) -> bytes:
     """Messages as one batch's body: a version byte, the length of the head (4 bytes,
     little-endian), the head (the JSON of each message's fields, the length of its data
     in place of the data), then each message's data."""
-    rows = list(map(_ROW, messages))
-    head = orjson.dumps([(*row[:5], len(row[5])) for row in rows])
-    return b"".join(
-        [bytes((_PACKED_V1,)), len(head).to_bytes(4, "little"), head] + [row[5] for row in rows]
-    )
+    data = list(map(_DATA, messages))
+    # Each message's head, its fields then its data's length: tuples zipped in C.
+    fields = [map(field, messages) for field in _HEAD]
+    head = orjson.dumps(list(zip(*fields, map(len, data), strict=True)))
+    return b"".join([bytes((_PACKED_V1,)), len(head).to_bytes(4, "little"), head, *data])
 
 
 def unpack(body: bytes) -> list[Message]:
     """The messages of a batch's body (`pack`); ValueError if it is damaged."""
     if not body or body[0] != _PACKED_V1:
-        raise ValueError("not a batch body of a known version")
+        raise _Damaged("not a batch body of a known version")
     size = int.from_bytes(body[1:5], "little")
     at = 5 + size
     messages = []
@@ -680,17 +744,81 @@ def unpack(body: bytes) -> list[Message]:
         messages.append(_made(kind, mid, user, anonymous, event, body[at : at + length]))
         at += length
     if at != len(body):
-        raise ValueError("a batch body's data does not match its head")
+        raise _Damaged("a batch body's data does not match its head")
     return messages
 
 
 def _top(db: sqlite3.Connection) -> int:
-    """The largest key of either table (0 when empty)."""
+    """The largest key in either table, or taken over (0 for a new file)."""
     top: int = db.execute(
-        "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0), "
+        "SELECT MAX(COALESCE((SELECT top FROM keys), 0), "
+        "COALESCE((SELECT MAX(id) FROM messages), 0), "
         "COALESCE((SELECT id + count - 1 FROM batches ORDER BY id DESC LIMIT 1), 0))"
     ).fetchone()[0]
     return top
+
+
+def _status(db: sqlite3.Connection, path: str, now: float) -> SpoolStatus:
+    """What the file holds (`SqliteBackend.status`), read in the caller's transaction."""
+    count, size, oldest, unowned, parked, due = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), MIN(made_at), "
+        "COALESCE(SUM(owner IS NULL OR owner NOT IN (SELECT owner FROM owners)), 0), "
+        f"COALESCE(SUM(state = {_PARKED}), 0), "
+        f"MIN(CASE WHEN state != {_HELD} THEN next_at END) FROM messages"
+    ).fetchone()
+    # A batch's bytes: its body's share for the messages it has left.
+    in_batches, batch_size, batch_oldest, batch_unowned, released = db.execute(
+        "SELECT COALESCE(SUM(b.left), 0), "
+        "COALESCE(SUM(LENGTH(d.data) * b.left / b.count), 0), MIN(b.made_at), "
+        "COALESCE(SUM(CASE WHEN b.owner IS NULL OR b.owner NOT IN "
+        "(SELECT owner FROM owners) THEN b.left ELSE 0 END), 0), "
+        f"COALESCE(SUM(b.state = {_LOOSE}), 0) "
+        "FROM batches b LEFT JOIN bodies d ON d.id = b.id"
+    ).fetchone()
+    owners = tuple(
+        OwnerStatus(owner, host, pid, held, until - now)
+        for owner, host, pid, until, held in db.execute(
+            "SELECT o.owner, o.host, o.pid, o.lease_until, "
+            "(SELECT COUNT(*) FROM messages m WHERE m.owner = o.owner) + "
+            "(SELECT COALESCE(SUM(b.left), 0) FROM batches b WHERE b.owner = o.owner) "
+            "FROM owners o ORDER BY o.owner"
+        ).fetchall()
+    )
+    count, size, unowned = count + in_batches, size + batch_size, unowned + batch_unowned
+    if batch_oldest is not None:
+        oldest = batch_oldest if oldest is None else min(oldest, batch_oldest)
+    if released:  # due now for the next owner, as a released row is (next_at 0)
+        due = 0.0 if due is None else min(due, 0.0)
+    files = sum(
+        os.path.getsize(path + suffix)
+        for suffix in ("", "-wal", "-shm")
+        if os.path.exists(path + suffix)
+    )
+    return SpoolStatus(
+        messages=count,
+        bytes=size,
+        file_bytes=files,
+        oldest_age=None if oldest is None else max(0.0, now - oldest),
+        unowned=unowned,
+        parked=parked,
+        next_retry=None if due is None else max(0.0, due - now),
+        owners=owners,
+    )
+
+
+def _read_as_now(db: sqlite3.Connection, path: str) -> None:
+    """Let `status` read a file an earlier version wrote (a row per message only)
+    without changing it: the tables it lacks are made empty, for this connection only."""
+    try:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        if "messages" not in names:
+            return  # not a spool: `status` says what is wrong
+        for statement in _SCHEMA.split(";"):
+            name = statement.split("(", 1)[0].split()[-1] if statement.strip() else ""
+            if name in ("batches", "bodies") and name not in names:
+                db.execute(statement.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"))
+    except sqlite3.Error as exc:  # e.g. not a database
+        raise SpoolError(f"cannot read the spool {path!r}: {exc}") from exc
 
 
 def _runs(keys: Sequence[int]) -> list[tuple[int, int]]:

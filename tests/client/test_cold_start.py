@@ -22,9 +22,13 @@ HEAVY = ("httpx", "httpcore", "h11", "urllib.request", "email.utils", "backoff")
 
 #: Not needed by a delivery that succeeds at once, so not by a cold start either:
 #: the spool's backends (no spool is set), the jitter's `random` (no retry), the
-#: check for uvloop (`importlib.util`), the CLIs and what only the extras use.
+#: check for uvloop (`importlib.util`), the CLIs and what only the extras use, and
+#: attrs (the package's own values are dataclasses; importing attrs, with the
+#: `platform` it loads, and building its classes cost a cold start about a fifth).
 NOT_ON_DELIVERY = (
     *HEAVY,
+    "attr",
+    "attrs",
     "encodings.idna",
     "random",
     "importlib.util",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Any
 
-import attrs
 import httpx
 import pytest
 
@@ -63,7 +63,7 @@ def test_the_message_view_is_read_only_and_holds_no_payload() -> None:
     client.identify("u1", {"email": "private@example.com"})
     assert client.flush(5)
     [(view,)] = delivered.args
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         view.user_id = "u2"
     assert not hasattr(view, "body")
     assert not hasattr(view, "to_dict")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import httpx
 import pytest
 
@@ -357,7 +356,7 @@ def test_the_prometheus_example_serves_every_documented_metric() -> None:
     assert "courier_analytics_messages_total{" in scrape
     assert re.search(r'outcome="delivered"} 1\.0', scrape)
     assert len(documented) == len(INSTRUMENTS)  # the page names each instrument
-    if "spooled" not in {f.name for f in attrs.fields(Stats)}:
+    if "spooled" not in Stats.__match_args__:
         documented.discard("courier_analytics_spooled")
     assert {name for name in documented if not re.search(rf"^{name}[{{_ ]", scrape, re.M)} == set()
 

@@ -9,7 +9,6 @@ import threading
 import types
 from typing import Any
 
-import attrs
 import httpx
 import pytest
 
@@ -40,9 +39,10 @@ def test_exported_names_are_the_intended_public_surface() -> None:
 
 def test_module_settings_mirror_the_client_options_and_defaults() -> None:
     """Every Options field is a module setting with the same default."""
-    for field in attrs.fields(Options):
-        assert getattr(analytics, field.name) == field.default, field.name
-    assert {f.name for f in attrs.fields(Options)} == _default.SETTINGS
+    defaults = {name: p.default for name, p in inspect.signature(Options).parameters.items()}
+    for name in Options.__match_args__:
+        assert getattr(analytics, name) == defaults[name], name
+    assert set(Options.__match_args__) == _default.SETTINGS
 
 
 def test_module_functions_use_the_settings() -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import inspect
 import logging
 
-import attrs
 import httpx
 import pytest
 
 import courier_analytics
-from courier_analytics import Client, ConfigurationError, Options, segment
+from courier_analytics import Client, ConfigurationError, Options, _options, segment
 
 from .fakes import FakeCourier, make_client
 
@@ -277,9 +276,10 @@ def test_client_takes_exactly_the_options_fields_with_the_same_defaults() -> Non
     """Client.__init__'s keyword parameters are Options' fields, names, order and defaults."""
     parameters = list(inspect.signature(Client.__init__).parameters.values())[1:]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
-    fields = attrs.fields(Options)
-    assert [p.name for p in parameters] == [f.name for f in fields]
-    assert {p.name: p.default for p in parameters} == {f.name: f.default for f in fields}
+    fields = list(inspect.signature(Options).parameters.values())
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in fields)
+    assert [p.name for p in parameters] == [p.name for p in fields] == list(Options.__match_args__)
+    assert {p.name: p.default for p in parameters} == {p.name: p.default for p in fields}
 
 
 def test_the_key_sent_is_the_key_checked_though_the_environment_changes(
@@ -312,15 +312,21 @@ def test_the_url_used_is_the_url_checked_though_the_environment_changes(
 def test_options_are_built_once_per_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """Client(...) and Client.from_options check the options once, and keep that value."""
     built: list[Options] = []
-    check = Options.__attrs_post_init__
+    check = Options._check
 
     def counted(self: Options) -> None:
         check(self)
         built.append(self)
 
-    monkeypatch.setattr(Options, "__attrs_post_init__", counted)
+    monkeypatch.setattr(Options, "_check", counted)
     client = Client(api_key="k", send=False)
     assert built == [client.options]
     options = Options(api_key="k", send=False)
     assert Client.from_options(options).options is options
     assert len(built) == 2
+
+
+def test_every_check_names_an_option() -> None:
+    """The table of checks names only Options' fields, in their order (a typo checks nothing)."""
+    names = [name for name in Options.__match_args__ if name in _options._CHECKS]
+    assert list(_options._CHECKS) == names

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 from courier_analytics._messages import Message
 from courier_analytics._spool._backend import SpoolStatus
 from courier_analytics._spool._sqlite import SqliteBackend
+
+
+def backend(path: Path, owner: str, lease: float = 60.0) -> SqliteBackend:
+    """An open backend on `path` for `owner`."""
+    opened = SqliteBackend(str(path), owner=owner, lease=lease)
+    opened.open()
+    return opened
+
+
+def rows(path: Path, table: str) -> int:
+    """How many rows a table of the file has."""
+    with sqlite3.connect(path) as db:
+        count: int = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    return count
 
 
 def status(path: Path) -> SpoolStatus:

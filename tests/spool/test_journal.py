@@ -49,6 +49,24 @@ def test_messages_beyond_memory_wait_in_the_spool(tmp_path: Path) -> None:
     journal.stop()
 
 
+def test_a_message_object_queued_twice_has_a_row_for_each_copy(tmp_path: Path) -> None:
+    """One message object queued twice is held twice; each copy's end removes one row."""
+    worker = StubWorker(max_queue_size=100)
+    journal = journal_for(worker, tmp_path / "s.db")
+    message = track(0)
+    worker.queue.extend([message, track(1), message])
+    journal.drain()
+    assert ids(worker.released) == ["m-u1-0", "m-u1-1", "m-u1-0"]
+    finish(worker, journal, message)
+    journal.drain()
+    assert status(tmp_path / "s.db").messages == 2
+    finish(worker, journal, message)
+    finish(worker, journal, worker.released[1])
+    journal.drain()
+    assert status(tmp_path / "s.db").messages == 0
+    journal.stop()
+
+
 def test_parked_messages_come_back_in_order_as_room_frees(tmp_path: Path) -> None:
     """As held messages finish, parked ones are claimed oldest first, new ones behind them."""
     worker = StubWorker(max_queue_size=3)

