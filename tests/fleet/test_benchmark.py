@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-FIGURES = ("events_per_s", "relay_cpu_us", "redis_cpu_us")
+# CPU is read from /proc in clock ticks (10 ms): a quick run's Redis may spend less.
+CPU_FIGURES = ("relay_cpu_us", "redis_cpu_us")
 
 
 @pytest.mark.slow
@@ -28,7 +29,8 @@ def test_the_fleet_benchmark_reports_every_figure(tmp_path: Path) -> None:
     summary = json.loads(out.read_text())["summary"]
     assert set(summary) == {"end_to_end", "drain_1", "drain_2"}
     for name, figures in summary.items():
-        assert all(figures[figure] > 0 for figure in FIGURES), name
+        assert figures["events_per_s"] > 0, name
+        assert all(figures[figure] >= 0 for figure in CPU_FIGURES), name
         assert (figures["lost"], figures["left_in_spool"]) == (0, 0), name
         assert figures["distinct"] == figures["events"], name
     assert summary["end_to_end"]["producer_cpu_us"] > 0
