@@ -79,8 +79,9 @@ def default_tls_context() -> ssl.SSLContext:
 
 #: Called once per request with its connection and answer, or the error that ended it.
 OnAnswer = Callable[["_Connection", "RawResponse | None", "httpx.TransportError | None"], None]
-#: Called once with the answer to a request started with `Http11Pool.start`, or the error.
-OnResult = Callable[["RawResponse | None", "httpx.TransportError | None"], None]
+#: Called once with the answer to a request started with `Http11Pool.start`, or the error:
+#: an `httpx.TransportError`, or (a bug) any other exception.
+OnResult = Callable[["RawResponse | None", "BaseException | None"], None]
 
 
 _Item = TypeVar("_Item")
@@ -182,7 +183,8 @@ class _Connection(asyncio.BufferedProtocol):
     def start(self, data: bytes, timeout: float, on_answer: OnAnswer) -> None:
         """Write `data` (a whole request); `on_answer` gets the whole answer, or the error.
 
-        `on_answer` runs once, from the event loop, never from within `start`.
+        `on_answer` runs once, from the event loop, never from within `start`, and
+        never if `start` raises.
 
         Raises:
             httpx.RemoteProtocolError: the connection is closed (nothing was written).
@@ -190,11 +192,11 @@ class _Connection(asyncio.BufferedProtocol):
         transport, loop = self.transport, self._loop
         if transport is None or loop is None or self.closed:
             raise httpx.RemoteProtocolError("the connection is closed")
+        transport.write(data)  # first: should it raise, no answer is awaited
         self._on_answer = on_answer
         self.received_any = False
         self._deadline = loop.time() + timeout
         self._timeout = timeout
-        transport.write(data)
         timer = self._timer
         if timer is None or timer.when() > self._deadline:  # none, or armed for later
             if timer is not None:
@@ -321,28 +323,43 @@ class Http11Pool:
         task.add_done_callback(self._connecting.discard)
 
     async def _connect_and_start(self, data: bytes, on_answer: OnResult) -> None:
+        """Open a connection and send the request on it; `on_answer` runs once, whatever
+        happens (this task's exception would be retrieved by no one)."""
         connection = _Connection()
+        error: BaseException | None
+        try:
+            error = await self._connected(connection)
+            if error is None:
+                self._open.add(connection)
+                connection.start(
+                    data, self._timeout, partial(self._request_ended, data, on_answer, False)
+                )
+                return
+        except Exception as exc:  # a bug: its request fails (unretried), never silently
+            error = exc
+        self.discard(connection)
+        on_answer(None, error)
+
+    async def _connected(self, connection: _Connection) -> httpx.TransportError | None:
+        """Connect `connection`: `None` once it can take its first request, else why not."""
+        error: httpx.TransportError
         try:
             await asyncio.wait_for(self._connect(connection), self._timeout)
-        except asyncio.TimeoutError:
-            connection.close()  # Python < 3.12: the connect may have ended as time ran out
-            on_answer(None, httpx.ConnectTimeout(f"no connection within {self._timeout}s"))
-            return
+        except asyncio.TimeoutError:  # Python < 3.12: it may have connected as time ran out
+            return httpx.ConnectTimeout(f"no connection within {self._timeout}s")
         except (OSError, RuntimeError) as exc:  # refused, unreachable, DNS, TLS verification
             error = httpx.ConnectError(f"{type(exc).__name__}: {exc}")
             error.__cause__ = exc
-            on_answer(None, error)
-            return
+            return error
         except asyncio.CancelledError:  # the pool closed
-            connection.close()
-            on_answer(None, httpx.ConnectError("the connection pool was closed"))
-            return
+            return httpx.ConnectError("the connection pool was closed")
         if self._closing:  # Python < 3.12: connected in the turn the pool closed
-            connection.close()
-            on_answer(None, httpx.ConnectError("the connection pool was closed"))
-            return
-        self._open.add(connection)
-        connection.start(data, self._timeout, partial(self._request_ended, data, on_answer, False))
+            return httpx.ConnectError("the connection pool was closed")
+        transport = connection.transport
+        if connection.closed or transport is None or transport.is_closing():
+            # On uvloop, a server that closes at once can be heard before this turn.
+            return httpx.RemoteProtocolError("the server closed the connection at once")
+        return None
 
     def _request_ended(
         self,

@@ -1,0 +1,150 @@
+"""The native pool's connect: every request is answered, and a dead address costs a share.
+
+A server may close a connection before its first request, a connect may fail in a way
+nobody foresaw, and one of a host's addresses may drop every connect (broken IPv6, a
+dead A record). Each must end its request once, and the last must not make every new
+connection wait out the whole timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import httpx
+import pytest
+
+from courier_analytics import Client, RetryPolicy
+from courier_analytics._http11 import Http11Pool, _Connection
+
+from .fakes import Reports
+from .test_http11 import OK, RawServer
+
+LOOPS = ["asyncio", "uvloop"]
+DEAD = "192.0.2.1"  # TEST-NET-1: never dialled, its connects are faked as dropped
+HOST = "courier.test"
+Scenario = Callable[[Http11Pool], Awaitable[Any]]
+CLOSING = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+
+def run_on(event_loop: str, main: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `main()` on a new loop of the kind named (asyncio or uvloop)."""
+    if event_loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.run(main())
+    return asyncio.run(main())  # type: ignore[arg-type]  # a coroutine, as any awaitable here
+
+
+def serve(
+    server: RawServer,
+    scenario: Scenario,
+    *,
+    event_loop: str = "asyncio",
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+) -> Any:
+    """Serve on 127.0.0.1 and run `scenario` with a pool for `host` on the server's port."""
+
+    async def main() -> Any:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        pool = Http11Pool(f"http://{host}:{port}", [], timeout=timeout, max_idle=4)
+        try:
+            return await scenario(pool)
+        finally:
+            await pool.aclose()
+            listener.close()
+            await listener.wait_closed()
+
+    return run_on(event_loop, main)
+
+
+async def send(pool: Http11Pool) -> Any:
+    """One request through `pool`: its answer, or the error that ended it."""
+    try:
+        return await asyncio.wait_for(pool.send(pool.build("/x", b"{}")), 10)
+    except asyncio.TimeoutError:  # before any other: it is an OSError on 3.11+
+        return "never answered"
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("event_loop", LOOPS)
+def test_a_connection_closed_before_its_first_request_fails_that_request(event_loop: str) -> None:
+    """A connection the server closed before the request went (seen on uvloop) is a retryable
+    protocol error, not a request left unanswered."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(pool: Http11Pool) -> Any:
+        connect = pool._connect
+
+        async def connect_then_lose(connection: _Connection) -> None:
+            await connect(connection)
+            assert connection.transport is not None
+            connection.transport.abort()  # as the server's close, heard before the request
+            while not connection.closed:
+                await asyncio.sleep(0)
+
+        pool._connect = connect_then_lose  # type: ignore[method-assign]
+        return await send(pool), pool._open
+
+    error, still_open = serve(server, scenario, event_loop=event_loop)
+    assert isinstance(error, httpx.RemoteProtocolError), error
+    assert (still_open, server.requests) == (set(), [])
+
+
+@pytest.mark.parametrize("event_loop", LOOPS)
+def test_an_unforeseen_error_while_connecting_ends_the_request(event_loop: str) -> None:
+    """An exception that is no connect error (a bug) is the request's answer, not lost in a task."""
+    server = RawServer(lambda n, raw: OK)
+
+    async def scenario(pool: Http11Pool) -> Any:
+        async def broken(connection: _Connection) -> None:
+            raise ValueError("a bug")
+
+        pool._connect = broken  # type: ignore[method-assign]
+        return await send(pool)
+
+    error = serve(server, scenario, event_loop=event_loop)
+    assert isinstance(error, ValueError), error
+    assert str(error) == "a bug"
+
+
+@pytest.mark.parametrize("event_loop", LOOPS)
+def test_a_server_closing_every_connection_on_accept_fails_each_message(
+    event_loop: Literal["asyncio", "uvloop"],
+) -> None:
+    """Every message sent to a server that closes each connection at once ends failed, reported."""
+    pytest.importorskip(event_loop)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+
+    def close_each() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # the listener was closed: the test is over
+                return
+            connection.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    reports = Reports()
+    client = Client(
+        api_key="pk_test_connect",
+        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+        event_loop=event_loop,
+        on_error=reports,
+        retry=RetryPolicy(max_retries=1, initial_wait=0, max_wait=0, max_time=None),
+    )
+    try:
+        for n in range(20):
+            client.track("Order Completed", user_id=f"u{n}")
+        assert client.flush(30), f"{client._worker.in_flight} request(s) never answered"
+        assert (client.stats.failed, len(reports.errors)) == (20, 20)
+    finally:
+        client.shutdown(5)
+        listener.close()
