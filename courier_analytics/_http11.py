@@ -25,14 +25,14 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from courier_analytics._concurrency import IDLE_S
 from courier_analytics._http11_parser import MAX_BODY, RawResponse, Reader
-from courier_analytics._sockets import READ_SIZE, SocketTransport, open_socket
+from courier_analytics._sockets import READ_SIZE, SocketTransport, connect_tcp, open_socket
 from courier_analytics._threads import BlockingRunner
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ else:
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _DNS_TTL = 60.0  # seconds a host name's addresses are reused for new connections
+_FAILED_S = 60.0  # seconds an address that failed to connect is tried after the others
 _RESUME_PAUSE_S = 300.0  # seconds without sessions after a server refused two in a row
 _HEADS_KEPT = 64  # request heads kept for reuse, by path (tracks all share one)
 
@@ -85,6 +86,7 @@ OnResult = Callable[["RawResponse | None", "BaseException | None"], None]
 
 
 _Item = TypeVar("_Item")
+_Made = TypeVar("_Made")
 _Answer = TypeVar("_Answer")
 
 
@@ -271,6 +273,7 @@ class Http11Pool:
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._resolved: list[str] = []
+        self._failed: dict[str, float] = {}  # address -> until when it is tried last
         self._session: ssl.SSLSession | None = None  # offered to new TLS connections
         self._refused = 0  # offers of the session held that the server refused, in a row
         self._resume_after = 0.0  # no session is read before this time.monotonic()
@@ -440,28 +443,74 @@ class Http11Pool:
 
     async def _connect(self, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout  # as the caller's `wait_for`
+        addresses = await self._addresses()
+        port, ssl_context = self._port, self._ssl
         # On asyncio's selector loops the connection reads and writes its socket itself
         # (see `_sockets`); other loops have transports of their own (uvloop's in C,
         # and Windows' proactor reads no socket from callbacks).
-        own = isinstance(loop, asyncio.SelectorEventLoop)
-        tls = None if self._ssl is None else (self._ssl, self._host, self._session)
-        error: OSError | None = None
-        for address in await self._addresses():
-            try:
-                if own:
-                    await open_socket(loop, connection, address, self._port, tls)
-                else:
-                    await loop.create_connection(
-                        lambda: connection,
-                        address,
-                        self._port,
-                        ssl=self._ssl,
-                        server_hostname=self._host if self._ssl else None,
-                    )
-            except OSError as exc:
-                error = exc
-                continue
+        if isinstance(loop, asyncio.SelectorEventLoop):
+            sock = await self._dial(addresses, deadline, partial(connect_tcp, loop, port=port))
+            tls = None if ssl_context is None else (ssl_context, self._host, self._session)
+            await open_socket(loop, connection, sock, tls)
             return
+        server_hostname = self._host if ssl_context else None
+        if len(addresses) == 1:
+            await loop.create_connection(
+                lambda: connection,
+                addresses[0],
+                port,
+                ssl=ssl_context,
+                server_hostname=server_hostname,
+            )
+            return
+
+        async def connect(address: str) -> asyncio.Transport:
+            transport, _ = await loop.create_connection(lambda: connection, address, port)
+            return transport
+
+        # The TCP connect alone is given a share of the time: TLS starts once it is made.
+        transport = await self._dial(addresses, deadline, connect)
+        if ssl_context is not None:
+            connection.transport = await loop.start_tls(
+                transport, connection, ssl_context, server_hostname=server_hostname
+            )
+
+    async def _dial(
+        self, addresses: list[str], deadline: float, connect: Callable[[str], Awaitable[_Made]]
+    ) -> _Made:
+        """`connect` to the first of `addresses` that takes a TCP connection.
+
+        With several, each attempt has an equal share of the time left to `deadline`
+        (the last one all of it), so an address that drops the connect costs a share,
+        not the whole timeout, as Go's dialer does; one that failed is tried last for
+        `_FAILED_S`, so the connections after it do not pay for it again. One address
+        costs nothing more: the caller's timeout bounds it.
+        """
+        if len(addresses) == 1:
+            return await connect(addresses[0])
+        failed = self._failed
+        if failed:
+            now = time.monotonic()
+            addresses = sorted(addresses, key=lambda address: failed.get(address, 0.0) > now)
+        loop = asyncio.get_running_loop()
+        error: OSError | None = None
+        for left, address in zip(range(len(addresses), 0, -1), addresses, strict=True):
+            try:
+                if left == 1:
+                    made = await connect(address)
+                else:
+                    share = (deadline - loop.time()) / left
+                    made = await asyncio.wait_for(connect(address), share)
+            except (OSError, asyncio.TimeoutError) as exc:  # the one subclasses the other on 3.11+
+                now = time.monotonic()
+                for stale in [stale for stale, until in failed.items() if until <= now]:
+                    del failed[stale]
+                failed[address] = now + _FAILED_S
+                error = exc if isinstance(exc, OSError) else TimeoutError()  # Python 3.10
+                continue
+            failed.pop(address, None)
+            return made
         raise error or OSError(f"no address for {self._host}")
 
     async def _addresses(self) -> list[str]:

@@ -22,7 +22,7 @@ import socket
 import ssl
 from typing import Any
 
-__all__ = ["READ_SIZE", "SocketTransport", "open_socket"]
+__all__ = ["READ_SIZE", "SocketTransport", "connect_tcp", "open_socket"]
 
 #: Bytes read at a time: a TLS record holds at most 16 KiB, an answer a few hundred.
 READ_SIZE = 16 * 1024
@@ -30,19 +30,11 @@ READ_SIZE = 16 * 1024
 _NOT_NOW = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
-async def open_socket(
-    loop: asyncio.AbstractEventLoop,
-    protocol: asyncio.BufferedProtocol,
-    address: str,
-    port: int,
-    tls: tuple[ssl.SSLContext, str, ssl.SSLSession | None] | None,
-) -> SocketTransport:
-    """Connect (and complete the TLS handshake), then give `protocol` its transport.
+async def connect_tcp(loop: asyncio.AbstractEventLoop, address: str, port: int) -> socket.socket:
+    """A non-blocking TCP connection to `address` (an IP address) and `port`.
 
-    `tls` is the context, the server's name, and the session of an earlier
-    connection to offer for resumption (or `None`). Raises `OSError` (`ssl.SSLError`
-    included) as `create_connection` does; on cancellation (a connect timeout) the
-    socket is closed.
+    Raises `OSError` as `create_connection` does; on cancellation (a connect
+    timeout) the socket is closed.
     """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -51,6 +43,27 @@ async def open_socket(
         # Each request is one write, answered before the next: never wait for more.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await loop.sock_connect(sock, (address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def open_socket(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.BufferedProtocol,
+    sock: socket.socket,
+    tls: tuple[ssl.SSLContext, str, ssl.SSLSession | None] | None,
+) -> SocketTransport:
+    """Complete the TLS handshake on `sock` (from `connect_tcp`), then give `protocol`
+    its transport.
+
+    `tls` is the context, the server's name, and the session of an earlier
+    connection to offer for resumption (or `None`). Raises `OSError` (`ssl.SSLError`
+    included) as `create_connection` does; on failure or cancellation (a connect
+    timeout) the socket is closed.
+    """
+    try:
         if tls is not None:
             context, server_hostname, session = tls
             sock = context.wrap_socket(

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import httpx
 import pytest
+import trustme
 
 from courier_analytics import Client, RetryPolicy
 from courier_analytics._http11 import Http11Pool, _Connection
@@ -148,3 +150,106 @@ def test_a_server_closing_every_connection_on_accept_fails_each_message(
     finally:
         client.shutdown(5)
         listener.close()
+
+
+@pytest.fixture
+def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`courier.test` resolves to a dead address, then 127.0.0.1; the addresses dialled go here
+    (by a scenario wrapped in `dropping`)."""
+    real_lookup = socket.getaddrinfo
+
+    def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != HOST:
+            return real_lookup(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (DEAD, port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    return []
+
+
+def dropping(dialled: list[str], scenario: Scenario) -> Scenario:
+    """`scenario`, on a loop whose connects to the dead address never hear back (as when
+    SYNs are dropped), noting each address dialled: nothing leaves the machine."""
+
+    async def wrapped(pool: Http11Pool) -> Any:
+        loop = asyncio.get_running_loop()
+        real_connect = loop.sock_connect
+
+        async def sock_connect(sock: socket.socket, address: Any) -> None:
+            dialled.append(address[0])
+            if address[0] == DEAD:
+                await loop.create_future()
+            await real_connect(sock, address)
+
+        loop.sock_connect = sock_connect  # type: ignore[method-assign]  # this loop's alone
+        return await scenario(pool)
+
+    return wrapped
+
+
+def test_a_first_address_that_drops_connects_costs_a_share_of_the_timeout(
+    dialled: list[str],
+) -> None:
+    """Of two addresses, the first dropping connects, the request goes through the second
+    within the one timeout."""
+    server = RawServer(lambda n, raw: OK)
+    answer = serve(server, dropping(dialled, send), host=HOST, timeout=4.0)
+    assert getattr(answer, "status", answer) == 202
+    assert dialled == [DEAD, "127.0.0.1"]
+
+
+def test_later_connections_try_an_address_that_failed_last(dialled: list[str]) -> None:
+    """After a connect to an address failed, new connections start with the others."""
+    server = RawServer(lambda n, raw: CLOSING)  # each request on a new connection
+
+    async def scenario(pool: Http11Pool) -> list[Any]:
+        return [await send(pool) for _ in range(3)]
+
+    answers = serve(server, dropping(dialled, scenario), host=HOST, timeout=4.0)
+    assert [getattr(answer, "status", answer) for answer in answers] == [202, 202, 202]
+    assert dialled == [DEAD, "127.0.0.1", "127.0.0.1", "127.0.0.1"]
+
+
+@pytest.mark.parametrize("event_loop", LOOPS)
+def test_over_tls_a_refused_first_address_falls_through_and_the_name_is_verified(
+    event_loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several addresses, TLS starts on the one that took the connect and checks the
+    host name, on either loop."""
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(HOST).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    real_lookup = socket.getaddrinfo
+
+    def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != HOST:
+            return real_lookup(host, port, *args, **kwargs)
+        return [  # nothing listens on 127.0.0.2: refused at once
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    server = RawServer(lambda n, raw: OK)
+
+    async def main() -> Any:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_context)
+        port = listener.sockets[0].getsockname()[1]
+        pool = Http11Pool(
+            f"https://{HOST}:{port}", [], timeout=30, max_idle=4, ssl_context=client_context
+        )
+        try:
+            return await send(pool)
+        finally:
+            await pool.aclose()
+            listener.close()
+            await listener.wait_closed()
+
+    answer = run_on(event_loop, main)
+    assert getattr(answer, "status", answer) == 202
+    assert server.connections == 1
