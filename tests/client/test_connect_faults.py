@@ -47,13 +47,23 @@ def serve(
     event_loop: str = "asyncio",
     host: str = "127.0.0.1",
     timeout: float = 30.0,
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
 ) -> Any:
-    """Serve on 127.0.0.1 and run `scenario` with a pool for `host` on the server's port."""
+    """Serve on 127.0.0.1 (over TLS with a server and a client context) and run `scenario`
+    with a pool for `host` on the server's port."""
 
     async def main() -> Any:
-        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        server_context, client_context = tls or (None, None)
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_context)
         port = listener.sockets[0].getsockname()[1]
-        pool = Http11Pool(f"http://{host}:{port}", [], timeout=timeout, max_idle=4)
+        scheme = "https" if tls else "http"
+        pool = Http11Pool(
+            f"{scheme}://{host}:{port}",
+            [],
+            timeout=timeout,
+            max_idle=4,
+            ssl_context=client_context,
+        )
         try:
             return await scenario(pool)
         finally:
@@ -152,21 +162,26 @@ def test_a_server_closing_every_connection_on_accept_fails_each_message(
         listener.close()
 
 
-@pytest.fixture
-def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """`courier.test` resolves to a dead address, then 127.0.0.1; the addresses dialled go here
-    (by a scenario wrapped in `dropping`)."""
+def resolve_host(monkeypatch: pytest.MonkeyPatch, first: str) -> None:
+    """`courier.test` resolves to `first`, then 127.0.0.1 (where the server is)."""
     real_lookup = socket.getaddrinfo
 
     def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         if host != HOST:
             return real_lookup(host, port, *args, **kwargs)
         return [
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (DEAD, port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (first, port)),
             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
         ]
 
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
+
+
+@pytest.fixture
+def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`courier.test` resolves to a dead address, then 127.0.0.1; the addresses dialled go here
+    (by a scenario wrapped in `dropping`)."""
+    resolve_host(monkeypatch, DEAD)
     return []
 
 
@@ -224,32 +239,14 @@ def test_over_tls_a_refused_first_address_falls_through_and_the_name_is_verified
     ca.issue_cert(HOST).configure_cert(server_context)
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
-    real_lookup = socket.getaddrinfo
-
-    def lookup(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host != HOST:
-            return real_lookup(host, port, *args, **kwargs)
-        return [  # nothing listens on 127.0.0.2: refused at once
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
-            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
-        ]
-
-    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    resolve_host(monkeypatch, "127.0.0.2")  # where nothing listens: refused at once
     server = RawServer(lambda n, raw: OK)
-
-    async def main() -> Any:
-        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_context)
-        port = listener.sockets[0].getsockname()[1]
-        pool = Http11Pool(
-            f"https://{HOST}:{port}", [], timeout=30, max_idle=4, ssl_context=client_context
-        )
-        try:
-            return await send(pool)
-        finally:
-            await pool.aclose()
-            listener.close()
-            await listener.wait_closed()
-
-    answer = run_on(event_loop, main)
+    answer = serve(
+        server,
+        send,
+        event_loop=event_loop,
+        host=HOST,
+        tls=(server_context, client_context),
+    )
     assert getattr(answer, "status", answer) == 202
     assert server.connections == 1
