@@ -28,6 +28,7 @@ from .test_http11 import OK, RawServer
 LOOPS = ["asyncio", "uvloop"]
 DEAD = "192.0.2.1"  # TEST-NET-1: never dialled, its connects are faked as dropped
 HOST = "courier.test"
+TIMEOUT = 20.0  # seconds to connect; see `dropping`
 Scenario = Callable[[Http11Pool], Awaitable[Any]]
 CLOSING = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 
@@ -77,7 +78,7 @@ def serve(
 async def send(pool: Http11Pool) -> Any:
     """One request through `pool`: its answer, or the error that ended it."""
     try:
-        return await asyncio.wait_for(pool.send(pool.build("/x", b"{}")), 10)
+        return await asyncio.wait_for(pool.send(pool.build("/x", b"{}")), 3 * TIMEOUT)
     except asyncio.TimeoutError:  # before any other: it is an OSError on 3.11+
         return "never answered"
     except Exception as exc:
@@ -187,19 +188,28 @@ def dialled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def dropping(dialled: list[str], scenario: Scenario) -> Scenario:
     """`scenario`, on a loop whose connects to the dead address never hear back (as when
-    SYNs are dropped), noting each address dialled: nothing leaves the machine."""
+    SYNs are dropped), noting each address dialled: nothing leaves the machine.
+
+    Half the timeout passes at once on the loop's clock when the dead address is
+    dialled, so the test waits for nothing and the live address has the other half
+    (`TIMEOUT` / 2 seconds), however busy the machine.
+    """
 
     async def wrapped(pool: Http11Pool) -> Any:
         loop = asyncio.get_running_loop()
-        real_connect = loop.sock_connect
+        real_connect, real_time = loop.sock_connect, loop.time
+        skipped = 0.0
 
         async def sock_connect(sock: socket.socket, address: Any) -> None:
+            nonlocal skipped
             dialled.append(address[0])
             if address[0] == DEAD:
+                skipped += TIMEOUT / 2
                 await loop.create_future()
             await real_connect(sock, address)
 
         loop.sock_connect = sock_connect  # type: ignore[method-assign]  # this loop's alone
+        loop.time = lambda: real_time() + skipped  # type: ignore[method-assign]
         return await scenario(pool)
 
     return wrapped
@@ -211,7 +221,7 @@ def test_a_first_address_that_drops_connects_costs_a_share_of_the_timeout(
     """Of two addresses, the first dropping connects, the request goes through the second
     within the one timeout."""
     server = RawServer(lambda n, raw: OK)
-    answer = serve(server, dropping(dialled, send), host=HOST, timeout=4.0)
+    answer = serve(server, dropping(dialled, send), host=HOST, timeout=TIMEOUT)
     assert getattr(answer, "status", answer) == 202
     assert dialled == [DEAD, "127.0.0.1"]
 
@@ -223,7 +233,7 @@ def test_later_connections_try_an_address_that_failed_last(dialled: list[str]) -
     async def scenario(pool: Http11Pool) -> list[Any]:
         return [await send(pool) for _ in range(3)]
 
-    answers = serve(server, dropping(dialled, scenario), host=HOST, timeout=4.0)
+    answers = serve(server, dropping(dialled, scenario), host=HOST, timeout=TIMEOUT)
     assert [getattr(answer, "status", answer) for answer in answers] == [202, 202, 202]
     assert dialled == [DEAD, "127.0.0.1", "127.0.0.1", "127.0.0.1"]
 
