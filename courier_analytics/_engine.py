@@ -274,12 +274,11 @@ class Engine:
 
     def drain(self) -> None:
         """Move queued messages into lanes and start what may go; tell waiters when idle."""
-        queue, lanes = self.queue, self._lanes
+        # `queued` is read before the queue is looked at: every message it counts was
+        # appended before, so if the queue is found empty below, each of them was taken.
+        queue, lanes, queued = self.queue, self._lanes, self.queued
         if lanes is None:
             return
-        # Read before the queue is looked at: every message it counts was appended
-        # before, so if the queue is found empty below, each of them was taken.
-        queued = self.queued
         journal = self.journal
         if journal is not None:
             if queue:
