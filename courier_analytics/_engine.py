@@ -223,8 +223,9 @@ class Engine:
         self._concurrency = Concurrency(max_in_flight, time.monotonic())
         self._in_flight = 0
         # Attempts started and not answered, by a number of their own (one message
-        # object may be queued twice): what `end` reports if no answer comes.
-        self._sending: dict[int, Message | _Retry] = {}
+        # object may be queued twice), oldest first, with when each started: what
+        # `end` reports if no answer comes, and what `_may_open` finds overdue.
+        self._sending: dict[int, tuple[Message | _Retry, float]] = {}
         self._keys = itertools.count()
         self._waiting: set[_Retry] = set()  # retries on their timer
         self._alarms: set[str] = set()  # ERRORs already logged, once each
@@ -312,11 +313,7 @@ class Engine:
             wire = WIRE_COPIES * len(message._data)
             if self._in_flight and self.held_bytes + wire > self.max_queue_bytes:
                 break
-            if (
-                native is not None
-                and not native.idle
-                and not self._concurrency.may_open(self._in_flight, self.held - self._in_flight)
-            ):
+            if native is not None and not native.idle and not self._may_open():
                 break  # no connection pays its handshake: an answer frees one soon
             ready.popleft()
             if taken is not None and taken(message):
@@ -324,15 +321,31 @@ class Engine:
                 continue
             self._start(sender, message, wire, item if isinstance(item, _Retry) else None)
 
+    def _may_open(self) -> bool:
+        """Whether a ready message that finds no idle connection opens one (`may_open`).
+
+        Requests overdue (held by the server or a proxy) free no connection soon, so
+        theirs are not counted. While the message waits, an answer or the worker's
+        tick runs `_pump` again, so it goes once a request becomes overdue.
+        """
+        concurrency, in_flight = self._concurrency, self._in_flight
+        waiting = self.held - in_flight
+        if concurrency.may_open(in_flight, waiting):
+            return True
+        # Only when the answer is no: `_sending` holds the requests as they started.
+        started = (sent for _, sent in self._sending.values())
+        overdue = concurrency.overdue(started, time.monotonic())
+        return overdue > 0 and concurrency.may_open(in_flight, waiting, overdue)
+
     def _start(self, sender: Sender, message: Message, wire: int, retry: _Retry | None) -> None:
         """Build the attempt's request and hand it to the sender; `_on_done` follows."""
         key = next(self._keys)
         try:
             request = self._route.request(message)
-            self._sending[key] = message if retry is None else retry
+            sent = time.monotonic()
+            self._sending[key] = (message if retry is None else retry, sent)
             self._in_flight += 1
             self.wire += wire
-            sent = time.monotonic()
             sender.start(request, partial(self._on_done, key, message, wire, sent, retry))
         except Exception as exc:  # a bug: the message is reported, the worker goes on
             if self._sending.pop(key, None) is not None:
@@ -580,7 +593,7 @@ class Engine:
                 retry.timer.cancel()
             self._stopped(retry.message, retry.attempts, retry.outcome)
         self._waiting = set()
-        for item in self._sending.values():
+        for item, _ in self._sending.values():
             if isinstance(item, _Retry):
                 self._stopped(item.message, item.attempts, item.outcome)
             else:

@@ -15,6 +15,8 @@ from courier_analytics import Client
 from courier_analytics._concurrency import (
     CONGESTION_HOLD_S,
     JUDGING,
+    OVERDUE,
+    OVERDUE_MIN_S,
     PLATEAU_HOLD_S,
     START,
     Concurrency,
@@ -218,6 +220,46 @@ def test_congestion_never_takes_the_limit_below_one() -> None:
         now += 0.05
         limit.update(now, backlog=True)
     assert limit.limit == 1
+
+
+def answered_in(seconds: float) -> tuple[Concurrency, float]:
+    """A limit that has seen answers take `seconds` (few arrivals), and a second later."""
+    limit = Concurrency(512, 0.0)
+    now = answers(limit, 0.0, 50.0, 100, seconds=seconds, backlog=False)
+    limit.rate = 0.0
+    return limit, now + 1.0
+
+
+def test_a_request_unanswered_for_several_answer_times_is_overdue() -> None:
+    """With no answer meanwhile, requests older than OVERDUE answer times are overdue."""
+    limit, now = answered_in(0.02)
+    due = OVERDUE * 0.02
+    started = iter([now - due - 0.01, now - due - 0.001, now - due + 0.01, now - due - 0.02])
+    assert limit.overdue(started, now) == 2
+    assert next(started) == now - due - 0.02  # read no further than the first not overdue
+
+
+def test_after_quick_answers_a_request_is_overdue_only_after_the_floor() -> None:
+    """However quick the answers, a request is not overdue before OVERDUE_MIN_S."""
+    limit, now = answered_in(0.001)
+    assert OVERDUE * 0.001 < OVERDUE_MIN_S
+    assert limit.overdue([now - OVERDUE_MIN_S - 0.001, now - OVERDUE_MIN_S + 0.001], now) == 1
+
+
+def test_no_request_is_overdue_while_answers_come() -> None:
+    """An answer within the overdue time frees a connection: old requests are not overdue."""
+    limit, now = answered_in(0.02)
+    limit.record(congested=False, seconds=0.02)
+    limit.update(now - OVERDUE * 0.02 + 0.01, backlog=1)
+    assert limit.overdue([now - 1.0], now) == 0
+
+
+def test_an_overdue_request_frees_no_connection_soon() -> None:
+    """A connection whose request is overdue is not counted: a waiting message opens another."""
+    limit, _ = answered_in(0.02)
+    assert not limit.may_open(1, 2)  # the answer frees the connection soon
+    assert limit.may_open(1, 2, overdue=1)  # no answer is coming soon
+    assert not limit.may_open(4, 2, overdue=1)  # the other three answer soon
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no resource module")
