@@ -41,12 +41,13 @@ otherwise the message waits for the first connection that an answer frees:
   lasts moves it all the way;
 - the backlog needs it: the waiting messages would keep every open connection
   busy for longer than `BACKLOG_S`, unless answers show queueing (then the CPU,
-  here or at the server, is short, not connections).
-
-Either way a connection whose request is *overdue* (unanswered for `OVERDUE`
-answer times, at least `OVERDUE_MIN_S`, with no other answer meanwhile: the
-server or a proxy holds it) is not counted: no answer frees it soon, so a held
-request holds back the other users' messages for no longer than that.
+  here or at the server, is short, not connections);
+- every connection is stalled (`Concurrency.stalled`): even the request started
+  last has gone unanswered for `OVERDUE` answer times (at least `OVERDUE_MIN_S`).
+  The server or a proxy holds them, no answer frees a connection soon, and the
+  message would wait up to the timeout. That wait doubles with each connection so
+  opened until an answer comes, so a proxy that holds every request is not sent a
+  new connection every few answer times.
 
 Idle connections are reused most recent first, so the ones beyond what the rate
 needs stay idle, and the pool closes a connection idle for `IDLE_S`: the
@@ -56,7 +57,6 @@ connections held follow the rate.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Final
 
 __all__ = ["Concurrency"]
@@ -101,13 +101,11 @@ SPARE: Final = 1.25
 #: Seconds over which the arrival rate is smoothed: a burst of a fraction of a second
 #: moves it by a fraction, a rate that lasts this long moves it most of the way.
 RATE_S: Final = 4.0
-#: A request unanswered for this many answer times (`Concurrency.latency`), while no other
-#: answer came either, is overdue: the server or a proxy holds it, and no answer frees its
-#: connection soon (`may_open`).
+#: Every connection is stalled when the request started last has gone unanswered for this
+#: many answer times (`Concurrency.latency`): the server or a proxy holds them.
 OVERDUE: Final = 4.0
 #: ...and for at least this many seconds: a garbage collection, or the machine's other
-#: work holding the worker's thread, must not make every request in flight look held
-#: (each would cost a new connection, over TLS a handshake).
+#: work holding the worker's thread, must not make quick requests look stalled.
 OVERDUE_MIN_S: Final = 0.05
 #: An idle connection unused this long is beyond what the rate needs: the pool closes it.
 IDLE_S: Final = 5.0
@@ -142,6 +140,8 @@ class Concurrency:
         self.rate = 0.0  # messages arriving per second, smoothed over RATE_S
         self._waiting = 0  # messages waiting when this window began
         self._answered = now  # when the last answer (or failure to get one) came
+        self._stalled_after = now  # the answer after which `_stalled` connections opened
+        self._stalled = 0  # connections opened since then because every one was stalled
 
     def record(self, congested: bool, seconds: float | None = None) -> None:
         """Count one answer (or failure to get one), and how long it took if known."""
@@ -191,45 +191,19 @@ class Concurrency:
         self._waited, self._timed = 0.0, 0
         return self.limit
 
-    def overdue(self, started: Iterable[float], now: float) -> int:
-        """How many requests in flight are overdue (see `OVERDUE`), for `may_open`.
-
-        None while answers still come: each frees a connection for the waiting
-        messages, and a request that a busy machine slowed (a burst's handshakes,
-        the worker's own delays) must not cost another connection.
-
-        Args:
-            started: When each request in flight started, oldest first (read only as
-                far as the first that is not overdue).
-            now: The current ``time.monotonic()``.
-        """
-        due = max(OVERDUE_MIN_S, OVERDUE * (self.latency or 0.0))
-        if now - self._answered < due:
-            return 0
-        since, count = now - due, 0
-        for sent in started:
-            if sent > since:
-                break
-            count += 1
-        return count
-
-    def may_open(self, connections: int, waiting: int, overdue: int = 0) -> bool:
+    def may_open(self, connections: int, waiting: int) -> bool:
         """Whether a message that finds no idle connection should open one.
 
         A connection costs a handshake (over TLS, as much CPU as many requests), so
         one opens when the rate needs it (Little's law, with `SPARE`) or, while
         answers show no queueing, when the waiting messages would keep the open
         connections busy for longer than `BACKLOG_S`; otherwise the message waits
-        for an answer to free one. A connection whose request is overdue is not
-        counted: no answer frees it soon.
+        for an answer to free one.
 
         Args:
             connections: Connections open (all busy).
             waiting: Messages waiting to be sent, this one included.
-            overdue: Of those connections, the ones whose request is overdue
-                (`Concurrency.overdue`).
         """
-        connections -= overdue
         latency = self.latency
         if not connections or latency is None:  # nothing learnt yet: the limit decides
             return True
@@ -240,6 +214,26 @@ class Concurrency:
         if connections < self.rate * distance * SPARE:
             return True
         return latency <= QUEUEING * distance and waiting * distance > connections * BACKLOG_S
+
+    def stalled(self, last_start: float, now: float) -> bool:
+        """Whether every connection is stalled, so that a waiting message opens one.
+
+        Asked when `may_open` says no. True when even the request started last has
+        gone unanswered for `OVERDUE` answer times, at least `OVERDUE_MIN_S`,
+        doubled for each connection opened so since the last answer; counts the
+        connection that the message opens then.
+
+        Args:
+            last_start: When the request started last (``time.monotonic()``).
+            now: The current ``time.monotonic()``.
+        """
+        if self._answered != self._stalled_after:  # an answer came: the wait starts over
+            self._stalled_after, self._stalled = self._answered, 0
+        due = max(OVERDUE_MIN_S, OVERDUE * (self.latency or 0.0)) * 2**self._stalled
+        if now - last_start < due:
+            return False
+        self._stalled += 1
+        return True
 
     def _observe(self, elapsed: float, waiting: int) -> None:
         """At the end of a window: its mean answer time, and the arrival rate.

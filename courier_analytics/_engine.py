@@ -223,10 +223,10 @@ class Engine:
         self._concurrency = Concurrency(max_in_flight, time.monotonic())
         self._in_flight = 0
         # Attempts started and not answered, by a number of their own (one message
-        # object may be queued twice), oldest first, with when each started: what
-        # `end` reports if no answer comes, and what `_may_open` finds overdue.
-        self._sending: dict[int, tuple[Message | _Retry, float]] = {}
+        # object may be queued twice): what `end` reports if no answer comes.
+        self._sending: dict[int, Message | _Retry] = {}
         self._keys = itertools.count()
+        self._last_start = 0.0  # when the request started last did (see `_may_open`)
         self._waiting: set[_Retry] = set()  # retries on their timer
         self._alarms: set[str] = set()  # ERRORs already logged, once each
         self._unreachable = False  # the last attempt got no answer (logged once)
@@ -322,30 +322,26 @@ class Engine:
             self._start(sender, message, wire, item if isinstance(item, _Retry) else None)
 
     def _may_open(self) -> bool:
-        """Whether a ready message that finds no idle connection opens one (`may_open`).
+        """Whether a ready message that finds no idle connection opens one.
 
-        Requests overdue (held by the server or a proxy) free no connection soon, so
-        theirs are not counted. While the message waits, an answer or the worker's
-        tick runs `_pump` again, so it goes once a request becomes overdue.
+        While it waits, the next answer or the worker's tick (`TICK_S` in
+        `_worker.py`) runs `_pump` again: it goes once an answer frees a connection,
+        or once every connection is stalled (`Concurrency.stalled`).
         """
         concurrency, in_flight = self._concurrency, self._in_flight
-        waiting = self.held - in_flight
-        if concurrency.may_open(in_flight, waiting):
+        if concurrency.may_open(in_flight, self.held - in_flight):
             return True
-        # Only when the answer is no: `_sending` holds the requests as they started.
-        started = (sent for _, sent in self._sending.values())
-        overdue = concurrency.overdue(started, time.monotonic())
-        return overdue > 0 and concurrency.may_open(in_flight, waiting, overdue)
+        return concurrency.stalled(self._last_start, time.monotonic())
 
     def _start(self, sender: Sender, message: Message, wire: int, retry: _Retry | None) -> None:
         """Build the attempt's request and hand it to the sender; `_on_done` follows."""
         key = next(self._keys)
         try:
             request = self._route.request(message)
-            sent = time.monotonic()
-            self._sending[key] = (message if retry is None else retry, sent)
+            self._sending[key] = message if retry is None else retry
             self._in_flight += 1
             self.wire += wire
+            self._last_start = sent = time.monotonic()
             sender.start(request, partial(self._on_done, key, message, wire, sent, retry))
         except Exception as exc:  # a bug: the message is reported, the worker goes on
             if self._sending.pop(key, None) is not None:
@@ -593,7 +589,7 @@ class Engine:
                 retry.timer.cancel()
             self._stopped(retry.message, retry.attempts, retry.outcome)
         self._waiting = set()
-        for item, _ in self._sending.values():
+        for item in self._sending.values():
             if isinstance(item, _Retry):
                 self._stopped(item.message, item.attempts, item.outcome)
             else:

@@ -230,36 +230,34 @@ def answered_in(seconds: float) -> tuple[Concurrency, float]:
     return limit, now + 1.0
 
 
-def test_a_request_unanswered_for_several_answer_times_is_overdue() -> None:
-    """With no answer meanwhile, requests older than OVERDUE answer times are overdue."""
+def test_connections_are_stalled_when_the_last_request_is_overdue() -> None:
+    """Every connection is stalled once the request started last waits OVERDUE answer times."""
     limit, now = answered_in(0.02)
-    due = OVERDUE * 0.02
-    started = iter([now - due - 0.01, now - due - 0.001, now - due + 0.01, now - due - 0.02])
-    assert limit.overdue(started, now) == 2
-    assert next(started) == now - due - 0.02  # read no further than the first not overdue
+    assert not limit.may_open(1, 2)  # an answer frees the connection soon...
+    assert not limit.stalled(now - OVERDUE * 0.02 + 0.01, now)
+    assert limit.stalled(now - OVERDUE * 0.02 - 0.01, now)  # ...unless none is coming
 
 
-def test_after_quick_answers_a_request_is_overdue_only_after_the_floor() -> None:
+def test_after_quick_answers_connections_are_stalled_only_after_the_floor() -> None:
     """However quick the answers, a request is not overdue before OVERDUE_MIN_S."""
     limit, now = answered_in(0.001)
     assert OVERDUE * 0.001 < OVERDUE_MIN_S
-    assert limit.overdue([now - OVERDUE_MIN_S - 0.001, now - OVERDUE_MIN_S + 0.001], now) == 1
+    assert not limit.stalled(now - OVERDUE_MIN_S + 0.001, now)
+    assert limit.stalled(now - OVERDUE_MIN_S - 0.001, now)
 
 
-def test_no_request_is_overdue_while_answers_come() -> None:
-    """An answer within the overdue time frees a connection: old requests are not overdue."""
+def test_each_connection_opened_for_stalled_ones_doubles_the_wait_until_an_answer() -> None:
+    """After each connection opened because all were stalled, the next waits twice as long."""
     limit, now = answered_in(0.02)
+    due = OVERDUE * 0.02
+    assert limit.stalled(now - due - 0.01, now)
+    assert not limit.stalled(now - due - 0.01, now)  # a proxy that holds every request
+    assert limit.stalled(now - 2 * due - 0.01, now)
+    assert not limit.stalled(now - 2 * due - 0.01, now)
+    assert limit.stalled(now - 4 * due - 0.01, now)
     limit.record(congested=False, seconds=0.02)
-    limit.update(now - OVERDUE * 0.02 + 0.01, backlog=1)
-    assert limit.overdue([now - 1.0], now) == 0
-
-
-def test_an_overdue_request_frees_no_connection_soon() -> None:
-    """A connection whose request is overdue is not counted: a waiting message opens another."""
-    limit, _ = answered_in(0.02)
-    assert not limit.may_open(1, 2)  # the answer frees the connection soon
-    assert limit.may_open(1, 2, overdue=1)  # no answer is coming soon
-    assert not limit.may_open(4, 2, overdue=1)  # the other three answer soon
+    limit.update(now, backlog=1)  # an answer: the wait starts over
+    assert limit.stalled(now + 0.01, now + due + 0.02)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no resource module")

@@ -3,11 +3,12 @@
 A real socket server on 127.0.0.1 answers at once, except one user's request, which
 it holds until the test releases it (a slow route, a stalled proxy). With no idle
 connection the worker waits for an answer to free one rather than pay for a new
-one; a request unanswered long past the usual answer time frees none soon, so the
-next message opens a connection instead of waiting for it. Nothing here depends
-on the machine's speed: the held request stays held until the test ends, and the
-other message is checked to go out while it does (the per-request timeout is the
-default, 10 s, which a failure of this test waits out, never a pass).
+one; once the request holding the only connection is unanswered long past the
+usual answer time, no answer frees it soon, and the next message opens a
+connection. Nothing here depends on the machine's speed: the held request stays
+held until the test releases it, and the other message is checked to go out while
+it is held (the per-request timeout is the default, 10 s, which only a failure of
+this test waits out).
 """
 
 from __future__ import annotations
