@@ -13,9 +13,6 @@ this test waits out).
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import socketserver
 import threading
 from collections.abc import Callable, Iterator
 
@@ -23,60 +20,28 @@ import pytest
 
 from courier_analytics import Client, MessageView
 
-from .fakes import serving
+from .fakes import Loopback, serving
 
 OK = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
 HELD = b'"userId":"slow"'
 
 
-class HoldingServer(socketserver.ThreadingTCPServer):
+class HoldingServer(Loopback):
     """Answers every request with a 202 at once, except those carrying `HELD`.
 
-    A held request is answered once `release` is set; `bodies` counts what arrived.
+    A held request is answered once `release` is set; `bodies` keeps what arrived.
     """
 
-    daemon_threads = True
-    allow_reuse_address = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(self._answer)
         self.release = threading.Event()
         self.bodies: list[bytes] = []
-        self.lock = threading.Lock()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        server: HoldingServer = self.server  # type: ignore[assignment]
-        stream = self.request.makefile("rb")
-        try:
-            while True:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = stream.readline(65536)
-                    if not line:
-                        return
-                    head += line
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                body = stream.read(length)
-                with server.lock:
-                    server.bodies.append(body)
-                if HELD in body:
-                    server.release.wait(60)  # bounds only a failure of the test
-                self.request.sendall(OK)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                self.request.shutdown(socket.SHUT_RDWR)
+    def _answer(self, body: bytes) -> bytes:
+        self.bodies.append(body)
+        if HELD in body:
+            self.release.wait(60)  # bounds only a failure of the test
+        return OK
 
 
 @pytest.fixture
