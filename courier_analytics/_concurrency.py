@@ -140,6 +140,7 @@ class Concurrency:
         self.rate = 0.0  # messages arriving per second, smoothed over RATE_S
         self._waiting = 0  # messages waiting when this window began
         self._answered = now  # when the last answer (or failure to get one) came
+        self.last_start = now  # when the last request started (set by the worker)
         self._stalled_after = now  # the answer after which `_stalled` connections opened
         self._stalled = 0  # connections opened since then because every one was stalled
 
@@ -215,7 +216,7 @@ class Concurrency:
             return True
         return latency <= QUEUEING * distance and waiting * distance > connections * BACKLOG_S
 
-    def stalled(self, last_start: float, now: float) -> bool:
+    def stalled(self, now: float) -> bool:
         """Whether every connection is stalled, so that a waiting message opens one.
 
         Asked when `may_open` says no. True when even the request started last has
@@ -224,13 +225,12 @@ class Concurrency:
         connection that the message opens then.
 
         Args:
-            last_start: When the request started last (``time.monotonic()``).
             now: The current ``time.monotonic()``.
         """
         if self._answered != self._stalled_after:  # an answer came: the wait starts over
             self._stalled_after, self._stalled = self._answered, 0
         due = max(OVERDUE_MIN_S, OVERDUE * (self.latency or 0.0)) * 2**self._stalled
-        if now - last_start < due:
+        if now - self.last_start < due:
             return False
         self._stalled += 1
         return True

@@ -231,7 +231,6 @@ class Engine:
         # object may be queued twice): what `end` reports if no answer comes.
         self._sending: dict[int, Message | _Retry] = {}
         self._keys = itertools.count()
-        self._last_start = 0.0  # when the request started last did (see `_may_open`)
         self._waiting: set[_Retry] = set()  # retries on their timer
         self._alarms: set[str] = set()  # ERRORs already logged, once each
         self._unreachable = False  # the last attempt got no answer (logged once)
@@ -322,25 +321,18 @@ class Engine:
             wire = WIRE_COPIES * len(message._data)
             if self._in_flight and self.held_bytes + wire > self.max_queue_bytes:
                 break
-            if native is not None and not native.idle and not self._may_open():
-                break  # no connection pays its handshake: an answer frees one soon
+            if (
+                native is not None
+                and not native.idle
+                and not self._concurrency.may_open(self._in_flight, self.held - self._in_flight)
+                and not self._concurrency.stalled(time.monotonic())
+            ):
+                break  # no connection pays its handshake: the next answer or tick asks again
             ready.popleft()
             if taken is not None and taken(message):
                 self._finish_lane(message)
                 continue
             self._start(sender, message, wire, item if isinstance(item, _Retry) else None)
-
-    def _may_open(self) -> bool:
-        """Whether a ready message that finds no idle connection opens one.
-
-        While it waits, the next answer or the worker's tick (`TICK_S` in
-        `_worker.py`) runs `_pump` again: it goes once an answer frees a connection,
-        or once every connection is stalled (`Concurrency.stalled`).
-        """
-        concurrency, in_flight = self._concurrency, self._in_flight
-        if concurrency.may_open(in_flight, self.held - in_flight):
-            return True
-        return concurrency.stalled(self._last_start, time.monotonic())
 
     def _start(self, sender: Sender, message: Message, wire: int, retry: _Retry | None) -> None:
         """Build the attempt's request and hand it to the sender; `_on_done` follows."""
@@ -350,7 +342,7 @@ class Engine:
             self._sending[key] = message if retry is None else retry
             self._in_flight += 1
             self.wire += wire
-            self._last_start = sent = time.monotonic()
+            self._concurrency.last_start = sent = time.monotonic()
             sender.start(request, partial(self._on_done, key, message, wire, sent, retry))
         except Exception as exc:  # a bug: the message is reported, the worker goes on
             if self._sending.pop(key, None) is not None:

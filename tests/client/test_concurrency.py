@@ -222,42 +222,42 @@ def test_congestion_never_takes_the_limit_below_one() -> None:
     assert limit.limit == 1
 
 
-def answered_in(seconds: float) -> tuple[Concurrency, float]:
-    """A limit that has seen answers take `seconds` (few arrivals), and a second later."""
+def answered_in(seconds: float) -> Concurrency:
+    """A limit that has seen answers take `seconds` (few arrivals); a request starts at 10 s."""
     limit = Concurrency(512, 0.0)
-    now = answers(limit, 0.0, 50.0, 100, seconds=seconds, backlog=False)
+    answers(limit, 0.0, 50.0, 100, seconds=seconds, backlog=False)
     limit.rate = 0.0
-    return limit, now + 1.0
+    limit.last_start = 10.0
+    return limit
 
 
 def test_connections_are_stalled_when_the_last_request_is_overdue() -> None:
     """Every connection is stalled once the request started last waits OVERDUE answer times."""
-    limit, now = answered_in(0.02)
+    limit = answered_in(0.02)
     assert not limit.may_open(1, 2)  # an answer frees the connection soon...
-    assert not limit.stalled(now - OVERDUE * 0.02 + 0.01, now)
-    assert limit.stalled(now - OVERDUE * 0.02 - 0.01, now)  # ...unless none is coming
+    assert not limit.stalled(10.0 + OVERDUE * 0.02 - 0.01)
+    assert limit.stalled(10.0 + OVERDUE * 0.02 + 0.01)  # ...unless none is coming
 
 
 def test_after_quick_answers_connections_are_stalled_only_after_the_floor() -> None:
     """However quick the answers, a request is not overdue before OVERDUE_MIN_S."""
-    limit, now = answered_in(0.001)
+    limit = answered_in(0.001)
     assert OVERDUE * 0.001 < OVERDUE_MIN_S
-    assert not limit.stalled(now - OVERDUE_MIN_S + 0.001, now)
-    assert limit.stalled(now - OVERDUE_MIN_S - 0.001, now)
+    assert not limit.stalled(10.0 + OVERDUE_MIN_S - 0.001)
+    assert limit.stalled(10.0 + OVERDUE_MIN_S + 0.001)
 
 
 def test_each_connection_opened_for_stalled_ones_doubles_the_wait_until_an_answer() -> None:
     """After each connection opened because all were stalled, the next waits twice as long."""
-    limit, now = answered_in(0.02)
-    due = OVERDUE * 0.02
-    assert limit.stalled(now - due - 0.01, now)
-    assert not limit.stalled(now - due - 0.01, now)  # a proxy that holds every request
-    assert limit.stalled(now - 2 * due - 0.01, now)
-    assert not limit.stalled(now - 2 * due - 0.01, now)
-    assert limit.stalled(now - 4 * due - 0.01, now)
+    limit, due = answered_in(0.02), OVERDUE * 0.02
+    for waited in (1, 2, 4):  # a proxy that holds every request, the new ones too
+        limit.last_start = now = 20.0 * waited
+        assert not limit.stalled(now + waited * due - 0.01)
+        assert limit.stalled(now + waited * due + 0.01)
     limit.record(congested=False, seconds=0.02)
-    limit.update(now, backlog=1)  # an answer: the wait starts over
-    assert limit.stalled(now + 0.01, now + due + 0.02)
+    limit.update(100.0, backlog=1)  # an answer: the wait starts over
+    limit.last_start = 100.0
+    assert limit.stalled(100.0 + due + 0.01)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no resource module")
