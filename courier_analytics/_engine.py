@@ -324,8 +324,9 @@ class Engine:
                 native is not None
                 and not native.idle
                 and not self._concurrency.may_open(self._in_flight, self.held - self._in_flight)
+                and not self._concurrency.stalled(time.monotonic())
             ):
-                break  # no connection pays its handshake: an answer frees one soon
+                break  # no connection pays its handshake: the next answer or tick asks again
             ready.popleft()
             if taken is not None and taken(message):
                 self._finish_lane(message)
@@ -340,7 +341,7 @@ class Engine:
             self._sending[key] = message if retry is None else retry
             self._in_flight += 1
             self.wire += wire
-            sent = time.monotonic()
+            self._concurrency.last_start = sent = time.monotonic()
             sender.start(request, partial(self._on_done, key, message, wire, sent, retry))
         except Exception as exc:  # a bug: the message is reported, the worker goes on
             if self._sending.pop(key, None) is not None:
