@@ -57,6 +57,7 @@ connections held follow the rate.
 from __future__ import annotations
 
 import math
+import time
 from typing import Final
 
 __all__ = ["Concurrency"]
@@ -215,6 +216,10 @@ class Concurrency:
         if connections < self.rate * distance * SPARE:
             return True
         return latency <= QUEUEING * distance and waiting * distance > connections * BACKLOG_S
+
+    def opens(self, connections: int, waiting: int) -> bool:
+        """Whether a waiting message opens a connection now: `may_open`, else `stalled`."""
+        return self.may_open(connections, waiting) or self.stalled(time.monotonic())
 
     def stalled(self, now: float) -> bool:
         """Whether every connection is stalled, so that a waiting message opens one.

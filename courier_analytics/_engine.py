@@ -323,8 +323,7 @@ class Engine:
             if (
                 native is not None
                 and not native.idle
-                and not self._concurrency.may_open(self._in_flight, self.held - self._in_flight)
-                and not self._concurrency.stalled(time.monotonic())
+                and not self._concurrency.opens(self._in_flight, self.held - self._in_flight)
             ):
                 break  # no connection pays its handshake: the next answer or tick asks again
             ready.popleft()
