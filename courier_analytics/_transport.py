@@ -84,14 +84,21 @@ class Response(NamedTuple):
     body: bytes
 
 
-def _bounded(response: httpx.Response) -> httpx.Response:
-    """`response`, unless its Content-Length is over `MAX_BODY` (then refused unread)."""
+def _raw_body(response: httpx.Response) -> httpx.SyncByteStream | httpx.AsyncByteStream:
+    """`response`'s body as sent, unless its Content-Length is over `MAX_BODY` (refused).
+
+    Its Content-Encoding is not decoded: an answer is judged by its status, as the
+    native sender judges it, so a 202 whose body does not decode is still delivery.
+    The stream itself is read, not `aiter_raw()`: a response made with `content=`
+    (as `httpx.MockTransport`'s handlers make them) was read when made, and its
+    stream gives the body again.
+    """
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY:
         raise httpx.RemoteProtocolError(
             f"an answer of {length} bytes, over the {MAX_BODY}-byte limit"
         )
-    return response
+    return response.stream
 
 
 def _within_limit(body: bytearray, piece: bytes) -> bytes:
@@ -252,7 +259,10 @@ def _send_sync(
     response = transport.handle_request(request)
     try:
         body = bytearray()
-        for piece in _bounded(response).iter_raw():
+        stream = _raw_body(response)
+        if not isinstance(stream, httpx.SyncByteStream):
+            raise TypeError("the transport answered with an asynchronous stream")
+        for piece in stream:
             body += _within_limit(body, piece)
             if time.monotonic() > deadline:  # a trickled body: free this thread
                 raise httpx.ReadTimeout("no whole answer by the request's deadline")
@@ -458,10 +468,10 @@ class HttpxSender:
         threads: Most threads that run a synchronous transport's requests; they start
             as requests wait for one, and end after 30 s without work (but one).
 
-    An asynchronous transport's connections are opened in the worker's event loop,
-    which ends with the client, so `aclose` closes them (httpx's transports stay
-    usable: a later client opens new ones). A synchronous transport stays open:
-    it is yours to close.
+    An asynchronous transport is driven from one event loop at a time, shared with
+    other clients' senders (see `_Share`); `aclose` closes only the connections its
+    loop opened, when that loop ends (httpx's transports stay usable: a later use
+    opens new ones). A synchronous transport stays open: it is yours to close.
     """
 
     def __init__(
@@ -530,13 +540,17 @@ class HttpxSender:
                 return
             if share.home is None or share.home.is_closed():
                 share.home = loop
-            if share.home is not loop:
+            if share.home is loop:
+                away = None
+            else:
                 away = asyncio.run_coroutine_threadsafe(self._attempt(request), share.home)
                 share.visiting.add(away)
-                self._away.add(away)
-                away.add_done_callback(partial(self._came_back, share, loop, on_done))
-                return
-        self._run_here(request, on_done)
+        if away is None:
+            self._run_here(request, on_done)
+            return
+        self._away.add(away)
+        # Out of the lock: a request already done calls _came_back (which takes it) at once
+        away.add_done_callback(partial(self._came_back, share, loop, on_done))
 
     def _run_here(self, request: Request, on_done: OnDone) -> None:
         task = asyncio.ensure_future(self._attempt(request))
@@ -600,7 +614,10 @@ class HttpxSender:
             response = await self._async.handle_async_request(built)
             try:
                 body = bytearray()
-                async for piece in _bounded(response).aiter_raw():
+                stream = _raw_body(response)
+                if not isinstance(stream, httpx.AsyncByteStream):
+                    raise TypeError("the transport answered with a synchronous stream")
+                async for piece in stream:
                     body += _within_limit(body, piece)
             finally:
                 await response.aclose()
