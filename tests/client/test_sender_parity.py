@@ -7,6 +7,7 @@ with an event loop of its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import socketserver
@@ -14,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import httpx
+import orjson
 import pytest
 
 import courier_analytics
@@ -232,5 +234,64 @@ def test_clients_sharing_an_async_transport_deliver_everything_while_one_shuts_d
         assert (reports.errors, len(server.bodies)) == ([], 24)
     finally:
         release.set()
+        first.shutdown(5)
+        second.shutdown(5)
+
+
+class SlowToClose(httpx.AsyncHTTPTransport):
+    """An httpx transport whose ``aclose`` waits for ``may_close``, noting when it is done."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+        self.closing, self.may_close = threading.Event(), threading.Event()
+
+    async def aclose(self) -> None:
+        self.closing.set()
+        await asyncio.to_thread(self.may_close.wait, 10)
+        await super().aclose()
+        self.log.append("closed")
+
+
+def test_requests_started_while_a_shared_transport_changes_hands_wait_and_are_delivered(
+    serve: Serve,
+) -> None:
+    """Sent while the transport's first client closes its connections: sent after, none lost."""
+    log: list[str] = []
+
+    def answer(n: int, body: bytes) -> bytes:
+        log.append(orjson.loads(body)["event"].removeprefix("Segment-TrackEvent:"))
+        return OK
+
+    server = serve(answer)
+    transport = SlowToClose(log)
+    reports = Reports()
+    first, second = (
+        Client(
+            api_key="pk_test_parity",
+            base_url=server.base_url,
+            transport=transport,
+            on_error=reports,
+            retry=RetryPolicy(max_retries=0),
+        )
+        for _ in range(2)
+    )
+    closing = threading.Thread(target=first.shutdown, args=(10,))
+    try:
+        first.track("First", user_id="u1")
+        assert first.flush(10)  # its loop drives the transport
+        second.track("Before", user_id="u1")
+        assert second.flush(10)  # sent from the first client's loop
+        closing.start()
+        assert transport.closing.wait(10)  # the first client is handing it over
+        for n in range(4):
+            second.track("During", user_id=f"u{n}")
+        transport.may_close.set()
+        closing.join(10)
+        assert second.flush(10)
+        assert (reports.errors, second.stats.delivered) == ([], 5)
+        assert log == ["First", "Before", "closed"] + ["During"] * 4
+    finally:
+        transport.may_close.set()
         first.shutdown(5)
         second.shutdown(5)
