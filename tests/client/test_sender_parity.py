@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 import courier_analytics
-from courier_analytics import Client, RetryPolicy
+from courier_analytics import Client, RetryPolicy, Stats
 
 from .fakes import Reports
 
@@ -32,8 +32,6 @@ GZIP_202 = (
     b'{"messageId":""}'
 )
 GZIP_503 = GZIP_202.replace(b"202 Accepted", b"503 Service Unavailable")
-
-RETRY = RetryPolicy(max_retries=3, initial_wait=0, max_wait=0, max_time=None)
 
 
 class Scripted(socketserver.ThreadingTCPServer):
@@ -105,43 +103,41 @@ def serve() -> Iterator[Serve]:
         server.stop()
 
 
-def client_for(server: Scripted, sender: str, reports: Reports) -> Client:
-    """A client of ``server`` using the default sender (``native``) or httpx's."""
-    return Client(
+def track_one(
+    serve: Serve, sender: str, answer: Callable[[int, bytes], bytes]
+) -> tuple[Stats, list[BaseException], Scripted]:
+    """Track one event through ``sender`` (``native``, the default, or ``httpx``) to a server
+    answering with ``answer``; its client's stats once flushed, the errors reported, the server.
+    """
+    server = serve(answer)
+    reports = Reports()
+    client = Client(
         api_key="pk_test_parity",
         base_url=server.base_url,
         transport=httpx.AsyncHTTPTransport() if sender == "httpx" else None,
         on_error=reports,
-        retry=RETRY,
+        retry=RetryPolicy(max_retries=3, initial_wait=0, max_wait=0, max_time=None),
     )
+    try:
+        client.track("Order Completed", user_id="u1")
+        assert client.flush(10)
+        return client.stats, reports.errors, server
+    finally:
+        client.shutdown(5)
 
 
 @pytest.mark.parametrize("sender", ["native", "httpx"])
 def test_a_202_whose_body_does_not_decode_counts_as_delivered(serve: Serve, sender: str) -> None:
     """Courier's 202 is delivery whatever its Content-Encoding says, with either sender."""
-    server = serve(lambda n, body: GZIP_202)
-    reports = Reports()
-    client = client_for(server, sender, reports)
-    try:
-        client.track("Order Completed", user_id="u1")
-        assert client.flush(10)
-        assert (client.stats.delivered, client.stats.retried, reports.errors) == (1, 0, [])
-    finally:
-        client.shutdown(5)
+    stats, errors, _ = track_one(serve, sender, lambda n, body: GZIP_202)
+    assert (stats.delivered, stats.retried, errors) == (1, 0, [])
 
 
 @pytest.mark.parametrize("sender", ["native", "httpx"])
 def test_a_503_whose_body_does_not_decode_is_retried(serve: Serve, sender: str) -> None:
     """A 503 is retried by its status, whatever its Content-Encoding says, with either sender."""
-    server = serve(lambda n, body: GZIP_503 if n == 1 else OK)
-    reports = Reports()
-    client = client_for(server, sender, reports)
-    try:
-        client.track("Order Completed", user_id="u1")
-        assert client.flush(10)
-        assert (client.stats.delivered, client.stats.retried, reports.errors) == (1, 1, [])
-    finally:
-        client.shutdown(5)
+    stats, errors, _ = track_one(serve, sender, lambda n, body: GZIP_503 if n == 1 else OK)
+    assert (stats.delivered, stats.retried, errors) == (1, 1, [])
 
 
 @pytest.mark.parametrize("sender", ["native", "httpx"])
@@ -151,19 +147,12 @@ def test_of_two_retry_after_headers_the_first_counts(serve: Serve, sender: str) 
         b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7200\r\nRetry-After: 0\r\n"
         b"Content-Length: 2\r\n\r\n{}"
     )
-    server = serve(lambda n, body: answer if n == 1 else OK)
-    reports = Reports()
-    client = client_for(server, sender, reports)
-    try:
-        client.track("Order Completed", user_id="u1")
-        assert client.flush(10)
-        assert (client.stats.failed, len(server.bodies)) == (1, 1)
-        [error] = reports.errors
-        assert str(error).endswith(
-            "Courier asked to wait 7200s (Retry-After), more than the 3600s a retry waits at most"
-        )
-    finally:
-        client.shutdown(5)
+    stats, errors, server = track_one(serve, sender, lambda n, body: answer if n == 1 else OK)
+    assert (stats.failed, len(server.bodies)) == (1, 1)
+    [error] = errors
+    assert str(error).endswith(
+        "Courier asked to wait 7200s (Retry-After), more than the 3600s a retry waits at most"
+    )
 
 
 def test_a_rebuilt_default_client_sharing_an_async_transport_loses_nothing(serve: Serve) -> None:
@@ -187,6 +176,23 @@ def test_a_rebuilt_default_client_sharing_an_async_transport_loses_nothing(serve
         courier_analytics.shutdown(5)
 
 
+def two_clients(
+    server: Scripted, transport: httpx.AsyncBaseTransport, reports: Reports
+) -> tuple[Client, Client]:
+    """Two clients of ``server`` sharing ``transport``, that never retry."""
+    first, second = (
+        Client(
+            api_key="pk_test_parity",
+            base_url=server.base_url,
+            transport=transport,
+            on_error=reports,
+            retry=RetryPolicy(max_retries=0),
+        )
+        for _ in range(2)
+    )
+    return first, second
+
+
 def test_clients_sharing_an_async_transport_deliver_everything_while_one_shuts_down(
     serve: Serve,
 ) -> None:
@@ -206,16 +212,7 @@ def test_clients_sharing_an_async_transport_deliver_everything_while_one_shuts_d
     server = serve(answer)
     transport = httpx.AsyncHTTPTransport()
     reports = Reports()
-    first, second = (
-        Client(
-            api_key="pk_test_parity",
-            base_url=server.base_url,
-            transport=transport,
-            on_error=reports,
-            retry=RetryPolicy(max_retries=0),
-        )
-        for _ in range(2)
-    )
+    first, second = two_clients(server, transport, reports)
     try:
         for n in range(8):
             first.track("First", user_id=f"u{n}")
@@ -266,16 +263,7 @@ def test_requests_started_while_a_shared_transport_changes_hands_wait_and_are_de
     server = serve(answer)
     transport = SlowToClose(log)
     reports = Reports()
-    first, second = (
-        Client(
-            api_key="pk_test_parity",
-            base_url=server.base_url,
-            transport=transport,
-            on_error=reports,
-            retry=RetryPolicy(max_retries=0),
-        )
-        for _ in range(2)
-    )
+    first, second = two_clients(server, transport, reports)
     closing = threading.Thread(target=first.shutdown, args=(10,))
     try:
         first.track("First", user_id="u1")
