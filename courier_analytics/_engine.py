@@ -214,6 +214,11 @@ class Engine:
         #: OpenTelemetry's recorder of durations (`_metrics.py`), or None: metrics are off.
         self.metrics: Recorder | None = None
         self._busy = False  # took messages since it was last idle (for "drained")
+        #: Messages callers have queued so far (counted by `Worker.put` after each
+        #: append), and how many of them had been queued when the engine was last
+        #: idle: a `flush()` that began after its calls knows its calls are done once
+        #: `idle_mark` reaches what `queued` was when it began. Any thread reads them.
+        self.queued = self.idle_mark = 0
         # The sender while the engine runs (between `begin` and `end`); None: nothing
         # is sent, and failures wait for the report `end` makes of them all.
         self._sender: Sender | None = None
@@ -272,6 +277,9 @@ class Engine:
         queue, lanes = self.queue, self._lanes
         if lanes is None:
             return
+        # Read before the queue is looked at: every message it counts was appended
+        # before, so if the queue is found empty below, each of them was taken.
+        queued = self.queued
         journal = self.journal
         if journal is not None:
             if queue:
@@ -292,6 +300,7 @@ class Engine:
                 self._busy = False
                 if self._events.handlers:
                     self._events.emit("drained")
+            self.idle_mark = queued
             self._on_idle()
 
     def _pump(self) -> None:

@@ -22,6 +22,7 @@ import contextlib
 import enum
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -227,6 +228,7 @@ class Worker:
             if done is not None:
                 engine.done.add(message, done)
             self.queue.append(message)
+            engine.queued += 1  # after the append: see `Engine.queued`
             if engine.metrics is not None:
                 engine.metrics.queued(id(message))
             if self._thread is None:
@@ -275,8 +277,36 @@ class Worker:
     def _idle_now(self) -> bool:
         return not self.queue and not self._engine.held
 
+    def _done_since(self, queued: int) -> bool:
+        """Whether the engine was idle after the calls counted in `queued` were queued."""
+        return self._engine.idle_mark >= queued
+
+    def _settled(self, queued: int) -> bool:
+        """Nothing is queued or held, and the last idle came after `queued` calls.
+
+        Then a flush has nothing to wait for, not even the "drained" handlers, which
+        ran before that idle was recorded. With a spool, messages may wait on disk
+        outside both counts: the engine alone says when it is idle.
+        """
+        return self.journal is None and self._idle_now() and self._done_since(queued)
+
+    def _add_idle_waiter(self, waiter: _IdleWaiter) -> bool:
+        """Register `waiter` and have the engine check for idle; False: no worker runs."""
+        with self._idle_lock:
+            self._idle_events.append(waiter)
+        if self._thread is None:  # it ended meanwhile, after releasing the waiters
+            return False
+        self._call_soon(self._engine.drain)
+        return True
+
     def wait_idle(self, timeout: float | None) -> bool:
-        """Block until nothing is queued or in flight, or `timeout` passes."""
+        """Block until what was queued before the call is done, or `timeout` passes.
+
+        Done: delivered or failed, as the engine counts it, with nothing of it queued
+        or in flight. A waiter is released whenever the engine is idle; one whose
+        calls were queued after the engine found the queue empty (a call made while
+        "drained" handlers ran) waits for the next idle.
+        """
         thread = self._thread
         if thread is None or not thread.is_alive():
             return self._idle_now()
@@ -286,39 +316,48 @@ class Worker:
                 "returns at once: waiting there would stop delivery"
             )
             return self._idle_now()
-        event = threading.Event()
-        with self._idle_lock:
-            self._idle_events.append(event)
-        if self._thread is None:  # it ended meanwhile, after releasing the waiters
-            return self._idle_now()
-        self._call_soon(self._engine.drain)
-        done = event.wait(timeout)
-        if self._thread is None:  # released because the worker ended, not because idle
-            return self._idle_now()
-        return done
+        queued = self._engine.queued
+        if self._settled(queued):
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            event = threading.Event()
+            if not self._add_idle_waiter(event):
+                return self._idle_now()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not event.wait(left):
+                return False
+            if self._thread is None:  # released because the worker ended, not because idle
+                return self._idle_now()
+            if self._done_since(queued):
+                return True
 
     async def wait_idle_async(self, timeout: float | None) -> bool:
         """`wait_idle` for a coroutine: the caller's event loop goes on meanwhile."""
         thread = self._thread
         if thread is None or not thread.is_alive():
             return self._idle_now()
-        waiter = _LoopWaiter()
-        with self._idle_lock:
-            self._idle_events.append(waiter)
-        try:
-            if self._thread is None:  # it ended meanwhile, after releasing the waiters
-                return self._idle_now()
-            self._call_soon(self._engine.drain)
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-            except (TimeoutError, asyncio.TimeoutError):  # two classes before Python 3.11
-                return False
-            if self._thread is None:  # released because the worker ended, not because idle
-                return self._idle_now()
+        queued = self._engine.queued
+        if self._settled(queued):
             return True
-        finally:
-            with self._idle_lock, contextlib.suppress(ValueError):
-                self._idle_events.remove(waiter)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waiter = _LoopWaiter()
+            try:
+                if not self._add_idle_waiter(waiter):
+                    return self._idle_now()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter.future), left)
+                except (TimeoutError, asyncio.TimeoutError):  # two classes before Python 3.11
+                    return False
+                if self._thread is None:  # released because the worker ended, not idle
+                    return self._idle_now()
+                if self._done_since(queued):
+                    return True
+            finally:
+                with self._idle_lock, contextlib.suppress(ValueError):
+                    self._idle_events.remove(waiter)
 
     def stop(self) -> None:
         """Tell the thread to end; what is still pending is reported as not delivered."""
