@@ -493,6 +493,7 @@ class HttpxSender:
         self._sending: set[asyncio.Task[Response]] = set()  # started, not yet done
         self._away: set[Future[Response]] = set()  # started in another loop (see `_Share`)
         self._share: _Share | None = None  # an asynchronous transport's, from the first send
+        self._closed = False
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
         if isinstance(transport, httpx.AsyncBaseTransport):
@@ -530,9 +531,12 @@ class HttpxSender:
         if self._async is None:
             self._run_here(request, on_done)
             return
+        loop = asyncio.get_running_loop()
+        if self._closed:  # a request parked during a hand-over, given back after aclose
+            loop.call_soon(on_done, None, httpx.TransportError("the sender was closed"))
+            return
         if self._share is None:
             self._share = _share_of(self._async)
-        loop = asyncio.get_running_loop()
         share = self._share
         with share.lock:
             if share.handing_over:
@@ -630,6 +634,7 @@ class HttpxSender:
 
     async def aclose(self) -> None:
         """End the requests under way; close the connections this loop opened."""
+        self._closed = True
         sending = set(self._sending)
         running = set(sending)
         while running:
