@@ -41,7 +41,13 @@ otherwise the message waits for the first connection that an answer frees:
   lasts moves it all the way;
 - the backlog needs it: the waiting messages would keep every open connection
   busy for longer than `BACKLOG_S`, unless answers show queueing (then the CPU,
-  here or at the server, is short, not connections).
+  here or at the server, is short, not connections);
+- every connection is stalled (`Concurrency.stalled`): even the request started
+  last has gone unanswered for `OVERDUE` answer times (at least `OVERDUE_MIN_S`).
+  The server or a proxy holds them, no answer frees a connection soon, and the
+  message would wait up to the timeout. That wait doubles with each connection so
+  opened until an answer comes, so a proxy that holds every request is not sent a
+  new connection every few answer times.
 
 Idle connections are reused most recent first, so the ones beyond what the rate
 needs stay idle, and the pool closes a connection idle for `IDLE_S`: the
@@ -51,6 +57,7 @@ connections held follow the rate.
 from __future__ import annotations
 
 import math
+import time
 from typing import Final
 
 __all__ = ["Concurrency"]
@@ -95,6 +102,12 @@ SPARE: Final = 1.25
 #: Seconds over which the arrival rate is smoothed: a burst of a fraction of a second
 #: moves it by a fraction, a rate that lasts this long moves it most of the way.
 RATE_S: Final = 4.0
+#: Every connection is stalled when the request started last has gone unanswered for this
+#: many answer times (`Concurrency.latency`): the server or a proxy holds them.
+OVERDUE: Final = 4.0
+#: ...and for at least this many seconds: a garbage collection, or the machine's other
+#: work holding the worker's thread, must not make quick requests look stalled.
+OVERDUE_MIN_S: Final = 0.05
 #: An idle connection unused this long is beyond what the rate needs: the pool closes it.
 IDLE_S: Final = 5.0
 
@@ -127,6 +140,10 @@ class Concurrency:
         self._distance = float("inf")  # the lowest such mean, drifting up as _quickest does
         self.rate = 0.0  # messages arriving per second, smoothed over RATE_S
         self._waiting = 0  # messages waiting when this window began
+        self._answered = now  # when the last answer (or failure to get one) came
+        self.last_start = now  # when the last request started (set by the worker)
+        self._stalled_after = now  # the answer after which `_stalled` connections opened
+        self._stalled = 0  # connections opened since then because every one was stalled
 
     def record(self, congested: bool, seconds: float | None = None) -> None:
         """Count one answer (or failure to get one), and how long it took if known."""
@@ -138,12 +155,13 @@ class Concurrency:
             self._timed += 1
 
     def update(self, now: float, backlog: int) -> int:
-        """Adjust the limit at the end of a window and return it.
+        """After each answer: adjust the limit at the end of a window, and return it.
 
         Args:
             now: The current ``time.monotonic()``.
             backlog: How many messages are waiting for a free slot.
         """
+        self._answered = now
         if not backlog:
             self._starved = True
         elapsed = now - self._since
@@ -198,6 +216,29 @@ class Concurrency:
         if connections < self.rate * distance * SPARE:
             return True
         return latency <= QUEUEING * distance and waiting * distance > connections * BACKLOG_S
+
+    def opens(self, connections: int, waiting: int) -> bool:
+        """Whether a waiting message opens a connection now: `may_open`, else `stalled`."""
+        return self.may_open(connections, waiting) or self.stalled(time.monotonic())
+
+    def stalled(self, now: float) -> bool:
+        """Whether every connection is stalled, so that a waiting message opens one.
+
+        Asked when `may_open` says no. True when even the request started last has
+        gone unanswered for `OVERDUE` answer times, at least `OVERDUE_MIN_S`,
+        doubled for each connection opened so since the last answer; counts the
+        connection that the message opens then.
+
+        Args:
+            now: The current ``time.monotonic()``.
+        """
+        if self._answered != self._stalled_after:  # an answer came: the wait starts over
+            self._stalled_after, self._stalled = self._answered, 0
+        due = max(OVERDUE_MIN_S, OVERDUE * (self.latency or 0.0)) * 2**self._stalled
+        if now - self.last_start < due:
+            return False
+        self._stalled += 1
+        return True
 
     def _observe(self, elapsed: float, waiting: int) -> None:
         """At the end of a window: its mean answer time, and the arrival rate.

@@ -274,12 +274,11 @@ class Engine:
 
     def drain(self) -> None:
         """Move queued messages into lanes and start what may go; tell waiters when idle."""
-        queue, lanes = self.queue, self._lanes
+        # `queued` is read before the queue is looked at: every message it counts was
+        # appended before, so if the queue is found empty below, each of them was taken.
+        queue, lanes, queued = self.queue, self._lanes, self.queued
         if lanes is None:
             return
-        # Read before the queue is looked at: every message it counts was appended
-        # before, so if the queue is found empty below, each of them was taken.
-        queued = self.queued
         journal = self.journal
         if journal is not None:
             if queue:
@@ -324,9 +323,9 @@ class Engine:
             if (
                 native is not None
                 and not native.idle
-                and not self._concurrency.may_open(self._in_flight, self.held - self._in_flight)
+                and not self._concurrency.opens(self._in_flight, self.held - self._in_flight)
             ):
-                break  # no connection pays its handshake: an answer frees one soon
+                break  # no connection pays its handshake: the next answer or tick asks again
             ready.popleft()
             if taken is not None and taken(message):
                 self._finish_lane(message)
@@ -341,7 +340,7 @@ class Engine:
             self._sending[key] = message if retry is None else retry
             self._in_flight += 1
             self.wire += wire
-            sent = time.monotonic()
+            self._concurrency.last_start = sent = time.monotonic()
             sender.start(request, partial(self._on_done, key, message, wire, sent, retry))
         except Exception as exc:  # a bug: the message is reported, the worker goes on
             if self._sending.pop(key, None) is not None:

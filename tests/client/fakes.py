@@ -124,3 +124,47 @@ def serving(server: socketserver.BaseServer) -> Iterator[None]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Loopback(socketserver.ThreadingTCPServer):
+    """An HTTP/1.1 server on 127.0.0.1 that answers each request with `answer(body)`.
+
+    `answer` runs on the connection's own thread, so it may block (a held request).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, answer: Callable[[bytes], bytes]) -> None:
+        super().__init__(("127.0.0.1", 0), _LoopbackHandler)
+        self.answer = answer
+
+    @property
+    def base_url(self) -> str:
+        """Where the server listens."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _LoopbackHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: Loopback = self.server  # type: ignore[assignment]
+        stream = self.request.makefile("rb")
+        with contextlib.suppress(OSError):  # the client closed the connection
+            while head := _read_head(stream):
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                self.request.sendall(server.answer(stream.read(length)))
+
+
+def _read_head(stream: Any) -> bytes:
+    """A request's head, or b"" once the client closed the connection."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = stream.readline(65536)
+        if not line:
+            return b""
+        head += line
+    return head

@@ -15,6 +15,8 @@ from courier_analytics import Client
 from courier_analytics._concurrency import (
     CONGESTION_HOLD_S,
     JUDGING,
+    OVERDUE,
+    OVERDUE_MIN_S,
     PLATEAU_HOLD_S,
     START,
     Concurrency,
@@ -218,6 +220,44 @@ def test_congestion_never_takes_the_limit_below_one() -> None:
         now += 0.05
         limit.update(now, backlog=True)
     assert limit.limit == 1
+
+
+def answered_in(seconds: float) -> Concurrency:
+    """A limit that has seen answers take `seconds` (few arrivals); a request starts at 10 s."""
+    limit = Concurrency(512, 0.0)
+    answers(limit, 0.0, 50.0, 100, seconds=seconds, backlog=False)
+    limit.rate = 0.0
+    limit.last_start = 10.0
+    return limit
+
+
+def test_connections_are_stalled_when_the_last_request_is_overdue() -> None:
+    """Every connection is stalled once the request started last waits OVERDUE answer times."""
+    limit = answered_in(0.02)
+    assert not limit.may_open(1, 2)  # an answer frees the connection soon...
+    assert not limit.stalled(10.0 + OVERDUE * 0.02 - 0.01)
+    assert limit.stalled(10.0 + OVERDUE * 0.02 + 0.01)  # ...unless none is coming
+
+
+def test_after_quick_answers_connections_are_stalled_only_after_the_floor() -> None:
+    """However quick the answers, a request is not overdue before OVERDUE_MIN_S."""
+    limit = answered_in(0.001)
+    assert OVERDUE * 0.001 < OVERDUE_MIN_S
+    assert not limit.stalled(10.0 + OVERDUE_MIN_S - 0.001)
+    assert limit.stalled(10.0 + OVERDUE_MIN_S + 0.001)
+
+
+def test_each_connection_opened_for_stalled_ones_doubles_the_wait_until_an_answer() -> None:
+    """After each connection opened because all were stalled, the next waits twice as long."""
+    limit, due = answered_in(0.02), OVERDUE * 0.02
+    for waited in (1, 2, 4):  # a proxy that holds every request, the new ones too
+        limit.last_start = now = 20.0 * waited
+        assert not limit.stalled(now + waited * due - 0.01)
+        assert limit.stalled(now + waited * due + 0.01)
+    limit.record(congested=False, seconds=0.02)
+    limit.update(100.0, backlog=1)  # an answer: the wait starts over
+    limit.last_start = 100.0
+    assert limit.stalled(100.0 + due + 0.01)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no resource module")
