@@ -538,6 +538,17 @@ class Http11Pool:
         self._resolved, self._resolved_at = addresses, now
         return addresses
 
+    def close_idle(self) -> None:
+        """Close the connections idle for over `IDLE_S`.
+
+        `release` closes one as answers come; once none come (the traffic stopped),
+        the worker calls this as it wakes, so a burst's connections do not stay
+        open until the server closes them.
+        """
+        idle, now = self._idle, time.monotonic()
+        while idle and now - idle[0].idle_since > IDLE_S:
+            self.discard(idle.pop(0))
+
     def discard(self, connection: _Connection) -> None:
         """Close a connection whose request failed."""
         connection.close()

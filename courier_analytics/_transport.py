@@ -339,9 +339,11 @@ class NativeSender:
         """Send one request; `on_done` gets the answer or the error, once, from the loop."""
         self._pool.start(self._encode(request), partial(self._done, on_done))
 
-    def _done(
-        self, on_done: OnDone, raw: RawResponse | None, error: httpx.TransportError | None
-    ) -> None:
+    def close_idle(self) -> None:
+        """Close the connections idle for longer than the rate needs them."""
+        self._pool.close_idle()
+
+    def _done(self, on_done: OnDone, raw: RawResponse | None, error: BaseException | None) -> None:
         if raw is not None:
             status, body = raw.status, raw.body
             if status >= 300:

@@ -36,7 +36,7 @@ from courier_analytics._messages import Message
 from courier_analytics._retry import RetryPolicy
 from courier_analytics._routes import Route
 from courier_analytics._spool import Settings as SpoolSettings
-from courier_analytics._transport import Sender
+from courier_analytics._transport import NativeSender, Sender
 
 if TYPE_CHECKING:
     from courier_analytics._metrics import Recorder
@@ -445,8 +445,11 @@ class Worker:
             if sender is None:
                 raise self._sender_error or RuntimeError("no sender")
             engine.begin(sender)
+            native = sender if isinstance(sender, NativeSender) else None
             while self._state is not State.STOPPING:
                 engine.drain()
+                if native is not None:  # answers close idle connections; this, once none come
+                    native.close_idle()
                 await self._sleep()
         except BaseException as exc:  # e.g. no TLS context: SSL_CERT_FILE names no file
             reason = f"the worker failed ({type(exc).__name__}: {exc})"
