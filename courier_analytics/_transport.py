@@ -16,15 +16,12 @@ configured in the environment (`HTTPS_PROXY` and friends), which httpx then hono
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -407,56 +404,6 @@ def make_sender(
     return HttpxSender(base_url, api_key, timeout=timeout, transport=transport, threads=threads)
 
 
-class _Share:
-    """Which event loop drives one asynchronous transport, for the senders using it.
-
-    httpx's asynchronous pool (and anyio's locks and streams in it) belong to the
-    loop that opened its connections: used from a second loop they raise. Each
-    client has a loop of its own, and two can hold the same transport (the
-    module-level API rebuilds its client when a setting changes, and the old one
-    delivers what it holds meanwhile). So one loop, the first to send, is the
-    transport's *home*; a sender in another loop runs its requests there. When the
-    home's sender closes, it lets the requests of others running there finish,
-    closes the connections its loop opened, and the next request makes its own
-    loop the home. Requests started meanwhile wait for that (`parked`).
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.home: asyncio.AbstractEventLoop | None = None
-        self.users = 0  # senders that sent and have not closed
-        self.handing_over = False
-        self.visiting: set[Future[Response]] = set()  # other loops' requests run at home
-        self.parked: list[tuple[asyncio.AbstractEventLoop, HttpxSender, Request, OnDone]] = []
-
-
-#: The `_Share` of each asynchronous transport in use, by id, and the process they
-#: belong to (a forked child starts afresh: its parent's loops do not run in it).
-_SHARES: dict[int, _Share] = {}
-_SHARES_LOCK = threading.Lock()
-_SHARES_PID = os.getpid()
-
-
-def _share_of(transport: httpx.AsyncBaseTransport) -> _Share:
-    """`transport`'s `_Share`, counting one more user."""
-    global _SHARES_PID
-    with _SHARES_LOCK:
-        if os.getpid() != _SHARES_PID:
-            _SHARES.clear()
-            _SHARES_PID = os.getpid()
-        share = _SHARES.setdefault(id(transport), _Share())
-        with share.lock:
-            share.users += 1
-        return share
-
-
-def _unshare(transport: httpx.AsyncBaseTransport, share: _Share) -> None:
-    """Forget `transport`'s `_Share` once no sender uses it (and it is handed over)."""
-    with _SHARES_LOCK, share.lock:
-        if share.users == 0 and share.home is None and _SHARES.get(id(transport)) is share:
-            del _SHARES[id(transport)]
-
-
 class HttpxSender:
     """Sends requests to one Courier base URL with a fixed set of headers.
 
@@ -470,10 +417,10 @@ class HttpxSender:
         threads: Most threads that run a synchronous transport's requests; they start
             as requests wait for one, and end after 30 s without work (but one).
 
-    An asynchronous transport is driven from one event loop at a time, shared with
-    other clients' senders (see `_Share`); `aclose` closes only the connections its
-    loop opened, when that loop ends (httpx's transports stay usable: a later use
-    opens new ones). A synchronous transport stays open: it is yours to close.
+    An asynchronous transport's connections are opened in the worker's event loop,
+    which ends with the client, so `aclose` closes them (httpx's transports stay
+    usable: a later client opens new ones). A synchronous transport stays open:
+    it is yours to close.
     """
 
     def __init__(
@@ -493,9 +440,6 @@ class HttpxSender:
         self._deadline = 2 * timeout  # connect, then the whole answer, as the native client
         self._runner: BlockingRunner | None = None
         self._sending: set[asyncio.Task[Response]] = set()  # started, not yet done
-        self._away: set[Future[Response]] = set()  # started in another loop (see `_Share`)
-        self._share: _Share | None = None  # an asynchronous transport's, from the first send
-        self._closed = False
         self._async: httpx.AsyncBaseTransport | None = None
         self._sync: httpx.BaseTransport | None = None
         if isinstance(transport, httpx.AsyncBaseTransport):
@@ -525,60 +469,13 @@ class HttpxSender:
         )
 
     def start(self, request: Request, on_done: OnDone) -> None:
-        """Send one request in a task of its own; `on_done` gets its answer or its error.
-
-        An asynchronous transport's requests run in its home loop (see `_Share`),
-        which is this one unless another client's loop sent with it first.
-        """
-        if self._async is None:
-            self._run_here(request, on_done)
-            return
-        loop = asyncio.get_running_loop()
-        if self._closed:  # a request parked during a hand-over, given back after aclose
-            loop.call_soon(on_done, None, httpx.TransportError("the sender was closed"))
-            return
-        if self._share is None:
-            self._share = _share_of(self._async)
-        share = self._share
-        with share.lock:
-            if share.handing_over:
-                share.parked.append((loop, self, request, on_done))
-                return
-            if share.home is None or share.home.is_closed():
-                share.home = loop
-            if share.home is loop:
-                away = None
-            else:
-                away = asyncio.run_coroutine_threadsafe(self._attempt(request), share.home)
-                share.visiting.add(away)
-        if away is None:
-            self._run_here(request, on_done)
-            return
-        self._away.add(away)
-        # Out of the lock: a request already done calls _came_back (which takes it) at once
-        away.add_done_callback(partial(self._came_back, share, loop, on_done))
-
-    def _run_here(self, request: Request, on_done: OnDone) -> None:
-        task = asyncio.ensure_future(self._attempt(request))
+        """Send one request in a task of its own; `on_done` gets what `send` returns or raises."""
+        task = asyncio.ensure_future(self.send(request))
         self._sending.add(task)
         task.add_done_callback(partial(self._done, on_done))
 
-    def _came_back(
-        self,
-        share: _Share,
-        loop: asyncio.AbstractEventLoop,
-        on_done: OnDone,
-        away: Future[Response],
-    ) -> None:
-        """A request run in another loop ended: its `on_done` runs in this sender's loop."""
-        with share.lock:
-            share.visiting.discard(away)
-        with contextlib.suppress(RuntimeError):  # that loop closed: its engine reported it
-            loop.call_soon_threadsafe(self._done, on_done, away)
-
-    def _done(self, on_done: OnDone, task: asyncio.Future[Response] | Future[Response]) -> None:
+    def _done(self, on_done: OnDone, task: asyncio.Task[Response]) -> None:
         self._sending.discard(task)
-        self._away.discard(task)
         if task.cancelled():
             on_done(None, httpx.TransportError("the sender was closed"))
         elif (error := task.exception()) is not None:
@@ -587,10 +484,6 @@ class HttpxSender:
             on_done(task.result(), None)
 
     async def send(self, request: Request) -> Response:
-        """`start`, awaited: the whole answer (raises `httpx.TransportError`)."""
-        return await until_done(self.start, request)
-
-    async def _attempt(self, request: Request) -> Response:
         """Send one request and read the whole answer.
 
         httpx's timeouts bound each read, not the whole answer: a server sending a
@@ -635,8 +528,7 @@ class HttpxSender:
         return Response(*await runner.run(lambda: _send_sync(transport, built, deadline)))
 
     async def aclose(self) -> None:
-        """End the requests under way; close the connections this loop opened."""
-        self._closed = True
+        """End the requests under way; close an asynchronous transport's connections."""
         sending = set(self._sending)
         running = set(sending)
         while running:
@@ -647,44 +539,7 @@ class HttpxSender:
             # again.
             _, running = await asyncio.wait(running, timeout=0.05)
         await asyncio.gather(*sending, return_exceptions=True)  # retrieves their errors
-        for away in list(self._away):
-            away.cancel()  # its task, in the home loop, is cancelled there
         if self._runner is not None:
             self._runner.close()
-        if self._async is not None and self._share is not None:
-            await self._leave(self._async, self._share)
-
-    async def _leave(self, transport: httpx.AsyncBaseTransport, share: _Share) -> None:
-        """Stop using `transport`; if this loop is its home, hand it over to the others.
-
-        Their requests running here end first (their own deadline bounds them), then
-        the connections this loop opened are closed (they cannot serve another loop),
-        and the requests parked meanwhile start again, in their own loops.
-        """
-        loop = asyncio.get_running_loop()
-        with share.lock:
-            share.users -= 1
-            mine = [item for item in share.parked if item[1] is self]
-            share.parked = [item for item in share.parked if item[1] is not self]
-            home = share.home is loop
-            if home:
-                share.handing_over = True
-            visiting = set(share.visiting)
-        for _, _, _, on_done in mine:
-            on_done(None, httpx.TransportError("the sender was closed"))
-        parked: list[tuple[asyncio.AbstractEventLoop, HttpxSender, Request, OnDone]] = []
-        try:
-            if home:
-                await asyncio.gather(
-                    *(asyncio.wrap_future(away) for away in visiting), return_exceptions=True
-                )
-                await transport.aclose()
-        finally:
-            if home:
-                with share.lock:
-                    share.home, share.handing_over = None, False
-                    parked, share.parked = share.parked, []
-            _unshare(transport, share)
-            for their_loop, sender, request, on_done in parked:
-                with contextlib.suppress(RuntimeError):  # that loop closed: reported there
-                    their_loop.call_soon_threadsafe(sender.start, request, on_done)
+        if self._async is not None:
+            await self._async.aclose()

@@ -1,13 +1,11 @@
 """The httpx sender (`transport=`) as the default one: same answers, same outcomes.
 
 Served for real on 127.0.0.1 by a scripted HTTP/1.1 server, so both senders read
-the same bytes; and an asynchronous httpx transport shared by two clients, each
-with an event loop of its own.
+the same bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import socketserver
@@ -15,10 +13,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 import httpx
-import orjson
 import pytest
 
-import courier_analytics
 from courier_analytics import Client, RetryPolicy, Stats
 
 from .fakes import Reports
@@ -153,133 +149,3 @@ def test_of_two_retry_after_headers_the_first_counts(serve: Serve, sender: str) 
     assert str(error).endswith(
         "Courier asked to wait 7200s (Retry-After), more than the 3600s a retry waits at most"
     )
-
-
-def test_a_rebuilt_default_client_sharing_an_async_transport_loses_nothing(serve: Serve) -> None:
-    """A setting changed mid-traffic: the retired and the new client both deliver everything."""
-    server = serve(lambda n, body: OK)
-    reports = Reports()
-    courier_analytics.api_key = "pk_test_parity"
-    courier_analytics.base_url = server.base_url
-    courier_analytics.transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=4))
-    courier_analytics.max_retries = 0
-    courier_analytics.on_error = reports
-    try:
-        for n in range(300):
-            courier_analytics.track("Before", user_id=f"u{n % 30}")
-        courier_analytics.flush_interval = 0.25  # any setting: the client is rebuilt
-        for n in range(300):
-            courier_analytics.track("After", user_id=f"u{n % 30}")
-        assert courier_analytics.flush(20)
-        assert (reports.errors, len(server.bodies)) == ([], 600)
-    finally:
-        courier_analytics.shutdown(5)
-
-
-def two_clients(
-    server: Scripted, transport: httpx.AsyncBaseTransport, reports: Reports
-) -> tuple[Client, Client]:
-    """Two clients of ``server`` sharing ``transport``, that never retry."""
-    first, second = (
-        Client(
-            api_key="pk_test_parity",
-            base_url=server.base_url,
-            transport=transport,
-            on_error=reports,
-            retry=RetryPolicy(max_retries=0),
-        )
-        for _ in range(2)
-    )
-    return first, second
-
-
-def test_clients_sharing_an_async_transport_deliver_everything_while_one_shuts_down(
-    serve: Serve,
-) -> None:
-    """Two live clients, one transport: none fails a message, before, during or after a shutdown."""
-    lock, arrived, release = threading.Lock(), threading.Event(), threading.Event()
-    held: list[bytes] = []
-
-    def answer(n: int, body: bytes) -> bytes:
-        if b':Held"' in body:  # the event is sent as "Segment-TrackEvent:Held"
-            with lock:
-                held.append(body)
-                if len(held) == 8:
-                    arrived.set()
-            release.wait(10)
-        return OK
-
-    server = serve(answer)
-    transport = httpx.AsyncHTTPTransport()
-    reports = Reports()
-    first, second = two_clients(server, transport, reports)
-    try:
-        for n in range(8):
-            first.track("First", user_id=f"u{n}")
-        assert first.flush(10)  # its loop opened the transport's connections
-        for n in range(8):
-            second.track("Held", user_id=f"u{n}")  # each in its own lane: all in flight
-        assert arrived.wait(10)
-        closing = threading.Thread(target=first.shutdown, args=(10,))
-        closing.start()
-        release.set()
-        closing.join(10)
-        for n in range(8):
-            second.track("After", user_id=f"u{n}")
-        assert second.flush(10)
-        assert (first.stats.delivered, second.stats.delivered) == (8, 16)
-        assert (reports.errors, len(server.bodies)) == ([], 24)
-    finally:
-        release.set()
-        first.shutdown(5)
-        second.shutdown(5)
-
-
-class SlowToClose(httpx.AsyncHTTPTransport):
-    """An httpx transport whose ``aclose`` waits for ``may_close``, noting when it is done."""
-
-    def __init__(self, log: list[str]) -> None:
-        super().__init__()
-        self.log = log
-        self.closing, self.may_close = threading.Event(), threading.Event()
-
-    async def aclose(self) -> None:
-        self.closing.set()
-        await asyncio.to_thread(self.may_close.wait, 10)
-        await super().aclose()
-        self.log.append("closed")
-
-
-def test_requests_started_while_a_shared_transport_changes_hands_wait_and_are_delivered(
-    serve: Serve,
-) -> None:
-    """Sent while the transport's first client closes its connections: sent after, none lost."""
-    log: list[str] = []
-
-    def answer(n: int, body: bytes) -> bytes:
-        log.append(orjson.loads(body)["event"].removeprefix("Segment-TrackEvent:"))
-        return OK
-
-    server = serve(answer)
-    transport = SlowToClose(log)
-    reports = Reports()
-    first, second = two_clients(server, transport, reports)
-    closing = threading.Thread(target=first.shutdown, args=(10,))
-    try:
-        first.track("First", user_id="u1")
-        assert first.flush(10)  # its loop drives the transport
-        second.track("Before", user_id="u1")
-        assert second.flush(10)  # sent from the first client's loop
-        closing.start()
-        assert transport.closing.wait(10)  # the first client is handing it over
-        for n in range(4):
-            second.track("During", user_id=f"u{n}")
-        transport.may_close.set()
-        closing.join(10)
-        assert second.flush(10)
-        assert (reports.errors, second.stats.delivered) == ([], 5)
-        assert log == ["First", "Before", "closed"] + ["During"] * 4
-    finally:
-        transport.may_close.set()
-        first.shutdown(5)
-        second.shutdown(5)
