@@ -12,7 +12,6 @@ import asyncio
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import httpx
@@ -23,56 +22,13 @@ from courier_analytics import Client, RetryPolicy
 from courier_analytics._http11 import Http11Pool, _Connection
 
 from .fakes import Reports
-from .test_http11 import OK, RawServer
+from .test_http11 import OK, RawServer, Scenario, serve
 
 LOOPS = ["asyncio", "uvloop"]
 DEAD = "192.0.2.1"  # TEST-NET-1: never dialled, its connects are faked as dropped
 HOST = "courier.test"
 TIMEOUT = 20.0  # seconds to connect; see `dropping`
-Scenario = Callable[[Http11Pool], Awaitable[Any]]
 CLOSING = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
-
-
-def run_on(event_loop: str, main: Callable[[], Awaitable[Any]]) -> Any:
-    """Run `main()` on a new loop of the kind named (asyncio or uvloop)."""
-    if event_loop == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        return uvloop.run(main())
-    return asyncio.run(main())  # type: ignore[arg-type]  # a coroutine, as any awaitable here
-
-
-def serve(
-    server: RawServer,
-    scenario: Scenario,
-    *,
-    event_loop: str = "asyncio",
-    host: str = "127.0.0.1",
-    timeout: float = 30.0,
-    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
-) -> Any:
-    """Serve on 127.0.0.1 (over TLS with a server and a client context) and run `scenario`
-    with a pool for `host` on the server's port."""
-
-    async def main() -> Any:
-        server_context, client_context = tls or (None, None)
-        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_context)
-        port = listener.sockets[0].getsockname()[1]
-        scheme = "https" if tls else "http"
-        pool = Http11Pool(
-            f"{scheme}://{host}:{port}",
-            [],
-            timeout=timeout,
-            max_idle=4,
-            ssl_context=client_context,
-        )
-        try:
-            return await scenario(pool)
-        finally:
-            await pool.aclose()
-            listener.close()
-            await listener.wait_closed()
-
-    return run_on(event_loop, main)
 
 
 async def send(pool: Http11Pool) -> Any:

@@ -83,6 +83,51 @@ def pool(base_url: str, timeout: float = 5.0) -> Http11Pool:
     return Http11Pool(base_url, [(b"X-Key", b"v")], timeout=timeout, max_idle=4)
 
 
+Scenario = Callable[[Http11Pool], Awaitable[Any]]
+
+
+def run_on(event_loop: str, main: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `main()` on a new loop of the kind named (asyncio or uvloop)."""
+    if event_loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.run(main())
+    return asyncio.run(main())  # type: ignore[arg-type]  # a coroutine, as any awaitable here
+
+
+def serve(
+    server: RawServer,
+    scenario: Scenario,
+    *,
+    event_loop: str = "asyncio",
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+) -> Any:
+    """Serve on 127.0.0.1 (over TLS with a server and a client context) and run `scenario`
+    with a pool for `host` on the server's port."""
+
+    async def main() -> Any:
+        server_context, client_context = tls or (None, None)
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_context)
+        port = listener.sockets[0].getsockname()[1]
+        scheme = "https" if tls else "http"
+        pool = Http11Pool(
+            f"{scheme}://{host}:{port}",
+            [],
+            timeout=timeout,
+            max_idle=4,
+            ssl_context=client_context,
+        )
+        try:
+            return await scenario(pool)
+        finally:
+            await pool.aclose()
+            listener.close()
+            await listener.wait_closed()
+
+    return run_on(event_loop, main)
+
+
 async def post_many(base_url: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
     """POST ``count`` requests one after another and return the answers."""
     p = pool(base_url, timeout)

@@ -7,7 +7,6 @@ import gc
 import socket
 import ssl
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ import trustme
 from courier_analytics._http11 import Http11Pool, _Connection
 from courier_analytics._sockets import SocketTransport
 
-from .test_http11 import OK, RawServer
+from .test_http11 import OK, RawServer, serve
 
 
 @pytest.fixture(scope="module")
@@ -44,37 +43,6 @@ def contexts(certificate: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server_context(certificate), client
 
 
-Scenario = Callable[[Http11Pool], Awaitable[Any]]
-
-
-def serve(
-    server: RawServer, scenario: Scenario, tls: tuple[ssl.SSLContext, ssl.SSLContext] | None
-) -> Any:
-    """Serve on 127.0.0.1 (over TLS when given contexts) and run `scenario` with a pool."""
-
-    async def main() -> Any:
-        listener = await asyncio.start_server(
-            server.handle, "127.0.0.1", 0, ssl=tls[0] if tls else None
-        )
-        port = listener.sockets[0].getsockname()[1]
-        scheme = "https" if tls else "http"
-        pool = Http11Pool(
-            f"{scheme}://127.0.0.1:{port}",
-            [],
-            timeout=30,
-            max_idle=4,
-            ssl_context=tls[1] if tls else None,
-        )
-        try:
-            return await scenario(pool)
-        finally:
-            await pool.aclose()
-            listener.close()
-            await listener.wait_closed()
-
-    return asyncio.run(main())
-
-
 def test_a_new_tls_connection_resumes_an_earlier_ones_session(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
@@ -91,7 +59,7 @@ def test_a_new_tls_connection_resumes_an_earlier_ones_session(
         ]
 
     hits_before = contexts[0].session_stats()["hits"]
-    resumed = serve(server, scenario, contexts)
+    resumed = serve(server, scenario, tls=contexts)
     assert server.connections == 2
     assert sorted(resumed) == [False, True]
     assert contexts[0].session_stats()["hits"] == hits_before + 1
@@ -109,7 +77,7 @@ def test_an_answer_of_many_tls_records_is_read_whole(
         data = pool.build("/x", b"{}")
         return [(await pool.send(data)).body for _ in range(2)]
 
-    assert serve(server, scenario, contexts) == [body, body]
+    assert serve(server, scenario, tls=contexts) == [body, body]
     assert server.connections == 1
 
 
@@ -124,7 +92,7 @@ def test_a_request_larger_than_the_socket_takes_at_once_is_written_whole(
     async def scenario(pool: Http11Pool) -> int:
         return (await pool.send(pool.build("/x", body))).status
 
-    assert serve(server, scenario, contexts if tls else None) == 202
+    assert serve(server, scenario, tls=contexts if tls else None) == 202
     [request] = server.requests
     assert request.endswith(b"\r\n\r\n" + body)
 
@@ -140,7 +108,7 @@ def test_a_connection_the_server_closes_after_its_answer_is_not_reused(
         data = pool.build("/x", b"{}")
         return [(await pool.send(data)).status for _ in range(3)]
 
-    assert serve(server, scenario, contexts if tls else None) == [202, 202, 202]
+    assert serve(server, scenario, tls=contexts if tls else None) == [202, 202, 202]
     assert server.connections == 3
 
 
@@ -158,7 +126,7 @@ def test_a_connection_cut_mid_answer_fails_its_request(
             return exc
         return None
 
-    error = serve(server, scenario, contexts if tls else None)
+    error = serve(server, scenario, tls=contexts if tls else None)
     assert isinstance(error, httpx.RemoteProtocolError)
 
 
@@ -182,7 +150,7 @@ def test_a_closed_transport_takes_no_more_writes_and_tells_its_protocol_once(
         await asyncio.sleep(0)
         return heard_at_once, lost, transport.is_closing()
 
-    heard_at_once, lost, closing = serve(server, scenario, contexts)
+    heard_at_once, lost, closing = serve(server, scenario, tls=contexts)
     assert (heard_at_once, lost, closing) == (False, [None], True)
 
 
@@ -249,7 +217,7 @@ def test_a_closed_connection_is_freed_without_the_cyclic_collector(
 
     gc.disable()
     try:
-        assert serve(server, scenario, contexts if tls else None)
+        assert serve(server, scenario, tls=contexts if tls else None)
     finally:
         gc.enable()
 
@@ -270,7 +238,7 @@ def test_a_write_that_fails_tells_of_it_from_the_loop_not_from_within_start() ->
         await asyncio.sleep(0)
         return events
 
-    assert serve(server, scenario, None) == ["start returned", "on_answer"]
+    assert serve(server, scenario, tls=None) == ["start returned", "on_answer"]
 
 
 def test_a_protocol_that_fails_to_read_ends_its_connection_at_once(
@@ -295,7 +263,7 @@ def test_a_protocol_that_fails_to_read_ends_its_connection_at_once(
             return exc
         return None
 
-    assert isinstance(serve(server, scenario, None), httpx.RemoteProtocolError)
+    assert isinstance(serve(server, scenario, tls=None), httpx.RemoteProtocolError)
     assert [str(e) for e in errors] == ["a defect in the protocol"]
 
 
@@ -321,7 +289,7 @@ def test_a_connection_made_as_the_pool_closes_is_closed_and_its_request_fails(
             return str(exc), pool._open
         return None
 
-    assert serve(server, scenario, contexts) == ("the connection pool was closed", set())
+    assert serve(server, scenario, tls=contexts) == ("the connection pool was closed", set())
     assert made[0].closed
     assert server.requests == []
 
@@ -350,5 +318,5 @@ def test_a_server_that_resumes_nothing_stops_the_pool_reading_sessions(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SocketTransport, "session", property(counted))
-        assert serve(server, scenario, (refusing, contexts[1])) == [202] * 6
+        assert serve(server, scenario, tls=(refusing, contexts[1])) == [202] * 6
     assert reads == 2
