@@ -8,7 +8,7 @@ import random
 import socketserver
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -129,13 +129,14 @@ def serving(server: socketserver.BaseServer) -> Iterator[None]:
 class Loopback(socketserver.ThreadingTCPServer):
     """An HTTP/1.1 server on 127.0.0.1 that answers each request with `answer(body)`.
 
-    `answer` runs on the connection's own thread, so it may block (a held request).
+    `answer` runs on the connection's own thread, so it may block (a held request);
+    it returns the answer's bytes, or pieces of them, each written as it comes.
     """
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, answer: Callable[[bytes], bytes]) -> None:
+    def __init__(self, answer: Callable[[bytes], bytes | Iterable[bytes]]) -> None:
         super().__init__(("127.0.0.1", 0), _LoopbackHandler)
         self.answer = answer
 
@@ -156,7 +157,9 @@ class _LoopbackHandler(socketserver.BaseRequestHandler):
                     for line in head.split(b"\r\n")
                     if line.lower().startswith(b"content-length:")
                 )
-                self.request.sendall(server.answer(stream.read(length)))
+                answer = server.answer(stream.read(length))
+                for piece in [answer] if isinstance(answer, bytes) else answer:
+                    self.request.sendall(piece)
 
 
 def _read_head(stream: Any) -> bytes:

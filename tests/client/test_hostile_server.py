@@ -12,8 +12,6 @@ failure of this test.
 from __future__ import annotations
 
 import itertools
-import socket
-import socketserver
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
@@ -22,7 +20,7 @@ import pytest
 
 from courier_analytics import Client, RetriesExhaustedError, RetryPolicy
 
-from .fakes import Reports
+from .fakes import Loopback, Reports
 
 OK = b'HTTP/1.1 202 Accepted\r\nContent-Length: 16\r\n\r\n{"messageId":""}'
 MIB = 1024 * 1024
@@ -70,56 +68,23 @@ HOSTILE = {
 }
 
 
-class HostileServer(socketserver.ThreadingTCPServer):
+class HostileServer(Loopback):
     """Answers requests carrying ``POISONED`` with ``answer()``, the others with OK."""
 
     request_queue_size = 256  # the client opens many connections at once
-    daemon_threads = True
-    allow_reuse_address = True
 
     def __init__(self, answer: Callable[[], Iterable[bytes]]) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.answer = answer
+        super().__init__(self._answer)
+        self.hostile = answer
         self.hostile_requests = 0
         self.lock = threading.Lock()
 
-    @property
-    def base_url(self) -> str:
-        """Where the server listens."""
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        server: HostileServer = self.server  # type: ignore[assignment]
-        stream = self.request.makefile("rb")
-        try:
-            while head := _read_head(stream):
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                body = stream.read(length)
-                if POISONED not in body:
-                    self.request.sendall(OK)
-                    continue
-                with server.lock:
-                    server.hostile_requests += 1
-                for piece in server.answer():
-                    self.request.sendall(piece)
-        except OSError:  # the client closed the connection: as it should
-            pass
-
-
-def _read_head(stream: socket.SocketIO) -> bytes:
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        line = stream.readline(65536)
-        if not line:
-            return b""
-        head += line
-    return head
+    def _answer(self, body: bytes) -> bytes | Iterable[bytes]:
+        if POISONED not in body:
+            return OK
+        with self.lock:
+            self.hostile_requests += 1
+        return self.hostile()
 
 
 @pytest.fixture
